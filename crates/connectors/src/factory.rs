@@ -1,0 +1,210 @@
+//! Creates sources and sinks from a statement's properties
+//! (`'<name>.type'` and the keys of that connector), and infers the schema
+//! of undeclared sources. Relative paths resolve against the directory of
+//! the application's `.sql` file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
+use velostream_sql::{SinkBinding, SourceBinding, SourceResolver};
+
+use crate::file::reader::LineSource;
+use crate::file::sink::WriterSink;
+use crate::format::decode::BatchDecoder;
+use crate::format::infer::infer_schema;
+use crate::format::RecordFormat;
+use crate::memory::NullSink;
+
+/// Connector types that are part of the product but not in this build yet.
+const PLANNED: &[&str] = &[
+    "kafka_source",
+    "kafka_sink",
+    "postgres_source",
+    "postgres_sink",
+    "nexmark",
+];
+
+const FILE_SOURCE_KEYS: &[&str] = &["type", "path", "format", "delimiter"];
+const STDIN_KEYS: &[&str] = &["type", "format", "delimiter"];
+const FILE_SINK_KEYS: &[&str] = &["type", "path", "format", "delimiter", "append"];
+const STDOUT_KEYS: &[&str] = &["type", "format", "delimiter"];
+const NULL_SINK_KEYS: &[&str] = &["type"];
+
+/// Opens connectors for one application.
+#[derive(Debug, Clone)]
+pub struct Connectors {
+    /// Directory that relative paths are resolved against.
+    pub base_dir: PathBuf,
+    /// Records per batch (`performance.batch_size`).
+    pub batch_size: usize,
+}
+
+impl Connectors {
+    pub fn new(base_dir: impl Into<PathBuf>, batch_size: usize) -> Self {
+        Self {
+            base_dir: base_dir.into(),
+            batch_size: batch_size.max(1),
+        }
+    }
+
+    fn path(
+        &self,
+        props: &BTreeMap<String, String>,
+        connector: &str,
+    ) -> std::result::Result<PathBuf, String> {
+        let raw = props
+            .get("path")
+            .ok_or_else(|| format!("{connector} needs a 'path' property"))?;
+        let path = Path::new(raw);
+        Ok(if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        })
+    }
+
+    /// Opens the external source `binding`, decoding the columns of `projected`.
+    pub fn open_source(
+        &self,
+        binding: &SourceBinding,
+        projected: SchemaRef,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Box<dyn Source>> {
+        let props = &binding.properties;
+        let kind = source_type(props).map_err(|e| EngineError::connector(&binding.name, e))?;
+        let err = |e: String| EngineError::connector(&binding.name, e);
+        let format = RecordFormat::from_properties(props).map_err(err)?;
+        let decoder =
+            BatchDecoder::new(format, binding.schema.clone(), projected, self.batch_size)?;
+        match kind {
+            "file_source" => {
+                check_keys(props, FILE_SOURCE_KEYS, kind).map_err(err)?;
+                let path = self.path(props, kind).map_err(err)?;
+                Ok(Box::new(LineSource::open_file(
+                    &path, format, decoder, metrics,
+                )?))
+            }
+            "stdin" => {
+                check_keys(props, STDIN_KEYS, kind).map_err(err)?;
+                Ok(Box::new(LineSource::new(
+                    "stdin".into(),
+                    Box::new(std::io::stdin()),
+                    format,
+                    decoder,
+                    metrics,
+                )))
+            }
+            other => Err(err(unavailable(other, "source"))),
+        }
+    }
+
+    /// Opens the sink of a statement; without a `type` the results go to stdout.
+    pub fn open_sink(&self, binding: &SinkBinding) -> Result<Box<dyn Sink>> {
+        let props = &binding.properties;
+        let err = |e: String| EngineError::connector(&binding.name, e);
+        let format = RecordFormat::from_properties(props).map_err(err)?;
+        match props.get("type").map(String::as_str).unwrap_or("stdout") {
+            "file_sink" | "file" => {
+                check_keys(props, FILE_SINK_KEYS, "file_sink").map_err(err)?;
+                let path = self.path(props, "file_sink").map_err(err)?;
+                let append = match props.get("append").map(String::as_str) {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(other) => {
+                        return Err(err(format!(
+                            "'append' must be true or false, got '{other}'"
+                        )))
+                    }
+                };
+                Ok(Box::new(WriterSink::create_file(&path, format, append)?))
+            }
+            "stdout" => {
+                check_keys(props, STDOUT_KEYS, "stdout").map_err(err)?;
+                Ok(Box::new(WriterSink::stdout(format)))
+            }
+            "null" | "blackhole" => {
+                check_keys(props, NULL_SINK_KEYS, "null").map_err(err)?;
+                Ok(Box::new(NullSink))
+            }
+            other => Err(err(unavailable(other, "sink"))),
+        }
+    }
+
+    /// Checks a sink's properties without opening it (for `validate`).
+    pub fn check_sink(&self, binding: &SinkBinding) -> Result<()> {
+        let props = &binding.properties;
+        let err = |e: String| EngineError::connector(&binding.name, e);
+        RecordFormat::from_properties(props).map_err(err)?;
+        match props.get("type").map(String::as_str).unwrap_or("stdout") {
+            "file_sink" | "file" => {
+                check_keys(props, FILE_SINK_KEYS, "file_sink").map_err(err)?;
+                self.path(props, "file_sink").map(|_| ()).map_err(err)
+            }
+            "stdout" => check_keys(props, STDOUT_KEYS, "stdout").map_err(err),
+            "null" | "blackhole" => check_keys(props, NULL_SINK_KEYS, "null").map_err(err),
+            other => Err(err(unavailable(other, "sink"))),
+        }
+    }
+}
+
+impl SourceResolver for Connectors {
+    fn infer_schema(
+        &self,
+        _name: &str,
+        props: &BTreeMap<String, String>,
+    ) -> std::result::Result<SchemaRef, String> {
+        let kind = source_type(props)?;
+        let format = RecordFormat::from_properties(props)?;
+        match kind {
+            "file_source" => {
+                check_keys(props, FILE_SOURCE_KEYS, kind)?;
+                let path = self.path(props, kind)?;
+                let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                Ok(Arc::new(infer_schema(format, file)?))
+            }
+            "stdin" => Err("stdin cannot be sampled before it is read; declare its columns with CREATE STREAM name (col TYPE, ...) WITH (...)".into()),
+            other => Err(unavailable(other, "source")),
+        }
+    }
+}
+
+fn source_type(props: &BTreeMap<String, String>) -> std::result::Result<&str, String> {
+    match props.get("type").map(String::as_str) {
+        Some("file_source") | Some("file") => Ok("file_source"),
+        Some("stdin") => Ok("stdin"),
+        Some(other) => Ok(other),
+        None => Err("no 'type' property".into()),
+    }
+}
+
+fn unavailable(kind: &str, role: &str) -> String {
+    if PLANNED.contains(&kind) {
+        format!("connector type '{kind}' is not available in this build yet")
+    } else {
+        let known = if role == "source" {
+            "file_source, stdin"
+        } else {
+            "file_sink, stdout, null"
+        };
+        format!("unknown {role} type '{kind}'; expected one of: {known}")
+    }
+}
+
+/// Unknown keys are errors: a misspelt key would otherwise be ignored.
+fn check_keys(
+    props: &BTreeMap<String, String>,
+    allowed: &[&str],
+    connector: &str,
+) -> std::result::Result<(), String> {
+    match props.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(key) => Err(format!(
+            "unknown property '{key}' for {connector}; valid keys: {}",
+            allowed.join(", ")
+        )),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,6 @@
+//! Files: `file_source` reads JSON Lines, JSON arrays and CSV; `file_sink`
+//! writes JSON Lines or CSV. Standard input and output reuse the same
+//! framing and encoding.
+
+pub mod reader;
+pub mod sink;

@@ -1,0 +1,168 @@
+//! Record framing for byte streams (files, stdin): reads large chunks,
+//! cuts them at the last complete line, and hands whole lines to the
+//! batch decoder, tracking line numbers for error reports.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, Cursor, Read};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::value::RawValue;
+use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
+
+use crate::format::decode::BatchDecoder;
+use crate::format::infer::starts_with_array;
+use crate::format::RecordFormat;
+
+/// Bytes read per call; a chunk holds many batches of records.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// A [`Source`] over any byte stream of newline-separated records.
+pub struct LineSource {
+    origin: String,
+    reader: Box<dyn Read + Send>,
+    decoder: BatchDecoder,
+    buf: Vec<u8>,
+    /// Line number of `buf[0]`.
+    next_line: u64,
+    skip_header: bool,
+    pending: VecDeque<RecordBatch>,
+    eof: bool,
+    metrics: Arc<JobMetrics>,
+}
+
+impl LineSource {
+    pub fn new(
+        origin: String,
+        reader: Box<dyn Read + Send>,
+        format: RecordFormat,
+        decoder: BatchDecoder,
+        metrics: Arc<JobMetrics>,
+    ) -> Self {
+        Self {
+            origin,
+            reader,
+            decoder,
+            buf: Vec::with_capacity(CHUNK_BYTES * 2),
+            next_line: 1,
+            skip_header: matches!(format, RecordFormat::Csv { header: true, .. }),
+            pending: VecDeque::new(),
+            eof: false,
+            metrics,
+        }
+    }
+
+    /// Opens a file; a JSON array document is turned into one record per
+    /// line first (element numbers then stand for line numbers).
+    pub fn open_file(
+        path: &Path,
+        format: RecordFormat,
+        decoder: BatchDecoder,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Self> {
+        let origin = path.display().to_string();
+        let file = File::open(path).map_err(|e| {
+            EngineError::connector("file_source", format!("cannot open {origin}: {e}"))
+        })?;
+        let mut reader = BufReader::new(file);
+        let reader: Box<dyn Read + Send> =
+            if format == RecordFormat::Json && starts_with_array(&mut reader)? {
+                Box::new(Cursor::new(array_to_lines(reader, &origin)?))
+            } else {
+                Box::new(reader)
+            };
+        Ok(Self::new(origin, reader, format, decoder, metrics))
+    }
+
+    fn decode(&mut self, end: usize) -> Result<()> {
+        let mut start = 0;
+        if self.skip_header {
+            match memchr::memchr(b'\n', &self.buf[..end]) {
+                Some(i) => {
+                    start = i + 1;
+                    self.next_line += 1;
+                    self.skip_header = false;
+                }
+                None => return Ok(()),
+            }
+        }
+        let chunk = &self.buf[start..end];
+        self.decoder
+            .decode_chunk(
+                chunk,
+                self.next_line,
+                &self.origin,
+                &self.metrics,
+                &mut self.pending,
+            )
+            .map_err(|e| EngineError::connector(&self.origin, e))?;
+        self.next_line += memchr::memchr_iter(b'\n', chunk).count() as u64;
+        self.metrics
+            .bytes_in
+            .fetch_add(end as u64, Ordering::Relaxed);
+        self.buf.drain(..end);
+        Ok(())
+    }
+}
+
+impl Source for LineSource {
+    fn schema(&self) -> SchemaRef {
+        self.decoder.schema()
+    }
+
+    fn poll_batch(&mut self) -> Result<SourceEvent> {
+        loop {
+            if let Some(batch) = self.pending.pop_front() {
+                return Ok(SourceEvent::Batch(batch));
+            }
+            if self.eof {
+                return Ok(SourceEvent::End);
+            }
+            let old = self.buf.len();
+            self.buf.resize(old + CHUNK_BYTES, 0);
+            let n = match self.reader.read(&mut self.buf[old..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                Err(e) => {
+                    return Err(EngineError::connector(
+                        &self.origin,
+                        format!("read failed: {e}"),
+                    ))
+                }
+            };
+            self.buf.truncate(old + n);
+            if n == 0 {
+                self.eof = true;
+                if !self.buf.is_empty() {
+                    if !self.buf.ends_with(b"\n") {
+                        self.buf.push(b'\n');
+                    }
+                    self.decode(self.buf.len())?;
+                }
+            } else if let Some(last) = memchr::memrchr(b'\n', &self.buf[old..]) {
+                self.decode(old + last + 1)?;
+            }
+        }
+    }
+
+    fn is_bounded(&self) -> bool {
+        true
+    }
+}
+
+/// Rewrites a JSON array document as JSON Lines, keeping each element's
+/// exact text (numbers are not re-formatted).
+fn array_to_lines(reader: impl Read, origin: &str) -> Result<Vec<u8>> {
+    let elements: Vec<Box<RawValue>> = serde_json::from_reader(reader)
+        .map_err(|e| EngineError::connector(origin, format!("invalid JSON array: {e}")))?;
+    let mut out = Vec::with_capacity(elements.iter().map(|e| e.get().len() + 1).sum());
+    for e in elements {
+        out.extend(e.get().bytes().filter(|b| *b != b'\n' && *b != b'\r'));
+        out.push(b'\n');
+    }
+    Ok(out)
+}

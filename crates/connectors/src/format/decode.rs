@@ -1,0 +1,206 @@
+//! Decoding chunks of records into Arrow batches with arrow-json and
+//! arrow-csv, decoding only the columns the query uses.
+//!
+//! The fast path hands a whole chunk to the vectorized decoder. When a batch
+//! fails (a malformed line, a value of the wrong type), that batch's lines
+//! are decoded one by one: good records are kept, bad ones are reported
+//! with their line number and skipped, and decoding goes on.
+
+use std::collections::VecDeque;
+
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+use velostream_engine::JobMetrics;
+
+use super::RecordFormat;
+
+enum Inner {
+    Json(arrow_json::reader::Decoder),
+    Csv(Box<arrow_csv::reader::Decoder>),
+}
+
+impl Inner {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+        match self {
+            Inner::Json(d) => d.decode(buf),
+            Inner::Csv(d) => d.decode(buf),
+        }
+    }
+
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        match self {
+            Inner::Json(d) => d.flush(),
+            Inner::Csv(d) => d.flush(),
+        }
+    }
+}
+
+/// Decodes record chunks of one format into batches of one schema.
+pub struct BatchDecoder {
+    format: RecordFormat,
+    /// Every column of the source, in file order (CSV is positional).
+    full_schema: SchemaRef,
+    /// The columns to produce.
+    schema: SchemaRef,
+    batch_size: usize,
+    inner: Inner,
+}
+
+impl BatchDecoder {
+    pub fn new(
+        format: RecordFormat,
+        full_schema: SchemaRef,
+        schema: SchemaRef,
+        batch_size: usize,
+    ) -> Result<Self, ArrowError> {
+        let inner = build(format, &full_schema, &schema, batch_size)?;
+        Ok(Self {
+            format,
+            full_schema,
+            schema,
+            batch_size,
+            inner,
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Decodes `chunk`, which holds whole records (each ending with a
+    /// newline) starting at line `first_line` of `origin`.
+    pub fn decode_chunk(
+        &mut self,
+        chunk: &[u8],
+        first_line: u64,
+        origin: &str,
+        metrics: &JobMetrics,
+        out: &mut VecDeque<RecordBatch>,
+    ) -> Result<(), ArrowError> {
+        let mut pos = 0;
+        let mut line = first_line;
+        while pos < chunk.len() {
+            match self.decode_batch(&chunk[pos..]) {
+                Ok((0, None)) => break,
+                Ok((consumed, batch)) => {
+                    line += memchr::memchr_iter(b'\n', &chunk[pos..pos + consumed]).count() as u64;
+                    pos += consumed;
+                    out.extend(batch.filter(|b| b.num_rows() > 0));
+                }
+                Err(_) => {
+                    self.inner = build(
+                        self.format,
+                        &self.full_schema,
+                        &self.schema,
+                        self.batch_size,
+                    )?;
+                    let consumed = self.decode_lines(&chunk[pos..], line, origin, metrics, out)?;
+                    line += memchr::memchr_iter(b'\n', &chunk[pos..pos + consumed]).count() as u64;
+                    pos += consumed;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One batch from the front of `buf`: bytes consumed and the batch.
+    fn decode_batch(&mut self, buf: &[u8]) -> Result<(usize, Option<RecordBatch>), ArrowError> {
+        let consumed = self.inner.decode(buf)?;
+        let batch = self.inner.flush()?;
+        Ok((consumed, batch))
+    }
+
+    /// The slow path: up to one batch worth of lines, each on its own.
+    fn decode_lines(
+        &mut self,
+        buf: &[u8],
+        first_line: u64,
+        origin: &str,
+        metrics: &JobMetrics,
+        out: &mut VecDeque<RecordBatch>,
+    ) -> Result<usize, ArrowError> {
+        let mut good = Vec::new();
+        let mut pos = 0;
+        let mut records = 0;
+        let mut line = first_line;
+        while pos < buf.len() && records < self.batch_size {
+            let end = memchr::memchr(b'\n', &buf[pos..])
+                .map(|i| pos + i + 1)
+                .unwrap_or(buf.len());
+            let text = &buf[pos..end];
+            if !text.iter().all(u8::is_ascii_whitespace) {
+                records += 1;
+                let mut single = build(self.format, &self.full_schema, &self.schema, 1)?;
+                let decoded = single.decode(text).and_then(|n| {
+                    if n < text.len() && !text[n..].iter().all(u8::is_ascii_whitespace) {
+                        return Err(ArrowError::ParseError(
+                            "more than one record on the line".into(),
+                        ));
+                    }
+                    single.flush()
+                });
+                match decoded {
+                    Ok(Some(batch)) => good.push(batch),
+                    Ok(None) => {}
+                    Err(e) => metrics.bad_record(&format!("{origin}:{line}"), &clean_message(&e)),
+                }
+            }
+            pos = end;
+            line += 1;
+        }
+        if !good.is_empty() {
+            out.push_back(concat_batches(&self.schema, &good)?);
+        }
+        Ok(pos)
+    }
+}
+
+fn build(
+    format: RecordFormat,
+    full: &SchemaRef,
+    schema: &SchemaRef,
+    batch_size: usize,
+) -> Result<Inner, ArrowError> {
+    Ok(match format {
+        RecordFormat::JsonLines | RecordFormat::Json => Inner::Json(
+            arrow_json::ReaderBuilder::new(schema.clone())
+                .with_batch_size(batch_size)
+                .with_coerce_primitive(true)
+                .build_decoder()?,
+        ),
+        RecordFormat::Csv { delimiter, .. } => {
+            let projection = schema
+                .fields()
+                .iter()
+                .map(|f| full.index_of(f.name()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Inner::Csv(Box::new(
+                arrow_csv::ReaderBuilder::new(full.clone())
+                    .with_header(false)
+                    .with_delimiter(delimiter)
+                    .with_batch_size(batch_size)
+                    .with_projection(projection)
+                    .build_decoder(),
+            ))
+        }
+    })
+}
+
+/// Arrow's messages carry a variant prefix ("Json error: ...") that means
+/// nothing to a user.
+fn clean_message(e: &ArrowError) -> String {
+    let text = e.to_string();
+    for prefix in [
+        "Json error: ",
+        "Parser error: ",
+        "Csv error: ",
+        "Invalid argument error: ",
+    ] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    text
+}

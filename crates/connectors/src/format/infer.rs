@@ -1,0 +1,69 @@
+//! Schema inference from a sample of records, for sources whose columns
+//! are not declared. JSON numbers become BIGINT or DOUBLE, strings VARCHAR;
+//! declare a schema to read exact DECIMAL or TIMESTAMP columns.
+
+use std::io::{BufRead, BufReader, Read};
+
+use datafusion::arrow::datatypes::Schema;
+
+use super::RecordFormat;
+
+/// How many records are looked at.
+pub const SAMPLE_RECORDS: usize = 1000;
+
+pub fn infer_schema(format: RecordFormat, input: impl Read) -> Result<Schema, String> {
+    let mut reader = BufReader::new(input);
+    let schema = match format {
+        RecordFormat::Csv { header: false, .. } => {
+            return Err("format csv_no_header has no column names; declare the columns with CREATE STREAM name (col TYPE, ...)".into())
+        }
+        RecordFormat::Csv { delimiter, .. } => arrow_csv::reader::Format::default()
+            .with_header(true)
+            .with_delimiter(delimiter)
+            .infer_schema(reader, Some(SAMPLE_RECORDS))
+            .map_err(|e| e.to_string())?
+            .0,
+        RecordFormat::Json | RecordFormat::JsonLines => {
+            let mut values = Vec::new();
+            if starts_with_array(&mut reader).map_err(|e| e.to_string())? {
+                let all: Vec<serde_json::Value> = serde_json::from_reader(reader).map_err(|e| format!("invalid JSON array: {e}"))?;
+                values.extend(all.into_iter().take(SAMPLE_RECORDS));
+            } else {
+                for line in reader.lines() {
+                    let line = line.map_err(|e| e.to_string())?;
+                    if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(&line) {
+                        values.push(v);
+                    }
+                    if values.len() >= SAMPLE_RECORDS {
+                        break;
+                    }
+                }
+            }
+            if values.is_empty() {
+                return Err("found no JSON records to infer the columns from; declare them with CREATE STREAM name (col TYPE, ...)".into());
+            }
+            arrow_json::reader::infer_json_schema_from_iterator(values.into_iter().map(Ok)).map_err(|e| e.to_string())?
+        }
+    };
+    if schema.fields().is_empty() {
+        return Err("the data has no columns".into());
+    }
+    Ok(schema)
+}
+
+/// True when the first non-whitespace byte is `[` (a JSON array document).
+pub fn starts_with_array(reader: &mut impl BufRead) -> std::io::Result<bool> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => return Ok(buf[i] == b'['),
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Velostream connectors: where records enter and leave a job.
+//!
+//! - [`format`]: decoding bytes into Arrow batches (JSON, CSV), encoding
+//!   results, inferring schemas from samples.
+//! - [`file`]: line framing for files and standard input, and byte sinks.
+//! - [`memory`]: streams between statements of one application.
+//! - [`factory`]: builds all of the above from statement properties.
+
+pub mod factory;
+pub mod fanout;
+pub mod file;
+pub mod format;
+pub mod memory;
+
+pub use factory::Connectors;
+pub use format::RecordFormat;

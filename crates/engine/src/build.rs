@@ -1,0 +1,148 @@
+//! Turns a [`StreamingPlan`]'s operator chain into executable operators:
+//! logical expressions become DataFusion physical expressions evaluated on
+//! each batch, aggregate calls become accumulators.
+
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::{create_physical_sort_exprs, LexOrdering};
+use velostream_sql::{streaming_session_state, StreamNode, StreamingPlan};
+
+use crate::error::{EngineError, Result};
+use crate::operators::aggregate::{AggregateCall, AggregateOperator};
+use crate::operators::filter::FilterOperator;
+use crate::operators::limit::LimitOperator;
+use crate::operators::project::ProjectOperator;
+use crate::operators::sort::SortOperator;
+use crate::operators::{Operator, Pipeline};
+
+/// Builds pipelines; holds the DataFusion session used to create
+/// physical expressions.
+pub struct PipelineBuilder {
+    state: SessionState,
+}
+
+impl Default for PipelineBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PipelineBuilder {
+    pub fn new() -> Self {
+        Self {
+            state: streaming_session_state(),
+        }
+    }
+
+    /// The operators of `plan`, source side first. `bounded` says whether
+    /// every source of the plan ends by itself.
+    pub fn build(&self, plan: &StreamingPlan, bounded: bool) -> Result<Pipeline> {
+        let mut operators: Vec<Box<dyn Operator>> = Vec::new();
+        for node in plan.root.flow() {
+            match node {
+                StreamNode::Scan { .. } => {}
+                StreamNode::Filter {
+                    predicate,
+                    input_schema,
+                    ..
+                } => {
+                    let predicate = self
+                        .state
+                        .create_physical_expr(predicate.clone(), input_schema)?;
+                    operators.push(Box::new(FilterOperator::new(predicate)));
+                }
+                StreamNode::Project {
+                    exprs,
+                    input_schema,
+                    schema,
+                    ..
+                } => {
+                    let exprs = exprs
+                        .iter()
+                        .map(|e| self.state.create_physical_expr(e.clone(), input_schema))
+                        .collect::<datafusion::common::Result<Vec<_>>>()?;
+                    operators.push(Box::new(ProjectOperator::new(
+                        exprs,
+                        schema.inner().clone(),
+                    )));
+                }
+                StreamNode::Aggregate {
+                    group_exprs,
+                    aggr_exprs,
+                    input_schema,
+                    schema,
+                    emit,
+                    window,
+                    ..
+                } => {
+                    if let Some(window) = window {
+                        return Err(EngineError::NotSupported(format!(
+                            "windowed aggregation (WINDOW {window}, line {}) is parsed but cannot run yet; \
+                             remove the WINDOW clause to aggregate over the whole stream",
+                            window.location.line
+                        )));
+                    }
+                    let group_exprs = group_exprs
+                        .iter()
+                        .map(|e| self.state.create_physical_expr(e.clone(), input_schema))
+                        .collect::<datafusion::common::Result<Vec<_>>>()?;
+                    let calls = aggr_exprs
+                        .iter()
+                        .map(|e| {
+                            let context = PhysicalPlanningContext::default();
+                            let lowered = LoweredAggregateBuilder::new(
+                                e,
+                                input_schema,
+                                input_schema.as_arrow(),
+                                self.state.execution_props(),
+                                &context,
+                            )
+                            .build()?;
+                            Ok(AggregateCall {
+                                args: lowered.aggregate.expressions(),
+                                function: lowered.aggregate,
+                                filter: lowered.filter,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    operators.push(Box::new(AggregateOperator::new(
+                        group_exprs,
+                        calls,
+                        *emit,
+                        schema.inner().clone(),
+                    )?));
+                }
+                StreamNode::Limit { skip, fetch, .. } => {
+                    operators.push(Box::new(LimitOperator::new(*skip, *fetch)))
+                }
+                StreamNode::Sort {
+                    exprs,
+                    input_schema,
+                    fetch,
+                    ..
+                } => {
+                    if !bounded {
+                        return Err(EngineError::NotSupported(
+                            "ORDER BY over an unbounded source (it would never emit); sort inside a window instead".into(),
+                        ));
+                    }
+                    let sort = create_physical_sort_exprs(
+                        exprs,
+                        input_schema,
+                        self.state.execution_props(),
+                        &PhysicalPlanningContext::default(),
+                    )?;
+                    let ordering = LexOrdering::new(sort)
+                        .ok_or_else(|| EngineError::Plan("empty ORDER BY".into()))?;
+                    operators.push(Box::new(SortOperator::new(
+                        ordering,
+                        *fetch,
+                        input_schema.inner().clone(),
+                    )));
+                }
+            }
+        }
+        Ok(Pipeline::new(operators))
+    }
+}

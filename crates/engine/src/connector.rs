@@ -1,0 +1,41 @@
+//! The interfaces between the engine and connectors: a [`Source`] yields
+//! record batches, a [`Sink`] consumes them.
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::error::Result;
+
+/// What a source has for the job right now.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Decoded records (schema = the source's projected schema).
+    Batch(RecordBatch),
+    /// Nothing available yet; poll again.
+    Idle,
+    /// A bounded source is exhausted.
+    End,
+}
+
+/// A producer of record batches. Malformed input is reported to the job's
+/// metrics and skipped by the source itself; an `Err` stops the job.
+pub trait Source: Send {
+    /// The schema of the batches this source yields.
+    fn schema(&self) -> SchemaRef;
+    /// The next batch, blocking at most briefly.
+    fn poll_batch(&mut self) -> Result<SourceEvent>;
+    /// True when the source ends by itself (files, stdin), so blocking
+    /// operators such as ORDER BY can run on it.
+    fn is_bounded(&self) -> bool;
+}
+
+/// A consumer of result batches.
+pub trait Sink: Send {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Makes everything written so far durable/visible.
+    fn flush(&mut self) -> Result<()>;
+    /// Flushes and releases the destination; called once at the end.
+    fn close(&mut self) -> Result<()> {
+        self.flush()
+    }
+}

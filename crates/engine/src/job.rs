@@ -1,0 +1,103 @@
+//! A job: one statement running — its source feeding the operator pipeline
+//! feeding its sink, on the calling thread, until the source ends, a LIMIT
+//! is reached, or it is cancelled.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::connector::{Sink, Source, SourceEvent};
+use crate::error::Result;
+use crate::metrics::JobMetrics;
+use crate::operators::Pipeline;
+
+pub struct Job {
+    pub name: String,
+    source: Box<dyn Source>,
+    pipeline: Pipeline,
+    sink: Box<dyn Sink>,
+    metrics: Arc<JobMetrics>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// What a finished job did.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    pub name: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub bad_records: u64,
+    pub elapsed: Duration,
+}
+
+impl Job {
+    pub fn new(
+        name: String,
+        source: Box<dyn Source>,
+        pipeline: Pipeline,
+        sink: Box<dyn Sink>,
+        metrics: Arc<JobMetrics>,
+    ) -> Self {
+        Self {
+            name,
+            source,
+            pipeline,
+            sink,
+            metrics,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A flag that stops the job at the next batch boundary when set.
+    pub fn cancel_handle(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<JobMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Runs to completion. On a clean end the pipeline is finished (open
+    /// groups emitted) and the sink flushed and closed.
+    pub fn run(mut self) -> Result<JobSummary> {
+        let started = Instant::now();
+        let mut out: Vec<RecordBatch> = Vec::new();
+        while !self.cancel.load(Ordering::Relaxed) {
+            match self.source.poll_batch()? {
+                SourceEvent::Batch(batch) => {
+                    let arrived = Instant::now();
+                    self.metrics.add_input(batch.num_rows() as u64, 0);
+                    self.pipeline.process(batch, &mut out)?;
+                    self.deliver(&mut out)?;
+                    self.metrics
+                        .record_latency(arrived.elapsed().as_micros() as u64);
+                    if self.pipeline.is_done() {
+                        break;
+                    }
+                }
+                SourceEvent::Idle => {}
+                SourceEvent::End => break,
+            }
+        }
+        self.pipeline.finish(&mut out)?;
+        self.deliver(&mut out)?;
+        self.sink.close()?;
+        Ok(JobSummary {
+            name: self.name,
+            records_in: JobMetrics::get(&self.metrics.records_in),
+            records_out: JobMetrics::get(&self.metrics.records_out),
+            bad_records: JobMetrics::get(&self.metrics.bad_records),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn deliver(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        for batch in out.drain(..) {
+            self.metrics.add_output(batch.num_rows() as u64);
+            self.sink.write(&batch)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+//! The Velostream streaming engine: operators over Arrow record batches,
+//! the pipeline that chains them, operator state and the job loop.
+//!
+//! Flow: a [`connector::Source`] yields batches → [`job::Job`] pushes them
+//! through the [`operators::Pipeline`] built by [`build::PipelineBuilder`]
+//! from a streaming plan → results go to a [`connector::Sink`].
+
+pub mod build;
+pub mod connector;
+pub mod error;
+pub mod job;
+pub mod metrics;
+pub mod operators;
+pub mod state;
+
+pub use build::PipelineBuilder;
+pub use connector::{Sink, Source, SourceEvent};
+pub use error::{EngineError, Result};
+pub use job::{Job, JobSummary};
+pub use metrics::JobMetrics;

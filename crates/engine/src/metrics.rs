@@ -1,0 +1,75 @@
+//! Per-job counters, shared between the job thread and whoever reports
+//! progress (the CLI's progress line, later the metrics endpoint).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// How many malformed records are described individually before only
+/// counting them.
+const DETAILED_BAD_RECORDS: u64 = 20;
+
+#[derive(Debug, Default)]
+pub struct JobMetrics {
+    pub records_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub batches: AtomicU64,
+    pub bad_records: AtomicU64,
+    /// The first few malformed-record reports, for the end-of-run summary.
+    pub bad_record_samples: Mutex<Vec<String>>,
+    /// Microseconds each batch took from leaving its source to reaching the
+    /// sink (the most recent [`LATENCY_SAMPLES`]).
+    pub batch_latency_us: Mutex<Vec<u32>>,
+}
+
+/// How many per-batch latencies are kept.
+pub const LATENCY_SAMPLES: usize = 1 << 20;
+
+impl JobMetrics {
+    pub fn add_input(&self, records: u64, bytes: u64) {
+        self.records_in.fetch_add(records, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn add_output(&self, records: u64) {
+        self.records_out.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// Counts a record that could not be decoded and logs it (the first
+    /// few in full, then every 10,000th) on stderr. The job goes on.
+    pub fn bad_record(&self, position: &str, reason: &str) {
+        let n = self.bad_records.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= DETAILED_BAD_RECORDS {
+            let line = format!("{position}: {reason}");
+            eprintln!("warning: skipped malformed record at {line}");
+            self.bad_record_samples
+                .lock()
+                .expect("metrics lock")
+                .push(line);
+        } else if n.is_multiple_of(10_000) {
+            eprintln!("warning: {n} malformed records skipped so far (latest at {position})");
+        }
+    }
+
+    pub fn record_latency(&self, micros: u64) {
+        let mut samples = self.batch_latency_us.lock().expect("metrics lock");
+        if samples.len() < LATENCY_SAMPLES {
+            samples.push(micros.min(u32::MAX as u64) as u32);
+        }
+    }
+
+    /// The `q` quantile (0..=1) of recorded batch latencies, in microseconds.
+    pub fn latency_quantile(&self, q: f64) -> Option<u32> {
+        let mut samples = self.batch_latency_us.lock().expect("metrics lock").clone();
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let rank = ((samples.len() - 1) as f64 * q).round() as usize;
+        Some(samples[rank])
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

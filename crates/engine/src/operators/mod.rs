@@ -1,0 +1,99 @@
+//! Streaming operators. Each consumes Arrow record batches and produces
+//! record batches; the [`Pipeline`] chains them in data-flow order.
+
+pub mod aggregate;
+pub mod filter;
+pub mod group_keys;
+pub mod limit;
+pub mod project;
+pub mod sort;
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::error::Result;
+use crate::state::Checkpointable;
+
+/// One step of a streaming pipeline.
+pub trait Operator: Send {
+    /// Short name for plans, logs and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Processes one input batch, appending any output to `out`.
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()>;
+
+    /// Called once when every input is exhausted (bounded sources only):
+    /// emit whatever is still held.
+    fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// True once the operator will produce nothing more (a reached LIMIT);
+    /// the job then stops reading its sources.
+    fn is_done(&self) -> bool {
+        false
+    }
+
+    /// The operator's state, for checkpoints; `None` for stateless operators.
+    fn state(&mut self) -> Option<&mut dyn Checkpointable> {
+        None
+    }
+}
+
+/// A chain of operators in data-flow order.
+pub struct Pipeline {
+    operators: Vec<Box<dyn Operator>>,
+}
+
+impl Pipeline {
+    pub fn new(operators: Vec<Box<dyn Operator>>) -> Self {
+        Self { operators }
+    }
+
+    pub fn operators(&self) -> &[Box<dyn Operator>] {
+        &self.operators
+    }
+
+    pub fn operators_mut(&mut self) -> &mut [Box<dyn Operator>] {
+        &mut self.operators
+    }
+
+    /// Pushes one batch through every operator.
+    pub fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.run_from(0, vec![batch], out)
+    }
+
+    /// Finishes operators in order, feeding each one's final output through
+    /// the operators after it.
+    pub fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        for i in 0..self.operators.len() {
+            let mut flushed = Vec::new();
+            self.operators[i].finish(&mut flushed)?;
+            self.run_from(i + 1, flushed, out)?;
+        }
+        Ok(())
+    }
+
+    /// True when some operator wants no more input.
+    pub fn is_done(&self) -> bool {
+        self.operators.iter().any(|op| op.is_done())
+    }
+
+    fn run_from(
+        &mut self,
+        start: usize,
+        mut batches: Vec<RecordBatch>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        for op in &mut self.operators[start..] {
+            let mut next = Vec::with_capacity(batches.len());
+            for batch in batches {
+                if batch.num_rows() > 0 {
+                    op.process(batch, &mut next)?;
+                }
+            }
+            batches = next;
+        }
+        out.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
+        Ok(())
+    }
+}

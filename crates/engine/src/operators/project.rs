@@ -1,0 +1,43 @@
+//! `SELECT` expressions: computes the output columns of every row.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::Operator;
+use crate::error::Result;
+
+pub struct ProjectOperator {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+}
+
+impl ProjectOperator {
+    pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Self {
+        Self { exprs, schema }
+    }
+}
+
+impl Operator for ProjectOperator {
+    fn name(&self) -> &'static str {
+        "project"
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let rows = batch.num_rows();
+        let columns = self
+            .exprs
+            .iter()
+            .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(rows)))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        out.push(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?);
+        Ok(())
+    }
+}

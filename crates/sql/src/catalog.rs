@@ -1,0 +1,120 @@
+//! The catalog DataFusion's SQL planner sees while planning one statement:
+//! the statement's sources as schema-only tables, and the function library
+//! of a default DataFusion session.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::{plan_datafusion_err, TableReference};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::planner::{ExprPlanner, TypePlanner};
+use datafusion::logical_expr::{
+    AggregateUDF, HigherOrderUDF, LogicalTableSource, ScalarUDF, TableSource, WindowUDF,
+};
+use datafusion::optimizer::OptimizerRule;
+use datafusion::sql::planner::ContextProvider;
+
+/// Optimizer rules that turn one streaming aggregate into two stacked
+/// ones (which would aggregate a changelog); they are left out.
+const EXCLUDED_RULES: &[&str] = &["single_distinct_aggregation_to_group_by"];
+
+/// A DataFusion session with the full function library and the optimizer
+/// rules that are valid for streaming plans.
+pub fn streaming_session_state() -> SessionState {
+    let base = SessionStateBuilder::new().with_default_features().build();
+    let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = base
+        .optimizers()
+        .iter()
+        .filter(|r| !EXCLUDED_RULES.contains(&r.name()))
+        .cloned()
+        .collect();
+    SessionStateBuilder::new_from_existing(base)
+        .with_optimizer_rules(rules)
+        .build()
+}
+
+/// The tables (sources) visible to one statement.
+pub(crate) struct StatementCatalog<'a> {
+    state: &'a SessionState,
+    tables: HashMap<String, Arc<dyn TableSource>>,
+}
+
+impl<'a> StatementCatalog<'a> {
+    pub fn new(state: &'a SessionState) -> Self {
+        Self {
+            state,
+            tables: HashMap::new(),
+        }
+    }
+
+    pub fn add_table(&mut self, name: &str, schema: SchemaRef) {
+        self.tables
+            .insert(name.to_string(), Arc::new(LogicalTableSource::new(schema)));
+    }
+}
+
+impl ContextProvider for StatementCatalog<'_> {
+    fn get_table_source(
+        &self,
+        name: TableReference,
+    ) -> datafusion::common::Result<Arc<dyn TableSource>> {
+        self.tables
+            .get(name.table())
+            .cloned()
+            .ok_or_else(|| plan_datafusion_err!("source '{name}' not found"))
+    }
+
+    fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
+        self.state.expr_planners()
+    }
+
+    fn get_type_planner(&self) -> Option<Arc<dyn TypePlanner>> {
+        None
+    }
+
+    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        self.state.scalar_functions().get(name).cloned()
+    }
+
+    fn get_higher_order_meta(&self, name: &str) -> Option<Arc<HigherOrderUDF>> {
+        self.state.higher_order_functions().get(name).cloned()
+    }
+
+    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        self.state.aggregate_functions().get(name).cloned()
+    }
+
+    fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
+        self.state.window_functions().get(name).cloned()
+    }
+
+    fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
+        None
+    }
+
+    fn options(&self) -> &ConfigOptions {
+        self.state.config_options()
+    }
+
+    fn udf_names(&self) -> Vec<String> {
+        self.state.scalar_functions().keys().cloned().collect()
+    }
+
+    fn udaf_names(&self) -> Vec<String> {
+        self.state.aggregate_functions().keys().cloned().collect()
+    }
+
+    fn udwf_names(&self) -> Vec<String> {
+        self.state.window_functions().keys().cloned().collect()
+    }
+
+    fn higher_order_function_names(&self) -> Vec<String> {
+        self.state
+            .higher_order_functions()
+            .keys()
+            .cloned()
+            .collect()
+    }
+}

@@ -1,0 +1,25 @@
+//! The Velostream SQL front end: turns an application script into
+//! streaming plans.
+//!
+//! Flow: [`script`] splits the text into statements (keeping positions and
+//! `-- @key: value` annotations) → [`statement`] handles the Velostream
+//! dialect (CREATE STREAM/TABLE, WINDOW, EMIT, WITH) and parses the standard
+//! SELECT with sqlparser → [`planner`] plans it with DataFusion against the
+//! [`catalog`] and maps the optimized plan onto a [`plan::StreamingPlan`].
+
+pub mod catalog;
+pub mod duration;
+pub mod error;
+pub mod plan;
+pub mod planner;
+pub mod properties;
+pub mod script;
+pub mod statement;
+pub mod window;
+
+pub use catalog::streaming_session_state;
+pub use error::{Location, SqlError};
+pub use plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, StreamingPlan};
+pub use planner::{parse_application, ApplicationPlanner, PropertyOverrides, SourceResolver};
+pub use statement::{ParsedStatement, StatementKind};
+pub use window::{EmitMode, WindowKind, WindowSpec};

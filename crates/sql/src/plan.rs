@@ -1,0 +1,228 @@
+//! The streaming plan: what one statement runs, as a chain of streaming
+//! operators over named sources into one sink. Expressions stay DataFusion
+//! logical expressions together with the schema they are evaluated
+//! against; the engine turns them into physical expressions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::DFSchemaRef;
+use datafusion::logical_expr::{Expr, SortExpr};
+
+use crate::statement::StatementKind;
+use crate::window::{EmitMode, WindowSpec};
+
+/// One streaming operator and its input.
+#[derive(Debug, Clone)]
+pub enum StreamNode {
+    /// Reads a source, decoding only `schema` (the columns the query uses).
+    Scan {
+        source: String,
+        /// The decoded columns, in output order.
+        schema: SchemaRef,
+    },
+    /// Keeps rows for which `predicate` is true.
+    Filter {
+        input: Box<StreamNode>,
+        predicate: Expr,
+        input_schema: DFSchemaRef,
+    },
+    /// Computes `exprs` for every row.
+    Project {
+        input: Box<StreamNode>,
+        exprs: Vec<Expr>,
+        input_schema: DFSchemaRef,
+        schema: DFSchemaRef,
+    },
+    /// Grouped aggregation, optionally per window.
+    Aggregate {
+        input: Box<StreamNode>,
+        group_exprs: Vec<Expr>,
+        aggr_exprs: Vec<Expr>,
+        input_schema: DFSchemaRef,
+        schema: DFSchemaRef,
+        emit: EmitMode,
+        window: Option<WindowSpec>,
+    },
+    /// `LIMIT fetch OFFSET skip`.
+    Limit {
+        input: Box<StreamNode>,
+        skip: usize,
+        fetch: Option<usize>,
+    },
+    /// `ORDER BY`: only meaningful over bounded input.
+    Sort {
+        input: Box<StreamNode>,
+        exprs: Vec<SortExpr>,
+        input_schema: DFSchemaRef,
+        fetch: Option<usize>,
+    },
+}
+
+/// Where a source's records come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceOrigin {
+    /// A connector configured by properties (`type`, `path`, `format`, ...).
+    External,
+    /// The output of an earlier statement of the same application.
+    Statement(usize),
+}
+
+/// A source the plan reads, with the properties addressed to it.
+#[derive(Debug, Clone)]
+pub struct SourceBinding {
+    pub name: String,
+    pub origin: SourceOrigin,
+    pub properties: BTreeMap<String, String>,
+    /// Every column of the source (before projection).
+    pub schema: SchemaRef,
+    /// True when the schema was declared rather than inferred.
+    pub declared: bool,
+}
+
+/// Where results go.
+#[derive(Debug, Clone)]
+pub struct SinkBinding {
+    pub name: String,
+    /// Empty when the statement has no sink configuration: results go to
+    /// later statements that read this stream, or to stdout.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Everything needed to run one statement.
+#[derive(Debug, Clone)]
+pub struct StreamingPlan {
+    pub statement: usize,
+    /// Job name: the `@name`/`@job_name` annotation, the CREATE target, or `select_<n>`.
+    pub name: String,
+    pub kind: StatementKind,
+    pub root: StreamNode,
+    pub sources: Vec<SourceBinding>,
+    pub sink: SinkBinding,
+    pub output_schema: SchemaRef,
+    pub annotations: Vec<(String, String)>,
+    /// The emit mode of the plan's aggregate, if it has one.
+    pub emit: Option<EmitMode>,
+}
+
+impl StreamNode {
+    pub fn input(&self) -> Option<&StreamNode> {
+        match self {
+            StreamNode::Scan { .. } => None,
+            StreamNode::Filter { input, .. }
+            | StreamNode::Project { input, .. }
+            | StreamNode::Aggregate { input, .. }
+            | StreamNode::Limit { input, .. }
+            | StreamNode::Sort { input, .. } => Some(input),
+        }
+    }
+
+    /// Nodes from the source upwards: the order records flow through them.
+    pub fn flow(&self) -> Vec<&StreamNode> {
+        let mut chain = vec![self];
+        while let Some(input) = chain.last().unwrap().input() {
+            chain.push(input);
+        }
+        chain.reverse();
+        chain
+    }
+
+    fn describe(&self) -> String {
+        let list = |exprs: &[Expr]| {
+            exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            StreamNode::Scan { source, schema } => {
+                let cols: Vec<_> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                    .collect();
+                format!("Scan {source} [{}]", cols.join(", "))
+            }
+            StreamNode::Filter { predicate, .. } => format!("Filter {predicate}"),
+            StreamNode::Project { exprs, .. } => format!("Project {}", list(exprs)),
+            StreamNode::Aggregate {
+                group_exprs,
+                aggr_exprs,
+                emit,
+                window,
+                ..
+            } => {
+                let window = window
+                    .as_ref()
+                    .map(|w| format!(" window={w}"))
+                    .unwrap_or_default();
+                format!(
+                    "Aggregate group=[{}] aggregates=[{}]{window} emit={emit}",
+                    list(group_exprs),
+                    list(aggr_exprs)
+                )
+            }
+            StreamNode::Limit { skip, fetch, .. } => match fetch {
+                Some(f) => format!("Limit skip={skip} fetch={f}"),
+                None => format!("Limit skip={skip}"),
+            },
+            StreamNode::Sort { exprs, fetch, .. } => {
+                let keys: Vec<_> = exprs.iter().map(|e| e.to_string()).collect();
+                let fetch = fetch.map(|f| format!(" fetch={f}")).unwrap_or_default();
+                format!(
+                    "Sort (at end of bounded input) [{}]{fetch}",
+                    keys.join(", ")
+                )
+            }
+        }
+    }
+}
+
+impl fmt::Display for StreamingPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "job {} (statement {}, {:?})",
+            self.name,
+            self.statement + 1,
+            self.kind
+        )?;
+        for s in &self.sources {
+            let origin = match s.origin {
+                SourceOrigin::External => s
+                    .properties
+                    .get("type")
+                    .cloned()
+                    .unwrap_or_else(|| "?".into()),
+                SourceOrigin::Statement(i) => format!("output of statement {}", i + 1),
+            };
+            let schema_kind = if s.declared { "declared" } else { "inferred" };
+            writeln!(
+                f,
+                "  source {} <- {origin} ({schema_kind} schema, {} columns)",
+                s.name,
+                s.schema.fields().len()
+            )?;
+        }
+        for (depth, node) in self.root.flow().iter().enumerate() {
+            writeln!(f, "  {}{}", "  ".repeat(depth), node.describe())?;
+        }
+        let sink = match self.sink.properties.get("type") {
+            Some(t) => format!("{} -> {t}", self.sink.name),
+            None => format!("{} -> stdout or downstream statements", self.sink.name),
+        };
+        writeln!(f, "  sink {sink}")?;
+        if let Some(emit) = self.emit {
+            writeln!(f, "  emit: {emit}")?;
+        }
+        let cols: Vec<_> = self
+            .output_schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+            .collect();
+        write!(f, "  output: [{}]", cols.join(", "))
+    }
+}

@@ -1,0 +1,459 @@
+//! Plans an application: resolves every statement's sources (declared,
+//! configured by properties, or the output of an earlier statement), plans
+//! the standard SELECT with DataFusion's SQL planner and optimizer, and maps
+//! the optimized logical plan onto streaming operators.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::DataFusionError;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::sql::planner::{ParserOptions, SqlToRel};
+use datafusion::sql::sqlparser::ast::{
+    visit_relations, Ident, ObjectName, Statement as SqlStatement,
+};
+
+use crate::catalog::{streaming_session_state, StatementCatalog};
+use crate::error::{Location, Result, SqlError};
+use crate::plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, StreamingPlan};
+use crate::script::split_statements;
+use crate::statement::{parse_statement, ParsedStatement, StatementKind};
+use crate::window::{EmitMode, WindowSpec};
+
+/// Supplies schemas of external sources that do not declare one, by
+/// looking at their data (the connectors implement this).
+pub trait SourceResolver {
+    /// Infers the schema of source `name` configured by `properties`.
+    fn infer_schema(
+        &self,
+        name: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> std::result::Result<SchemaRef, String>;
+}
+
+/// Parses every statement of an application script.
+pub fn parse_application(text: &str) -> Result<Vec<ParsedStatement>> {
+    split_statements(text)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| parse_statement(i, raw))
+        .collect()
+}
+
+/// Plans an application into one streaming plan per query statement.
+pub struct ApplicationPlanner<'a> {
+    state: SessionState,
+    resolver: &'a dyn SourceResolver,
+    declared: HashMap<String, (SchemaRef, &'a ParsedStatement)>,
+    outputs: HashMap<String, (usize, SchemaRef)>,
+    overrides: HashMap<String, BTreeMap<String, String>>,
+}
+
+/// Properties given outside the SQL (command line, test harness), by
+/// relation name; they win over the statement's own.
+pub type PropertyOverrides = HashMap<String, BTreeMap<String, String>>;
+
+impl<'a> ApplicationPlanner<'a> {
+    pub fn new(resolver: &'a dyn SourceResolver) -> Self {
+        Self {
+            state: streaming_session_state(),
+            resolver,
+            declared: HashMap::new(),
+            outputs: HashMap::new(),
+            overrides: HashMap::new(),
+        }
+    }
+
+    /// Properties that replace or extend those written in the SQL.
+    pub fn with_overrides(mut self, overrides: PropertyOverrides) -> Self {
+        self.overrides = overrides
+            .into_iter()
+            .map(|(k, v)| (normalize(&k), v))
+            .collect();
+        self
+    }
+
+    fn overridden(
+        &self,
+        name: &str,
+        mut properties: BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        if let Some(extra) = self.overrides.get(&normalize(name)) {
+            properties.extend(extra.clone());
+        }
+        properties
+    }
+
+    /// Plans all statements in order; later statements may read the streams
+    /// earlier ones create.
+    pub fn plan(mut self, statements: &'a [ParsedStatement]) -> Result<Vec<StreamingPlan>> {
+        let mut plans = Vec::new();
+        for stmt in statements {
+            if stmt.kind == StatementKind::SourceDeclaration {
+                let name = normalize(stmt.name.as_deref().unwrap_or_default());
+                let schema = self.declared_schema(stmt)?;
+                self.declared.insert(name, (schema, stmt));
+                continue;
+            }
+            let plan = self.plan_query(stmt)?;
+            if let Some(name) = &stmt.name {
+                self.outputs
+                    .insert(normalize(name), (stmt.index, plan.output_schema.clone()));
+            }
+            plans.push(plan);
+        }
+        Ok(plans)
+    }
+
+    fn declared_schema(&self, stmt: &ParsedStatement) -> Result<SchemaRef> {
+        let catalog = StatementCatalog::new(&self.state);
+        let planner = SqlToRel::new_with_options(&catalog, parser_options());
+        let schema = planner
+            .build_schema(stmt.columns.clone())
+            .map_err(|e| df_error(e, stmt.location))?;
+        Ok(Arc::new(schema))
+    }
+
+    fn plan_query(&self, stmt: &ParsedStatement) -> Result<StreamingPlan> {
+        let query = stmt.query.as_ref().expect("query statements carry a query");
+        let relations = referenced_relations(query);
+        let mut scope: Vec<String> = relations.iter().map(|(n, _)| n.clone()).collect();
+        if let Some(sink) = &stmt.name {
+            scope.push(normalize(sink));
+        }
+
+        let mut catalog = StatementCatalog::new(&self.state);
+        let mut sources = Vec::new();
+        for (name, location) in &relations {
+            let binding = self.resolve_source(stmt, name, *location, &scope)?;
+            catalog.add_table(name, binding.schema.clone());
+            sources.push(binding);
+        }
+
+        let planner = SqlToRel::new_with_options(&catalog, parser_options());
+        let logical = planner
+            .sql_statement_to_plan(SqlStatement::Query(query.clone()))
+            .map_err(|e| df_error(e, stmt.location))?;
+        let optimized = self
+            .state
+            .optimize(&logical)
+            .map_err(|e| df_error(e, stmt.location))?;
+
+        let emit = stmt.emit.unwrap_or(if stmt.window.is_some() {
+            EmitMode::Final
+        } else {
+            EmitMode::Changes
+        });
+        let mut mapper = NodeMapper {
+            window: stmt.window.clone(),
+            emit,
+            aggregates: 0,
+            location: stmt.location,
+        };
+        let root = mapper.map(&optimized)?;
+        if let (Some(window), 0) = (&stmt.window, mapper.aggregates) {
+            return Err(SqlError::new("WINDOW needs an aggregation", window.location)
+                .with_hint("add GROUP BY and aggregate functions such as COUNT(*), or remove the WINDOW clause"));
+        }
+
+        let name = stmt
+            .annotation("name")
+            .or(stmt.annotation("job_name"))
+            .or(stmt.annotation("job"))
+            .map(str::to_string)
+            .or_else(|| stmt.name.clone())
+            .unwrap_or_else(|| format!("select_{}", stmt.index + 1));
+        let sink_name = stmt.name.clone().unwrap_or_else(|| name.clone());
+        let sink_properties = match &stmt.name {
+            Some(n) => stmt.properties.scoped(n, &scope, false),
+            None => BTreeMap::new(),
+        };
+        let sink_properties = self.overridden(&sink_name, sink_properties);
+        Ok(StreamingPlan {
+            statement: stmt.index,
+            name,
+            kind: stmt.kind,
+            output_schema: optimized.schema().inner().clone(),
+            root,
+            sources,
+            sink: SinkBinding {
+                name: sink_name,
+                properties: sink_properties,
+            },
+            annotations: stmt.annotations.clone(),
+            emit: (mapper.aggregates > 0).then_some(emit),
+        })
+    }
+
+    fn resolve_source(
+        &self,
+        stmt: &ParsedStatement,
+        name: &str,
+        location: Location,
+        scope: &[String],
+    ) -> Result<SourceBinding> {
+        let own = self.overridden(name, stmt.properties.scoped(name, scope, true));
+        if let Some((schema, decl)) = self.declared.get(name) {
+            let decl_scope = vec![name.to_string()];
+            let mut properties = decl.properties.scoped(name, &decl_scope, true);
+            properties.extend(own);
+            if !properties.contains_key("type") {
+                return Err(SqlError::new(format!("source '{name}' is declared without a connector"), decl.location)
+                    .with_hint(format!("add WITH ('type' = 'file_source', 'path' = '...') to the declaration of {name}")));
+            }
+            return Ok(SourceBinding {
+                name: name.to_string(),
+                origin: SourceOrigin::External,
+                properties,
+                schema: schema.clone(),
+                declared: true,
+            });
+        }
+        if let Some((index, schema)) = self.outputs.get(name) {
+            return Ok(SourceBinding {
+                name: name.to_string(),
+                origin: SourceOrigin::Statement(*index),
+                properties: own,
+                schema: schema.clone(),
+                declared: true,
+            });
+        }
+        if own.contains_key("type") {
+            let schema = self.resolver.infer_schema(name, &own).map_err(|e| {
+                SqlError::new(format!("cannot read source '{name}': {e}"), location)
+                    .with_hint(format!("check the '{name}.path' and '{name}.format' properties, or declare its columns with CREATE STREAM {name} (col TYPE, ...)"))
+            })?;
+            return Ok(SourceBinding {
+                name: name.to_string(),
+                origin: SourceOrigin::External,
+                properties: own,
+                schema,
+                declared: false,
+            });
+        }
+        let mut known: Vec<&String> = self.declared.keys().chain(self.outputs.keys()).collect();
+        known.sort();
+        let known = if known.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Known streams: {}.",
+                known
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        Err(SqlError::new(format!("unknown source '{name}'"), location).with_hint(format!(
+            "configure it in WITH ('{name}.type' = 'file_source', '{name}.path' = '...', '{name}.format' = 'jsonl') or declare it with CREATE STREAM {name} (...) WITH (...).{known}"
+        )))
+    }
+}
+
+fn parser_options() -> ParserOptions {
+    ParserOptions::new()
+        .with_collect_spans(true)
+        .with_parse_float_as_decimal(true)
+        .with_map_string_types_to_utf8view(false)
+}
+
+/// Unquoted identifiers are case-insensitive (lower-cased), as DataFusion does.
+fn normalize(name: &str) -> String {
+    name.to_lowercase()
+}
+
+fn ident_name(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => normalize(&ident.value),
+    }
+}
+
+/// Relations named in FROM/JOIN clauses (not CTE names), first use first.
+fn referenced_relations(query: &datafusion::sql::sqlparser::ast::Query) -> Vec<(String, Location)> {
+    let ctes: HashSet<String> = query
+        .with
+        .iter()
+        .flat_map(|w| w.cte_tables.iter().map(|c| ident_name(&c.alias.name)))
+        .collect();
+    let mut out: Vec<(String, Location)> = Vec::new();
+    let _ = visit_relations(query, |name: &ObjectName| {
+        if let Some(ident) = name.0.last().and_then(|p| p.as_ident()) {
+            let n = ident_name(ident);
+            if !ctes.contains(&n) && !out.iter().any(|(seen, _)| *seen == n) {
+                out.push((n, Location::from_sqlparser(ident.span.start)));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
+/// Walks an optimized DataFusion plan and builds the operator chain.
+struct NodeMapper {
+    window: Option<WindowSpec>,
+    emit: EmitMode,
+    aggregates: usize,
+    location: Location,
+}
+
+impl NodeMapper {
+    fn map(&mut self, plan: &LogicalPlan) -> Result<StreamNode> {
+        Ok(match plan {
+            LogicalPlan::Projection(p) => StreamNode::Project {
+                input: Box::new(self.map(&p.input)?),
+                exprs: p.expr.clone(),
+                input_schema: p.input.schema().clone(),
+                schema: p.schema.clone(),
+            },
+            LogicalPlan::Filter(f) => StreamNode::Filter {
+                input: Box::new(self.map(&f.input)?),
+                predicate: f.predicate.clone(),
+                input_schema: f.input.schema().clone(),
+            },
+            LogicalPlan::Aggregate(a) => {
+                if a.group_expr
+                    .iter()
+                    .any(|e| matches!(e, Expr::GroupingSet(_)))
+                {
+                    return Err(self.unsupported(
+                        "GROUPING SETS, ROLLUP and CUBE are not supported in streaming queries",
+                    ));
+                }
+                let input = self.map(&a.input)?;
+                if input
+                    .flow()
+                    .iter()
+                    .any(|n| matches!(n, StreamNode::Aggregate { .. }))
+                {
+                    return Err(self.unsupported("aggregating the result of another aggregation is not yet supported")
+                        .with_hint("write the inner aggregation as its own CREATE STREAM statement and aggregate that stream"));
+                }
+                self.aggregates += 1;
+                StreamNode::Aggregate {
+                    input: Box::new(input),
+                    group_exprs: a.group_expr.clone(),
+                    aggr_exprs: a.aggr_expr.clone(),
+                    input_schema: a.input.schema().clone(),
+                    schema: a.schema.clone(),
+                    emit: self.emit,
+                    window: self.window.clone(),
+                }
+            }
+            LogicalPlan::TableScan(t) => {
+                let mut node = StreamNode::Scan {
+                    source: t.table_name.table().to_string(),
+                    schema: t.projected_schema.inner().clone(),
+                };
+                if let Some(predicate) = conjunction(t.filters.clone()) {
+                    node = StreamNode::Filter {
+                        input: Box::new(node),
+                        predicate,
+                        input_schema: t.projected_schema.clone(),
+                    };
+                }
+                if let Some(fetch) = t.fetch {
+                    node = StreamNode::Limit {
+                        input: Box::new(node),
+                        skip: 0,
+                        fetch: Some(fetch),
+                    };
+                }
+                node
+            }
+            LogicalPlan::SubqueryAlias(s) => self.map(&s.input)?,
+            LogicalPlan::Limit(l) => {
+                let skip = match l.get_skip_type() {
+                    Ok(SkipType::Literal(s)) => s,
+                    _ => return Err(self.unsupported("OFFSET must be a constant")),
+                };
+                let fetch = match l.get_fetch_type() {
+                    Ok(FetchType::Literal(f)) => f,
+                    _ => return Err(self.unsupported("LIMIT must be a constant")),
+                };
+                StreamNode::Limit {
+                    input: Box::new(self.map(&l.input)?),
+                    skip,
+                    fetch,
+                }
+            }
+            LogicalPlan::Sort(s) => StreamNode::Sort {
+                input: Box::new(self.map(&s.input)?),
+                exprs: s.expr.clone(),
+                input_schema: s.input.schema().clone(),
+                fetch: s.fetch,
+            },
+            LogicalPlan::Join(_) => return Err(self.unsupported("joins are not yet supported")),
+            LogicalPlan::Window(_) => {
+                return Err(self.unsupported("row functions with OVER (...) are not yet supported"))
+            }
+            LogicalPlan::Union(_) => return Err(self.unsupported("UNION is not yet supported")),
+            LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
+                return Err(
+                    self.unsupported("a streaming query needs a FROM clause naming a source")
+                )
+            }
+            other => {
+                return Err(self.unsupported(&format!(
+                    "the plan node `{}` is not supported in a streaming query",
+                    other.display()
+                )))
+            }
+        })
+    }
+
+    fn unsupported(&self, message: &str) -> SqlError {
+        SqlError::new(message, self.location)
+    }
+}
+
+/// Converts a DataFusion planning error, using its diagnostic span when it
+/// has one, and turning its "valid fields"/"did you mean" text into a hint.
+pub(crate) fn df_error(e: DataFusionError, fallback: Location) -> SqlError {
+    let (span, diag_message) = match e.diagnostic() {
+        Some(d) => (d.span, Some(d.message.clone())),
+        None => (None, None),
+    };
+    let location = span
+        .map(|s| Location::new(s.start.line, s.start.column))
+        .filter(Location::is_known)
+        .unwrap_or(fallback);
+    let text = e.strip_backtrace();
+    let text = text
+        .trim_start_matches("Error during planning: ")
+        .trim_start_matches("Schema error: ")
+        .to_string();
+    let mut hint = None;
+    let mut message =
+        diag_message.unwrap_or_else(|| text.lines().next().unwrap_or_default().to_string());
+    if let Some(at) = text.find("Valid fields are ") {
+        let fields = text[at + "Valid fields are ".len()..].trim_end_matches('.');
+        hint = Some(format!("the columns that exist here are: {fields}"));
+        if let Some(end) = text.find(". Valid fields") {
+            message = text[..end].to_string();
+        }
+    } else if text.contains("No field named") && hint.is_none() {
+        hint = Some("this column is not produced by the query's sources".to_string());
+    }
+    if let Some(at) = text.find("Did you mean") {
+        hint = Some(
+            text[at..]
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .replace("Did you mean", "did you mean"),
+        );
+        message = text[..at].trim().trim_end_matches('.').to_string();
+    }
+    let mut err = SqlError::new(message, location);
+    if let Some(h) = hint {
+        err = err.with_hint(h);
+    }
+    err
+}

@@ -1,0 +1,282 @@
+//! The Velostream dialect layer: recognises the statement header
+//! (`CREATE STREAM|TABLE name AS`, source declarations, bare queries), lifts
+//! the dialect clauses (`WINDOW`, `EMIT`, trailing `WITH (...)`) out of the
+//! token stream, and hands the remaining standard SELECT to sqlparser.
+
+use datafusion::sql::sqlparser::ast::{ColumnDef, Query, Statement as SqlStatement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan};
+
+use crate::error::{Location, Result, SqlError};
+use crate::properties::Properties;
+use crate::script::{is_word, loc, matching_paren, StatementTokens};
+use crate::window::{is_window_function, parse_window, EmitMode, WindowSpec};
+
+/// What a statement does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// `CREATE STREAM name AS SELECT ...`: a continuous query into a stream.
+    CreateStream,
+    /// `CREATE TABLE name AS SELECT ...`: a continuous query into a keyed table.
+    CreateTable,
+    /// `SELECT ...`: an ad-hoc query printing its results.
+    Select,
+    /// `CREATE STREAM name (col TYPE, ...) WITH (...)`: declares a source.
+    SourceDeclaration,
+}
+
+/// One statement of an application after the dialect layer.
+#[derive(Debug, Clone)]
+pub struct ParsedStatement {
+    pub index: usize,
+    pub kind: StatementKind,
+    /// Target of `CREATE`, or the declared source.
+    pub name: Option<String>,
+    pub annotations: Vec<(String, String)>,
+    pub properties: Properties,
+    pub window: Option<WindowSpec>,
+    pub emit: Option<EmitMode>,
+    pub query: Option<Box<Query>>,
+    /// Columns of a source declaration.
+    pub columns: Vec<ColumnDef>,
+    pub location: Location,
+}
+
+impl ParsedStatement {
+    /// The value of an `-- @key: value` annotation.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses one statement's tokens.
+pub fn parse_statement(index: usize, raw: StatementTokens) -> Result<ParsedStatement> {
+    let StatementTokens {
+        tokens,
+        annotations,
+        location,
+    } = raw;
+    let mut stmt = ParsedStatement {
+        index,
+        kind: StatementKind::Select,
+        name: None,
+        annotations,
+        properties: Properties::default(),
+        window: None,
+        emit: None,
+        query: None,
+        columns: Vec::new(),
+        location,
+    };
+
+    let mut pos = 0;
+    if is_word(&tokens[0].token, "CREATE") {
+        pos = 1;
+        if is_word(tok(&tokens, pos), "OR") && is_word(tok(&tokens, pos + 1), "REPLACE") {
+            pos += 2;
+        }
+        stmt.kind = if is_word(tok(&tokens, pos), "STREAM") {
+            StatementKind::CreateStream
+        } else if is_word(tok(&tokens, pos), "TABLE") {
+            StatementKind::CreateTable
+        } else {
+            return Err(SqlError::new(
+                "expected STREAM or TABLE after CREATE",
+                tokens.get(pos).map(loc).unwrap_or(location),
+            )
+            .with_hint("Velostream creates streams and tables: CREATE STREAM name AS SELECT ..."));
+        };
+        pos += 1;
+        stmt.name = Some(match tokens.get(pos).map(|t| &t.token) {
+            Some(Token::Word(w)) => w.value.clone(),
+            _ => {
+                return Err(SqlError::new(
+                    "expected a name after CREATE STREAM/TABLE",
+                    tokens.get(pos).map(loc).unwrap_or(location),
+                ))
+            }
+        });
+        pos += 1;
+        if matches!(tok(&tokens, pos), Token::LParen) {
+            return parse_declaration(stmt, &tokens, pos);
+        }
+        if is_word(tok(&tokens, pos), "WITH") && matches!(tok(&tokens, pos + 1), Token::LParen) {
+            let end = matching_paren(&tokens, pos + 1).ok_or_else(|| unclosed(&tokens[pos + 1]))?;
+            stmt.properties = Properties::parse(&tokens[pos + 2..end - 1], loc(&tokens[pos]))?;
+            pos = end;
+        }
+        if !is_word(tok(&tokens, pos), "AS") {
+            return Err(SqlError::new(
+                "expected AS SELECT ... or a column list after the stream name",
+                tokens.get(pos).map(loc).unwrap_or(location),
+            )
+            .with_hint("CREATE STREAM out AS SELECT ... FROM source, or CREATE STREAM source (col TYPE, ...) WITH (...)"));
+        }
+        pos += 1;
+    }
+
+    let query_tokens = lift_dialect_clauses(&mut stmt, &tokens[pos..])?;
+    if query_tokens.is_empty() {
+        return Err(SqlError::new("expected a SELECT query", location));
+    }
+    let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(query_tokens);
+    let query = parser.parse_query().map_err(parser_error)?;
+    if parser.peek_token().token != Token::EOF {
+        let next = parser.peek_token();
+        return Err(SqlError::new(
+            format!("unexpected `{}` after the end of the query", next.token),
+            loc(&next),
+        )
+        .with_hint("clause order: SELECT .. FROM .. WHERE .. GROUP BY .. WINDOW .. HAVING .. ORDER BY .. LIMIT .. EMIT .. WITH (..)"));
+    }
+    stmt.query = Some(query);
+    Ok(stmt)
+}
+
+/// Removes `WINDOW <spec>`, `EMIT CHANGES|FINAL` and `WITH (...)` found at
+/// the top level of the query, storing them on `stmt`; returns the rest.
+fn lift_dialect_clauses(
+    stmt: &mut ParsedStatement,
+    tokens: &[TokenWithSpan],
+) -> Result<Vec<TokenWithSpan>> {
+    let mut rest = Vec::with_capacity(tokens.len());
+    let mut depth = 0i32;
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        if depth == 0 && i > 0 {
+            if is_word(&t.token, "WINDOW") && is_window_function(tok(tokens, i + 1)) {
+                if !matches!(tok(tokens, i + 2), Token::LParen) {
+                    return Err(SqlError::new(
+                        "expected `(` after the window type",
+                        loc(&tokens[i + 1]),
+                    ));
+                }
+                let end = matching_paren(tokens, i + 2).ok_or_else(|| unclosed(&tokens[i + 2]))?;
+                if stmt.window.is_some() {
+                    return Err(SqlError::new(
+                        "a query has at most one WINDOW clause",
+                        loc(t),
+                    ));
+                }
+                stmt.window = Some(parse_window(&tokens[i + 1..end])?);
+                i = end;
+                continue;
+            }
+            if is_word(&t.token, "EMIT") {
+                stmt.emit = Some(if is_word(tok(tokens, i + 1), "CHANGES") {
+                    EmitMode::Changes
+                } else if is_word(tok(tokens, i + 1), "FINAL") {
+                    EmitMode::Final
+                } else {
+                    return Err(SqlError::new("expected CHANGES or FINAL after EMIT", tokens.get(i + 1).map(loc).unwrap_or(loc(t)))
+                        .with_hint("EMIT CHANGES emits every update; EMIT FINAL one row per group when it is complete"));
+                });
+                i += 2;
+                continue;
+            }
+            if is_word(&t.token, "WITH") && matches!(tok(tokens, i + 1), Token::LParen) {
+                let end = matching_paren(tokens, i + 1).ok_or_else(|| unclosed(&tokens[i + 1]))?;
+                let props = Properties::parse(&tokens[i + 2..end - 1], loc(t))?;
+                stmt.properties.extend(&props);
+                i = end;
+                continue;
+            }
+        }
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        rest.push(t.clone());
+        i += 1;
+    }
+    Ok(rest)
+}
+
+/// `CREATE STREAM name (col TYPE, ...) [WITH (...)]`: column definitions are
+/// parsed by sqlparser as those of a `CREATE TABLE`.
+fn parse_declaration(
+    mut stmt: ParsedStatement,
+    tokens: &[TokenWithSpan],
+    open: usize,
+) -> Result<ParsedStatement> {
+    let end = matching_paren(tokens, open).ok_or_else(|| unclosed(&tokens[open]))?;
+    let mut ddl: Vec<TokenWithSpan> = vec![
+        synthetic("CREATE"),
+        synthetic("TABLE"),
+        tokens[open - 1].clone(),
+    ];
+    ddl.extend_from_slice(&tokens[open..end]);
+    let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(ddl);
+    match parser.parse_statement().map_err(parser_error)? {
+        SqlStatement::CreateTable(ct) => stmt.columns = ct.columns,
+        _ => unreachable!("tokens start with CREATE TABLE"),
+    }
+    let mut pos = end;
+    if is_word(tok(tokens, pos), "WITH") && matches!(tok(tokens, pos + 1), Token::LParen) {
+        let close = matching_paren(tokens, pos + 1).ok_or_else(|| unclosed(&tokens[pos + 1]))?;
+        stmt.properties = Properties::parse(&tokens[pos + 2..close - 1], loc(&tokens[pos]))?;
+        pos = close;
+    }
+    if let Some(extra) = tokens.get(pos) {
+        return Err(SqlError::new(
+            format!("unexpected `{}` after the source declaration", extra.token),
+            loc(extra),
+        ));
+    }
+    if stmt.kind == StatementKind::CreateTable {
+        return Err(SqlError::new(
+            "declare sources with CREATE STREAM name (...) WITH (...)",
+            stmt.location,
+        )
+        .with_hint(
+            "CREATE TABLE needs AS SELECT ...; reading a source as a table is declared on the join",
+        ));
+    }
+    stmt.kind = StatementKind::SourceDeclaration;
+    Ok(stmt)
+}
+
+fn tok(tokens: &[TokenWithSpan], i: usize) -> &Token {
+    tokens.get(i).map(|t| &t.token).unwrap_or(&Token::EOF)
+}
+
+fn synthetic(word: &str) -> TokenWithSpan {
+    TokenWithSpan::new(Token::make_keyword(word), Span::empty())
+}
+
+fn unclosed(open: &TokenWithSpan) -> SqlError {
+    SqlError::new("this parenthesis is never closed", loc(open))
+}
+
+/// sqlparser reports `... at Line: L, Column: C`; turn that into a position.
+pub(crate) fn parser_error(e: ParserError) -> SqlError {
+    let text = match &e {
+        ParserError::ParserError(s) | ParserError::TokenizerError(s) => s.clone(),
+        ParserError::RecursionLimitExceeded => "the query nests too deeply".to_string(),
+    };
+    let (message, location) = match text.rfind(" at Line: ") {
+        Some(at) => {
+            let pos = &text[at + " at Line: ".len()..];
+            let mut nums = pos
+                .split(", Column: ")
+                .map(|n| n.trim().parse::<u64>().unwrap_or(0));
+            let line = nums.next().unwrap_or(0);
+            let column = nums.next().unwrap_or(0);
+            (text[..at].to_string(), Location::new(line, column))
+        }
+        None => (text, Location::default()),
+    };
+    let hint = if message.contains("found: EOF") {
+        "the statement ends too early; is a clause or a closing parenthesis missing?"
+    } else {
+        "clause order: SELECT .. FROM .. WHERE .. GROUP BY .. WINDOW .. HAVING .. ORDER BY .. LIMIT .. EMIT .. WITH (..)"
+    };
+    SqlError::new(format!("syntax error: {message}"), location).with_hint(hint)
+}

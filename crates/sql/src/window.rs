@@ -1,0 +1,228 @@
+//! The Velostream `WINDOW` clause: `TUMBLING`, `SLIDING`/`HOPPING` and
+//! `SESSION`, with or without an explicit event-time column, and the `EMIT`
+//! mode that decides when window (or group) results leave the operator.
+
+use std::fmt;
+use std::time::Duration;
+
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+
+use crate::duration::{format_duration, parse_interval, parse_shorthand};
+use crate::error::{Location, Result, SqlError};
+use crate::script::{is_word, loc};
+
+/// The shape of a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowKind {
+    Tumbling { size: Duration },
+    Sliding { size: Duration, advance: Duration },
+    Session { gap: Duration },
+}
+
+/// A parsed `WINDOW` clause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub kind: WindowKind,
+    /// Event-time column named in the clause; `None` means the source's
+    /// event time (`_event_time`).
+    pub time_column: Option<String>,
+    pub location: Location,
+}
+
+/// When an aggregate emits its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmitMode {
+    /// An updated row whenever a group (or window) changes.
+    Changes,
+    /// One row per group (or window) when it is complete.
+    Final,
+}
+
+impl fmt::Display for EmitMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EmitMode::Changes => "CHANGES",
+            EmitMode::Final => "FINAL",
+        })
+    }
+}
+
+impl fmt::Display for WindowSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let col = self
+            .time_column
+            .as_ref()
+            .map(|c| format!("{c}, "))
+            .unwrap_or_default();
+        match &self.kind {
+            WindowKind::Tumbling { size } => write!(f, "TUMBLING({col}{})", format_duration(*size)),
+            WindowKind::Sliding { size, advance } => write!(
+                f,
+                "SLIDING({col}{}, {})",
+                format_duration(*size),
+                format_duration(*advance)
+            ),
+            WindowKind::Session { gap } => write!(f, "SESSION({col}{})", format_duration(*gap)),
+        }
+    }
+}
+
+/// True for the words that start a Velostream window specification.
+pub fn is_window_function(token: &Token) -> bool {
+    ["TUMBLING", "SLIDING", "HOPPING", "SESSION"]
+        .iter()
+        .any(|w| is_word(token, w))
+}
+
+/// Parses `TUMBLING(...)` etc.; `tokens` starts at the function name and
+/// ends after its closing parenthesis.
+pub fn parse_window(tokens: &[TokenWithSpan]) -> Result<WindowSpec> {
+    let name_tok = &tokens[0];
+    let name = match &name_tok.token {
+        Token::Word(w) => w.value.to_ascii_uppercase(),
+        _ => unreachable!("caller checked is_window_function"),
+    };
+    let body = &tokens[2..tokens.len() - 1];
+    let args = split_args(body);
+    let location = loc(name_tok);
+    let arity_error = |expected: &str| {
+        SqlError::new(format!("{name} takes {expected}"), location).with_hint(
+            "for example WINDOW TUMBLING(INTERVAL '1' MINUTE) or WINDOW TUMBLING(event_ts, 1m)",
+        )
+    };
+    let (time_column, durations): (Option<String>, &[&[TokenWithSpan]]) =
+        match (name.as_str(), args.len()) {
+            ("TUMBLING", 1) | ("SESSION", 1) | ("SLIDING" | "HOPPING", 2) => (None, &args[..]),
+            ("TUMBLING", 2) | ("SESSION", 2) | ("SLIDING" | "HOPPING", 3) => {
+                (Some(column_arg(args[0])?), &args[1..])
+            }
+            ("TUMBLING", _) => {
+                return Err(arity_error("a size, optionally preceded by a time column"))
+            }
+            ("SESSION", _) => {
+                return Err(arity_error("a gap, optionally preceded by a time column"))
+            }
+            _ => {
+                return Err(arity_error(
+                    "a size and an advance, optionally preceded by a time column",
+                ))
+            }
+        };
+    let durations = durations
+        .iter()
+        .map(|arg| duration_arg(arg))
+        .collect::<Result<Vec<_>>>()?;
+    let kind = match name.as_str() {
+        "TUMBLING" => WindowKind::Tumbling { size: durations[0] },
+        "SESSION" => WindowKind::Session { gap: durations[0] },
+        _ => {
+            let (size, advance) = (durations[0], durations[1]);
+            if advance > size {
+                return Err(SqlError::new(
+                    format!(
+                        "{name} advance ({}) is larger than its size ({})",
+                        format_duration(advance),
+                        format_duration(size)
+                    ),
+                    location,
+                )
+                .with_hint(
+                    "the arguments are (size, advance); a hop larger than the window skips records",
+                ));
+            }
+            WindowKind::Sliding { size, advance }
+        }
+    };
+    Ok(WindowSpec {
+        kind,
+        time_column,
+        location,
+    })
+}
+
+fn split_args(tokens: &[TokenWithSpan]) -> Vec<&[TokenWithSpan]> {
+    let mut out = Vec::new();
+    let mut depth = 0;
+    let mut start = 0;
+    for (i, t) in tokens.iter().enumerate() {
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 => {
+                out.push(&tokens[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < tokens.len() || !out.is_empty() {
+        out.push(&tokens[start..]);
+    }
+    out
+}
+
+fn column_arg(arg: &[TokenWithSpan]) -> Result<String> {
+    match arg {
+        [TokenWithSpan {
+            token: Token::Word(w),
+            ..
+        }] => Ok(w.value.clone()),
+        _ => Err(SqlError::new(
+            "expected an event-time column name as the first window argument",
+            arg.first().map(loc).unwrap_or_default(),
+        )),
+    }
+}
+
+fn duration_arg(arg: &[TokenWithSpan]) -> Result<Duration> {
+    let location = arg.first().map(loc).unwrap_or_default();
+    let bad = || {
+        SqlError::new("expected a duration", location)
+            .with_hint("write INTERVAL '5' MINUTE, or the shorthand 500ms, 30s, 5m, 1h, 1d")
+    };
+    let parsed = match arg {
+        [first, rest @ ..] if is_word(&first.token, "INTERVAL") => match rest {
+            [TokenWithSpan {
+                token: Token::SingleQuotedString(q),
+                ..
+            }] => parse_interval(q, None),
+            [TokenWithSpan {
+                token: Token::SingleQuotedString(q) | Token::Number(q, _),
+                ..
+            }, TokenWithSpan {
+                token: Token::Word(unit),
+                ..
+            }] => parse_interval(q, Some(&unit.value)),
+            _ => None,
+        },
+        // `5m` tokenizes as a number followed by a word (or as one word)
+        [TokenWithSpan {
+            token: Token::Number(n, _),
+            ..
+        }] => parse_shorthand(n),
+        [TokenWithSpan {
+            token: Token::Number(n, _),
+            ..
+        }, TokenWithSpan {
+            token: Token::Word(unit),
+            ..
+        }] => parse_shorthand(&format!("{n}{}", unit.value)),
+        [TokenWithSpan {
+            token: Token::SingleQuotedString(s),
+            ..
+        }] => parse_shorthand(s),
+        [TokenWithSpan {
+            token: Token::Word(w),
+            ..
+        }] => parse_shorthand(&w.value),
+        _ => None,
+    };
+    match parsed {
+        Some(d) if !d.is_zero() => Ok(d),
+        Some(_) => Err(SqlError::new(
+            "a window duration must be greater than zero",
+            location,
+        )),
+        None => Err(bad()),
+    }
+}

@@ -1,0 +1,247 @@
+//! Loading and running an application: parse and plan the `.sql` file,
+//! open each statement's connectors, wire statements that read each
+//! other's output through in-process channels, and run every statement as
+//! a job on its own thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+
+use velostream_connectors::memory::{stream_channel, ChannelSource};
+use velostream_connectors::Connectors;
+use velostream_engine::{EngineError, Job, JobMetrics, JobSummary, PipelineBuilder, Sink, Source};
+use velostream_sql::{
+    parse_application, ApplicationPlanner, PropertyOverrides, SourceOrigin, SqlError, StreamNode,
+    StreamingPlan,
+};
+
+use velostream_connectors::fanout::FanoutSink;
+
+/// Why an application could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// An SQL error, already rendered with the file name and a snippet.
+    #[error("{rendered}")]
+    Sql { rendered: String, error: SqlError },
+    #[error("job {job}: {source}")]
+    Job { job: String, source: EngineError },
+}
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub batch_size: usize,
+    pub overrides: PropertyOverrides,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            overrides: PropertyOverrides::new(),
+        }
+    }
+}
+
+/// A parsed and planned application.
+pub struct Application {
+    pub path: PathBuf,
+    pub plans: Vec<StreamingPlan>,
+    connectors: Connectors,
+}
+
+impl Application {
+    /// Reads and plans `path`; relative connector paths resolve against its directory.
+    pub fn load(path: &Path, options: &RunOptions) -> Result<Self, AppError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AppError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_text(&path.display().to_string(), &text, &base_dir, options)
+    }
+
+    /// Plans SQL text; `name` labels error messages.
+    pub fn from_text(
+        name: &str,
+        text: &str,
+        base_dir: &Path,
+        options: &RunOptions,
+    ) -> Result<Self, AppError> {
+        let render = |error: SqlError| AppError::Sql {
+            rendered: error.render(name, text),
+            error,
+        };
+        let connectors = Connectors::new(base_dir, options.batch_size);
+        let statements = parse_application(text).map_err(render)?;
+        let plans = ApplicationPlanner::new(&connectors)
+            .with_overrides(options.overrides.clone())
+            .plan(&statements)
+            .map_err(render)?;
+        if plans.is_empty() {
+            return Err(render(
+                SqlError::new("the application has no query to run", Default::default())
+                    .with_hint("add CREATE STREAM name AS SELECT ... or a SELECT statement"),
+            ));
+        }
+        Ok(Self {
+            path: PathBuf::from(name),
+            plans,
+            connectors,
+        })
+    }
+
+    /// Whether each plan's input ends by itself (files, stdin, or statements that do).
+    fn boundedness(&self) -> Vec<bool> {
+        let mut bounded: HashMap<usize, bool> = HashMap::new();
+        for plan in &self.plans {
+            let b = plan.sources.iter().all(|s| match s.origin {
+                SourceOrigin::External => !matches!(
+                    s.properties.get("type").map(String::as_str),
+                    Some("kafka_source")
+                ),
+                SourceOrigin::Statement(i) => bounded.get(&i).copied().unwrap_or(true),
+            });
+            bounded.insert(plan.statement, b);
+        }
+        self.plans.iter().map(|p| bounded[&p.statement]).collect()
+    }
+
+    /// Builds every job without running it: checks connectors, properties
+    /// and that every operator can run. This is `validate`.
+    pub fn check(&self) -> Result<(), AppError> {
+        let builder = PipelineBuilder::new();
+        for (plan, bounded) in self.plans.iter().zip(self.boundedness()) {
+            let job_err = |source| AppError::Job {
+                job: plan.name.clone(),
+                source,
+            };
+            builder.build(plan, bounded).map_err(job_err)?;
+            self.connectors.check_sink(&plan.sink).map_err(job_err)?;
+        }
+        Ok(())
+    }
+
+    /// Opens all connectors and builds the jobs, in statement order.
+    pub fn build_jobs(&self) -> Result<Vec<Job>, AppError> {
+        let builder = PipelineBuilder::new();
+        let bounded = self.boundedness();
+        let position: HashMap<usize, usize> = self
+            .plans
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.statement, i))
+            .collect();
+
+        // Readers of each statement's output, as (reader plan, projected schema, bounded).
+        let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, plan) in self.plans.iter().enumerate() {
+            for s in &plan.sources {
+                if let SourceOrigin::Statement(upstream) = s.origin {
+                    readers.entry(upstream).or_default().push(i);
+                }
+            }
+        }
+        let mut channel_sources: HashMap<usize, ChannelSource> = HashMap::new();
+        let mut channel_sinks: HashMap<usize, Box<dyn Sink>> = HashMap::new();
+        for (upstream, consumers) in &readers {
+            let up = &self.plans[position[upstream]];
+            let specs: Vec<_> = consumers
+                .iter()
+                .map(|&c| (scan_schema(&self.plans[c]), bounded[c]))
+                .collect();
+            let (sink, sources) =
+                stream_channel(&up.output_schema, &specs).map_err(|source| AppError::Job {
+                    job: up.name.clone(),
+                    source,
+                })?;
+            channel_sinks.insert(*upstream, Box::new(sink));
+            for (c, source) in consumers.iter().zip(sources) {
+                channel_sources.insert(*c, source);
+            }
+        }
+
+        let mut jobs = Vec::new();
+        for (i, plan) in self.plans.iter().enumerate() {
+            let job_err = |source| AppError::Job {
+                job: plan.name.clone(),
+                source,
+            };
+            let metrics = Arc::new(JobMetrics::default());
+            let pipeline = builder.build(plan, bounded[i]).map_err(job_err)?;
+            let source: Box<dyn Source> = match channel_sources.remove(&i) {
+                Some(s) => Box::new(s),
+                None => {
+                    let binding = plan.sources.first().ok_or_else(|| {
+                        job_err(EngineError::Plan("the query reads no source".into()))
+                    })?;
+                    self.connectors
+                        .open_source(binding, scan_schema(plan), metrics.clone())
+                        .map_err(job_err)?
+                }
+            };
+            let downstream = channel_sinks.remove(&plan.statement);
+            let has_sink_config = plan.sink.properties.contains_key("type");
+            let sink: Box<dyn Sink> = match (downstream, has_sink_config) {
+                (Some(channel), false) => channel,
+                (Some(channel), true) => Box::new(FanoutSink::new(vec![
+                    channel,
+                    self.connectors.open_sink(&plan.sink).map_err(job_err)?,
+                ])),
+                (None, _) => self.connectors.open_sink(&plan.sink).map_err(job_err)?,
+            };
+            jobs.push(Job::new(plan.name.clone(), source, pipeline, sink, metrics));
+        }
+        Ok(jobs)
+    }
+}
+
+/// The columns a plan decodes from its (single) source.
+fn scan_schema(plan: &StreamingPlan) -> datafusion::arrow::datatypes::SchemaRef {
+    match plan.root.flow().first() {
+        Some(StreamNode::Scan { schema, .. }) => schema.clone(),
+        _ => plan.output_schema.clone(),
+    }
+}
+
+/// Runs jobs concurrently, one thread each, and waits for all of them.
+/// The first error is returned after every job has stopped.
+pub fn run_jobs(jobs: Vec<Job>) -> Result<Vec<JobSummary>, AppError> {
+    let handles: Vec<_> = jobs
+        .into_iter()
+        .map(|job| {
+            let name = job.name.clone();
+            let handle = thread::Builder::new()
+                .name(format!("job-{name}"))
+                .spawn(move || job.run())
+                .expect("spawn job thread");
+            (name, handle)
+        })
+        .collect();
+    let mut summaries = Vec::new();
+    let mut first_error = None;
+    for (name, handle) in handles {
+        match handle.join() {
+            Ok(Ok(summary)) => summaries.push(summary),
+            Ok(Err(source)) => {
+                first_error.get_or_insert(AppError::Job { job: name, source });
+            }
+            Err(_) => {
+                first_error.get_or_insert(AppError::Job {
+                    job: name,
+                    source: EngineError::Plan("the job thread panicked".into()),
+                });
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(summaries),
+    }
+}

@@ -1,0 +1,171 @@
+//! `velostream bench stateless`: throughput of the stateless pipeline
+//! (decode → filter → project) against a decode-only pass over the same
+//! JSON Lines file, measured in the same run.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use velostream_engine::JobMetrics;
+use velostream_sql::PropertyOverrides;
+
+use crate::app::{run_jobs, AppError, Application, RunOptions};
+use crate::progress::human;
+
+/// One measured query.
+pub struct Measurement {
+    pub label: &'static str,
+    pub records: u64,
+    pub seconds: f64,
+    pub p50_us: u32,
+    pub p99_us: u32,
+}
+
+impl Measurement {
+    pub fn rate(&self) -> f64 {
+        self.records as f64 / self.seconds
+    }
+}
+
+/// The queries compared, each over the same `trades` file.
+pub const QUERIES: &[(&str, &str)] = &[
+    ("decode only (all 8 columns)", "CREATE STREAM out AS SELECT * FROM trades"),
+    (
+        "decode only (the 6 columns the pipeline uses)",
+        "CREATE STREAM out AS SELECT id, symbol, side, price, quantity, exchange FROM trades",
+    ),
+    (
+        "filter + projection",
+        "CREATE STREAM out AS SELECT id, symbol, price * quantity AS notional, lower(side) AS side \
+         FROM trades WHERE price > 100 AND exchange = 'NASDAQ'",
+    ),
+];
+
+/// Writes `records` deterministic trade records (~150 bytes each) as JSON Lines.
+pub fn generate_trades(path: &Path, records: u64) -> std::io::Result<u64> {
+    const SYMBOLS: [&str; 8] = [
+        "AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "META", "TSLA", "ORCL",
+    ];
+    const EXCHANGES: [&str; 3] = ["NASDAQ", "NYSE", "LSE"];
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut bytes = 0;
+    for id in 0..records {
+        // xorshift64*: cheap, deterministic pseudo-random fields
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let line = format!(
+            "{{\"id\":{id},\"symbol\":\"{}\",\"side\":\"{}\",\"price\":{}.{:02},\"quantity\":{},\"exchange\":\"{}\",\"trader\":\"trader_{:05}\",\"ts\":{}}}\n",
+            SYMBOLS[(r % 8) as usize],
+            if r & 1 << 20 == 0 { "BUY" } else { "SELL" },
+            20 + (r >> 8) % 480,
+            (r >> 24) % 100,
+            1 + (r >> 32) % 5000,
+            EXCHANGES[((r >> 40) % 3) as usize],
+            (r >> 44) % 20000,
+            1_700_000_000_000u64 + id * 3,
+        );
+        bytes += line.len() as u64;
+        out.write_all(line.as_bytes())?;
+    }
+    out.flush()?;
+    Ok(bytes)
+}
+
+/// Runs one query over `file` into a null sink and measures it.
+pub fn measure(
+    label: &'static str,
+    sql: &str,
+    file: &Path,
+    batch_size: usize,
+) -> Result<Measurement, AppError> {
+    let mut overrides = PropertyOverrides::new();
+    let props = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    overrides.insert(
+        "trades".into(),
+        props(&[
+            ("type", "file_source"),
+            ("path", &file.display().to_string()),
+            ("format", "jsonl"),
+        ]),
+    );
+    overrides.insert("out".into(), props(&[("type", "null")]));
+    let options = RunOptions {
+        batch_size,
+        overrides,
+    };
+    let app = Application::from_text("bench.sql", sql, Path::new("."), &options)?;
+    let jobs = app.build_jobs()?;
+    let metrics: Vec<std::sync::Arc<JobMetrics>> = jobs.iter().map(|j| j.metrics()).collect();
+    let started = Instant::now();
+    let summaries = run_jobs(jobs)?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Measurement {
+        label,
+        records: summaries.iter().map(|s| s.records_in).sum(),
+        seconds,
+        p50_us: metrics[0].latency_quantile(0.5).unwrap_or(0),
+        p99_us: metrics[0].latency_quantile(0.99).unwrap_or(0),
+    })
+}
+
+/// Runs every query `runs` times (keeping the median) and returns a
+/// Markdown report.
+pub fn stateless(
+    records: u64,
+    batch_size: usize,
+    runs: usize,
+    file: Option<PathBuf>,
+) -> Result<String, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = match file {
+        Some(f) => f,
+        None => {
+            let path = dir.path().join("trades.jsonl");
+            eprintln!("generating {records} records ...");
+            let bytes = generate_trades(&path, records).map_err(|e| e.to_string())?;
+            eprintln!(
+                "  {:.1} MB, {:.0} bytes per record",
+                bytes as f64 / 1e6,
+                bytes as f64 / records as f64
+            );
+            path
+        }
+    };
+    let mut rows = Vec::new();
+    for (label, sql) in QUERIES {
+        let mut samples = Vec::new();
+        for run in 0..runs.max(1) {
+            let m = measure(label, sql, &file, batch_size).map_err(|e| e.to_string())?;
+            eprintln!("  {label}, run {}: {} records/s", run + 1, human(m.rate()));
+            samples.push(m);
+        }
+        samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        rows.push(samples.swap_remove(samples.len() / 2));
+    }
+    let baseline = rows[1].rate();
+    let mut report = format!(
+        "Stateless throughput, {} records, batch size {batch_size}, median of {runs} runs, one job thread (= one core)\n\n\
+         | query | records/s per core | vs decode-only (same columns) | batch latency p50 | p99 |\n|---|---|---|---|---|\n",
+        rows[0].records
+    );
+    for m in &rows {
+        report.push_str(&format!(
+            "| {} | {} | {:.0}% | {:.2} ms | {:.2} ms |\n",
+            m.label,
+            human(m.rate()),
+            100.0 * m.rate() / baseline,
+            m.p50_us as f64 / 1000.0,
+            m.p99_us as f64 / 1000.0
+        ));
+    }
+    Ok(report)
+}

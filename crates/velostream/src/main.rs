@@ -1,0 +1,254 @@
+//! `velostream`: run, validate, explain and test streaming SQL applications.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use velostream::app::{run_jobs, AppError, Application, RunOptions};
+use velostream::conformance::{find_specs, run_spec_file};
+use velostream::progress::{human, Progress};
+use velostream::{bench, run_config};
+use velostream_sql::PropertyOverrides;
+
+#[derive(Parser)]
+#[command(
+    name = "velostream",
+    version,
+    about = "Streaming SQL over Kafka topics, files and databases"
+)]
+struct Cli {
+    /// Configuration of the long-running service (repeatable; files merge)
+    #[arg(long, value_name = "FILE")]
+    config: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an application in the foreground until its bounded inputs end
+    Run {
+        /// The application's .sql file
+        app: PathBuf,
+        /// Configuration file (performance.batch_size is used)
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// No progress line or summary on stderr
+        #[arg(short, long)]
+        quiet: bool,
+        /// Records per batch (default 1000, or performance.batch_size)
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Override a property, e.g. --set trades.path=other.jsonl
+        #[arg(long = "set", value_name = "NAME.KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Check an application: SQL, sources, sinks and operators
+    Validate { app: PathBuf },
+    /// Print the streaming plan of every statement
+    Explain { app: PathBuf },
+    /// Run conformance specs (files or directories of *.yaml)
+    Test {
+        #[arg(default_value = "tests/conformance")]
+        specs: Vec<PathBuf>,
+    },
+    /// Benchmarks
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// The long-running service (configured by --config)
+    Server {
+        #[arg(long, value_name = "FILE")]
+        config: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Stateless pipeline (filter + projection) vs decode-only, on JSON Lines
+    Stateless {
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Use this JSON Lines file of trades instead of generating one
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Run { app, config, quiet, batch_size, set }) => run(app, config, quiet, batch_size, set),
+        Some(Command::Validate { app }) => validate(app),
+        Some(Command::Explain { app }) => explain(app),
+        Some(Command::Test { specs }) => test(specs),
+        Some(Command::Bench(BenchCommand::Stateless { records, batch_size, runs, file })) => {
+            bench::stateless(records, batch_size, runs, file).map(|report| println!("{report}")).map_err(Failure::Runtime)
+        }
+        Some(Command::Server { .. }) | None => Err(Failure::Usage(
+            "the long-running service (velostream --config ...) is not available in this build yet; \
+             run an application in the foreground with `velostream run app.sql`"
+                .into(),
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Exit code 2 for problems with what the user wrote, 1 for failures while running.
+enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+impl From<AppError> for Failure {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Sql { rendered, .. } => Failure::Usage(
+                rendered
+                    .trim_start_matches("error: ")
+                    .trim_end()
+                    .to_string(),
+            ),
+            AppError::Read { .. } => Failure::Usage(e.to_string()),
+            AppError::Job { .. } => Failure::Runtime(e.to_string()),
+        }
+    }
+}
+
+fn run(
+    app: PathBuf,
+    config: Option<PathBuf>,
+    quiet: bool,
+    batch_size: Option<usize>,
+    set: Vec<String>,
+) -> Result<(), Failure> {
+    let from_config = match &config {
+        Some(path) => run_config::batch_size(path).map_err(Failure::Usage)?,
+        None => None,
+    };
+    let options = RunOptions {
+        batch_size: batch_size.or(from_config).unwrap_or(1000),
+        overrides: parse_overrides(&set)?,
+    };
+    let application = Application::load(&app, &options)?;
+    application.check()?;
+    let jobs = application.build_jobs()?;
+    let progress = (!quiet).then(|| Progress::start(jobs.iter().map(|j| j.metrics()).collect()));
+    let result = run_jobs(jobs);
+    if let Some(p) = progress {
+        p.stop();
+    }
+    let summaries = result?;
+    if !quiet {
+        for s in &summaries {
+            let secs = s.elapsed.as_secs_f64().max(1e-9);
+            eprintln!(
+                "job {}: {} records in, {} out, {} malformed skipped, {:.2}s ({} records/s)",
+                s.name,
+                s.records_in,
+                s.records_out,
+                s.bad_records,
+                secs,
+                human(s.records_in as f64 / secs)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn parse_overrides(set: &[String]) -> Result<PropertyOverrides, Failure> {
+    let mut overrides = PropertyOverrides::new();
+    for item in set {
+        let parsed = item
+            .split_once('=')
+            .and_then(|(k, v)| k.split_once('.').map(|(name, key)| (name, key, v)));
+        match parsed {
+            Some((name, key, value)) if !name.is_empty() && !key.is_empty() => {
+                overrides
+                    .entry(name.to_string())
+                    .or_default()
+                    .insert(key.to_string(), value.to_string());
+            }
+            _ => {
+                return Err(Failure::Usage(format!(
+                    "--set expects NAME.KEY=VALUE, got '{item}'"
+                )))
+            }
+        }
+    }
+    Ok(overrides)
+}
+
+fn validate(app: PathBuf) -> Result<(), Failure> {
+    let application = Application::load(&app, &RunOptions::default())?;
+    application.check()?;
+    let names: Vec<_> = application.plans.iter().map(|p| p.name.as_str()).collect();
+    println!(
+        "ok: {} ({} job{}: {})",
+        app.display(),
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    );
+    Ok(())
+}
+
+fn explain(app: PathBuf) -> Result<(), Failure> {
+    let application = Application::load(&app, &RunOptions::default())?;
+    for plan in &application.plans {
+        println!("{plan}\n");
+    }
+    Ok(())
+}
+
+fn test(paths: Vec<PathBuf>) -> Result<(), Failure> {
+    let (mut passed, mut failed) = (0, 0);
+    for file in find_specs(&paths) {
+        for outcome in run_spec_file(&file) {
+            match outcome.failure {
+                None => {
+                    passed += 1;
+                    println!("PASS {}::{}", file.display(), outcome.name);
+                }
+                Some(why) => {
+                    failed += 1;
+                    println!(
+                        "FAIL {}::{}\n{}\n",
+                        file.display(),
+                        outcome.name,
+                        indent(&why)
+                    );
+                }
+            }
+        }
+    }
+    println!("\n{passed} passed, {failed} failed");
+    if failed > 0 || passed == 0 {
+        return Err(Failure::Runtime(if passed == 0 {
+            "no conformance cases found".into()
+        } else {
+            format!("{failed} conformance cases failed")
+        }));
+    }
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,19 @@
+# Shared settings for the project's scripts (sourced, not run).
+# A persistent target directory keeps DataFusion's build between runs.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/velostream-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# Installs what building and testing need, when missing.
+velostream_prerequisites() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "error: cargo is not installed; install Rust from your distribution or rustup" >&2
+        return 1
+    fi
+    local missing=()
+    command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing ${missing[*]} ..." >&2
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+    fi
+}
