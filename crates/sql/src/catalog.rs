@@ -10,9 +10,7 @@ use datafusion::common::{plan_datafusion_err, TableReference};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::planner::{ExprPlanner, TypePlanner};
-use datafusion::logical_expr::{
-    AggregateUDF, HigherOrderUDF, LogicalTableSource, ScalarUDF, TableSource, WindowUDF,
-};
+use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, TableSource, WindowUDF};
 use datafusion::optimizer::OptimizerRule;
 use datafusion::sql::planner::ContextProvider;
 
@@ -51,7 +49,20 @@ impl<'a> StatementCatalog<'a> {
 
     pub fn add_table(&mut self, name: &str, schema: SchemaRef) {
         self.tables
-            .insert(name.to_string(), Arc::new(LogicalTableSource::new(schema)));
+            .insert(name.to_string(), Arc::new(SourceTable { schema }));
+    }
+}
+
+/// A source as the planner sees it: only a schema. It accepts no filter
+/// pushdown, so filters stay operators and the scan's projection keeps every
+/// column a filter needs.
+struct SourceTable {
+    schema: SchemaRef,
+}
+
+impl TableSource for SourceTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
     }
 }
 

@@ -8,10 +8,9 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::DataFusionError;
+use datafusion::common::{DataFusionError, SchemaError};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::sql::planner::{ParserOptions, SqlToRel};
 use datafusion::sql::sqlparser::ast::{
@@ -347,17 +346,12 @@ impl NodeMapper {
                 }
             }
             LogicalPlan::TableScan(t) => {
+                // Sources accept no filter pushdown (see catalog), so the
+                // scan only selects columns.
                 let mut node = StreamNode::Scan {
                     source: t.table_name.table().to_string(),
                     schema: t.projected_schema.inner().clone(),
                 };
-                if let Some(predicate) = conjunction(t.filters.clone()) {
-                    node = StreamNode::Filter {
-                        input: Box::new(node),
-                        predicate,
-                        input_schema: t.projected_schema.clone(),
-                    };
-                }
                 if let Some(fetch) = t.fetch {
                     node = StreamNode::Limit {
                         input: Box::new(node),
@@ -414,46 +408,66 @@ impl NodeMapper {
 }
 
 /// Converts a DataFusion planning error, using its diagnostic span when it
-/// has one, and turning its "valid fields"/"did you mean" text into a hint.
+/// has one, naming the columns that exist for an unknown column, and
+/// reporting the root cause rather than the optimizer rule that hit it.
 pub(crate) fn df_error(e: DataFusionError, fallback: Location) -> SqlError {
-    let (span, diag_message) = match e.diagnostic() {
-        Some(d) => (d.span, Some(d.message.clone())),
-        None => (None, None),
-    };
-    let location = span
+    let location = e
+        .diagnostic()
+        .and_then(|d| d.span)
         .map(|s| Location::new(s.start.line, s.start.column))
         .filter(Location::is_known)
         .unwrap_or(fallback);
-    let text = e.strip_backtrace();
-    let text = text
-        .trim_start_matches("Error during planning: ")
-        .trim_start_matches("Schema error: ")
-        .to_string();
-    let mut hint = None;
-    let mut message =
-        diag_message.unwrap_or_else(|| text.lines().next().unwrap_or_default().to_string());
-    if let Some(at) = text.find("Valid fields are ") {
-        let fields = text[at + "Valid fields are ".len()..].trim_end_matches('.');
-        hint = Some(format!("the columns that exist here are: {fields}"));
-        if let Some(end) = text.find(". Valid fields") {
-            message = text[..end].to_string();
+    let root = e.find_root();
+    let text = root.strip_backtrace();
+    let first_line = text.lines().next().unwrap_or_default();
+    let message = strip_prefixes(
+        first_line
+            .split(". Did you mean")
+            .next()
+            .unwrap_or_default(),
+    )
+    .to_string();
+    let suggestion = text.find("Did you mean").map(|at| {
+        text[at..]
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .replace("Did you mean", "did you mean")
+    });
+    let hint = match root {
+        DataFusionError::SchemaError(err, _) => match err.as_ref() {
+            SchemaError::FieldNotFound { valid_fields, .. } => {
+                let mut columns: Vec<String> = valid_fields.iter().map(|c| c.name.clone()).collect();
+                columns.dedup();
+                let existing = format!("the columns here are: {}", columns.join(", "));
+                Some(match suggestion {
+                    Some(s) => format!("{s} {existing}"),
+                    None => existing,
+                })
+            }
+            _ => suggestion,
+        },
+        DataFusionError::ArrowError(_, _) if message.contains("ast") => {
+            Some("a literal cannot be converted to the type of the value it is compared with or assigned to".into())
         }
-    } else if text.contains("No field named") && hint.is_none() {
-        hint = Some("this column is not produced by the query's sources".to_string());
-    }
-    if let Some(at) = text.find("Did you mean") {
-        hint = Some(
-            text[at..]
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .replace("Did you mean", "did you mean"),
-        );
-        message = text[..at].trim().trim_end_matches('.').to_string();
-    }
+        _ => suggestion,
+    };
     let mut err = SqlError::new(message, location);
     if let Some(h) = hint {
         err = err.with_hint(h);
     }
     err
+}
+
+fn strip_prefixes(mut text: &str) -> &str {
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "Arrow error: ",
+        "Cast error: ",
+        "Execution error: ",
+    ] {
+        text = text.trim_start_matches(prefix);
+    }
+    text.trim_end_matches('.')
 }

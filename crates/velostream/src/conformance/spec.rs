@@ -20,13 +20,15 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-/// A spec file: one or more cases.
+/// A spec file: one or more cases. Top-level keys starting with `x-` hold
+/// YAML anchors (shared inputs) and are otherwise ignored.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SpecFile {
     #[serde(default)]
     pub description: Option<String>,
     pub cases: Vec<Case>,
+    #[serde(flatten)]
+    pub shared: BTreeMap<String, serde_yaml_ng::Value>,
 }
 
 /// One application run and what it must produce.
@@ -106,5 +108,13 @@ impl Expected {
 pub fn load(path: &Path) -> Result<SpecFile, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: invalid spec: {e}", path.display()))
+    let spec: SpecFile = serde_yaml_ng::from_str(&text)
+        .map_err(|e| format!("{}: invalid spec: {e}", path.display()))?;
+    match spec.shared.keys().find(|k| !k.starts_with("x-")) {
+        Some(key) => Err(format!(
+            "{}: unknown key '{key}' (shared data goes under keys starting with x-)",
+            path.display()
+        )),
+        None => Ok(spec),
+    }
 }

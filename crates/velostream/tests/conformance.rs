@@ -1,0 +1,63 @@
+//! Runs the conformance specs under `tests/conformance/` (one test per
+//! spec file) through the same harness as `velostream test`.
+
+use std::path::{Path, PathBuf};
+
+use velostream::conformance::{find_specs, run_spec_file, spec};
+
+fn spec_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance")
+}
+
+fn run(file: &str) {
+    let outcomes = run_spec_file(&spec_dir().join(file));
+    let failures: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.failure.as_ref().map(|f| format!("FAIL {}\n{f}", o.name)))
+        .collect();
+    assert!(!outcomes.is_empty(), "{file} has no cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        outcomes.len(),
+        failures.join("\n\n")
+    );
+}
+
+macro_rules! spec_tests {
+    ($($name:ident => $file:literal),* $(,)?) => {
+        $(#[test] fn $name() { run($file); })*
+
+        /// Every spec file has a test above, so none is silently skipped.
+        #[test]
+        fn every_spec_file_is_run() {
+            let listed = [$($file),*];
+            for path in find_specs(&[spec_dir()]) {
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                assert!(listed.contains(&name.as_str()), "spec file {name} has no test in tests/conformance.rs");
+            }
+        }
+    };
+}
+
+spec_tests! {
+    projection => "projection.yaml",
+    filter => "filter.yaml",
+    expressions => "expressions.yaml",
+    types => "types.yaml",
+    formats => "formats.yaml",
+    aggregate => "aggregate.yaml",
+    emit_changes => "emit_changes.yaml",
+    dialect => "dialect.yaml",
+    errors => "errors.yaml",
+}
+
+#[test]
+fn at_least_eighty_cases() {
+    let cases: usize = find_specs(&[spec_dir()])
+        .iter()
+        .map(|f| spec::load(f).map(|s| s.cases.len()).unwrap_or(0))
+        .sum();
+    assert!(cases >= 80, "only {cases} conformance cases");
+}
