@@ -9,6 +9,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{plan_datafusion_err, TableReference};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::planner::{ExprPlanner, TypePlanner};
 use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, TableSource, WindowUDF};
 use datafusion::optimizer::OptimizerRule;
@@ -28,9 +29,25 @@ pub fn streaming_session_state() -> SessionState {
         .filter(|r| !EXCLUDED_RULES.contains(&r.name()))
         .cloned()
         .collect();
-    SessionStateBuilder::new_from_existing(base)
+    let mut state = SessionStateBuilder::new_from_existing(base)
         .with_optimizer_rules(rules)
-        .build()
+        .build();
+    add_aliases(&mut state);
+    state
+}
+
+/// Names users of other engines expect, mapped onto DataFusion functions.
+const AGGREGATE_ALIASES: &[(&str, &str)] = &[("variance", "var_samp")];
+
+fn add_aliases(state: &mut SessionState) {
+    for (alias, target) in AGGREGATE_ALIASES {
+        if let Some(udaf) = state.aggregate_functions().get(*target).cloned() {
+            let aliased = udaf.as_ref().clone().with_aliases([*alias]);
+            state
+                .register_udaf(Arc::new(aliased))
+                .expect("registering an aggregate alias cannot fail");
+        }
+    }
 }
 
 /// The tables (sources) visible to one statement.

@@ -58,6 +58,9 @@ pub struct Case {
     /// the expected rows (`tests/conformance/verify_with_duckdb.py`).
     #[serde(default)]
     pub reference_sql: Option<String>,
+    /// Delimiter DuckDB uses for CSV inputs of `reference_sql` (default `,`).
+    #[serde(default)]
+    pub reference_delimiter: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
