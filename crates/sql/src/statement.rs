@@ -124,8 +124,12 @@ pub fn parse_statement(index: usize, raw: StatementTokens) -> Result<ParsedState
     if query_tokens.is_empty() {
         return Err(SqlError::new("expected a SELECT query", location));
     }
+    let end = query_tokens
+        .last()
+        .map(|t| Location::from_sqlparser(t.span.end))
+        .unwrap_or(location);
     let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(query_tokens);
-    let query = parser.parse_query().map_err(parser_error)?;
+    let query = parser.parse_query().map_err(|e| parser_error(e, end))?;
     if parser.peek_token().token != Token::EOF {
         let next = parser.peek_token();
         return Err(SqlError::new(
@@ -214,7 +218,11 @@ fn parse_declaration(
     ];
     ddl.extend_from_slice(&tokens[open..end]);
     let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(ddl);
-    match parser.parse_statement().map_err(parser_error)? {
+    let last = Location::from_sqlparser(tokens[end - 1].span.end);
+    match parser
+        .parse_statement()
+        .map_err(|e| parser_error(e, last))?
+    {
         SqlStatement::CreateTable(ct) => stmt.columns = ct.columns,
         _ => unreachable!("tokens start with CREATE TABLE"),
     }
@@ -256,7 +264,9 @@ fn unclosed(open: &TokenWithSpan) -> SqlError {
 }
 
 /// sqlparser reports `... at Line: L, Column: C`; turn that into a position.
-pub(crate) fn parser_error(e: ParserError) -> SqlError {
+/// An error at the end of input has no position: `end` (just past the
+/// statement's last token) is used.
+pub(crate) fn parser_error(e: ParserError, end: Location) -> SqlError {
     let text = match &e {
         ParserError::ParserError(s) | ParserError::TokenizerError(s) => s.clone(),
         ParserError::RecursionLimitExceeded => "the query nests too deeply".to_string(),
@@ -273,6 +283,7 @@ pub(crate) fn parser_error(e: ParserError) -> SqlError {
         }
         None => (text, Location::default()),
     };
+    let location = if location.is_known() { location } else { end };
     let hint = if message.contains("found: EOF") {
         "the statement ends too early; is a clause or a closing parenthesis missing?"
     } else {

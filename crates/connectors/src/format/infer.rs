@@ -20,6 +20,9 @@ pub fn infer_schema(format: RecordFormat, input: impl Read) -> Result<Schema, St
         RecordFormat::Csv { delimiter, .. } => arrow_csv::reader::Format::default()
             .with_header(true)
             .with_delimiter(delimiter)
+            // a short (malformed) row must not stop inference; it is
+            // reported when it is decoded
+            .with_truncated_rows(true)
             .infer_schema(reader, Some(SAMPLE_RECORDS))
             .map_err(|e| e.to_string())?
             .0,

@@ -56,8 +56,9 @@ pub struct Case {
     pub batch_size: Option<usize>,
     /// The same query in DuckDB's dialect, for independent verification of
     /// the expected rows (`tests/conformance/verify_with_duckdb.py`).
+    /// Text for a single expected sink, or a map of sink name to query.
     #[serde(default)]
-    pub reference_sql: Option<String>,
+    pub reference_sql: Option<serde_yaml_ng::Value>,
     /// Delimiter DuckDB uses for CSV inputs of `reference_sql` (default `,`).
     #[serde(default)]
     pub reference_delimiter: Option<String>,
