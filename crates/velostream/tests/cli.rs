@@ -1,0 +1,197 @@
+//! End-to-end tests of the `velostream` binary: exit codes, output files,
+//! stdin/stdout, error rendering, progress and throughput reporting.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn velostream() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_velostream"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(args: &[&str]) -> Output {
+    velostream()
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run velostream")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_string()
+}
+
+#[test]
+fn example_application_runs_and_writes_its_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("large.jsonl");
+    let set = format!("large_trades.path={}", out_file.display());
+    let out = run(&["run", "examples/trades/large_trades.sql", "--set", &set]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // the bundled data has one malformed line, reported with file and line
+    assert!(stderr.contains("trades.jsonl:41"), "{stderr}");
+    assert!(
+        stderr.contains("job large_trades: 40 records in"),
+        "{stderr}"
+    );
+
+    let written = std::fs::read_to_string(&out_file).unwrap();
+    assert!(!written.is_empty());
+    for line in written.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let price = row["price"].as_f64().unwrap();
+        let quantity = row["quantity"].as_f64().unwrap();
+        let notional = row["notional"].as_f64().unwrap();
+        assert!((price * quantity - notional).abs() < 1e-6, "{line}");
+        assert!(notional > 20000.0, "{line}");
+    }
+    // the per-symbol totals go to stdout, one row per symbol
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+}
+
+#[test]
+fn sql_errors_exit_2_with_position_and_caret() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("bad.sql");
+    std::fs::write(
+        &app,
+        "CREATE STREAM t (id BIGINT) WITH ('type' = 'stdin');\nSELECT id, nme\nFROM t;\n",
+    )
+    .unwrap();
+    let out = run(&["validate", app.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.sql:2:12"), "{stderr}");
+    assert!(stderr.contains("2 | SELECT id, nme"), "{stderr}");
+    assert!(stderr.contains("^"), "{stderr}");
+    assert!(stderr.contains("the columns here are: id"), "{stderr}");
+}
+
+#[test]
+fn explain_shows_operators_sources_and_emit_mode() {
+    let out = run(&["explain", "examples/trades/large_trades.sql"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("job large_trades"), "{stdout}");
+    assert!(
+        stdout.contains("source trades <- file_source (declared schema"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Filter "), "{stdout}");
+    assert!(
+        stdout.contains("Aggregate group=[trades.symbol]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("emit: FINAL"), "{stdout}");
+    // only the columns a query uses are decoded
+    assert!(
+        stdout.contains("Scan trades [symbol: Utf8, price: Decimal128(12, 2), quantity: Int64]"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn stdin_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("pipe.sql");
+    std::fs::write(&app, "CREATE STREAM s (a BIGINT, b VARCHAR) WITH ('type' = 'stdin');\nSELECT a * 2 AS twice, upper(b) AS b FROM s WHERE a > 1;\n").unwrap();
+    let mut child = velostream()
+        .args(["run", "-q", app.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"a\": 1, \"b\": \"x\"}\n{\"a\": 2, \"b\": \"y\"}\n{\"a\": 3}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "{\"twice\":4,\"b\":\"Y\"}\n{\"twice\":6,\"b\":null}\n"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "-q prints nothing: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn csv_sink_writes_a_header_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"k\": \"a\", \"v\": 1}\n{\"k\": \"b\", \"v\": 2}\n{\"k\": \"a\", \"v\": 3}\n",
+    )
+    .unwrap();
+    let app = dir.path().join("csv.sql");
+    std::fs::write(
+        &app,
+        "CREATE STREAM out AS SELECT k, SUM(v) AS total FROM src GROUP BY k EMIT FINAL \
+         WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'out.type' = 'file_sink', 'out.path' = 'out/result.csv', 'out.format' = 'csv');",
+    )
+    .unwrap();
+    let out = run(&["run", "-q", "--batch-size", "1", app.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = std::fs::read_to_string(dir.path().join("out/result.csv")).unwrap();
+    assert_eq!(csv, "k,total\na,4\nb,2\n");
+}
+
+#[test]
+fn a_million_line_file_runs_and_reports_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("trades.jsonl");
+    velostream::bench::generate_trades(&data, 1_000_000).unwrap();
+    let app = dir.path().join("filter.sql");
+    std::fs::write(
+        &app,
+        "CREATE STREAM big AS SELECT id, symbol, price * quantity AS notional FROM trades WHERE price > 400 \
+         WITH ('trades.type' = 'file_source', 'trades.path' = 'trades.jsonl', 'big.type' = 'null');",
+    )
+    .unwrap();
+    let out = run(&["run", app.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("job big: 1000000 records in"), "{stderr}");
+    assert!(stderr.contains("records/s"), "{stderr}");
+    assert!(stderr.contains("0 malformed skipped"), "{stderr}");
+}
+
+#[test]
+fn failing_spec_shows_a_diff_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &spec,
+        "cases:\n  - name: wrong\n    sql: CREATE STREAM out AS SELECT x FROM t;\n    inputs: {t: \"{\\\"x\\\": 1}\\n\"}\n    expected: {out: \"{\\\"x\\\": 2}\\n\"}\n",
+    )
+    .unwrap();
+    let out = run(&["test", spec.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("- {\"x\":2}    (expected, missing)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("+ {\"x\":1}    (unexpected)"), "{stdout}");
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn the_service_mode_says_it_is_not_available_yet() {
+    let out = run(&["--config", "config.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not available in this build yet"));
+}
