@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::{BufRead, Cursor, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
@@ -15,7 +16,7 @@ use velostream_sql::{SinkBinding, SourceBinding, SourceResolver};
 use crate::file::reader::LineSource;
 use crate::file::sink::WriterSink;
 use crate::format::decode::BatchDecoder;
-use crate::format::infer::infer_schema;
+use crate::format::infer::{infer_schema, SAMPLE_RECORDS};
 use crate::format::RecordFormat;
 use crate::memory::NullSink;
 
@@ -35,12 +36,15 @@ const STDOUT_KEYS: &[&str] = &["type", "format", "delimiter"];
 const NULL_SINK_KEYS: &[&str] = &["type"];
 
 /// Opens connectors for one application.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Connectors {
     /// Directory that relative paths are resolved against.
     pub base_dir: PathBuf,
     /// Records per batch (`performance.batch_size`).
     pub batch_size: usize,
+    /// What schema inference read from stdin; the stdin source replays it
+    /// before reading on.
+    stdin_sample: Mutex<Option<Vec<u8>>>,
 }
 
 impl Connectors {
@@ -48,7 +52,30 @@ impl Connectors {
         Self {
             base_dir: base_dir.into(),
             batch_size: batch_size.max(1),
+            stdin_sample: Mutex::new(None),
         }
+    }
+
+    /// Reads the first records of stdin (once) for schema inference.
+    fn sample_stdin(&self) -> std::result::Result<Vec<u8>, String> {
+        let mut sample = self
+            .stdin_sample
+            .lock()
+            .map_err(|_| "stdin sample lock poisoned".to_string())?;
+        if sample.is_none() {
+            let mut buf = Vec::new();
+            let mut stdin = std::io::stdin().lock();
+            for _ in 0..SAMPLE_RECORDS {
+                let n = stdin
+                    .read_until(b'\n', &mut buf)
+                    .map_err(|e| format!("cannot read stdin: {e}"))?;
+                if n == 0 {
+                    break;
+                }
+            }
+            *sample = Some(buf);
+        }
+        Ok(sample.clone().unwrap_or_default())
     }
 
     fn path(
@@ -90,9 +117,16 @@ impl Connectors {
             }
             "stdin" => {
                 check_keys(props, STDIN_KEYS, kind).map_err(err)?;
+                let sampled = self
+                    .stdin_sample
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.take())
+                    .unwrap_or_default();
+                let reader = Cursor::new(sampled).chain(std::io::stdin());
                 Ok(Box::new(LineSource::new(
                     "stdin".into(),
-                    Box::new(std::io::stdin()),
+                    Box::new(reader),
                     format,
                     decoder,
                     metrics,
@@ -163,10 +197,15 @@ impl SourceResolver for Connectors {
             "file_source" => {
                 check_keys(props, FILE_SOURCE_KEYS, kind)?;
                 let path = self.path(props, kind)?;
-                let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                let file = File::open(&path)
+                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
                 Ok(Arc::new(infer_schema(format, file)?))
             }
-            "stdin" => Err("stdin cannot be sampled before it is read; declare its columns with CREATE STREAM name (col TYPE, ...) WITH (...)".into()),
+            "stdin" => {
+                check_keys(props, STDIN_KEYS, kind)?;
+                let sample = self.sample_stdin()?;
+                Ok(Arc::new(infer_schema(format, Cursor::new(sample))?))
+            }
             other => Err(unavailable(other, "source")),
         }
     }

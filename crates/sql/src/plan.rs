@@ -189,6 +189,14 @@ impl fmt::Display for StreamingPlan {
             self.statement + 1,
             self.kind
         )?;
+        if !self.annotations.is_empty() {
+            let notes: Vec<_> = self
+                .annotations
+                .iter()
+                .map(|(k, v)| format!("@{k}: {v}"))
+                .collect();
+            writeln!(f, "  annotations: {}", notes.join(", "))?;
+        }
         for s in &self.sources {
             let origin = match s.origin {
                 SourceOrigin::External => s

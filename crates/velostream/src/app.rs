@@ -116,6 +116,7 @@ impl Application {
     /// Builds every job without running it: checks connectors, properties
     /// and that every operator can run. This is `validate`.
     pub fn check(&self) -> Result<(), AppError> {
+        self.check_single_stdin_reader()?;
         let builder = PipelineBuilder::new();
         for (plan, bounded) in self.plans.iter().zip(self.boundedness()) {
             let job_err = |source| AppError::Job {
@@ -128,8 +129,34 @@ impl Application {
         Ok(())
     }
 
+    /// Standard input can be consumed once: two jobs reading it would each
+    /// see an arbitrary half of the records.
+    fn check_single_stdin_reader(&self) -> Result<(), AppError> {
+        let readers: Vec<&StreamingPlan> = self
+            .plans
+            .iter()
+            .filter(|p| {
+                p.sources.iter().any(|s| {
+                    s.origin == SourceOrigin::External
+                        && s.properties.get("type").map(String::as_str) == Some("stdin")
+                })
+            })
+            .collect();
+        match readers.as_slice() {
+            [_, second, ..] => Err(AppError::Job {
+                job: second.name.clone(),
+                source: EngineError::Plan(format!(
+                    "standard input is already read by job {}; read it in one CREATE STREAM statement and let the others read that stream",
+                    readers[0].name
+                )),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Opens all connectors and builds the jobs, in statement order.
     pub fn build_jobs(&self) -> Result<Vec<Job>, AppError> {
+        self.check_single_stdin_reader()?;
         let builder = PipelineBuilder::new();
         let bounded = self.boundedness();
         let position: HashMap<usize, usize> = self

@@ -80,6 +80,10 @@ fn explain_shows_operators_sources_and_emit_mode() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(stdout.contains("job large_trades"), "{stdout}");
     assert!(
+        stdout.contains("annotations: @name: large_trades"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("source trades <- file_source (declared schema"),
         "{stdout}"
     );
@@ -123,6 +127,60 @@ fn stdin_to_stdout() {
     assert!(
         out.stderr.is_empty(),
         "-q prints nothing: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn stdin_schema_is_inferred_from_the_first_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("pipe.sql");
+    std::fs::write(&app, "SELECT symbol, COUNT(*) AS n FROM s GROUP BY symbol EMIT FINAL WITH ('s.type' = 'stdin');\n").unwrap();
+    let mut child = velostream()
+        .args(["run", "-q", app.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for i in 0..2500 {
+        input.push_str(&format!("{{\"symbol\": \"S{}\", \"px\": {i}}}\n", i % 2));
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut lines: Vec<_> = text(&out.stdout).lines().map(String::from).collect();
+    lines.sort();
+    // every record counts, including the ones read while inferring the schema
+    assert_eq!(
+        lines,
+        vec![
+            "{\"symbol\":\"S0\",\"n\":1250}",
+            "{\"symbol\":\"S1\",\"n\":1250}"
+        ]
+    );
+}
+
+#[test]
+fn two_statements_cannot_both_read_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("twice.sql");
+    std::fs::write(
+        &app,
+        "CREATE STREAM s (a BIGINT) WITH ('type' = 'stdin');\nSELECT a FROM s;\nSELECT a * 2 AS b FROM s;\n",
+    )
+    .unwrap();
+    let out = run(&["validate", app.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("standard input is already read by job select_2"),
+        "{}",
         text(&out.stderr)
     );
 }
