@@ -21,6 +21,27 @@ fn run(args: &[&str]) -> Output {
         .expect("run velostream")
 }
 
+/// A temporary directory holding one file; keep the directory alive while the file is used.
+fn temp_file(name: &str, contents: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    (dir, path)
+}
+
+/// Runs `velostream run -q app` with `input` on stdin.
+fn run_with_stdin(app: &Path, input: &[u8]) -> Output {
+    let mut child = velostream()
+        .args(["run", "-q", app.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).to_string()
 }
@@ -57,13 +78,10 @@ fn example_application_runs_and_writes_its_sink() {
 
 #[test]
 fn sql_errors_exit_2_with_position_and_caret() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("bad.sql");
-    std::fs::write(
-        &app,
+    let (_dir, app) = temp_file(
+        "bad.sql",
         "CREATE STREAM t (id BIGINT) WITH ('type' = 'stdin');\nSELECT id, nme\nFROM t;\n",
-    )
-    .unwrap();
+    );
     let out = run(&["validate", app.to_str().unwrap()]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -102,23 +120,11 @@ fn explain_shows_operators_sources_and_emit_mode() {
 
 #[test]
 fn stdin_to_stdout() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("pipe.sql");
-    std::fs::write(&app, "CREATE STREAM s (a BIGINT, b VARCHAR) WITH ('type' = 'stdin');\nSELECT a * 2 AS twice, upper(b) AS b FROM s WHERE a > 1;\n").unwrap();
-    let mut child = velostream()
-        .args(["run", "-q", app.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"{\"a\": 1, \"b\": \"x\"}\n{\"a\": 2, \"b\": \"y\"}\n{\"a\": 3}\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (_dir, app) = temp_file("pipe.sql", "CREATE STREAM s (a BIGINT, b VARCHAR) WITH ('type' = 'stdin');\nSELECT a * 2 AS twice, upper(b) AS b FROM s WHERE a > 1;\n");
+    let out = run_with_stdin(
+        &app,
+        b"{\"a\": 1, \"b\": \"x\"}\n{\"a\": 2, \"b\": \"y\"}\n{\"a\": 3}\n",
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
@@ -133,27 +139,12 @@ fn stdin_to_stdout() {
 
 #[test]
 fn stdin_schema_is_inferred_from_the_first_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("pipe.sql");
-    std::fs::write(&app, "SELECT symbol, COUNT(*) AS n FROM s GROUP BY symbol EMIT FINAL WITH ('s.type' = 'stdin');\n").unwrap();
-    let mut child = velostream()
-        .args(["run", "-q", app.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (_dir, app) = temp_file("pipe.sql", "SELECT symbol, COUNT(*) AS n FROM s GROUP BY symbol EMIT FINAL WITH ('s.type' = 'stdin');\n");
     let mut input = String::new();
     for i in 0..2500 {
         input.push_str(&format!("{{\"symbol\": \"S{}\", \"px\": {i}}}\n", i % 2));
     }
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(&app, input.as_bytes());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut lines: Vec<_> = text(&out.stdout).lines().map(String::from).collect();
     lines.sort();
@@ -169,13 +160,7 @@ fn stdin_schema_is_inferred_from_the_first_records() {
 
 #[test]
 fn two_statements_cannot_both_read_stdin() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("twice.sql");
-    std::fs::write(
-        &app,
-        "CREATE STREAM s (a BIGINT) WITH ('type' = 'stdin');\nSELECT a FROM s;\nSELECT a * 2 AS b FROM s;\n",
-    )
-    .unwrap();
+    let (_dir, app) = temp_file("twice.sql", "CREATE STREAM s (a BIGINT) WITH ('type' = 'stdin');\nSELECT a FROM s;\nSELECT a * 2 AS b FROM s;\n");
     let out = run(&["validate", app.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -228,13 +213,7 @@ fn a_million_line_file_runs_and_reports_throughput() {
 
 #[test]
 fn failing_spec_shows_a_diff_and_exits_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("wrong.yaml");
-    std::fs::write(
-        &spec,
-        "cases:\n  - name: wrong\n    sql: CREATE STREAM out AS SELECT x FROM t;\n    inputs: {t: \"{\\\"x\\\": 1}\\n\"}\n    expected: {out: \"{\\\"x\\\": 2}\\n\"}\n",
-    )
-    .unwrap();
+    let (_dir, spec) = temp_file("wrong.yaml", "cases:\n  - name: wrong\n    sql: CREATE STREAM out AS SELECT x FROM t;\n    inputs: {t: \"{\\\"x\\\": 1}\\n\"}\n    expected: {out: \"{\\\"x\\\": 2}\\n\"}\n");
     let out = run(&["test", spec.to_str().unwrap()]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
