@@ -19,7 +19,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use velostream_sql::EmitMode;
 
 use super::group_keys::GroupKeys;
-use super::Operator;
+use super::{evaluate_all, Operator};
 use crate::error::{EngineError, Result};
 use crate::state::{Checkpointable, OperatorSnapshot};
 
@@ -112,11 +112,7 @@ impl Operator for AggregateOperator {
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let rows = batch.num_rows();
-        let key_columns = self
-            .group_exprs
-            .iter()
-            .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(rows)))
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let key_columns = evaluate_all(&self.group_exprs, &batch)?;
         let mut group_of_row = std::mem::take(&mut self.group_of_row);
         let created = self.keys.intern(&key_columns, rows, &mut group_of_row)?;
         self.add_groups(created)?;

@@ -8,7 +8,11 @@ pub mod limit;
 pub mod project;
 pub mod sort;
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::Result;
 use crate::state::Checkpointable;
@@ -96,4 +100,14 @@ impl Pipeline {
         out.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
         Ok(())
     }
+}
+
+/// Evaluates expressions over a batch into one full-length array each
+/// (scalar results are broadcast).
+pub fn evaluate_all(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    let rows = batch.num_rows();
+    Ok(exprs
+        .iter()
+        .map(|e| e.evaluate(batch).and_then(|v| v.into_array(rows)))
+        .collect::<datafusion::common::Result<Vec<_>>>()?)
 }

@@ -6,7 +6,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::Operator;
+use super::{evaluate_all, Operator};
 use crate::error::Result;
 
 pub struct ProjectOperator {
@@ -27,11 +27,7 @@ impl Operator for ProjectOperator {
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let rows = batch.num_rows();
-        let columns = self
-            .exprs
-            .iter()
-            .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(rows)))
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let columns = evaluate_all(&self.exprs, &batch)?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         out.push(RecordBatch::try_new_with_options(
             self.schema.clone(),
