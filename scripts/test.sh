@@ -12,15 +12,15 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== conformance expectations checked against DuckDB"
+if ! python3 -c "import duckdb, yaml" >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check duckdb pyyaml
+fi
+python3 tests/conformance/verify_with_duckdb.py tests/conformance
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast
 else
     cargo test --workspace --no-fail-fast
 fi
-
-echo "== conformance expectations checked against DuckDB"
-if ! python3 -c "import duckdb, yaml" >/dev/null 2>&1; then
-    python3 -m pip install --quiet --disable-pip-version-check duckdb pyyaml
-fi
-python3 tests/conformance/verify_with_duckdb.py tests/conformance
