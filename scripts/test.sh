@@ -14,7 +14,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== conformance expectations checked against DuckDB"
 if ! python3 -c "import duckdb, yaml" >/dev/null 2>&1; then
-    python3 -m pip install --quiet --disable-pip-version-check duckdb pyyaml
+    python3 -m pip install --quiet --disable-pip-version-check duckdb pyyaml \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages duckdb pyyaml
 fi
 python3 tests/conformance/verify_with_duckdb.py tests/conformance
 
