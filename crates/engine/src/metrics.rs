@@ -17,8 +17,9 @@ pub struct JobMetrics {
     pub bad_records: AtomicU64,
     /// The first few malformed-record reports, for the end-of-run summary.
     pub bad_record_samples: Mutex<Vec<String>>,
-    /// Microseconds each batch took from leaving its source to reaching the
-    /// sink (the most recent [`LATENCY_SAMPLES`]).
+    /// Microseconds each batch took from the job asking its source for it
+    /// (reading and decoding included) to its results reaching the sink
+    /// (the first [`LATENCY_SAMPLES`]).
     pub batch_latency_us: Mutex<Vec<u32>>,
 }
 
