@@ -6,14 +6,26 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::{create_physical_sort_exprs, LexOrdering};
-use velostream_sql::{streaming_session_state, StreamNode, StreamingPlan};
+use std::sync::Arc;
+
+use datafusion::logical_expr::{col, Expr};
+use velostream_sql::windowing::{WINDOW_END, WINDOW_START};
+use velostream_sql::{
+    streaming_session_state, LateDataStrategy, StreamNode, StreamingPlan, WindowKind,
+};
 
 use crate::error::{EngineError, Result};
-use crate::operators::aggregate::{AggregateCall, AggregateOperator};
+use crate::metrics::JobMetrics;
+use crate::operators::aggregate::AggregateOperator;
 use crate::operators::filter::FilterOperator;
+use crate::operators::grouped::AggregateCall;
 use crate::operators::limit::LimitOperator;
 use crate::operators::project::ProjectOperator;
 use crate::operators::sort::SortOperator;
+use crate::operators::window_aggregate::{
+    GroupSlot, WindowAggregateOperator, WindowAggregateParts,
+};
+use crate::operators::window_assign::WindowAssignOperator;
 use crate::operators::{Operator, Pipeline};
 
 /// Builds pipelines; holds the DataFusion session used to create
@@ -37,11 +49,52 @@ impl PipelineBuilder {
 
     /// The operators of `plan`, source side first. `bounded` says whether
     /// every source of the plan ends by itself.
-    pub fn build(&self, plan: &StreamingPlan, bounded: bool) -> Result<Pipeline> {
+    pub fn build(
+        &self,
+        plan: &StreamingPlan,
+        bounded: bool,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Pipeline> {
         let mut operators: Vec<Box<dyn Operator>> = Vec::new();
         for node in plan.root.flow() {
             match node {
                 StreamNode::Scan { .. } => {}
+                StreamNode::WindowAssign {
+                    input,
+                    window,
+                    time_column,
+                    event_time,
+                    schema,
+                } => {
+                    if let WindowKind::Session { .. } = window.kind {
+                        return Err(EngineError::NotSupported(format!(
+                            "session windows (WINDOW {window}, line {}) are parsed but cannot run yet",
+                            window.location.line
+                        )));
+                    }
+                    if event_time.late_data == LateDataStrategy::DeadLetter {
+                        return Err(EngineError::NotSupported(
+                            "'late.data.strategy' = 'dead_letter': this build has no dead-letter sink yet; use 'drop' (late records are counted)".into(),
+                        ));
+                    }
+                    let StreamNode::Scan {
+                        schema: decoded, ..
+                    } = input.as_ref()
+                    else {
+                        return Err(EngineError::Plan(
+                            "window assignment must read a source".into(),
+                        ));
+                    };
+                    operators.push(Box::new(WindowAssignOperator::new(
+                        decoded.clone(),
+                        time_column.as_deref(),
+                        event_time.format.clone(),
+                        window.kind.clone(),
+                        event_time.watermark,
+                        schema.clone(),
+                        metrics.clone(),
+                    )?));
+                }
                 StreamNode::Filter {
                     predicate,
                     input_schema,
@@ -76,17 +129,6 @@ impl PipelineBuilder {
                     window,
                     ..
                 } => {
-                    if let Some(window) = window {
-                        return Err(EngineError::NotSupported(format!(
-                            "windowed aggregation (WINDOW {window}, line {}) is parsed but cannot run yet; \
-                             remove the WINDOW clause to aggregate over the whole stream",
-                            window.location.line
-                        )));
-                    }
-                    let group_exprs = group_exprs
-                        .iter()
-                        .map(|e| self.state.create_physical_expr(e.clone(), input_schema))
-                        .collect::<datafusion::common::Result<Vec<_>>>()?;
                     let calls = aggr_exprs
                         .iter()
                         .map(|e| {
@@ -106,12 +148,44 @@ impl PipelineBuilder {
                             })
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    operators.push(Box::new(AggregateOperator::new(
-                        group_exprs,
-                        calls,
-                        *emit,
-                        schema.inner().clone(),
-                    )?));
+                    let physical =
+                        |e: &Expr| self.state.create_physical_expr(e.clone(), input_schema);
+                    if window.is_some() {
+                        let mut parts = WindowAggregateParts {
+                            key_exprs: Vec::new(),
+                            start: physical(&col(WINDOW_START))?,
+                            end: physical(&col(WINDOW_END))?,
+                            layout: Vec::new(),
+                            calls,
+                        };
+                        for e in group_exprs {
+                            let slot = match e {
+                                Expr::Column(c) if c.name == WINDOW_START => GroupSlot::WindowStart,
+                                Expr::Column(c) if c.name == WINDOW_END => GroupSlot::WindowEnd,
+                                _ => {
+                                    parts.key_exprs.push(physical(e)?);
+                                    GroupSlot::Key(parts.key_exprs.len() - 1)
+                                }
+                            };
+                            parts.layout.push(slot);
+                        }
+                        operators.push(Box::new(WindowAggregateOperator::new(
+                            parts,
+                            *emit,
+                            schema.inner().clone(),
+                        )));
+                    } else {
+                        let group_exprs = group_exprs
+                            .iter()
+                            .map(physical)
+                            .collect::<datafusion::common::Result<Vec<_>>>()?;
+                        operators.push(Box::new(AggregateOperator::new(
+                            group_exprs,
+                            calls,
+                            *emit,
+                            schema.inner().clone(),
+                        )?));
+                    }
                 }
                 StreamNode::Limit { skip, fetch, .. } => {
                     operators.push(Box::new(LimitOperator::new(*skip, *fetch)))

@@ -29,6 +29,8 @@ pub struct JobSummary {
     pub records_in: u64,
     pub records_out: u64,
     pub bad_records: u64,
+    /// Records dropped because their windows had closed.
+    pub late_records: u64,
     pub elapsed: Duration,
 }
 
@@ -91,6 +93,7 @@ impl Job {
             records_in: JobMetrics::get(&self.metrics.records_in),
             records_out: JobMetrics::get(&self.metrics.records_out),
             bad_records: JobMetrics::get(&self.metrics.bad_records),
+            late_records: JobMetrics::get(&self.metrics.late_records),
             elapsed: started.elapsed(),
         })
     }

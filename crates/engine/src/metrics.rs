@@ -15,6 +15,8 @@ pub struct JobMetrics {
     pub records_out: AtomicU64,
     pub batches: AtomicU64,
     pub bad_records: AtomicU64,
+    /// Records dropped because every window they belong to had closed.
+    pub late_records: AtomicU64,
     /// The first few malformed-record reports, for the end-of-run summary.
     pub bad_record_samples: Mutex<Vec<String>>,
     /// Microseconds each batch took from the job asking its source for it
@@ -52,6 +54,21 @@ impl JobMetrics {
         }
     }
 
+    /// Counts a record that arrived after its windows closed; the first few
+    /// are described on stderr.
+    pub fn late_record(&self, event_time_ms: i64, watermark_ms: i64) {
+        let n = self.late_records.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= DETAILED_BAD_RECORDS {
+            eprintln!(
+                "warning: dropped late record (event time {}, watermark {})",
+                format_millis(event_time_ms),
+                format_millis(watermark_ms)
+            );
+        } else if n.is_multiple_of(10_000) {
+            eprintln!("warning: {n} late records dropped so far");
+        }
+    }
+
     pub fn record_latency(&self, micros: u64) {
         let mut samples = self.batch_latency_us.lock().expect("metrics lock");
         if samples.len() < LATENCY_SAMPLES {
@@ -73,4 +90,11 @@ impl JobMetrics {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+}
+
+/// `1793613659000` → `2026-11-02T10:00:59Z`.
+fn format_millis(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
 }

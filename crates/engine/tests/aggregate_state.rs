@@ -90,10 +90,10 @@ fn restored_aggregate_matches_uninterrupted_run() {
     let plan = plan(SQL);
     let builder = PipelineBuilder::new();
 
-    let mut whole = builder.build(&plan, true).unwrap();
+    let mut whole = builder.build(&plan, true, Default::default()).unwrap();
     let expected = run(&mut whole, vec![first_half(), second_half()], true);
 
-    let mut before = builder.build(&plan, true).unwrap();
+    let mut before = builder.build(&plan, true, Default::default()).unwrap();
     assert!(
         run(&mut before, vec![first_half()], false).is_empty(),
         "EMIT FINAL emits nothing before the end"
@@ -108,7 +108,7 @@ fn restored_aggregate_matches_uninterrupted_run() {
     }
     drop(before);
 
-    let mut after = builder.build(&plan, true).unwrap();
+    let mut after = builder.build(&plan, true, Default::default()).unwrap();
     let mut restored = 0;
     for (i, op) in after.operators_mut().iter_mut().enumerate() {
         if let Some(state) = op.state() {
@@ -138,7 +138,7 @@ fn restored_aggregate_matches_uninterrupted_run() {
 fn restoring_into_a_used_operator_is_refused() {
     let plan = plan(SQL);
     let builder = PipelineBuilder::new();
-    let mut used = builder.build(&plan, true).unwrap();
+    let mut used = builder.build(&plan, true, Default::default()).unwrap();
     run(&mut used, vec![first_half()], false);
     let snapshot = used.operators_mut()[0].state().unwrap().snapshot().unwrap();
     let err = used.operators_mut()[0]
@@ -154,7 +154,7 @@ fn emit_changes_continues_from_restored_totals() {
     let plan =
         plan("SELECT k, SUM(v) AS s FROM t GROUP BY k EMIT CHANGES WITH ('t.type' = 'test')");
     let builder = PipelineBuilder::new();
-    let mut before = builder.build(&plan, true).unwrap();
+    let mut before = builder.build(&plan, true, Default::default()).unwrap();
     run(&mut before, vec![first_half()], false);
     let bytes = before.operators_mut()[0]
         .state()
@@ -164,7 +164,7 @@ fn emit_changes_continues_from_restored_totals() {
         .to_bytes()
         .unwrap();
 
-    let mut after = builder.build(&plan, true).unwrap();
+    let mut after = builder.build(&plan, true, Default::default()).unwrap();
     let snapshot = velostream_engine::state::OperatorSnapshot::from_bytes(&bytes).unwrap();
     after.operators_mut()[0]
         .state()

@@ -10,15 +10,18 @@
 pub mod catalog;
 pub mod duration;
 pub mod error;
+pub mod event_time;
 pub mod plan;
 pub mod planner;
 pub mod properties;
 pub mod script;
 pub mod statement;
 pub mod window;
+pub mod windowing;
 
 pub use catalog::streaming_session_state;
 pub use error::{Location, SqlError};
+pub use event_time::{EventTime, LateDataStrategy, TimeFormat, WatermarkStrategy};
 pub use plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, StreamingPlan};
 pub use planner::{parse_application, ApplicationPlanner, PropertyOverrides, SourceResolver};
 pub use statement::{ParsedStatement, StatementKind};

@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::{Expr, SortExpr};
 
+use crate::event_time::EventTime;
 use crate::statement::StatementKind;
 use crate::window::{EmitMode, WindowSpec};
 
@@ -20,6 +21,19 @@ pub enum StreamNode {
     Scan {
         source: String,
         /// The decoded columns, in output order.
+        schema: SchemaRef,
+    },
+    /// Computes each record's event time and assigns it to its windows:
+    /// one output row per (record, window), with `_window_start` and
+    /// `_window_end`; drops records whose windows have all closed, and
+    /// advances the watermark.
+    WindowAssign {
+        input: Box<StreamNode>,
+        window: WindowSpec,
+        /// Column holding event time; `None` means arrival time.
+        time_column: Option<String>,
+        event_time: EventTime,
+        /// The scan schema the rest of the plan expects (window columns included).
         schema: SchemaRef,
     },
     /// Keeps rows for which `predicate` is true.
@@ -79,6 +93,8 @@ pub struct SourceBinding {
     pub schema: SchemaRef,
     /// True when the schema was declared rather than inferred.
     pub declared: bool,
+    /// Event time and watermark settings (the event-time keys are not in `properties`).
+    pub event_time: EventTime,
 }
 
 /// Where results go.
@@ -110,7 +126,8 @@ impl StreamNode {
     pub fn input(&self) -> Option<&StreamNode> {
         match self {
             StreamNode::Scan { .. } => None,
-            StreamNode::Filter { input, .. }
+            StreamNode::WindowAssign { input, .. }
+            | StreamNode::Filter { input, .. }
             | StreamNode::Project { input, .. }
             | StreamNode::Aggregate { input, .. }
             | StreamNode::Limit { input, .. }
@@ -144,6 +161,18 @@ impl StreamNode {
                     .map(|f| format!("{}: {}", f.name(), f.data_type()))
                     .collect();
                 format!("Scan {source} [{}]", cols.join(", "))
+            }
+            StreamNode::WindowAssign {
+                window,
+                time_column,
+                event_time,
+                ..
+            } => {
+                let time = time_column.as_deref().unwrap_or("arrival time");
+                format!(
+                    "WindowAssign {window} time={time} watermark={:?} late={:?}",
+                    event_time.watermark, event_time.late_data
+                )
             }
             StreamNode::Filter { predicate, .. } => format!("Filter {predicate}"),
             StreamNode::Project { exprs, .. } => format!("Project {}", list(exprs)),

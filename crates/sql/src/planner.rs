@@ -14,15 +14,18 @@ use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::sql::planner::{ParserOptions, SqlToRel};
 use datafusion::sql::sqlparser::ast::{
-    visit_relations, Ident, ObjectName, Statement as SqlStatement,
+    visit_expressions, visit_relations, Expr as SqlExprNode, GroupByExpr, Ident, ObjectName, Query,
+    SetExpr, Statement as SqlStatement,
 };
 
 use crate::catalog::{streaming_session_state, StatementCatalog};
 use crate::error::{Location, Result, SqlError};
+use crate::event_time::{EventTime, EVENT_TIME_KEYS};
 use crate::plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, StreamingPlan};
 use crate::script::split_statements;
 use crate::statement::{parse_statement, ParsedStatement, StatementKind};
 use crate::window::{EmitMode, WindowSpec};
+use crate::windowing::{group_by_window, window_assign, with_window_columns};
 
 /// Supplies schemas of external sources that do not declare one, by
 /// looking at their data (the connectors implement this).
@@ -126,22 +129,41 @@ impl<'a> ApplicationPlanner<'a> {
             scope.push(normalize(sink));
         }
 
-        let mut catalog = StatementCatalog::new(&self.state);
         let mut sources = Vec::new();
         for (name, location) in &relations {
-            let binding = self.resolve_source(stmt, name, *location, &scope)?;
-            catalog.add_table(name, binding.schema.clone());
-            sources.push(binding);
+            sources.push(self.resolve_source(stmt, name, *location, &scope)?);
         }
-
-        let planner = SqlToRel::new_with_options(&catalog, parser_options());
-        let logical = planner
-            .sql_statement_to_plan(SqlStatement::Query(query.clone()))
-            .map_err(|e| df_error(e, stmt.location))?;
-        let optimized = self
-            .state
-            .optimize(&logical)
-            .map_err(|e| df_error(e, stmt.location))?;
+        let plan_with = |query: Box<Query>, windowed: bool| -> Result<LogicalPlan> {
+            let mut catalog = StatementCatalog::new(&self.state);
+            for binding in &sources {
+                let schema = if windowed {
+                    with_window_columns(&binding.schema)
+                } else {
+                    binding.schema.clone()
+                };
+                catalog.add_table(&binding.name, schema);
+            }
+            let planner = SqlToRel::new_with_options(&catalog, parser_options());
+            let logical = planner
+                .sql_statement_to_plan(SqlStatement::Query(query))
+                .map_err(|e| df_error(e, stmt.location))?;
+            self.state
+                .optimize(&logical)
+                .map_err(|e| df_error(e, stmt.location))
+        };
+        let optimized = match &stmt.window {
+            None => plan_with(query.clone(), false)?,
+            Some(window) => {
+                if !self.aggregates_in(query) {
+                    return Err(SqlError::new("WINDOW needs an aggregation", window.location).with_hint(
+                        "add GROUP BY and aggregate functions such as COUNT(*), or remove the WINDOW clause",
+                    ));
+                }
+                let mut windowed = query.clone();
+                group_by_window(&mut windowed, window)?;
+                plan_with(windowed, true)?
+            }
+        };
 
         let emit = stmt.emit.unwrap_or(if stmt.window.is_some() {
             EmitMode::Final
@@ -149,16 +171,15 @@ impl<'a> ApplicationPlanner<'a> {
             EmitMode::Changes
         });
         let mut mapper = NodeMapper {
+            sources: &sources,
             window: stmt.window.clone(),
             emit,
             aggregates: 0,
             location: stmt.location,
         };
         let root = mapper.map(&optimized)?;
-        if let (Some(window), 0) = (&stmt.window, mapper.aggregates) {
-            return Err(SqlError::new("WINDOW needs an aggregation", window.location)
-                .with_hint("add GROUP BY and aggregate functions such as COUNT(*), or remove the WINDOW clause"));
-        }
+        let aggregates = mapper.aggregates;
+        drop(mapper);
 
         let name = stmt
             .annotation("name")
@@ -185,7 +206,7 @@ impl<'a> ApplicationPlanner<'a> {
                 properties: sink_properties,
             },
             annotations: stmt.annotations.clone(),
-            emit: (mapper.aggregates > 0).then_some(emit),
+            emit: (aggregates > 0).then_some(emit),
         })
     }
 
@@ -197,7 +218,8 @@ impl<'a> ApplicationPlanner<'a> {
         scope: &[String],
     ) -> Result<SourceBinding> {
         let own = self.overridden(name, stmt.properties.scoped(name, scope, true));
-        if let Some((schema, decl)) = self.declared.get(name) {
+        let (origin, mut properties, schema) = if let Some((schema, decl)) = self.declared.get(name)
+        {
             let decl_scope = vec![name.to_string()];
             let mut properties = decl.properties.scoped(name, &decl_scope, true);
             properties.extend(own);
@@ -205,36 +227,81 @@ impl<'a> ApplicationPlanner<'a> {
                 return Err(SqlError::new(format!("source '{name}' is declared without a connector"), decl.location)
                     .with_hint(format!("add WITH ('type' = 'file_source', 'path' = '...') to the declaration of {name}")));
             }
-            return Ok(SourceBinding {
-                name: name.to_string(),
-                origin: SourceOrigin::External,
-                properties,
-                schema: schema.clone(),
-                declared: true,
-            });
-        }
-        if let Some((index, schema)) = self.outputs.get(name) {
-            return Ok(SourceBinding {
-                name: name.to_string(),
-                origin: SourceOrigin::Statement(*index),
-                properties: own,
-                schema: schema.clone(),
-                declared: true,
-            });
-        }
-        if own.contains_key("type") {
-            let schema = self.resolver.infer_schema(name, &own).map_err(|e| {
+            (SourceOrigin::External, properties, Some(schema.clone()))
+        } else if let Some((index, schema)) = self.outputs.get(name) {
+            (SourceOrigin::Statement(*index), own, Some(schema.clone()))
+        } else if own.contains_key("type") {
+            (SourceOrigin::External, own, None)
+        } else {
+            return Err(self.unknown_source(name, location));
+        };
+
+        // Event-time keys configure the engine, not the connector.
+        let event_time = EventTime::from_properties(&properties).map_err(|e| {
+            let at = stmt
+                .properties
+                .location_of(
+                    EVENT_TIME_KEYS
+                        .iter()
+                        .find(|k| e.contains(*k))
+                        .unwrap_or(&""),
+                )
+                .unwrap_or(location);
+            SqlError::new(format!("source '{name}': {e}"), at)
+        })?;
+        properties.retain(|k, _| !EVENT_TIME_KEYS.contains(&k.as_str()));
+
+        let declared = schema.is_some();
+        let schema = match schema {
+            Some(schema) => schema,
+            None => self.resolver.infer_schema(name, &properties).map_err(|e| {
                 SqlError::new(format!("cannot read source '{name}': {e}"), location)
                     .with_hint(format!("check the '{name}.path' and '{name}.format' properties, or declare its columns with CREATE STREAM {name} (col TYPE, ...)"))
-            })?;
-            return Ok(SourceBinding {
-                name: name.to_string(),
-                origin: SourceOrigin::External,
-                properties: own,
-                schema,
-                declared: false,
-            });
+            })?,
+        };
+        if let Some(field) = &event_time.field {
+            if schema.field_with_name(field).is_err() {
+                let columns: Vec<&str> =
+                    schema.fields().iter().map(|f| f.name().as_str()).collect();
+                return Err(SqlError::new(
+                    format!("event.time.field '{field}' is not a column of source '{name}'"),
+                    location,
+                )
+                .with_hint(format!("the columns of {name} are: {}", columns.join(", "))));
+            }
         }
+        Ok(SourceBinding {
+            name: name.to_string(),
+            origin,
+            properties,
+            schema,
+            declared,
+            event_time,
+        })
+    }
+
+    /// True when the query groups or calls an aggregate function.
+    fn aggregates_in(&self, query: &Query) -> bool {
+        if let SetExpr::Select(select) = query.body.as_ref() {
+            if matches!(&select.group_by, GroupByExpr::Expressions(e, _) if !e.is_empty())
+                || select.distinct.is_some()
+            {
+                return true;
+            }
+        }
+        let aggregates = self.state.aggregate_functions();
+        visit_expressions(query, |e| match e {
+            SqlExprNode::Function(f)
+                if aggregates.contains_key(&f.name.to_string().to_lowercase()) =>
+            {
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        })
+        .is_break()
+    }
+
+    fn unknown_source(&self, name: &str, location: Location) -> SqlError {
         let mut known: Vec<&String> = self.declared.keys().chain(self.outputs.keys()).collect();
         known.sort();
         let known = if known.is_empty() {
@@ -249,9 +316,9 @@ impl<'a> ApplicationPlanner<'a> {
                     .join(", ")
             )
         };
-        Err(SqlError::new(format!("unknown source '{name}'"), location).with_hint(format!(
+        SqlError::new(format!("unknown source '{name}'"), location).with_hint(format!(
             "configure it in WITH ('{name}.type' = 'file_source', '{name}.path' = '...', '{name}.format' = 'jsonl') or declare it with CREATE STREAM {name} (...) WITH (...).{known}"
-        )))
+        ))
     }
 }
 
@@ -295,14 +362,15 @@ fn referenced_relations(query: &datafusion::sql::sqlparser::ast::Query) -> Vec<(
 }
 
 /// Walks an optimized DataFusion plan and builds the operator chain.
-struct NodeMapper {
+struct NodeMapper<'s> {
+    sources: &'s [SourceBinding],
     window: Option<WindowSpec>,
     emit: EmitMode,
     aggregates: usize,
     location: Location,
 }
 
-impl NodeMapper {
+impl NodeMapper<'_> {
     fn map(&mut self, plan: &LogicalPlan) -> Result<StreamNode> {
         Ok(match plan {
             LogicalPlan::Projection(p) => StreamNode::Project {
@@ -348,9 +416,12 @@ impl NodeMapper {
             LogicalPlan::TableScan(t) => {
                 // Sources accept no filter pushdown (see catalog), so the
                 // scan only selects columns.
-                let mut node = StreamNode::Scan {
-                    source: t.table_name.table().to_string(),
-                    schema: t.projected_schema.inner().clone(),
+                let source = t.table_name.table().to_string();
+                let schema = t.projected_schema.inner().clone();
+                let mut node = match (&self.window, self.sources.iter().find(|b| b.name == source))
+                {
+                    (Some(window), Some(binding)) => window_assign(binding, schema, window)?,
+                    _ => StreamNode::Scan { source, schema },
                 };
                 if let Some(fetch) = t.fetch {
                     node = StreamNode::Limit {

@@ -123,7 +123,9 @@ impl Application {
                 job: plan.name.clone(),
                 source,
             };
-            builder.build(plan, bounded).map_err(job_err)?;
+            builder
+                .build(plan, bounded, Arc::new(JobMetrics::default()))
+                .map_err(job_err)?;
             self.connectors.check_sink(&plan.sink).map_err(job_err)?;
         }
         Ok(())
@@ -201,7 +203,9 @@ impl Application {
                 source,
             };
             let metrics = Arc::new(JobMetrics::default());
-            let pipeline = builder.build(plan, bounded[i]).map_err(job_err)?;
+            let pipeline = builder
+                .build(plan, bounded[i], metrics.clone())
+                .map_err(job_err)?;
             let source: Box<dyn Source> = match channel_sources.remove(&i) {
                 Some(s) => Box::new(s),
                 None => {

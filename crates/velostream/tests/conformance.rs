@@ -51,6 +51,7 @@ spec_tests! {
     emit_changes => "emit_changes.yaml",
     dialect => "dialect.yaml",
     errors => "errors.yaml",
+    windows => "windows.yaml",
 }
 
 #[test]

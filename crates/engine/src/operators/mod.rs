@@ -4,9 +4,12 @@
 pub mod aggregate;
 pub mod filter;
 pub mod group_keys;
+pub mod grouped;
 pub mod limit;
 pub mod project;
 pub mod sort;
+pub mod window_aggregate;
+pub mod window_assign;
 
 use std::sync::Arc;
 
@@ -29,6 +32,19 @@ pub trait Operator: Send {
     /// emit whatever is still held.
     fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<()> {
         Ok(())
+    }
+
+    /// Event time has advanced to `watermark` (milliseconds): no record
+    /// with an earlier event time will count any more. Windowed operators
+    /// close their windows here.
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// A watermark this operator produced since it was last asked (only
+    /// the operator that assigns event time produces them).
+    fn take_watermark(&mut self) -> Option<i64> {
+        None
     }
 
     /// True once the operator will produce nothing more (a reached LIMIT);
@@ -82,18 +98,27 @@ impl Pipeline {
         self.operators.iter().any(|op| op.is_done())
     }
 
+    /// Runs `batches` through the operators from `start` on. A watermark
+    /// produced by an operator follows its output batches downstream.
     fn run_from(
         &mut self,
         start: usize,
         mut batches: Vec<RecordBatch>,
         out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
+        let mut watermark = None;
         for op in &mut self.operators[start..] {
             let mut next = Vec::with_capacity(batches.len());
             for batch in batches {
                 if batch.num_rows() > 0 {
                     op.process(batch, &mut next)?;
                 }
+            }
+            if let Some(w) = watermark {
+                op.on_watermark(w, &mut next)?;
+            }
+            if let Some(w) = op.take_watermark() {
+                watermark = Some(w);
             }
             batches = next;
         }

@@ -138,6 +138,14 @@ pub fn run_case(case: &Case) -> Result<(), String> {
             ));
         }
     }
+    if let Some(want) = case.expect_late_records {
+        let got: u64 = summaries.iter().map(|s| s.late_records).sum();
+        if got != want {
+            return Err(format!(
+                "expected {want} late records to be dropped, got {got}"
+            ));
+        }
+    }
     let mut failures = Vec::new();
     for (name, expected) in &case.expected {
         let written = std::fs::read_to_string(output(name)).unwrap_or_default();

@@ -51,6 +51,9 @@ pub struct Case {
     /// How many malformed input records the run must report.
     #[serde(default)]
     pub expect_bad_records: Option<u64>,
+    /// How many late records the run must drop.
+    #[serde(default)]
+    pub expect_late_records: Option<u64>,
     /// Records per batch (1 shows every intermediate EMIT CHANGES update).
     #[serde(default)]
     pub batch_size: Option<usize>,

@@ -1,0 +1,282 @@
+//! The state of a grouped aggregation: group keys and one DataFusion
+//! [`Accumulator`] per group and aggregate call. Used by the plain GROUP BY
+//! operator (one instance) and the windowed one (one instance per open window).
+//!
+//! Accumulators let the current value of any group be read at any time
+//! (what `EMIT CHANGES` needs) and their intermediate state be snapshotted
+//! and merged back (what checkpoints need). Rows of a batch are reordered by
+//! group once, then each group's accumulators see one contiguous slice.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, UInt32Array};
+use datafusion::arrow::compute::{cast, filter, take};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::PhysicalExpr;
+
+use super::evaluate_all;
+use super::group_keys::GroupKeys;
+use crate::error::{EngineError, Result};
+use crate::state::OperatorSnapshot;
+
+/// One aggregate call of the query: the function, its argument
+/// expressions and its optional `FILTER (WHERE ...)`.
+pub struct AggregateCall {
+    pub function: Arc<AggregateFunctionExpr>,
+    pub args: Vec<Arc<dyn PhysicalExpr>>,
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// Groups and their accumulators.
+pub struct GroupedAggregates {
+    group_exprs: Arc<[Arc<dyn PhysicalExpr>]>,
+    calls: Arc<[AggregateCall]>,
+    keys: GroupKeys,
+    /// `accumulators[group][call]`.
+    accumulators: Vec<Vec<Box<dyn Accumulator>>>,
+    // Reused per batch, so steady-state processing does not allocate them.
+    group_of_row: Vec<usize>,
+    slot_of_group: Vec<u32>,
+}
+
+impl GroupedAggregates {
+    /// `key_fields` are the output fields of `group_exprs`.
+    pub fn new(
+        group_exprs: Arc<[Arc<dyn PhysicalExpr>]>,
+        calls: Arc<[AggregateCall]>,
+        key_fields: &[FieldRef],
+    ) -> Result<Self> {
+        Ok(Self {
+            keys: GroupKeys::new(key_fields)?,
+            group_exprs,
+            calls,
+            accumulators: Vec::new(),
+            group_of_row: Vec::new(),
+            slot_of_group: Vec::new(),
+        })
+    }
+
+    /// Number of groups held.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn new_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
+        Ok(self
+            .calls
+            .iter()
+            .map(|c| c.function.create_accumulator())
+            .collect::<datafusion::common::Result<_>>()?)
+    }
+
+    fn add_groups(&mut self, created: usize) -> Result<()> {
+        for _ in 0..created {
+            let accs = self.new_accumulators()?;
+            self.accumulators.push(accs);
+        }
+        self.slot_of_group.resize(self.keys.len(), u32::MAX);
+        Ok(())
+    }
+
+    /// A global aggregate (no GROUP BY) has one row even over no input.
+    pub fn ensure_global_group(&mut self) -> Result<()> {
+        if self.keys.is_empty() && self.group_exprs.is_empty() {
+            self.keys.intern_row_bytes(&[]);
+            self.add_groups(1)?;
+        }
+        Ok(())
+    }
+
+    /// Key columns, then each aggregate's current value, for `groups`.
+    pub fn evaluate(&mut self, groups: &[usize]) -> Result<Vec<ArrayRef>> {
+        let mut columns = self.keys.key_columns(groups)?;
+        for call in 0..self.calls.len() {
+            let values = groups
+                .iter()
+                .map(|&g| self.accumulators[g][call].evaluate())
+                .collect::<datafusion::common::Result<Vec<ScalarValue>>>()?;
+            columns.push(ScalarValue::iter_to_array(values)?);
+        }
+        Ok(columns)
+    }
+
+    /// Adds a batch; returns the groups it touched, in order of first appearance.
+    pub fn update(&mut self, batch: &RecordBatch) -> Result<Vec<usize>> {
+        let rows = batch.num_rows();
+        let key_columns = evaluate_all(&self.group_exprs, batch)?;
+        let mut group_of_row = std::mem::take(&mut self.group_of_row);
+        let created = self.keys.intern(&key_columns, rows, &mut group_of_row)?;
+        self.add_groups(created)?;
+
+        // Groups touched by this batch, in order of first appearance, and
+        // the row order that makes each group's rows contiguous.
+        let mut touched: Vec<usize> = Vec::new();
+        let mut counts: Vec<usize> = Vec::new();
+        for &g in &group_of_row {
+            let slot = &mut self.slot_of_group[g];
+            if *slot == u32::MAX {
+                *slot = touched.len() as u32;
+                touched.push(g);
+                counts.push(0);
+            }
+            counts[*slot as usize] += 1;
+        }
+        let mut offsets = Vec::with_capacity(touched.len() + 1);
+        let mut running = 0;
+        for c in &counts {
+            offsets.push(running);
+            running += c;
+        }
+        offsets.push(running);
+        let order = if touched.len() == 1 {
+            None
+        } else {
+            let mut next = offsets.clone();
+            let mut order = vec![0u32; rows];
+            for (row, &g) in group_of_row.iter().enumerate() {
+                let slot = self.slot_of_group[g] as usize;
+                order[next[slot]] = row as u32;
+                next[slot] += 1;
+            }
+            Some(UInt32Array::from(order))
+        };
+        for &g in &touched {
+            self.slot_of_group[g] = u32::MAX;
+        }
+        self.group_of_row = group_of_row;
+
+        for (call_index, call) in self.calls.iter().enumerate() {
+            let reorder = |a: ArrayRef| -> Result<ArrayRef> {
+                Ok(match &order {
+                    Some(o) => take(&a, o, None)?,
+                    None => a,
+                })
+            };
+            let args = call
+                .args
+                .iter()
+                .map(|e| {
+                    e.evaluate(batch)
+                        .and_then(|v| v.into_array(rows))
+                        .map_err(EngineError::from)
+                        .and_then(reorder)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mask = match &call.filter {
+                Some(f) => Some(reorder(f.evaluate(batch)?.into_array(rows)?)?),
+                None => None,
+            };
+            for (slot, &g) in touched.iter().enumerate() {
+                let (start, len) = (offsets[slot], offsets[slot + 1] - offsets[slot]);
+                let mut slices: Vec<ArrayRef> = args.iter().map(|a| a.slice(start, len)).collect();
+                if let Some(mask) = &mask {
+                    let m = mask.slice(start, len);
+                    let m = m.as_boolean();
+                    slices = slices
+                        .iter()
+                        .map(|s| filter(s, m))
+                        .collect::<std::result::Result<_, _>>()?;
+                }
+                self.accumulators[g][call_index].update_batch(&slices)?;
+            }
+        }
+
+        Ok(touched)
+    }
+
+    /// One row per group: the key in Arrow row format, then every
+    /// accumulator's intermediate state columns.
+    pub fn snapshot(&mut self) -> Result<OperatorSnapshot> {
+        let mut fields = vec![Field::new("group_key", DataType::Binary, false)];
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(BinaryArray::from_iter_values(
+            (0..self.keys.len()).map(|g| self.keys.row_bytes(g).to_vec()),
+        ))];
+        for (i, call) in self.calls.iter().enumerate() {
+            let state_fields = call.function.state_fields()?;
+            let mut per_field: Vec<Vec<ScalarValue>> = vec![Vec::new(); state_fields.len()];
+            for group in &mut self.accumulators {
+                for (f, value) in group[i].state()?.into_iter().enumerate() {
+                    per_field[f].push(value);
+                }
+            }
+            for (field, values) in state_fields.iter().zip(per_field) {
+                fields.push(Field::new(
+                    format!("{i}_{}", field.name()),
+                    field.data_type().clone(),
+                    true,
+                ));
+                columns.push(if values.is_empty() {
+                    datafusion::arrow::array::new_empty_array(field.data_type())
+                } else {
+                    ScalarValue::iter_to_array(values)?
+                });
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batch = conform(&schema, columns)?;
+        Ok(OperatorSnapshot {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    /// Loads a snapshot into this (empty) state.
+    pub fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<()> {
+        if !self.keys.is_empty() {
+            return Err(EngineError::State(
+                "restore into an aggregate that already holds groups".into(),
+            ));
+        }
+        for batch in &snapshot.batches {
+            let keys = batch.column(0).as_binary_opt::<i32>().ok_or_else(|| {
+                EngineError::State("aggregate snapshot has no binary group_key column".into())
+            })?;
+            for row in 0..batch.num_rows() {
+                let g = self.keys.intern_row_bytes(keys.value(row));
+                if g == self.accumulators.len() {
+                    self.add_groups(1)?;
+                }
+                let mut column = 1;
+                for call in 0..self.calls.len() {
+                    let width = self.calls[call].function.state_fields()?.len();
+                    let states: Vec<ArrayRef> = (column..column + width)
+                        .map(|c| batch.column(c).slice(row, 1))
+                        .collect();
+                    self.accumulators[g][call].merge_batch(&states)?;
+                    column += width;
+                }
+                if column != batch.num_columns() {
+                    return Err(EngineError::State(
+                        "aggregate snapshot does not match the query's aggregates".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds a batch of `schema`, casting columns whose type differs only in
+/// representation (accumulators may report e.g. a wider decimal precision).
+pub fn conform(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                cast(&c, f.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}

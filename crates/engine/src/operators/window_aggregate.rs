@@ -1,0 +1,189 @@
+//! Windowed `GROUP BY`: one [`GroupedAggregates`] per open window, so a
+//! window's state is freed as a whole when it closes.
+//!
+//! `EMIT FINAL` emits a window's groups once, when the watermark reaches the
+//! window's end (and, at the end of bounded input, every window still open).
+//! `EMIT CHANGES` emits the new row of every (window, group) a batch
+//! touched, and drops a window's state when the watermark passes its end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_expr::PhysicalExpr;
+use velostream_sql::EmitMode;
+
+use super::grouped::{conform, AggregateCall, GroupedAggregates};
+use super::Operator;
+use crate::error::Result;
+
+/// What each GROUP BY position of the output holds.
+#[derive(Debug, Clone, Copy)]
+pub enum GroupSlot {
+    /// The n-th user group key.
+    Key(usize),
+    WindowStart,
+    WindowEnd,
+}
+
+pub struct WindowAggregateOperator {
+    key_exprs: Arc<[Arc<dyn PhysicalExpr>]>,
+    key_fields: Vec<FieldRef>,
+    start: Arc<dyn PhysicalExpr>,
+    end: Arc<dyn PhysicalExpr>,
+    layout: Vec<GroupSlot>,
+    calls: Arc<[AggregateCall]>,
+    /// Open windows by (end, start): closing walks them in end order.
+    windows: BTreeMap<(i64, i64), GroupedAggregates>,
+    emit: EmitMode,
+    schema: SchemaRef,
+}
+
+/// The pieces of a windowed aggregate, as the pipeline builder finds them.
+pub struct WindowAggregateParts {
+    pub key_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    pub start: Arc<dyn PhysicalExpr>,
+    pub end: Arc<dyn PhysicalExpr>,
+    pub layout: Vec<GroupSlot>,
+    pub calls: Vec<AggregateCall>,
+}
+
+impl WindowAggregateOperator {
+    pub fn new(parts: WindowAggregateParts, emit: EmitMode, schema: SchemaRef) -> Self {
+        let key_fields = parts
+            .layout
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| matches!(slot, GroupSlot::Key(_)))
+            .map(|(i, _)| schema.field(i).clone().into())
+            .collect();
+        Self {
+            key_exprs: parts.key_exprs.into(),
+            key_fields,
+            start: parts.start,
+            end: parts.end,
+            layout: parts.layout,
+            calls: parts.calls.into(),
+            windows: BTreeMap::new(),
+            emit,
+            schema,
+        }
+    }
+
+    /// Number of windows holding state.
+    pub fn open_windows(&self) -> usize {
+        self.windows.len()
+    }
+
+    fn window(&mut self, key: (i64, i64)) -> Result<&mut GroupedAggregates> {
+        if !self.windows.contains_key(&key) {
+            let groups = GroupedAggregates::new(
+                self.key_exprs.clone(),
+                self.calls.clone(),
+                &self.key_fields,
+            )?;
+            self.windows.insert(key, groups);
+        }
+        Ok(self.windows.get_mut(&key).expect("inserted above"))
+    }
+
+    /// Output rows of `groups` of the window `(end, start)`.
+    fn rows(&mut self, key: (i64, i64), groups: &[usize]) -> Result<RecordBatch> {
+        let (end, start) = key;
+        let mut values = self
+            .windows
+            .get_mut(&key)
+            .expect("window exists")
+            .evaluate(groups)?;
+        let aggregates = values.split_off(self.key_fields.len());
+        let n = groups.len();
+        let mut columns: Vec<ArrayRef> = self
+            .layout
+            .iter()
+            .map(|slot| match slot {
+                GroupSlot::Key(k) => values[*k].clone(),
+                GroupSlot::WindowStart => {
+                    Arc::new(TimestampMillisecondArray::from(vec![start; n])) as ArrayRef
+                }
+                GroupSlot::WindowEnd => {
+                    Arc::new(TimestampMillisecondArray::from(vec![end; n])) as ArrayRef
+                }
+            })
+            .collect();
+        columns.extend(aggregates);
+        conform(&self.schema, columns)
+    }
+
+    /// Emits (for EMIT FINAL) and frees the windows ending at or before `limit`.
+    fn close_until(&mut self, limit: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        while let Some((&key, _)) = self.windows.first_key_value() {
+            if key.0 > limit {
+                break;
+            }
+            if self.emit == EmitMode::Final {
+                let all: Vec<usize> = (0..self.windows[&key].len()).collect();
+                if !all.is_empty() {
+                    out.push(self.rows(key, &all)?);
+                }
+            }
+            self.windows.remove(&key);
+        }
+        Ok(())
+    }
+}
+
+fn millis(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<Vec<i64>> {
+    let array = expr.evaluate(batch)?.into_array(batch.num_rows())?;
+    Ok(cast(&array, &DataType::Int64)?
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec())
+}
+
+impl Operator for WindowAggregateOperator {
+    fn name(&self) -> &'static str {
+        "window_aggregate"
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let starts = millis(&self.start, &batch)?;
+        let ends = millis(&self.end, &batch)?;
+        // Rows per window, windows in order of first appearance.
+        let mut order: Vec<(i64, i64)> = Vec::new();
+        let mut rows: HashMap<(i64, i64), Vec<u32>> = HashMap::new();
+        for (i, (&s, &e)) in starts.iter().zip(&ends).enumerate() {
+            rows.entry((e, s))
+                .or_insert_with(|| {
+                    order.push((e, s));
+                    Vec::new()
+                })
+                .push(i as u32);
+        }
+        for key in order {
+            let part = if rows.len() == 1 {
+                batch.clone()
+            } else {
+                take_record_batch(
+                    &batch,
+                    &UInt32Array::from(std::mem::take(rows.get_mut(&key).expect("listed"))),
+                )?
+            };
+            let touched = self.window(key)?.update(&part)?;
+            if self.emit == EmitMode::Changes && !touched.is_empty() {
+                out.push(self.rows(key, &touched)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.close_until(watermark, out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.close_until(i64::MAX, out)
+    }
+}

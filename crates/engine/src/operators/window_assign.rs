@@ -1,0 +1,256 @@
+//! Event time, watermarks and window assignment, right after decoding.
+//!
+//! For every record: read its event time, find the windows it belongs to
+//! (one for TUMBLING, size/advance for SLIDING), and emit one row per open
+//! window with `_window_start` / `_window_end`. A record whose windows have
+//! all closed (window end at or before the watermark) is late: it is counted,
+//! reported and dropped. After each batch the watermark advances to the
+//! largest event time seen minus the allowed out-of-orderness; it is checked
+//! against the watermark as of the start of the batch, so results do not
+//! depend on where batches are cut within that bound.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use velostream_sql::windowing::{WINDOW_END, WINDOW_START};
+use velostream_sql::{TimeFormat, WatermarkStrategy, WindowKind};
+
+use super::Operator;
+use crate::error::{EngineError, Result};
+use crate::metrics::JobMetrics;
+
+/// Where an output column comes from.
+enum Column {
+    Input(usize),
+    WindowStart,
+    WindowEnd,
+}
+
+pub struct WindowAssignOperator {
+    /// Input column holding event time; `None` = arrival time.
+    time: Option<(usize, String)>,
+    format: TimeFormat,
+    window: WindowKind,
+    /// Milliseconds the watermark stays behind the largest event time.
+    lag_ms: i64,
+    max_seen: Option<i64>,
+    watermark: Option<i64>,
+    emitted: Option<i64>,
+    columns: Vec<Column>,
+    schema: SchemaRef,
+    metrics: Arc<JobMetrics>,
+}
+
+impl WindowAssignOperator {
+    pub fn new(
+        input: SchemaRef,
+        time_column: Option<&str>,
+        format: TimeFormat,
+        window: WindowKind,
+        watermark: WatermarkStrategy,
+        schema: SchemaRef,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Self> {
+        let time = match time_column {
+            Some(name) => Some((input.index_of(name)?, name.to_string())),
+            None => None,
+        };
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                WINDOW_START => Ok(Column::WindowStart),
+                WINDOW_END => Ok(Column::WindowEnd),
+                name => Ok(Column::Input(input.index_of(name)?)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let lag_ms = match watermark {
+            WatermarkStrategy::BoundedOutOfOrderness(d) => d.as_millis() as i64,
+            WatermarkStrategy::Ascending => 0,
+        };
+        Ok(Self {
+            time,
+            format,
+            window,
+            lag_ms,
+            max_seen: None,
+            watermark: None,
+            emitted: None,
+            columns,
+            schema,
+            metrics,
+        })
+    }
+
+    /// Windows containing `t`, earliest first.
+    fn windows_of(&self, t: i64, out: &mut Vec<(i64, i64)>) {
+        out.clear();
+        match self.window {
+            WindowKind::Tumbling { size } => {
+                let size = size.as_millis() as i64;
+                let start = t.div_euclid(size) * size;
+                out.push((start, start + size));
+            }
+            WindowKind::Sliding { size, advance } => {
+                let (size, advance) = (size.as_millis() as i64, advance.as_millis() as i64);
+                let mut start = t.div_euclid(advance) * advance;
+                while start > t - size {
+                    out.push((start, start + size));
+                    start -= advance;
+                }
+                out.reverse();
+            }
+            WindowKind::Session { .. } => {
+                unreachable!("session windows are rejected when the pipeline is built")
+            }
+        }
+    }
+
+    fn event_times(&self, batch: &RecordBatch) -> Result<Int64Array> {
+        match &self.time {
+            Some((index, _)) => event_millis(batch.column(*index), &self.format),
+            None => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                Ok(Int64Array::from(vec![now; batch.num_rows()]))
+            }
+        }
+    }
+}
+
+impl Operator for WindowAssignOperator {
+    fn name(&self) -> &'static str {
+        "window_assign"
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let times = self.event_times(&batch)?;
+        let closed_up_to = self.watermark;
+        let mut rows: Vec<u32> = Vec::with_capacity(batch.num_rows());
+        let mut starts: Vec<i64> = Vec::with_capacity(batch.num_rows());
+        let mut ends: Vec<i64> = Vec::with_capacity(batch.num_rows());
+        let mut windows = Vec::new();
+        for row in 0..batch.num_rows() {
+            if times.is_null(row) {
+                let column = self.time.as_ref().map(|(_, n)| n.as_str()).unwrap_or("?");
+                self.metrics.bad_record(
+                    "event time",
+                    &format!("column '{column}' is null or not a time"),
+                );
+                continue;
+            }
+            let t = times.value(row);
+            self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+            self.windows_of(t, &mut windows);
+            let before = rows.len();
+            for &(start, end) in &windows {
+                if closed_up_to.is_some_and(|wm| end <= wm) {
+                    continue;
+                }
+                rows.push(row as u32);
+                starts.push(start);
+                ends.push(end);
+            }
+            if rows.len() == before {
+                self.metrics
+                    .late_record(t, closed_up_to.unwrap_or(i64::MIN));
+            }
+        }
+        if let Some(max) = self.max_seen {
+            let next = max - self.lag_ms;
+            if self.watermark.is_none_or(|wm| next > wm) {
+                self.watermark = Some(next);
+                self.emitted = Some(next);
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let indices = UInt32Array::from(rows);
+        let starts: ArrayRef = Arc::new(TimestampMillisecondArray::from(starts));
+        let ends: ArrayRef = Arc::new(TimestampMillisecondArray::from(ends));
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| match c {
+                Column::Input(i) => Ok(take(batch.column(*i), &indices, None)?),
+                Column::WindowStart => Ok(starts.clone()),
+                Column::WindowEnd => Ok(ends.clone()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.push(RecordBatch::try_new(self.schema.clone(), columns)?);
+        Ok(())
+    }
+
+    fn take_watermark(&mut self) -> Option<i64> {
+        self.emitted.take()
+    }
+}
+
+/// Event time in milliseconds since the epoch; null where a value is
+/// missing or cannot be read as a time.
+pub fn event_millis(column: &ArrayRef, format: &TimeFormat) -> Result<Int64Array> {
+    let millis = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let as_i64 = |a: &ArrayRef| -> Result<Int64Array> {
+        Ok(cast(a, &DataType::Int64)?
+            .as_primitive::<Int64Type>()
+            .clone())
+    };
+    let data_type = column.data_type();
+    Ok(match (data_type, format) {
+        (DataType::Timestamp(..) | DataType::Date32 | DataType::Date64, _) => {
+            as_i64(&cast(column, &millis)?)?
+        }
+        (t, TimeFormat::EpochSeconds) if t.is_integer() => {
+            as_i64(column)?.unary(|s: i64| s.saturating_mul(1000))
+        }
+        (t, TimeFormat::Auto | TimeFormat::EpochMillis) if t.is_integer() => as_i64(column)?,
+        (t, f) if t.is_floating() => {
+            let scale = if *f == TimeFormat::EpochSeconds {
+                1000.0
+            } else {
+                1.0
+            };
+            cast(column, &DataType::Float64)?
+                .as_primitive::<Float64Type>()
+                .unary(|v| (v * scale) as i64)
+        }
+        (
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View,
+            TimeFormat::Pattern(pattern),
+        ) => {
+            let text = cast(column, &DataType::Utf8)?;
+            text.as_string::<i32>()
+                .iter()
+                .map(|v| v.and_then(|s| parse_with_pattern(s, pattern)))
+                .collect()
+        }
+        (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, _) => {
+            as_i64(&cast(column, &millis)?)?
+        }
+        (other, _) => {
+            return Err(EngineError::Plan(format!(
+                "an event-time column must be a timestamp, a number or text, not {other}"
+            )))
+        }
+    })
+}
+
+/// Parses with a chrono pattern; with a `%z`-style offset the time is
+/// converted to UTC, otherwise it is taken as UTC.
+fn parse_with_pattern(text: &str, pattern: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_str(text, pattern) {
+        return Some(t.timestamp_millis());
+    }
+    chrono::NaiveDateTime::parse_from_str(text, pattern)
+        .ok()
+        .map(|t| t.and_utc().timestamp_millis())
+}

@@ -1,0 +1,111 @@
+//! Planning of windowed queries. A windowed statement sees two more
+//! columns on its source, `_window_start` and `_window_end`, and its GROUP
+//! BY is extended with them; DataFusion then plans an ordinary aggregate
+//! keyed by (group keys, window). At run time a WindowAssign operator fills
+//! the two columns from each record's event time.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, GroupByExpr, Ident, Query, SetExpr};
+
+use crate::error::{Result, SqlError};
+use crate::plan::{SourceBinding, StreamNode};
+use crate::window::WindowSpec;
+
+/// Start of the window a result row belongs to (inclusive).
+pub const WINDOW_START: &str = "_window_start";
+/// End of the window a result row belongs to (exclusive).
+pub const WINDOW_END: &str = "_window_end";
+
+/// The type of the window columns: milliseconds since the epoch, UTC.
+pub fn window_column_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, None)
+}
+
+/// `schema` plus the two window columns.
+pub fn with_window_columns(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(WINDOW_START, window_column_type(), false));
+    fields.push(Field::new(WINDOW_END, window_column_type(), false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Adds `_window_start, _window_end` to the query's GROUP BY.
+pub fn group_by_window(query: &mut Query, window: &WindowSpec) -> Result<()> {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Err(SqlError::new(
+            "WINDOW applies to a single SELECT, not to UNION or VALUES",
+            window.location,
+        ));
+    };
+    let window_exprs = [WINDOW_START, WINDOW_END].map(|c| SqlExpr::Identifier(Ident::new(c)));
+    match &mut select.group_by {
+        GroupByExpr::Expressions(exprs, _) => {
+            for w in window_exprs {
+                if !exprs.contains(&w) {
+                    exprs.push(w);
+                }
+            }
+        }
+        GroupByExpr::All(_) => {
+            return Err(SqlError::new(
+                "GROUP BY ALL cannot be combined with WINDOW",
+                window.location,
+            )
+            .with_hint("name the group keys explicitly"))
+        }
+    }
+    Ok(())
+}
+
+/// The source side of a windowed plan: a scan decoding the real columns the
+/// query uses (plus the event-time column), under a WindowAssign producing
+/// `projected` (which may include the window columns).
+pub fn window_assign(
+    binding: &SourceBinding,
+    projected: SchemaRef,
+    window: &WindowSpec,
+) -> Result<StreamNode> {
+    let time_column = window
+        .time_column
+        .clone()
+        .or_else(|| binding.event_time.field.clone());
+    let mut decode: Vec<Field> = projected
+        .fields()
+        .iter()
+        .filter(|f| f.name() != WINDOW_START && f.name() != WINDOW_END)
+        .map(|f| f.as_ref().clone())
+        .collect();
+    if let Some(column) = &time_column {
+        let field = binding.schema.field_with_name(column).map_err(|_| {
+            let columns: Vec<&str> = binding
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            SqlError::new(
+                format!(
+                    "window time column '{column}' is not a column of '{}'",
+                    binding.name
+                ),
+                window.location,
+            )
+            .with_hint(format!("the columns are: {}", columns.join(", ")))
+        })?;
+        if !decode.iter().any(|f| f.name() == column) {
+            decode.push(field.clone());
+        }
+    }
+    Ok(StreamNode::WindowAssign {
+        input: Box::new(StreamNode::Scan {
+            source: binding.name.clone(),
+            schema: Arc::new(Schema::new(decode)),
+        }),
+        window: window.clone(),
+        time_column,
+        event_time: binding.event_time.clone(),
+        schema: projected,
+    })
+}
