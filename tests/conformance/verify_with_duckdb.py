@@ -101,6 +101,8 @@ def check_case(case):
         references = {next(iter(expected)): references}
     with tempfile.TemporaryDirectory() as tmp:
         con = duckdb.connect()
+        # event times are compared as UTC wall-clock timestamps
+        con.execute("SET TimeZone = 'UTC'")
         load_inputs(con, case, tmp)
         for sink, sql in references.items():
             want = expected[sink]
