@@ -50,11 +50,10 @@ pub const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Writes `records` deterministic trade records (~150 bytes each) as JSON Lines.
-pub fn generate_trades(path: &Path, records: u64) -> std::io::Result<u64> {
-    const SYMBOLS: [&str; 8] = [
-        "AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "META", "TSLA", "ORCL",
-    ];
+/// Writes `records` deterministic trade records (~154 bytes each) as JSON
+/// Lines: symbols `S0000`..`S{keys-1}`, event time `ts` in epoch
+/// milliseconds, 3 ms apart (5 M records span about 4 hours).
+pub fn generate_trades(path: &Path, records: u64, keys: u64) -> std::io::Result<u64> {
     const EXCHANGES: [&str; 3] = ["NASDAQ", "NYSE", "LSE"];
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -66,8 +65,8 @@ pub fn generate_trades(path: &Path, records: u64) -> std::io::Result<u64> {
         state ^= state >> 27;
         let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
         let line = format!(
-            "{{\"id\":{id},\"symbol\":\"{}\",\"side\":\"{}\",\"price\":{}.{:02},\"quantity\":{},\"exchange\":\"{}\",\"trader\":\"desk_{:02}_trader_{:05}\",\"ccy\":\"USD\",\"ts\":{}}}\n",
-            SYMBOLS[(r % 8) as usize],
+            "{{\"id\":{id},\"symbol\":\"S{:04}\",\"side\":\"{}\",\"price\":{}.{:02},\"quantity\":{},\"exchange\":\"{}\",\"trader\":\"desk_{:02}_trader_{:05}\",\"ccy\":\"USD\",\"ts\":{}}}\n",
+            r % keys.max(1),
             if r & 1 << 20 == 0 { "BUY" } else { "SELL" },
             20 + (r >> 8) % 480,
             (r >> 24) % 100,
@@ -132,45 +131,58 @@ pub fn measure(
     })
 }
 
-/// Runs every query `runs` times (keeping the median) and returns a
-/// Markdown report.
-pub fn stateless(
-    records: u64,
-    batch_size: usize,
-    runs: usize,
-    file: Option<PathBuf>,
-) -> Result<String, String> {
+/// What a benchmark run covers.
+pub struct Suite<'a> {
+    pub title: &'a str,
+    pub queries: &'a [(&'static str, &'static str)],
+    /// Index of the query the others are compared with.
+    pub baseline: usize,
+    pub baseline_label: &'a str,
+    pub records: u64,
+    pub keys: u64,
+    pub batch_size: usize,
+    pub runs: usize,
+    pub file: Option<PathBuf>,
+}
+
+/// Runs every query `runs` times (keeping the median) over one generated
+/// (or given) file and returns a Markdown report.
+pub fn run_suite(suite: Suite) -> Result<String, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let file = match file {
-        Some(f) => f,
+    let file = match &suite.file {
+        Some(f) => f.clone(),
         None => {
             let path = dir.path().join("trades.jsonl");
-            eprintln!("generating {records} records ...");
-            let bytes = generate_trades(&path, records).map_err(|e| e.to_string())?;
+            eprintln!(
+                "generating {} records over {} keys ...",
+                suite.records, suite.keys
+            );
+            let bytes =
+                generate_trades(&path, suite.records, suite.keys).map_err(|e| e.to_string())?;
             eprintln!(
                 "  {:.1} MB, {:.0} bytes per record",
                 bytes as f64 / 1e6,
-                bytes as f64 / records as f64
+                bytes as f64 / suite.records as f64
             );
             path
         }
     };
     let mut rows = Vec::new();
-    for (label, sql) in QUERIES {
+    for (label, sql) in suite.queries {
         let mut samples = Vec::new();
-        for run in 0..runs.max(1) {
-            let m = measure(label, sql, &file, batch_size).map_err(|e| e.to_string())?;
+        for run in 0..suite.runs.max(1) {
+            let m = measure(label, sql, &file, suite.batch_size).map_err(|e| e.to_string())?;
             eprintln!("  {label}, run {}: {} records/s", run + 1, human(m.rate()));
             samples.push(m);
         }
         samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
         rows.push(samples.swap_remove(samples.len() / 2));
     }
-    let baseline = rows[1].rate_per_core();
+    let baseline = rows[suite.baseline].rate_per_core();
     let mut report = format!(
-        "Stateless throughput, {} records, batch size {batch_size}, median of {runs} runs, one job thread\n\n\
-         | query | records/s (wall) | records/s per core (CPU time) | vs decode-only (same columns) | batch latency p50 | p99 |\n|---|---|---|---|---|---|\n",
-        rows[0].records
+        "{}, {} records, {} keys, batch size {}, median of {} runs, one job thread\n\n\
+         | query | records/s (wall) | records/s per core (CPU time) | vs {} | batch latency p50 | p99 |\n|---|---|---|---|---|---|\n",
+        suite.title, rows[0].records, suite.keys, suite.batch_size, suite.runs, suite.baseline_label
     );
     for m in &rows {
         report.push_str(&format!(
@@ -183,7 +195,40 @@ pub fn stateless(
             m.p99_us as f64 / 1000.0
         ));
     }
+    if let Some(peak) = peak_rss_bytes() {
+        report.push_str(&format!(
+            "\npeak RSS of the whole run: {:.0} MB\n",
+            peak as f64 / 1e6
+        ));
+    }
     Ok(report)
+}
+
+/// Windowed aggregation against the stateless pipeline, same file.
+pub const WINDOW_QUERIES: &[(&str, &str)] = &[
+    (
+        "filter + projection (stateless)",
+        "CREATE STREAM out AS SELECT id, symbol, price * quantity AS notional, lower(side) AS side \
+         FROM trades WHERE price > 100 AND exchange = 'NASDAQ'",
+    ),
+    (
+        "TUMBLING(1m) COUNT/SUM/AVG/MIN/MAX per key",
+        "CREATE STREAM out AS SELECT symbol, _window_start, COUNT(*) AS n, SUM(quantity) AS q, AVG(price) AS a, \
+         MIN(price) AS lo, MAX(price) AS hi FROM trades GROUP BY symbol WINDOW TUMBLING(ts, 1m)",
+    ),
+    (
+        "SLIDING(5m, 1m) same aggregates",
+        "CREATE STREAM out AS SELECT symbol, _window_start, COUNT(*) AS n, SUM(quantity) AS q, AVG(price) AS a, \
+         MIN(price) AS lo, MAX(price) AS hi FROM trades GROUP BY symbol WINDOW SLIDING(ts, 5m, 1m)",
+    ),
+];
+
+/// Peak resident set size of this process (`VmHWM`), Linux only.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// CPU time (user + system, all threads) of this process so far, from

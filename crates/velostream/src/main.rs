@@ -76,6 +76,21 @@ enum BenchCommand {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Tumbling and sliding window aggregates vs the stateless pipeline
+    Window {
+        #[arg(long, default_value_t = 5_000_000)]
+        records: u64,
+        /// Distinct group keys (symbols)
+        #[arg(long, default_value_t = 1000)]
+        keys: u64,
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Use this JSON Lines file of trades instead of generating one
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,8 +101,33 @@ fn main() -> ExitCode {
         Some(Command::Explain { app }) => explain(app),
         Some(Command::Test { specs }) => test(specs),
         Some(Command::Bench(BenchCommand::Stateless { records, batch_size, runs, file })) => {
-            bench::stateless(records, batch_size, runs, file).map(|report| println!("{report}")).map_err(Failure::Runtime)
+            bench::run_suite(bench::Suite {
+                title: "Stateless throughput",
+                queries: bench::QUERIES,
+                baseline: 1,
+                baseline_label: "decode-only (same columns)",
+                records,
+                keys: 8,
+                batch_size,
+                runs,
+                file,
+            })
+            .map(|report| println!("{report}"))
+            .map_err(Failure::Runtime)
         }
+        Some(Command::Bench(BenchCommand::Window { records, keys, batch_size, runs, file })) => bench::run_suite(bench::Suite {
+            title: "Windowed aggregation",
+            queries: bench::WINDOW_QUERIES,
+            baseline: 0,
+            baseline_label: "stateless pipeline",
+            records,
+            keys,
+            batch_size,
+            runs,
+            file,
+        })
+        .map(|report| println!("{report}"))
+        .map_err(Failure::Runtime),
         Some(Command::Server { .. }) | None => Err(Failure::Usage(
             "the long-running service (velostream --config ...) is not available in this build yet; \
              run an application in the foreground with `velostream run app.sql`"

@@ -195,7 +195,7 @@ fn csv_sink_writes_a_header_once() {
 fn a_million_line_file_runs_and_reports_throughput() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("trades.jsonl");
-    velostream::bench::generate_trades(&data, 1_000_000).unwrap();
+    velostream::bench::generate_trades(&data, 1_000_000, 8).unwrap();
     let app = dir.path().join("filter.sql");
     std::fs::write(
         &app,
