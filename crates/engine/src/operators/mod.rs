@@ -8,6 +8,7 @@ pub mod grouped;
 pub mod limit;
 pub mod project;
 pub mod sort;
+pub mod vectorized;
 pub mod window_aggregate;
 pub mod window_assign;
 

@@ -17,8 +17,25 @@ use datafusion::physical_expr::PhysicalExpr;
 use velostream_sql::EmitMode;
 
 use super::grouped::{conform, AggregateCall, GroupedAggregates};
+use super::vectorized::VectorizedAggregates;
 use super::Operator;
 use crate::error::Result;
+
+/// The state of one open window: read repeatedly for EMIT CHANGES, once
+/// (vectorized) for EMIT FINAL.
+enum WindowState {
+    Changes(GroupedAggregates),
+    Final(VectorizedAggregates),
+}
+
+impl WindowState {
+    fn len(&self) -> usize {
+        match self {
+            WindowState::Changes(g) => g.len(),
+            WindowState::Final(v) => v.len(),
+        }
+    }
+}
 
 /// What each GROUP BY position of the output holds.
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +54,7 @@ pub struct WindowAggregateOperator {
     layout: Vec<GroupSlot>,
     calls: Arc<[AggregateCall]>,
     /// Open windows by (end, start): closing walks them in end order.
-    windows: BTreeMap<(i64, i64), GroupedAggregates>,
+    windows: BTreeMap<(i64, i64), WindowState>,
     emit: EmitMode,
     schema: SchemaRef,
 }
@@ -78,28 +95,33 @@ impl WindowAggregateOperator {
         self.windows.len()
     }
 
-    fn window(&mut self, key: (i64, i64)) -> Result<&mut GroupedAggregates> {
+    fn window(&mut self, key: (i64, i64)) -> Result<&mut WindowState> {
         if !self.windows.contains_key(&key) {
-            let groups = GroupedAggregates::new(
-                self.key_exprs.clone(),
-                self.calls.clone(),
-                &self.key_fields,
-            )?;
-            self.windows.insert(key, groups);
+            let (keys, calls, fields) =
+                (self.key_exprs.clone(), self.calls.clone(), &self.key_fields);
+            let state = match self.emit {
+                EmitMode::Changes => {
+                    WindowState::Changes(GroupedAggregates::new(keys, calls, fields)?)
+                }
+                EmitMode::Final => {
+                    WindowState::Final(VectorizedAggregates::new(keys, calls, fields)?)
+                }
+            };
+            self.windows.insert(key, state);
         }
         Ok(self.windows.get_mut(&key).expect("inserted above"))
     }
 
-    /// Output rows of `groups` of the window `(end, start)`.
+    /// Output rows of the window `(end, start)`: `groups` for EMIT CHANGES,
+    /// all of them (consuming the state) for EMIT FINAL.
     fn rows(&mut self, key: (i64, i64), groups: &[usize]) -> Result<RecordBatch> {
         let (end, start) = key;
-        let mut values = self
-            .windows
-            .get_mut(&key)
-            .expect("window exists")
-            .evaluate(groups)?;
+        let mut values = match self.windows.get_mut(&key).expect("window exists") {
+            WindowState::Changes(g) => g.evaluate(groups)?,
+            WindowState::Final(v) => v.emit_all()?,
+        };
         let aggregates = values.split_off(self.key_fields.len());
-        let n = groups.len();
+        let n = aggregates.first().map(|a| a.len()).unwrap_or(groups.len());
         let mut columns: Vec<ArrayRef> = self
             .layout
             .iter()
@@ -171,9 +193,14 @@ impl Operator for WindowAggregateOperator {
                     &UInt32Array::from(std::mem::take(rows.get_mut(&key).expect("listed"))),
                 )?
             };
-            let touched = self.window(key)?.update(&part)?;
-            if self.emit == EmitMode::Changes && !touched.is_empty() {
-                out.push(self.rows(key, &touched)?);
+            match self.window(key)? {
+                WindowState::Final(v) => v.update(&part)?,
+                WindowState::Changes(g) => {
+                    let touched = g.update(&part)?;
+                    if !touched.is_empty() {
+                        out.push(self.rows(key, &touched)?);
+                    }
+                }
             }
         }
         Ok(())

@@ -1,0 +1,105 @@
+//! Group state for results that are read once: DataFusion
+//! [`GroupsAccumulator`]s update every group of a batch in one call per
+//! aggregate (no per-group dispatch, no reordering of rows), and give all
+//! groups' values at once when the state is emitted. Windows with
+//! `EMIT FINAL` use this; results that are read repeatedly (`EMIT CHANGES`)
+//! use [`super::grouped::GroupedAggregates`].
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::datatypes::FieldRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+
+use super::evaluate_all;
+use super::group_keys::GroupKeys;
+use super::grouped::AggregateCall;
+use crate::error::{EngineError, Result};
+
+pub struct VectorizedAggregates {
+    group_exprs: Arc<[Arc<dyn PhysicalExpr>]>,
+    calls: Arc<[AggregateCall]>,
+    keys: GroupKeys,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    group_of_row: Vec<usize>,
+}
+
+impl VectorizedAggregates {
+    pub fn new(
+        group_exprs: Arc<[Arc<dyn PhysicalExpr>]>,
+        calls: Arc<[AggregateCall]>,
+        key_fields: &[FieldRef],
+    ) -> Result<Self> {
+        let accumulators = calls
+            .iter()
+            .map(|c| -> Result<Box<dyn GroupsAccumulator>> {
+                if c.function.groups_accumulator_supported() {
+                    Ok(c.function.create_groups_accumulator()?)
+                } else {
+                    let function = c.function.clone();
+                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+                        function.create_accumulator()
+                    })))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            keys: GroupKeys::new(key_fields)?,
+            group_exprs,
+            calls,
+            accumulators,
+            group_of_row: Vec::new(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Adds a batch to every group it touches.
+    pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+        let key_columns = evaluate_all(&self.group_exprs, batch)?;
+        self.keys
+            .intern(&key_columns, batch.num_rows(), &mut self.group_of_row)?;
+        let total = self.keys.len();
+        for (acc, call) in self.accumulators.iter_mut().zip(self.calls.iter()) {
+            let args = evaluate_all(&call.args, batch)?;
+            let mask = match &call.filter {
+                Some(f) => Some(
+                    f.evaluate(batch)?
+                        .into_array(batch.num_rows())?
+                        .as_boolean()
+                        .clone(),
+                ),
+                None => None,
+            };
+            acc.update_batch(&args, &self.group_of_row, mask.as_ref(), total)?;
+        }
+        Ok(())
+    }
+
+    /// Key columns, then every aggregate's value, for all groups in
+    /// creation order. The state is consumed.
+    pub fn emit_all(&mut self) -> Result<Vec<ArrayRef>> {
+        let groups: Vec<usize> = (0..self.keys.len()).collect();
+        let mut columns = self.keys.key_columns(&groups)?;
+        for acc in &mut self.accumulators {
+            let values = acc.evaluate(EmitTo::All)?;
+            if values.len() != groups.len() {
+                return Err(EngineError::Plan(format!(
+                    "an aggregate gave {} values for {} groups",
+                    values.len(),
+                    groups.len()
+                )));
+            }
+            columns.push(values);
+        }
+        Ok(columns)
+    }
+}
