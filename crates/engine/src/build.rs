@@ -21,6 +21,7 @@ use crate::operators::filter::FilterOperator;
 use crate::operators::grouped::AggregateCall;
 use crate::operators::limit::LimitOperator;
 use crate::operators::project::ProjectOperator;
+use crate::operators::session_aggregate::SessionAggregateOperator;
 use crate::operators::sort::SortOperator;
 use crate::operators::window_aggregate::{
     GroupSlot, WindowAggregateOperator, WindowAggregateParts,
@@ -66,12 +67,6 @@ impl PipelineBuilder {
                     event_time,
                     schema,
                 } => {
-                    if let WindowKind::Session { .. } = window.kind {
-                        return Err(EngineError::NotSupported(format!(
-                            "session windows (WINDOW {window}, line {}) are parsed but cannot run yet",
-                            window.location.line
-                        )));
-                    }
                     if event_time.late_data == LateDataStrategy::DeadLetter {
                         return Err(EngineError::NotSupported(
                             "'late.data.strategy' = 'dead_letter': this build has no dead-letter sink yet; use 'drop' (late records are counted)".into(),
@@ -169,11 +164,24 @@ impl PipelineBuilder {
                             };
                             parts.layout.push(slot);
                         }
-                        operators.push(Box::new(WindowAggregateOperator::new(
-                            parts,
-                            *emit,
-                            schema.inner().clone(),
-                        )));
+                        let is_session = matches!(
+                            window.as_ref().map(|w| &w.kind),
+                            Some(WindowKind::Session { .. })
+                        );
+                        if is_session {
+                            operators.push(Box::new(SessionAggregateOperator::new(
+                                parts,
+                                *emit,
+                                schema.inner().clone(),
+                                metrics.clone(),
+                            )?));
+                        } else {
+                            operators.push(Box::new(WindowAggregateOperator::new(
+                                parts,
+                                *emit,
+                                schema.inner().clone(),
+                            )));
+                        }
                     } else {
                         let group_exprs = group_exprs
                             .iter()

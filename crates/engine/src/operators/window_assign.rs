@@ -106,9 +106,8 @@ impl WindowAssignOperator {
                 }
                 out.reverse();
             }
-            WindowKind::Session { .. } => {
-                unreachable!("session windows are rejected when the pipeline is built")
-            }
+            // The record's own proto-session; the session operator merges.
+            WindowKind::Session { gap } => out.push((t, t + gap.as_millis() as i64)),
         }
     }
 
@@ -152,14 +151,16 @@ impl Operator for WindowAssignOperator {
             self.windows_of(t, &mut windows);
             let before = rows.len();
             for &(start, end) in &windows {
-                if closed_up_to.is_some_and(|wm| end <= wm) {
+                // sessions decide lateness after merging
+                let merging = matches!(self.window, WindowKind::Session { .. });
+                if !merging && closed_up_to.is_some_and(|wm| end <= wm) {
                     continue;
                 }
                 rows.push(row as u32);
                 starts.push(start);
                 ends.push(end);
             }
-            if rows.len() == before {
+            if rows.len() == before && !windows.is_empty() {
                 self.metrics
                     .late_record(t, closed_up_to.unwrap_or(i64::MIN));
             }
