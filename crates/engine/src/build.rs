@@ -137,7 +137,12 @@ impl PipelineBuilder {
                             )
                             .build()?;
                             Ok(AggregateCall {
-                                args: lowered.aggregate.expressions(),
+                                // ordered aggregates (FIRST_VALUE(x ORDER BY t)) take their
+                                // ordering columns after the arguments
+                                args: {
+                                    let all = lowered.aggregate.all_expressions();
+                                    all.args.into_iter().chain(all.order_by_exprs).collect()
+                                },
                                 function: lowered.aggregate,
                                 filter: lowered.filter,
                             })

@@ -37,7 +37,11 @@ pub fn streaming_session_state() -> SessionState {
 }
 
 /// Names users of other engines expect, mapped onto DataFusion functions.
-const AGGREGATE_ALIASES: &[(&str, &str)] = &[("variance", "var_samp")];
+const AGGREGATE_ALIASES: &[(&str, &str)] = &[
+    ("variance", "var_samp"),
+    ("approx_count_distinct", "approx_distinct"),
+    ("listagg", "string_agg"),
+];
 
 fn add_aliases(state: &mut SessionState) {
     for (alias, target) in AGGREGATE_ALIASES {
