@@ -9,7 +9,7 @@ use datafusion::physical_expr::{create_physical_sort_exprs, LexOrdering};
 use std::sync::Arc;
 
 use datafusion::logical_expr::{col, Expr};
-use velostream_sql::windowing::{WINDOW_END, WINDOW_START};
+use velostream_sql::windowing::{window_role, WINDOW_END, WINDOW_START};
 use velostream_sql::{
     streaming_session_state, LateDataStrategy, StreamNode, StreamingPlan, WindowKind,
 };
@@ -159,10 +159,17 @@ impl PipelineBuilder {
                             calls,
                         };
                         for e in group_exprs {
-                            let slot = match e {
-                                Expr::Column(c) if c.name == WINDOW_START => GroupSlot::WindowStart,
-                                Expr::Column(c) if c.name == WINDOW_END => GroupSlot::WindowEnd,
-                                _ => {
+                            let role = match e {
+                                Expr::Column(c) => input_schema
+                                    .qualified_field_from_column(c)
+                                    .ok()
+                                    .and_then(|(_, f)| window_role(f).map(str::to_string)),
+                                _ => None,
+                            };
+                            let slot = match role.as_deref() {
+                                Some("start") => GroupSlot::WindowStart,
+                                Some(_) => GroupSlot::WindowEnd,
+                                None => {
                                     parts.key_exprs.push(physical(e)?);
                                     GroupSlot::Key(parts.key_exprs.len() - 1)
                                 }

@@ -137,7 +137,7 @@ impl<'a> ApplicationPlanner<'a> {
             let mut catalog = StatementCatalog::new(&self.state);
             for binding in &sources {
                 let schema = if windowed {
-                    with_window_columns(&binding.schema)
+                    with_window_columns(&binding.schema, stmt.window_from_table_function)
                 } else {
                     binding.schema.clone()
                 };

@@ -11,7 +11,9 @@ use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan};
 use crate::error::{Location, Result, SqlError};
 use crate::properties::Properties;
 use crate::script::{is_word, loc, matching_paren, StatementTokens};
-use crate::window::{is_window_function, parse_window, EmitMode, WindowSpec};
+use crate::window::{
+    is_table_function, is_window_function, parse_table_function, parse_window, EmitMode, WindowSpec,
+};
 
 /// What a statement does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,9 @@ pub struct ParsedStatement {
     pub annotations: Vec<(String, String)>,
     pub properties: Properties,
     pub window: Option<WindowSpec>,
+    /// The window came from a table function (`TABLE(TUMBLE(...))`), whose
+    /// columns are named `window_start` / `window_end`.
+    pub window_from_table_function: bool,
     pub emit: Option<EmitMode>,
     pub query: Option<Box<Query>>,
     /// Columns of a source declaration.
@@ -68,6 +73,7 @@ pub fn parse_statement(index: usize, raw: StatementTokens) -> Result<ParsedState
         annotations,
         properties: Properties::default(),
         window: None,
+        window_from_table_function: false,
         emit: None,
         query: None,
         columns: Vec::new(),
@@ -153,6 +159,24 @@ fn lift_dialect_clauses(
     let mut i = 0;
     while i < tokens.len() {
         let t = &tokens[i];
+        if is_word(&t.token, "TABLE")
+            && matches!(tok(tokens, i + 1), Token::LParen)
+            && is_table_function(tok(tokens, i + 2))
+            && matches!(tok(tokens, i + 3), Token::LParen)
+        {
+            let end = matching_paren(tokens, i + 1).ok_or_else(|| unclosed(&tokens[i + 1]))?;
+            let inner_end =
+                matching_paren(tokens, i + 3).ok_or_else(|| unclosed(&tokens[i + 3]))?;
+            if stmt.window.is_some() {
+                return Err(SqlError::new("a query has at most one window", loc(t)));
+            }
+            let (table, window) = parse_table_function(&tokens[i + 2..inner_end])?;
+            stmt.window = Some(window);
+            stmt.window_from_table_function = true;
+            rest.push(table);
+            i = end;
+            continue;
+        }
         if depth == 0 && i > 0 {
             if is_word(&t.token, "WINDOW") && is_window_function(tok(tokens, i + 1)) {
                 if !matches!(tok(tokens, i + 2), Token::LParen) {

@@ -226,3 +226,75 @@ fn duration_arg(arg: &[TokenWithSpan]) -> Result<Duration> {
         None => Err(bad()),
     }
 }
+
+/// True for the standard windowing table functions.
+pub fn is_table_function(token: &Token) -> bool {
+    ["TUMBLE", "HOP", "SESSION"]
+        .iter()
+        .any(|w| is_word(token, w))
+}
+
+/// Parses the standard table-function form; `tokens` starts at the function
+/// name and ends after its closing parenthesis:
+/// `TUMBLE(TABLE t, DESCRIPTOR(ts), size)`, `HOP(TABLE t, DESCRIPTOR(ts), slide, size)`,
+/// `SESSION(TABLE t [PARTITION BY ...], DESCRIPTOR(ts), gap)`.
+/// Returns the source table token and the window.
+pub fn parse_table_function(tokens: &[TokenWithSpan]) -> Result<(TokenWithSpan, WindowSpec)> {
+    let name_tok = &tokens[0];
+    let name = match &name_tok.token {
+        Token::Word(w) => w.value.to_ascii_uppercase(),
+        _ => unreachable!("caller checked is_table_function"),
+    };
+    let location = loc(name_tok);
+    let usage = || {
+        SqlError::new(
+            format!("{name} takes (TABLE source, DESCRIPTOR(time_column), duration...)"),
+            location,
+        )
+        .with_hint(
+            "for example TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))",
+        )
+    };
+    let args = split_args(&tokens[2..tokens.len() - 1]);
+    let (table, descriptor, durations) = match args.as_slice() {
+        [table, descriptor, rest @ ..] if !rest.is_empty() => (*table, *descriptor, rest),
+        _ => return Err(usage()),
+    };
+    let table = match table {
+        [kw, name, ..] if is_word(&kw.token, "TABLE") && matches!(name.token, Token::Word(_)) => {
+            name.clone()
+        }
+        _ => return Err(usage()),
+    };
+    let time_column = match descriptor {
+        [kw, open, col, close]
+            if is_word(&kw.token, "DESCRIPTOR")
+                && open.token == Token::LParen
+                && close.token == Token::RParen =>
+        {
+            column_arg(std::slice::from_ref(col))?
+        }
+        _ => return Err(usage()),
+    };
+    let durations = durations
+        .iter()
+        .map(|a| duration_arg(a))
+        .collect::<Result<Vec<_>>>()?;
+    let kind = match (name.as_str(), durations.as_slice()) {
+        ("TUMBLE", [size]) => WindowKind::Tumbling { size: *size },
+        ("HOP", [slide, size]) => WindowKind::Sliding {
+            size: *size,
+            advance: *slide,
+        },
+        ("SESSION", [gap]) => WindowKind::Session { gap: *gap },
+        _ => return Err(usage()),
+    };
+    Ok((
+        table,
+        WindowSpec {
+            kind,
+            time_column: Some(time_column),
+            location,
+        },
+    ))
+}

@@ -23,12 +23,33 @@ pub fn window_column_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, None)
 }
 
-/// `schema` plus the two window columns.
-pub fn with_window_columns(schema: &SchemaRef) -> SchemaRef {
+/// Field metadata key marking a window column; its value is `start` or `end`.
+pub const WINDOW_ROLE: &str = "velostream.window";
+
+/// Column names of the table-function form (`TABLE(TUMBLE(...))`).
+pub const TABLE_FUNCTION_COLUMNS: [&str; 2] = ["window_start", "window_end"];
+
+/// `schema` plus the window columns (also under their table-function names
+/// when `table_function`), each marked with its [`WINDOW_ROLE`].
+pub fn with_window_columns(schema: &SchemaRef, table_function: bool) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(WINDOW_START, window_column_type(), false));
-    fields.push(Field::new(WINDOW_END, window_column_type(), false));
+    let mut names = vec![(WINDOW_START, "start"), (WINDOW_END, "end")];
+    if table_function {
+        names.push((TABLE_FUNCTION_COLUMNS[0], "start"));
+        names.push((TABLE_FUNCTION_COLUMNS[1], "end"));
+    }
+    for (name, role) in names {
+        if schema.field_with_name(name).is_err() {
+            let metadata = [(WINDOW_ROLE.to_string(), role.to_string())].into();
+            fields.push(Field::new(name, window_column_type(), false).with_metadata(metadata));
+        }
+    }
     Arc::new(Schema::new(fields))
+}
+
+/// `Some("start")`/`Some("end")` for a window column.
+pub fn window_role(field: &Field) -> Option<&str> {
+    field.metadata().get(WINDOW_ROLE).map(String::as_str)
 }
 
 /// Adds `_window_start, _window_end` to the query's GROUP BY.
@@ -74,7 +95,7 @@ pub fn window_assign(
     let mut decode: Vec<Field> = projected
         .fields()
         .iter()
-        .filter(|f| f.name() != WINDOW_START && f.name() != WINDOW_END)
+        .filter(|f| window_role(f).is_none())
         .map(|f| f.as_ref().clone())
         .collect();
     if let Some(column) = &time_column {

@@ -18,7 +18,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use velostream_sql::windowing::{WINDOW_END, WINDOW_START};
+use velostream_sql::windowing::window_role;
 use velostream_sql::{TimeFormat, WatermarkStrategy, WindowKind};
 
 use super::Operator;
@@ -64,10 +64,10 @@ impl WindowAssignOperator {
         let columns = schema
             .fields()
             .iter()
-            .map(|f| match f.name().as_str() {
-                WINDOW_START => Ok(Column::WindowStart),
-                WINDOW_END => Ok(Column::WindowEnd),
-                name => Ok(Column::Input(input.index_of(name)?)),
+            .map(|f| match window_role(f) {
+                Some("start") => Ok(Column::WindowStart),
+                Some(_) => Ok(Column::WindowEnd),
+                None => Ok(Column::Input(input.index_of(f.name())?)),
             })
             .collect::<Result<Vec<_>>>()?;
         let lag_ms = match watermark {
