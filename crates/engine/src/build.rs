@@ -4,11 +4,16 @@
 
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::ExprSchemable;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::{create_physical_sort_exprs, LexOrdering};
 use std::sync::Arc;
 
-use datafusion::logical_expr::{col, Expr};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::{
+    col, Expr, WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition,
+};
 use velostream_sql::windowing::{window_role, WINDOW_END, WINDOW_START};
 use velostream_sql::{
     streaming_session_state, LateDataStrategy, StreamNode, StreamingPlan, WindowKind,
@@ -21,6 +26,7 @@ use crate::operators::filter::FilterOperator;
 use crate::operators::grouped::AggregateCall;
 use crate::operators::limit::LimitOperator;
 use crate::operators::project::ProjectOperator;
+use crate::operators::row_window::{RowFunction, RowWindowExpr, RowWindowOperator};
 use crate::operators::session_aggregate::SessionAggregateOperator;
 use crate::operators::sort::SortOperator;
 use crate::operators::window_aggregate::{
@@ -42,6 +48,135 @@ impl Default for PipelineBuilder {
 }
 
 impl PipelineBuilder {
+    /// One `f(...) OVER (...)` as a row function; `output` is its column type.
+    fn row_window_expr(
+        &self,
+        expr: &Expr,
+        input: &DFSchema,
+        output: &DataType,
+    ) -> Result<RowWindowExpr> {
+        let unsupported = |what: &str| EngineError::NotSupported(format!("{what} in `{expr}`"));
+        let Expr::WindowFunction(wf) = expr.clone().unalias() else {
+            return Err(EngineError::Plan(format!(
+                "expected a window function, got {expr}"
+            )));
+        };
+        let params = &wf.params;
+        let physical = |e: &Expr| self.state.create_physical_expr(e.clone(), input);
+        let frame = &params.window_frame;
+        let literal_usize = |e: Option<&Expr>, default: usize| -> Result<usize> {
+            match e {
+                None => Ok(default),
+                Some(Expr::Literal(v, _)) => v
+                    .clone()
+                    .cast_to(&DataType::UInt64)
+                    .ok()
+                    .and_then(|v| {
+                        if let ScalarValue::UInt64(Some(n)) = v {
+                            Some(n as usize)
+                        } else {
+                            None
+                        }
+                    })
+                    .ok_or_else(|| unsupported("a non-constant offset")),
+                Some(_) => Err(unsupported("a non-constant offset")),
+            }
+        };
+        let (function, args) = match &wf.fun {
+            WindowFunctionDefinition::WindowUDF(udwf) => match udwf.name() {
+                "row_number" => (RowFunction::RowNumber, vec![]),
+                "rank" => (RowFunction::Rank { dense: false }, vec![]),
+                "dense_rank" => (RowFunction::Rank { dense: true }, vec![]),
+                "lag" => {
+                    let offset = literal_usize(params.args.get(1), 1)?;
+                    let default = match params.args.get(2) {
+                        Some(Expr::Literal(v, _)) => v.cast_to(output)?,
+                        Some(_) => return Err(unsupported("a non-constant LAG default")),
+                        None => ScalarValue::try_from(output)?,
+                    };
+                    (
+                        RowFunction::Lag { offset, default },
+                        vec![physical(&params.args[0])?],
+                    )
+                }
+                "lead" => {
+                    return Err(unsupported(
+                        "LEAD (it waits for later rows; use LAG over the reversed question)",
+                    ))
+                }
+                other => return Err(unsupported(&format!("the window function {other}"))),
+            },
+            WindowFunctionDefinition::AggregateUDF(_) => {
+                if !matches!(frame.end_bound, WindowFrameBound::CurrentRow) {
+                    return Err(unsupported(
+                        "an aggregate frame that does not end at the current row (it needs future rows); \
+                         write OVER (PARTITION BY .. ORDER BY .. ROWS BETWEEN n PRECEDING AND CURRENT ROW)",
+                    ));
+                }
+                let rows = match (&frame.units, &frame.start_bound) {
+                    (_, WindowFrameBound::Preceding(v)) if v.is_null() => None,
+                    (WindowFrameUnits::Rows, WindowFrameBound::Preceding(v)) => {
+                        Some(literal_usize(Some(&Expr::Literal(v.clone(), None)), 0)? + 1)
+                    }
+                    (WindowFrameUnits::Rows, WindowFrameBound::CurrentRow) => Some(1),
+                    _ => return Err(unsupported("a RANGE or GROUPS frame with an offset")),
+                };
+                let aggregate = Expr::AggregateFunction(
+                    datafusion::logical_expr::expr::AggregateFunction::new_udf(
+                        match &wf.fun {
+                            WindowFunctionDefinition::AggregateUDF(f) => f.clone(),
+                            _ => unreachable!(),
+                        },
+                        params.args.clone(),
+                        params.distinct,
+                        None,
+                        vec![],
+                        None,
+                    ),
+                );
+                let context = PhysicalPlanningContext::default();
+                let lowered = LoweredAggregateBuilder::new(
+                    &aggregate,
+                    input,
+                    input.as_arrow(),
+                    self.state.execution_props(),
+                    &context,
+                )
+                .build()?;
+                let args = lowered.aggregate.expressions();
+                (
+                    RowFunction::Aggregate {
+                        function: lowered.aggregate,
+                        rows,
+                    },
+                    args,
+                )
+            }
+        };
+        let partition_by = params
+            .partition_by
+            .iter()
+            .map(physical)
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let partition_fields = params
+            .partition_by
+            .iter()
+            .map(|e| e.to_field(input).map(|(_, f)| f))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let order_by = params
+            .order_by
+            .iter()
+            .map(|s| physical(&s.expr))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        Ok(RowWindowExpr {
+            function,
+            args,
+            partition_by,
+            partition_fields,
+            order_by,
+        })
+    }
+
     pub fn new() -> Self {
         Self {
             state: streaming_session_state(),
@@ -206,6 +341,28 @@ impl PipelineBuilder {
                             schema.inner().clone(),
                         )?));
                     }
+                }
+                StreamNode::RowWindow {
+                    exprs,
+                    input_schema,
+                    schema,
+                    ..
+                } => {
+                    let exprs = exprs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| {
+                            self.row_window_expr(
+                                e,
+                                input_schema,
+                                schema.field(input_schema.fields().len() + i).data_type(),
+                            )
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    operators.push(Box::new(RowWindowOperator::new(
+                        exprs,
+                        schema.inner().clone(),
+                    )?));
                 }
                 StreamNode::Limit { skip, fetch, .. } => {
                     operators.push(Box::new(LimitOperator::new(*skip, *fetch)))

@@ -59,6 +59,14 @@ pub enum StreamNode {
         emit: EmitMode,
         window: Option<WindowSpec>,
     },
+    /// Row functions over partitions (`ROW_NUMBER() OVER (...)`, ...):
+    /// the input columns plus one column per window expression.
+    RowWindow {
+        input: Box<StreamNode>,
+        exprs: Vec<Expr>,
+        input_schema: DFSchemaRef,
+        schema: DFSchemaRef,
+    },
     /// `LIMIT fetch OFFSET skip`.
     Limit {
         input: Box<StreamNode>,
@@ -130,6 +138,7 @@ impl StreamNode {
             | StreamNode::Filter { input, .. }
             | StreamNode::Project { input, .. }
             | StreamNode::Aggregate { input, .. }
+            | StreamNode::RowWindow { input, .. }
             | StreamNode::Limit { input, .. }
             | StreamNode::Sort { input, .. } => Some(input),
         }
@@ -193,6 +202,7 @@ impl StreamNode {
                     list(aggr_exprs)
                 )
             }
+            StreamNode::RowWindow { exprs, .. } => format!("RowWindow {}", list(exprs)),
             StreamNode::Limit { skip, fetch, .. } => match fetch {
                 Some(f) => format!("Limit skip={skip} fetch={f}"),
                 None => format!("Limit skip={skip}"),

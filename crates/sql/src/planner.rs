@@ -455,9 +455,12 @@ impl NodeMapper<'_> {
                 fetch: s.fetch,
             },
             LogicalPlan::Join(_) => return Err(self.unsupported("joins are not yet supported")),
-            LogicalPlan::Window(_) => {
-                return Err(self.unsupported("row functions with OVER (...) are not yet supported"))
-            }
+            LogicalPlan::Window(w) => StreamNode::RowWindow {
+                input: Box::new(self.map(&w.input)?),
+                exprs: w.window_expr.clone(),
+                input_schema: w.input.schema().clone(),
+                schema: w.schema.clone(),
+            },
             LogicalPlan::Union(_) => return Err(self.unsupported("UNION is not yet supported")),
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
                 return Err(

@@ -156,9 +156,24 @@ fn lift_dialect_clauses(
 ) -> Result<Vec<TokenWithSpan>> {
     let mut rest = Vec::with_capacity(tokens.len());
     let mut depth = 0i32;
+    let mut open_parens: Vec<usize> = Vec::new();
+    // Frames to insert before a closing parenthesis, by its index.
+    let mut frames: Vec<(usize, Vec<TokenWithSpan>)> = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
         let t = &tokens[i];
+        if let Some(frame) = row_buffer_frame(tokens, i)? {
+            let open = *open_parens.last().ok_or_else(|| {
+                SqlError::new("ROWS WINDOW BUFFER belongs inside OVER (...)", loc(t))
+            })?;
+            let close = matching_paren(tokens, open).ok_or_else(|| unclosed(&tokens[open]))?;
+            frames.push((close - 1, frame));
+            i += 5;
+            continue;
+        }
+        if let Some(pos) = frames.iter().position(|(close, _)| *close == i) {
+            rest.extend(frames.remove(pos).1);
+        }
         if is_word(&t.token, "TABLE")
             && matches!(tok(tokens, i + 1), Token::LParen)
             && is_table_function(tok(tokens, i + 2))
@@ -217,14 +232,54 @@ fn lift_dialect_clauses(
             }
         }
         match t.token {
-            Token::LParen => depth += 1,
-            Token::RParen => depth -= 1,
+            Token::LParen => {
+                depth += 1;
+                open_parens.push(i);
+            }
+            Token::RParen => {
+                depth -= 1;
+                open_parens.pop();
+            }
             _ => {}
         }
         rest.push(t.clone());
         i += 1;
     }
     Ok(rest)
+}
+
+/// The Velostream form `OVER (ROWS WINDOW BUFFER n ROWS ...)`: keep the last
+/// n rows of each partition. Returns the standard frame that replaces it,
+/// `ROWS BETWEEN n-1 PRECEDING AND CURRENT ROW`, when `tokens[i..]` starts
+/// with the clause.
+fn row_buffer_frame(tokens: &[TokenWithSpan], i: usize) -> Result<Option<Vec<TokenWithSpan>>> {
+    if !(is_word(tok(tokens, i), "ROWS")
+        && is_word(tok(tokens, i + 1), "WINDOW")
+        && is_word(tok(tokens, i + 2), "BUFFER"))
+    {
+        return Ok(None);
+    }
+    let n = match tok(tokens, i + 3) {
+        Token::Number(n, _) => n.parse::<u64>().ok().filter(|n| *n > 0),
+        _ => None,
+    };
+    let (Some(n), true) = (n, is_word(tok(tokens, i + 4), "ROWS")) else {
+        return Err(SqlError::new(
+            "expected ROWS WINDOW BUFFER <n> ROWS with n > 0",
+            loc(&tokens[i + 2]),
+        ));
+    };
+    let span = tokens[i].span;
+    let word = |w: &str| TokenWithSpan::new(Token::make_keyword(w), span);
+    Ok(Some(vec![
+        word("ROWS"),
+        word("BETWEEN"),
+        TokenWithSpan::new(Token::Number((n - 1).to_string(), false), span),
+        word("PRECEDING"),
+        word("AND"),
+        word("CURRENT"),
+        word("ROW"),
+    ]))
 }
 
 /// `CREATE STREAM name (col TYPE, ...) [WITH (...)]`: column definitions are

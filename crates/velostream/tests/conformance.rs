@@ -52,6 +52,7 @@ spec_tests! {
     dialect => "dialect.yaml",
     errors => "errors.yaml",
     windows => "windows.yaml",
+    row_functions => "row_functions.yaml",
 }
 
 #[test]

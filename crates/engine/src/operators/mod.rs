@@ -7,6 +7,7 @@ pub mod group_keys;
 pub mod grouped;
 pub mod limit;
 pub mod project;
+pub mod row_window;
 pub mod session_aggregate;
 pub mod sort;
 pub mod vectorized;
