@@ -219,7 +219,7 @@ impl PipelineBuilder {
                         decoded.clone(),
                         time_column.as_deref(),
                         event_time.format.clone(),
-                        window.kind.clone(),
+                        window.as_ref().map(|w| w.kind.clone()),
                         event_time.watermark,
                         schema.clone(),
                         metrics.clone(),

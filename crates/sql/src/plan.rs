@@ -29,7 +29,8 @@ pub enum StreamNode {
     /// advances the watermark.
     WindowAssign {
         input: Box<StreamNode>,
-        window: WindowSpec,
+        /// `None`: only event time (`_event_time`) and the watermark.
+        window: Option<WindowSpec>,
         /// Column holding event time; `None` means arrival time.
         time_column: Option<String>,
         event_time: EventTime,
@@ -178,8 +179,12 @@ impl StreamNode {
                 ..
             } => {
                 let time = time_column.as_deref().unwrap_or("arrival time");
+                let what = window
+                    .as_ref()
+                    .map(|w| format!("WindowAssign {w}"))
+                    .unwrap_or_else(|| "EventTime".into());
                 format!(
-                    "WindowAssign {window} time={time} watermark={:?} late={:?}",
+                    "{what} time={time} watermark={:?} late={:?}",
                     event_time.watermark, event_time.late_data
                 )
             }

@@ -25,7 +25,10 @@ use crate::plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, Streamin
 use crate::script::split_statements;
 use crate::statement::{parse_statement, ParsedStatement, StatementKind};
 use crate::window::{EmitMode, WindowSpec};
-use crate::windowing::{group_by_window, window_assign, with_window_columns};
+use crate::windowing::{
+    group_by_window, window_assign, window_role, with_event_time_column, with_window_columns,
+    EVENT_TIME,
+};
 
 /// Supplies schemas of external sources that do not declare one, by
 /// looking at their data (the connectors implement this).
@@ -133,14 +136,18 @@ impl<'a> ApplicationPlanner<'a> {
         for (name, location) in &relations {
             sources.push(self.resolve_source(stmt, name, *location, &scope)?);
         }
+        let uses_event_time = mentions_identifier(query, EVENT_TIME);
         let plan_with = |query: Box<Query>, windowed: bool| -> Result<LogicalPlan> {
             let mut catalog = StatementCatalog::new(&self.state);
             for binding in &sources {
-                let schema = if windowed {
+                let mut schema = if windowed {
                     with_window_columns(&binding.schema, stmt.window_from_table_function)
                 } else {
                     binding.schema.clone()
                 };
+                if uses_event_time {
+                    schema = with_event_time_column(&schema);
+                }
                 catalog.add_table(&binding.name, schema);
             }
             let planner = SqlToRel::new_with_options(&catalog, parser_options());
@@ -361,6 +368,22 @@ fn referenced_relations(query: &datafusion::sql::sqlparser::ast::Query) -> Vec<(
     out
 }
 
+/// True when the query names the (unquoted, any case) identifier `name`.
+fn mentions_identifier(query: &Query, name: &str) -> bool {
+    visit_expressions(query, |e| match e {
+        SqlExprNode::Identifier(i) if i.value.eq_ignore_ascii_case(name) => ControlFlow::Break(()),
+        SqlExprNode::CompoundIdentifier(parts)
+            if parts
+                .last()
+                .is_some_and(|i| i.value.eq_ignore_ascii_case(name)) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
 /// Walks an optimized DataFusion plan and builds the operator chain.
 struct NodeMapper<'s> {
     sources: &'s [SourceBinding],
@@ -420,7 +443,12 @@ impl NodeMapper<'_> {
                 let schema = t.projected_schema.inner().clone();
                 let mut node = match (&self.window, self.sources.iter().find(|b| b.name == source))
                 {
-                    (Some(window), Some(binding)) => window_assign(binding, schema, window)?,
+                    (window, Some(binding))
+                        if window.is_some()
+                            || schema.fields().iter().any(|f| window_role(f).is_some()) =>
+                    {
+                        window_assign(binding, schema, window.as_ref())?
+                    }
                     _ => StreamNode::Scan { source, schema },
                 };
                 if let Some(fetch) = t.fetch {

@@ -47,7 +47,23 @@ pub fn with_window_columns(schema: &SchemaRef, table_function: bool) -> SchemaRe
     Arc::new(Schema::new(fields))
 }
 
-/// `Some("start")`/`Some("end")` for a window column.
+/// The event-time system column, filled from the event-time field (or
+/// arrival time) by the same operator that assigns windows.
+pub const EVENT_TIME: &str = "_event_time";
+
+/// `schema` plus `_event_time` (marked with the [`WINDOW_ROLE`] `event_time`).
+pub fn with_event_time_column(schema: &SchemaRef) -> SchemaRef {
+    if schema.field_with_name(EVENT_TIME).is_ok() {
+        return schema.clone();
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let metadata = [(WINDOW_ROLE.to_string(), "event_time".to_string())].into();
+    fields.push(Field::new(EVENT_TIME, window_column_type(), true).with_metadata(metadata));
+    Arc::new(Schema::new(fields))
+}
+
+/// `Some("start")`/`Some("end")` for a window column, `Some("event_time")`
+/// for `_event_time`.
 pub fn window_role(field: &Field) -> Option<&str> {
     field.metadata().get(WINDOW_ROLE).map(String::as_str)
 }
@@ -86,11 +102,11 @@ pub fn group_by_window(query: &mut Query, window: &WindowSpec) -> Result<()> {
 pub fn window_assign(
     binding: &SourceBinding,
     projected: SchemaRef,
-    window: &WindowSpec,
+    window: Option<&WindowSpec>,
 ) -> Result<StreamNode> {
+    let location = window.map(|w| w.location).unwrap_or_default();
     let time_column = window
-        .time_column
-        .clone()
+        .and_then(|w| w.time_column.clone())
         .or_else(|| binding.event_time.field.clone());
     let mut decode: Vec<Field> = projected
         .fields()
@@ -111,7 +127,7 @@ pub fn window_assign(
                     "window time column '{column}' is not a column of '{}'",
                     binding.name
                 ),
-                window.location,
+                location,
             )
             .with_hint(format!("the columns are: {}", columns.join(", ")))
         })?;
@@ -124,7 +140,7 @@ pub fn window_assign(
             source: binding.name.clone(),
             schema: Arc::new(Schema::new(decode)),
         }),
-        window: window.clone(),
+        window: window.cloned(),
         time_column,
         event_time: binding.event_time.clone(),
         schema: projected,

@@ -53,6 +53,7 @@ spec_tests! {
     errors => "errors.yaml",
     windows => "windows.yaml",
     row_functions => "row_functions.yaml",
+    windows_more => "windows_more.yaml",
 }
 
 #[test]

@@ -30,13 +30,15 @@ enum Column {
     Input(usize),
     WindowStart,
     WindowEnd,
+    EventTime,
 }
 
 pub struct WindowAssignOperator {
     /// Input column holding event time; `None` = arrival time.
     time: Option<(usize, String)>,
     format: TimeFormat,
-    window: WindowKind,
+    /// `None`: every record passes once, with its event time.
+    window: Option<WindowKind>,
     /// Milliseconds the watermark stays behind the largest event time.
     lag_ms: i64,
     max_seen: Option<i64>,
@@ -52,7 +54,7 @@ impl WindowAssignOperator {
         input: SchemaRef,
         time_column: Option<&str>,
         format: TimeFormat,
-        window: WindowKind,
+        window: Option<WindowKind>,
         watermark: WatermarkStrategy,
         schema: SchemaRef,
         metrics: Arc<JobMetrics>,
@@ -66,7 +68,8 @@ impl WindowAssignOperator {
             .iter()
             .map(|f| match window_role(f) {
                 Some("start") => Ok(Column::WindowStart),
-                Some(_) => Ok(Column::WindowEnd),
+                Some("end") => Ok(Column::WindowEnd),
+                Some(_) => Ok(Column::EventTime),
                 None => Ok(Column::Input(input.index_of(f.name())?)),
             })
             .collect::<Result<Vec<_>>>()?;
@@ -92,12 +95,13 @@ impl WindowAssignOperator {
     fn windows_of(&self, t: i64, out: &mut Vec<(i64, i64)>) {
         out.clear();
         match self.window {
-            WindowKind::Tumbling { size } => {
+            None => out.push((t, t)),
+            Some(WindowKind::Tumbling { size }) => {
                 let size = size.as_millis() as i64;
                 let start = t.div_euclid(size) * size;
                 out.push((start, start + size));
             }
-            WindowKind::Sliding { size, advance } => {
+            Some(WindowKind::Sliding { size, advance }) => {
                 let (size, advance) = (size.as_millis() as i64, advance.as_millis() as i64);
                 let mut start = t.div_euclid(advance) * advance;
                 while start > t - size {
@@ -107,7 +111,7 @@ impl WindowAssignOperator {
                 out.reverse();
             }
             // The record's own proto-session; the session operator merges.
-            WindowKind::Session { gap } => out.push((t, t + gap.as_millis() as i64)),
+            Some(WindowKind::Session { gap }) => out.push((t, t + gap.as_millis() as i64)),
         }
     }
 
@@ -137,6 +141,7 @@ impl Operator for WindowAssignOperator {
         let mut starts: Vec<i64> = Vec::with_capacity(batch.num_rows());
         let mut ends: Vec<i64> = Vec::with_capacity(batch.num_rows());
         let mut windows = Vec::new();
+        let mut times_out: Vec<i64> = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             if times.is_null(row) {
                 let column = self.time.as_ref().map(|(_, n)| n.as_str()).unwrap_or("?");
@@ -152,11 +157,15 @@ impl Operator for WindowAssignOperator {
             let before = rows.len();
             for &(start, end) in &windows {
                 // sessions decide lateness after merging
-                let merging = matches!(self.window, WindowKind::Session { .. });
+                let merging = !matches!(
+                    self.window,
+                    Some(WindowKind::Tumbling { .. } | WindowKind::Sliding { .. })
+                );
                 if !merging && closed_up_to.is_some_and(|wm| end <= wm) {
                     continue;
                 }
                 rows.push(row as u32);
+                times_out.push(t);
                 starts.push(start);
                 ends.push(end);
             }
@@ -185,6 +194,9 @@ impl Operator for WindowAssignOperator {
                 Column::Input(i) => Ok(take(batch.column(*i), &indices, None)?),
                 Column::WindowStart => Ok(starts.clone()),
                 Column::WindowEnd => Ok(ends.clone()),
+                Column::EventTime => {
+                    Ok(Arc::new(TimestampMillisecondArray::from(times_out.clone())) as ArrayRef)
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         out.push(RecordBatch::try_new(self.schema.clone(), columns)?);
