@@ -221,6 +221,7 @@ impl PipelineBuilder {
                         event_time.format.clone(),
                         window.as_ref().map(|w| w.kind.clone()),
                         event_time.watermark,
+                        event_time.idle_timeout,
                         schema.clone(),
                         metrics.clone(),
                     )?));

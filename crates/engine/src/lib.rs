@@ -12,6 +12,7 @@ pub mod job;
 pub mod metrics;
 pub mod operators;
 pub mod state;
+pub mod watermark;
 
 pub use build::PipelineBuilder;
 pub use connector::{Sink, Source, SourceEvent};

@@ -14,6 +14,7 @@ pub const EVENT_TIME_KEYS: &[&str] = &[
     "watermark.strategy",
     "watermark.max_out_of_orderness",
     "late.data.strategy",
+    "watermark.idle_timeout",
 ];
 
 /// How the event-time column's values are read.
@@ -51,6 +52,8 @@ pub struct EventTime {
     pub format: TimeFormat,
     pub watermark: WatermarkStrategy,
     pub late_data: LateDataStrategy,
+    /// A partition silent for this long stops holding the watermark back.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for EventTime {
@@ -60,6 +63,7 @@ impl Default for EventTime {
             format: TimeFormat::Auto,
             watermark: WatermarkStrategy::BoundedOutOfOrderness(Duration::ZERO),
             late_data: LateDataStrategy::Drop,
+            idle_timeout: None,
         }
     }
 }
@@ -99,6 +103,11 @@ impl EventTime {
                 ))
             }
         };
+        if let Some(text) = props.get("watermark.idle_timeout") {
+            spec.idle_timeout = Some(parse_shorthand(text).ok_or_else(|| {
+                format!("'watermark.idle_timeout' = '{text}' is not a duration; write e.g. 30s, 1m")
+            })?);
+        }
         spec.late_data = match props.get("late.data.strategy").map(String::as_str) {
             None | Some("drop") => LateDataStrategy::Drop,
             Some("dead_letter") => LateDataStrategy::DeadLetter,

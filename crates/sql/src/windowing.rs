@@ -114,6 +114,12 @@ pub fn window_assign(
         .filter(|f| window_role(f).is_none())
         .map(|f| f.as_ref().clone())
         .collect();
+    // the partition number, where the source has one, drives per-partition watermarks
+    if let Ok(partition) = binding.schema.field_with_name("_partition") {
+        if !decode.iter().any(|f| f.name() == "_partition") {
+            decode.push(partition.clone());
+        }
+    }
     if let Some(column) = &time_column {
         let field = binding.schema.field_with_name(column).map_err(|_| {
             let columns: Vec<&str> = binding

@@ -10,13 +10,15 @@
 //! depend on where batches are cut within that bound.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, TimestampMillisecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, UInt64Type,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use velostream_sql::windowing::window_role;
 use velostream_sql::{TimeFormat, WatermarkStrategy, WindowKind};
@@ -24,6 +26,11 @@ use velostream_sql::{TimeFormat, WatermarkStrategy, WindowKind};
 use super::Operator;
 use crate::error::{EngineError, Result};
 use crate::metrics::JobMetrics;
+use crate::watermark::WatermarkTracker;
+
+/// The column that numbers a record's source partition (Kafka sources
+/// provide it); without it a source is one partition.
+const PARTITION_COLUMN: &str = "_partition";
 
 /// Where an output column comes from.
 enum Column {
@@ -39,10 +46,9 @@ pub struct WindowAssignOperator {
     format: TimeFormat,
     /// `None`: every record passes once, with its event time.
     window: Option<WindowKind>,
-    /// Milliseconds the watermark stays behind the largest event time.
-    lag_ms: i64,
-    max_seen: Option<i64>,
-    watermark: Option<i64>,
+    /// Input column numbering the source partition a record came from.
+    partition: Option<usize>,
+    watermarks: WatermarkTracker,
     emitted: Option<i64>,
     columns: Vec<Column>,
     schema: SchemaRef,
@@ -56,6 +62,7 @@ impl WindowAssignOperator {
         format: TimeFormat,
         window: Option<WindowKind>,
         watermark: WatermarkStrategy,
+        idle_timeout: Option<Duration>,
         schema: SchemaRef,
         metrics: Arc<JobMetrics>,
     ) -> Result<Self> {
@@ -73,17 +80,16 @@ impl WindowAssignOperator {
                 None => Ok(Column::Input(input.index_of(f.name())?)),
             })
             .collect::<Result<Vec<_>>>()?;
-        let lag_ms = match watermark {
-            WatermarkStrategy::BoundedOutOfOrderness(d) => d.as_millis() as i64,
-            WatermarkStrategy::Ascending => 0,
+        let lag = match watermark {
+            WatermarkStrategy::BoundedOutOfOrderness(d) => d,
+            WatermarkStrategy::Ascending => Duration::ZERO,
         };
         Ok(Self {
             time,
             format,
             window,
-            lag_ms,
-            max_seen: None,
-            watermark: None,
+            partition: input.index_of(PARTITION_COLUMN).ok(),
+            watermarks: WatermarkTracker::new(lag, idle_timeout),
             emitted: None,
             columns,
             schema,
@@ -136,7 +142,12 @@ impl Operator for WindowAssignOperator {
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let times = self.event_times(&batch)?;
-        let closed_up_to = self.watermark;
+        let closed_up_to = self.watermarks.current();
+        let now = Instant::now();
+        let partitions = match self.partition {
+            Some(i) => Some(cast(batch.column(i), &DataType::UInt64)?),
+            None => None,
+        };
         let mut rows: Vec<u32> = Vec::with_capacity(batch.num_rows());
         let mut starts: Vec<i64> = Vec::with_capacity(batch.num_rows());
         let mut ends: Vec<i64> = Vec::with_capacity(batch.num_rows());
@@ -152,7 +163,12 @@ impl Operator for WindowAssignOperator {
                 continue;
             }
             let t = times.value(row);
-            self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+            let partition = partitions
+                .as_ref()
+                .and_then(|p| p.as_primitive_opt::<UInt64Type>())
+                .map(|p| p.value(row) as usize)
+                .unwrap_or(0);
+            self.watermarks.observe(partition, t, now);
             self.windows_of(t, &mut windows);
             let before = rows.len();
             for &(start, end) in &windows {
@@ -174,12 +190,8 @@ impl Operator for WindowAssignOperator {
                     .late_record(t, closed_up_to.unwrap_or(i64::MIN));
             }
         }
-        if let Some(max) = self.max_seen {
-            let next = max - self.lag_ms;
-            if self.watermark.is_none_or(|wm| next > wm) {
-                self.watermark = Some(next);
-                self.emitted = Some(next);
-            }
+        if let Some(advanced) = self.watermarks.advance(now) {
+            self.emitted = Some(advanced);
         }
         if rows.is_empty() {
             return Ok(());
