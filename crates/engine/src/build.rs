@@ -218,10 +218,8 @@ impl PipelineBuilder {
                     operators.push(Box::new(WindowAssignOperator::new(
                         decoded.clone(),
                         time_column.as_deref(),
-                        event_time.format.clone(),
+                        event_time,
                         window.as_ref().map(|w| w.kind.clone()),
-                        event_time.watermark,
-                        event_time.idle_timeout,
                         schema.clone(),
                         metrics.clone(),
                     )?));

@@ -21,7 +21,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use velostream_sql::windowing::window_role;
-use velostream_sql::{TimeFormat, WatermarkStrategy, WindowKind};
+use velostream_sql::{EventTime, TimeFormat, WatermarkStrategy, WindowKind};
 
 use super::Operator;
 use crate::error::{EngineError, Result};
@@ -59,10 +59,8 @@ impl WindowAssignOperator {
     pub fn new(
         input: SchemaRef,
         time_column: Option<&str>,
-        format: TimeFormat,
+        event_time: &EventTime,
         window: Option<WindowKind>,
-        watermark: WatermarkStrategy,
-        idle_timeout: Option<Duration>,
         schema: SchemaRef,
         metrics: Arc<JobMetrics>,
     ) -> Result<Self> {
@@ -80,16 +78,16 @@ impl WindowAssignOperator {
                 None => Ok(Column::Input(input.index_of(f.name())?)),
             })
             .collect::<Result<Vec<_>>>()?;
-        let lag = match watermark {
+        let lag = match event_time.watermark {
             WatermarkStrategy::BoundedOutOfOrderness(d) => d,
             WatermarkStrategy::Ascending => Duration::ZERO,
         };
         Ok(Self {
             time,
-            format,
+            format: event_time.format.clone(),
             window,
             partition: input.index_of(PARTITION_COLUMN).ok(),
-            watermarks: WatermarkTracker::new(lag, idle_timeout),
+            watermarks: WatermarkTracker::new(lag, event_time.idle_timeout),
             emitted: None,
             columns,
             schema,
