@@ -75,6 +75,13 @@ impl Job {
                     self.metrics.add_input(batch.num_rows() as u64, 0);
                     self.pipeline.process(batch, &mut out)?;
                     self.deliver(&mut out)?;
+                    let state = self.pipeline.state_size();
+                    self.metrics
+                        .open_windows
+                        .store(state.windows as u64, Ordering::Relaxed);
+                    self.metrics
+                        .state_keys
+                        .store(state.keys as u64, Ordering::Relaxed);
                     self.metrics
                         .record_latency(polled.elapsed().as_micros() as u64);
                     if self.pipeline.is_done() {

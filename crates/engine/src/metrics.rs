@@ -17,6 +17,10 @@ pub struct JobMetrics {
     pub bad_records: AtomicU64,
     /// Records dropped because every window they belong to had closed.
     pub late_records: AtomicU64,
+    /// Windows (and sessions) currently open, over all operators.
+    pub open_windows: AtomicU64,
+    /// Keys (groups, partitions) currently held, over all operators.
+    pub state_keys: AtomicU64,
     /// The first few malformed-record reports, for the end-of-run summary.
     pub bad_record_samples: Mutex<Vec<String>>,
     /// Microseconds each batch took from the job asking its source for it

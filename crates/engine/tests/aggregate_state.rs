@@ -1,28 +1,17 @@
 //! Aggregation state survives a snapshot: an operator restored from a
 //! snapshot taken mid-stream produces exactly what an uninterrupted one does.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::Arc;
 
+use common::run;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use velostream_engine::operators::Pipeline;
 use velostream_engine::state::{MemoryStateBackend, StateBackend};
 use velostream_engine::PipelineBuilder;
-use velostream_sql::{parse_application, ApplicationPlanner, SourceResolver, StreamingPlan};
-
-struct FixedSchema(SchemaRef);
-
-impl SourceResolver for FixedSchema {
-    fn infer_schema(
-        &self,
-        _name: &str,
-        _props: &BTreeMap<String, String>,
-    ) -> Result<SchemaRef, String> {
-        Ok(self.0.clone())
-    }
-}
+use velostream_sql::StreamingPlan;
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -32,11 +21,7 @@ fn schema() -> SchemaRef {
 }
 
 fn plan(sql: &str) -> StreamingPlan {
-    let statements = parse_application(sql).unwrap();
-    ApplicationPlanner::new(&FixedSchema(schema()))
-        .plan(&statements)
-        .unwrap()
-        .remove(0)
+    common::plan(sql, schema())
 }
 
 fn batch(keys: &[&str], values: &[Option<i64>]) -> RecordBatch {
@@ -60,17 +45,6 @@ fn text(batches: &[RecordBatch]) -> String {
     let header = lines.drain(..3.min(lines.len())).collect::<Vec<_>>();
     lines.sort();
     format!("{}\n{}", header.join("\n"), lines.join("\n"))
-}
-
-fn run(pipeline: &mut Pipeline, batches: Vec<RecordBatch>, finish: bool) -> Vec<RecordBatch> {
-    let mut out = Vec::new();
-    for b in batches {
-        pipeline.process(b, &mut out).unwrap();
-    }
-    if finish {
-        pipeline.finish(&mut out).unwrap();
-    }
-    out
 }
 
 const SQL: &str =

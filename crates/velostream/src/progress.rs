@@ -41,8 +41,18 @@ impl Progress {
                     .sum();
                 let rate = (records - last.1) as f64 / last.0.elapsed().as_secs_f64();
                 last = (Instant::now(), records);
+                let windows: u64 = metrics
+                    .iter()
+                    .map(|m| JobMetrics::get(&m.open_windows))
+                    .sum();
+                let keys: u64 = metrics.iter().map(|m| JobMetrics::get(&m.state_keys)).sum();
+                let state = if windows + keys > 0 {
+                    format!(", state: {windows} open windows, {keys} keys")
+                } else {
+                    String::new()
+                };
                 let line = format!(
-                    "[{:>6.1}s] {records} records in, {out} out, {} records/s",
+                    "[{:>6.1}s] {records} records in, {out} out, {} records/s{state}",
                     started.elapsed().as_secs_f64(),
                     human(rate)
                 );

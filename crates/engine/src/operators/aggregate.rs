@@ -10,7 +10,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use velostream_sql::EmitMode;
 
 use super::grouped::{conform, AggregateCall, GroupedAggregates};
-use super::Operator;
+use super::{Operator, StateSize};
 use crate::error::{EngineError, Result};
 use crate::state::{Checkpointable, OperatorSnapshot};
 
@@ -69,6 +69,13 @@ impl Operator for AggregateOperator {
             out.push(conform(&self.schema, self.groups.evaluate(&all)?)?);
         }
         Ok(())
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            windows: 0,
+            keys: self.groups.len(),
+        }
     }
 
     fn state(&mut self) -> Option<&mut dyn Checkpointable> {

@@ -56,10 +56,22 @@ pub trait Operator: Send {
         false
     }
 
+    /// How much state the operator holds (reported as metrics).
+    fn state_size(&self) -> StateSize {
+        StateSize::default()
+    }
+
     /// The operator's state, for checkpoints; `None` for stateless operators.
     fn state(&mut self) -> Option<&mut dyn Checkpointable> {
         None
     }
+}
+
+/// Open windows (or sessions) and keys (groups, partitions) an operator holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StateSize {
+    pub windows: usize,
+    pub keys: usize,
 }
 
 /// A chain of operators in data-flow order.
@@ -94,6 +106,17 @@ impl Pipeline {
             self.run_from(i + 1, flushed, out)?;
         }
         Ok(())
+    }
+
+    /// State held by all operators together.
+    pub fn state_size(&self) -> StateSize {
+        self.operators.iter().fold(StateSize::default(), |acc, op| {
+            let s = op.state_size();
+            StateSize {
+                windows: acc.windows + s.windows,
+                keys: acc.keys + s.keys,
+            }
+        })
     }
 
     /// True when some operator wants no more input.

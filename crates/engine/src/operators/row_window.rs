@@ -17,7 +17,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::group_keys::GroupKeys;
-use super::{evaluate_all, Operator};
+use super::{evaluate_all, Operator, StateSize};
 use crate::error::Result;
 
 /// What one `f(...) OVER (...)` computes.
@@ -175,6 +175,13 @@ impl ExprState {
 impl Operator for RowWindowOperator {
     fn name(&self) -> &'static str {
         "row_window"
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            windows: 0,
+            keys: self.exprs.iter().map(|e| e.partitions.len()).sum(),
+        }
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {

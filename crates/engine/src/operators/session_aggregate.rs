@@ -22,7 +22,7 @@ use velostream_sql::EmitMode;
 use super::group_keys::GroupKeys;
 use super::grouped::{conform, AggregateCall};
 use super::window_aggregate::{GroupSlot, WindowAggregateParts};
-use super::{evaluate_all, Operator};
+use super::{evaluate_all, Operator, StateSize};
 use crate::error::Result;
 use crate::metrics::JobMetrics;
 
@@ -270,6 +270,13 @@ impl Operator for SessionAggregateOperator {
             out.extend(self.rows(&touched)?);
         }
         Ok(())
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            windows: self.by_end.len(),
+            keys: self.sessions.iter().filter(|s| !s.is_empty()).count(),
+        }
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {

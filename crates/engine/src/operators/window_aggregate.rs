@@ -18,7 +18,7 @@ use velostream_sql::EmitMode;
 
 use super::grouped::{conform, AggregateCall, GroupedAggregates};
 use super::vectorized::VectorizedAggregates;
-use super::Operator;
+use super::{Operator, StateSize};
 use crate::error::Result;
 
 /// The state of one open window: read repeatedly for EMIT CHANGES, once
@@ -204,6 +204,13 @@ impl Operator for WindowAggregateOperator {
             }
         }
         Ok(())
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            windows: self.windows.len(),
+            keys: self.windows.values().map(WindowState::len).sum(),
+        }
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {

@@ -1,0 +1,85 @@
+//! Window state is bounded: closed windows free their state, and the
+//! number of open windows and keys is reported.
+
+mod common;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use velostream_engine::PipelineBuilder;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, true),
+        Field::new("at", DataType::Int64, true),
+    ]))
+}
+
+/// 100 records over 10 keys, at times `start..start + 100` ms.
+fn batch(start: i64) -> RecordBatch {
+    let keys: Vec<String> = (0..100).map(|i| format!("k{}", i % 10)).collect();
+    let times: Vec<i64> = (0..100).map(|i| start + i).collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(StringArray::from(keys)),
+            Arc::new(Int64Array::from(times)),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn closed_windows_free_their_state() {
+    for emit in ["EMIT FINAL", "EMIT CHANGES"] {
+        let sql = format!("SELECT k, COUNT(*) AS n FROM t GROUP BY k WINDOW TUMBLING(at, 100ms) {emit} WITH ('t.type' = 'test')");
+        let plan = common::plan(&sql, schema());
+        let mut pipeline = PipelineBuilder::new()
+            .build(&plan, true, Default::default())
+            .unwrap();
+        let mut peak = 0;
+        for i in 0..50 {
+            common::run(&mut pipeline, vec![batch(i * 100)], false);
+            let size = pipeline.state_size();
+            peak = peak.max(size.windows);
+            // the batch's own window stays open until the next batch moves the watermark
+            assert!(size.windows <= 1, "{emit}: {size:?} after batch {i}");
+            assert!(size.keys <= 10, "{emit}: {size:?} after batch {i}");
+        }
+        assert_eq!(peak, 1, "{emit}");
+        let out = common::run(&mut pipeline, vec![], true);
+        assert_eq!(
+            pipeline.state_size().windows,
+            0,
+            "{emit}: everything closes at the end"
+        );
+        if emit == "EMIT FINAL" {
+            assert_eq!(
+                out.iter().map(|b| b.num_rows()).sum::<usize>(),
+                10,
+                "the last window's 10 keys"
+            );
+        }
+    }
+}
+
+#[test]
+fn sessions_are_freed_when_they_close() {
+    let plan = common::plan("SELECT k, COUNT(*) AS n FROM t GROUP BY k WINDOW SESSION(at, 10ms) WITH ('t.type' = 'test')", schema());
+    let mut pipeline = PipelineBuilder::new()
+        .build(&plan, true, Default::default())
+        .unwrap();
+    for i in 0..20 {
+        // each batch is 100 ms of dense records: one session per key, closed by the next batch
+        common::run(&mut pipeline, vec![batch(i * 1000)], false);
+        assert!(
+            pipeline.state_size().windows <= 10,
+            "{:?}",
+            pipeline.state_size()
+        );
+    }
+    let out = common::run(&mut pipeline, vec![], true);
+    assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+    assert_eq!(pipeline.state_size(), Default::default());
+}
