@@ -68,6 +68,25 @@ impl WatermarkTracker {
         None
     }
 
+    /// The watermark and each partition's largest event time, for a snapshot.
+    pub fn positions(&self) -> (Option<i64>, Vec<(usize, i64)>) {
+        let partitions = self
+            .partitions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|p| (i, p.max_event_time)))
+            .collect();
+        (self.current, partitions)
+    }
+
+    /// Restores [`positions`](Self::positions); restored partitions count as just seen.
+    pub fn restore(&mut self, current: Option<i64>, partitions: &[(usize, i64)], now: Instant) {
+        self.current = current;
+        for &(partition, max) in partitions {
+            self.observe(partition, max, now);
+        }
+    }
+
     /// The current watermark, if any event has been seen.
     pub fn current(&self) -> Option<i64> {
         self.current

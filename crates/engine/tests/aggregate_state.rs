@@ -5,10 +5,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::run;
+use common::{run, text};
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use velostream_engine::state::{MemoryStateBackend, StateBackend};
 use velostream_engine::PipelineBuilder;
 use velostream_sql::StreamingPlan;
@@ -33,18 +32,6 @@ fn batch(keys: &[&str], values: &[Option<i64>]) -> RecordBatch {
         ],
     )
     .unwrap()
-}
-
-fn text(batches: &[RecordBatch]) -> String {
-    let mut lines: Vec<String> = pretty_format_batches(batches)
-        .unwrap()
-        .to_string()
-        .lines()
-        .map(String::from)
-        .collect();
-    let header = lines.drain(..3.min(lines.len())).collect::<Vec<_>>();
-    lines.sort();
-    format!("{}\n{}", header.join("\n"), lines.join("\n"))
 }
 
 const SQL: &str =

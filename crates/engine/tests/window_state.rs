@@ -83,3 +83,36 @@ fn sessions_are_freed_when_they_close() {
     assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
     assert_eq!(pipeline.state_size(), Default::default());
 }
+
+#[test]
+fn window_state_and_watermark_survive_a_snapshot() {
+    for emit in ["EMIT FINAL", "EMIT CHANGES"] {
+        let sql = format!(
+            "SELECT k, _window_start, COUNT(*) AS n, SUM(at) AS s, COUNT(DISTINCT at % 7) AS d FROM t \
+             GROUP BY k WINDOW TUMBLING(at, 150ms) {emit} WITH ('t.type' = 'test')"
+        );
+        let plan = common::plan(&sql, schema());
+        let builder = PipelineBuilder::new();
+        let batches = || vec![batch(0), batch(100), batch(200), batch(300)];
+
+        let mut whole = builder.build(&plan, true, Default::default()).unwrap();
+        let expected = common::run(&mut whole, batches(), true);
+
+        let mut before = builder.build(&plan, true, Default::default()).unwrap();
+        let mut actual = common::run(&mut before, batches()[..2].to_vec(), false);
+        let backend = common::snapshot_all(&mut before);
+        // taking a snapshot does not disturb the running operator
+        let continued = common::run(&mut before, batches()[2..].to_vec(), true);
+        let mut after = builder.build(&plan, true, Default::default()).unwrap();
+        assert_eq!(
+            common::restore_all(&mut after, &backend),
+            2,
+            "{emit}: window assignment and aggregate"
+        );
+        let resumed = common::run(&mut after, batches()[2..].to_vec(), true);
+
+        assert_eq!(common::text(&resumed), common::text(&continued), "{emit}");
+        actual.extend(resumed);
+        assert_eq!(common::text(&actual), common::text(&expected), "{emit}");
+    }
+}

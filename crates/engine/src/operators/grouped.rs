@@ -193,12 +193,9 @@ impl GroupedAggregates {
     }
 
     /// One row per group: the key in Arrow row format, then every
-    /// accumulator's intermediate state columns.
+    /// accumulator's intermediate state columns (see [`snapshot_batch`]).
     pub fn snapshot(&mut self) -> Result<OperatorSnapshot> {
-        let mut fields = vec![Field::new("group_key", DataType::Binary, false)];
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(BinaryArray::from_iter_values(
-            (0..self.keys.len()).map(|g| self.keys.row_bytes(g).to_vec()),
-        ))];
+        let mut states = Vec::with_capacity(self.calls.len());
         for (i, call) in self.calls.iter().enumerate() {
             let state_fields = call.function.state_fields()?;
             let mut per_field: Vec<Vec<ScalarValue>> = vec![Vec::new(); state_fields.len()];
@@ -207,25 +204,21 @@ impl GroupedAggregates {
                     per_field[f].push(value);
                 }
             }
-            for (field, values) in state_fields.iter().zip(per_field) {
-                fields.push(Field::new(
-                    format!("{i}_{}", field.name()),
-                    field.data_type().clone(),
-                    true,
-                ));
-                columns.push(if values.is_empty() {
-                    datafusion::arrow::array::new_empty_array(field.data_type())
-                } else {
-                    ScalarValue::iter_to_array(values)?
-                });
-            }
+            states.push(
+                per_field
+                    .into_iter()
+                    .zip(&state_fields)
+                    .map(|(values, field)| {
+                        if values.is_empty() {
+                            Ok(datafusion::arrow::array::new_empty_array(field.data_type()))
+                        } else {
+                            ScalarValue::iter_to_array(values)
+                        }
+                    })
+                    .collect::<datafusion::common::Result<Vec<_>>>()?,
+            );
         }
-        let schema = Arc::new(Schema::new(fields));
-        let batch = conform(&schema, columns)?;
-        Ok(OperatorSnapshot {
-            schema,
-            batches: vec![batch],
-        })
+        snapshot_batch(&self.keys, &self.calls, states)
     }
 
     /// Loads a snapshot into this (empty) state.
@@ -236,32 +229,78 @@ impl GroupedAggregates {
             ));
         }
         for batch in &snapshot.batches {
-            let keys = batch.column(0).as_binary_opt::<i32>().ok_or_else(|| {
-                EngineError::State("aggregate snapshot has no binary group_key column".into())
-            })?;
+            let (keys, states) = snapshot_parts(batch, &self.calls)?;
             for row in 0..batch.num_rows() {
                 let g = self.keys.intern_row_bytes(keys.value(row));
                 if g == self.accumulators.len() {
                     self.add_groups(1)?;
                 }
-                let mut column = 1;
-                for call in 0..self.calls.len() {
-                    let width = self.calls[call].function.state_fields()?.len();
-                    let states: Vec<ArrayRef> = (column..column + width)
-                        .map(|c| batch.column(c).slice(row, 1))
-                        .collect();
-                    self.accumulators[g][call].merge_batch(&states)?;
-                    column += width;
-                }
-                if column != batch.num_columns() {
-                    return Err(EngineError::State(
-                        "aggregate snapshot does not match the query's aggregates".into(),
-                    ));
+                for (call, columns) in states.iter().enumerate() {
+                    let slices: Vec<ArrayRef> = columns.iter().map(|c| c.slice(row, 1)).collect();
+                    self.accumulators[g][call].merge_batch(&slices)?;
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The layout every aggregate snapshot shares: `group_key` (the key in
+/// Arrow row format), then each call's state columns named `<call>_<field>`.
+/// `states[call]` holds that call's state columns, one row per group.
+pub fn snapshot_batch(
+    keys: &GroupKeys,
+    calls: &[AggregateCall],
+    states: Vec<Vec<ArrayRef>>,
+) -> Result<OperatorSnapshot> {
+    let mut fields = vec![Field::new("group_key", DataType::Binary, false)];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(BinaryArray::from_iter_values(
+        (0..keys.len()).map(|g| keys.row_bytes(g).to_vec()),
+    ))];
+    for (i, (call, state)) in calls.iter().zip(states).enumerate() {
+        for (field, column) in call.function.state_fields()?.iter().zip(state) {
+            fields.push(Field::new(
+                format!("{i}_{}", field.name()),
+                field.data_type().clone(),
+                true,
+            ));
+            columns.push(column);
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = conform(&schema, columns)?;
+    Ok(OperatorSnapshot {
+        schema,
+        batches: vec![batch],
+    })
+}
+
+/// Splits a snapshot batch into key bytes and each call's state columns.
+pub fn snapshot_parts<'a>(
+    batch: &'a RecordBatch,
+    calls: &[AggregateCall],
+) -> Result<(&'a BinaryArray, Vec<Vec<ArrayRef>>)> {
+    let keys = batch.column(0).as_binary_opt::<i32>().ok_or_else(|| {
+        EngineError::State("aggregate snapshot has no binary group_key column".into())
+    })?;
+    let mut column = 1;
+    let mut states = Vec::with_capacity(calls.len());
+    for call in calls {
+        let width = call.function.state_fields()?.len();
+        if column + width > batch.num_columns() {
+            return Err(EngineError::State(
+                "aggregate snapshot does not match the query's aggregates".into(),
+            ));
+        }
+        states.push(batch.columns()[column..column + width].to_vec());
+        column += width;
+    }
+    if column != batch.num_columns() {
+        return Err(EngineError::State(
+            "aggregate snapshot does not match the query's aggregates".into(),
+        ));
+    }
+    Ok((keys, states))
 }
 
 /// Builds a batch of `schema`, casting columns whose type differs only in

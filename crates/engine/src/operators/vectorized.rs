@@ -15,8 +15,9 @@ use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 
 use super::evaluate_all;
 use super::group_keys::GroupKeys;
-use super::grouped::AggregateCall;
+use super::grouped::{snapshot_batch, snapshot_parts, AggregateCall};
 use crate::error::{EngineError, Result};
+use crate::state::OperatorSnapshot;
 
 pub struct VectorizedAggregates {
     group_exprs: Arc<[Arc<dyn PhysicalExpr>]>,
@@ -34,16 +35,7 @@ impl VectorizedAggregates {
     ) -> Result<Self> {
         let accumulators = calls
             .iter()
-            .map(|c| -> Result<Box<dyn GroupsAccumulator>> {
-                if c.function.groups_accumulator_supported() {
-                    Ok(c.function.create_groups_accumulator()?)
-                } else {
-                    let function = c.function.clone();
-                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
-                        function.create_accumulator()
-                    })))
-                }
-            })
+            .map(groups_accumulator)
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             keys: GroupKeys::new(key_fields)?,
@@ -84,6 +76,36 @@ impl VectorizedAggregates {
         Ok(())
     }
 
+    /// The snapshot layout of [`snapshot_batch`]. Reading a GroupsAccumulator's
+    /// state consumes it, so the state is merged straight back.
+    pub fn snapshot(&mut self) -> Result<OperatorSnapshot> {
+        let n = self.keys.len();
+        let groups: Vec<usize> = (0..n).collect();
+        let mut states = Vec::with_capacity(self.accumulators.len());
+        for (acc, call) in self.accumulators.iter_mut().zip(self.calls.iter()) {
+            let state = acc.state(EmitTo::All)?;
+            *acc = groups_accumulator(call)?;
+            acc.merge_batch(&state, &groups, n)?;
+            states.push(state);
+        }
+        snapshot_batch(&self.keys, &self.calls, states)
+    }
+
+    /// Loads a snapshot into this (empty) state.
+    pub fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<()> {
+        for batch in &snapshot.batches {
+            let (keys, states) = snapshot_parts(batch, &self.calls)?;
+            let groups: Vec<usize> = (0..batch.num_rows())
+                .map(|row| self.keys.intern_row_bytes(keys.value(row)))
+                .collect();
+            let total = self.keys.len();
+            for (acc, state) in self.accumulators.iter_mut().zip(&states) {
+                acc.merge_batch(state, &groups, total)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Key columns, then every aggregate's value, for all groups in
     /// creation order. The state is consumed.
     pub fn emit_all(&mut self) -> Result<Vec<ArrayRef>> {
@@ -101,5 +123,18 @@ impl VectorizedAggregates {
             columns.push(values);
         }
         Ok(columns)
+    }
+}
+
+/// A GroupsAccumulator for `call`, adapting row accumulators where the
+/// function has no vectorized implementation.
+fn groups_accumulator(call: &AggregateCall) -> Result<Box<dyn GroupsAccumulator>> {
+    if call.function.groups_accumulator_supported() {
+        Ok(call.function.create_groups_accumulator()?)
+    } else {
+        let function = call.function.clone();
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+            function.create_accumulator()
+        })))
     }
 }

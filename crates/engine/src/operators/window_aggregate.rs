@@ -9,9 +9,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, Int64Array, TimestampMillisecondArray, UInt32Array,
+};
 use datafusion::arrow::compute::{cast, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 use velostream_sql::EmitMode;
@@ -19,7 +21,8 @@ use velostream_sql::EmitMode;
 use super::grouped::{conform, AggregateCall, GroupedAggregates};
 use super::vectorized::VectorizedAggregates;
 use super::{Operator, StateSize};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
+use crate::state::{Checkpointable, OperatorSnapshot};
 
 /// The state of one open window: read repeatedly for EMIT CHANGES, once
 /// (vectorized) for EMIT FINAL.
@@ -33,6 +36,20 @@ impl WindowState {
         match self {
             WindowState::Changes(g) => g.len(),
             WindowState::Final(v) => v.len(),
+        }
+    }
+
+    fn snapshot(&mut self) -> Result<OperatorSnapshot> {
+        match self {
+            WindowState::Changes(g) => g.snapshot(),
+            WindowState::Final(v) => v.snapshot(),
+        }
+    }
+
+    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<()> {
+        match self {
+            WindowState::Changes(g) => g.restore(snapshot),
+            WindowState::Final(v) => v.restore(snapshot),
         }
     }
 }
@@ -213,11 +230,74 @@ impl Operator for WindowAggregateOperator {
         }
     }
 
+    fn state(&mut self) -> Option<&mut dyn Checkpointable> {
+        Some(self)
+    }
+
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.close_until(watermark, out)
     }
 
     fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.close_until(i64::MAX, out)
+    }
+}
+
+impl Checkpointable for WindowAggregateOperator {
+    /// Every open window's group snapshot, prefixed by `window_end` and
+    /// `window_start` (milliseconds).
+    fn snapshot(&mut self) -> Result<OperatorSnapshot> {
+        let empty =
+            GroupedAggregates::new(self.key_exprs.clone(), self.calls.clone(), &self.key_fields)?
+                .snapshot()?;
+        let mut fields = vec![
+            Field::new("window_end", DataType::Int64, false),
+            Field::new("window_start", DataType::Int64, false),
+        ];
+        fields.extend(empty.schema.fields().iter().map(|f| f.as_ref().clone()));
+        let schema = Arc::new(Schema::new(fields));
+        let mut batches = Vec::new();
+        for (&(end, start), state) in self.windows.iter_mut() {
+            for part in state.snapshot()?.batches {
+                let n = part.num_rows();
+                let mut columns: Vec<ArrayRef> = vec![
+                    Arc::new(Int64Array::from(vec![end; n])),
+                    Arc::new(Int64Array::from(vec![start; n])),
+                ];
+                columns.extend(part.columns().iter().cloned());
+                batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+            }
+        }
+        Ok(OperatorSnapshot { schema, batches })
+    }
+
+    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<()> {
+        if !self.windows.is_empty() {
+            return Err(EngineError::State(
+                "restore into a window aggregate that already holds windows".into(),
+            ));
+        }
+        let inner = Arc::new(Schema::new(snapshot.schema.fields()[2..].to_vec()));
+        for batch in &snapshot.batches {
+            let ends = batch.column(0).as_primitive::<Int64Type>();
+            let starts = batch.column(1).as_primitive::<Int64Type>();
+            let mut rows: Vec<((i64, i64), Vec<u32>)> = Vec::new();
+            for row in 0..batch.num_rows() {
+                let key = (ends.value(row), starts.value(row));
+                match rows.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, r)) => r.push(row as u32),
+                    None => rows.push((key, vec![row as u32])),
+                }
+            }
+            for (key, indices) in rows {
+                let part = take_record_batch(batch, &UInt32Array::from(indices))?;
+                let part = RecordBatch::try_new(inner.clone(), part.columns()[2..].to_vec())?;
+                self.window(key)?.restore(OperatorSnapshot {
+                    schema: inner.clone(),
+                    batches: vec![part],
+                })?;
+            }
+        }
+        Ok(())
     }
 }

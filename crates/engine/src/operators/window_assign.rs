@@ -17,7 +17,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{
-    DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, UInt64Type,
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use velostream_sql::windowing::window_role;
@@ -26,6 +26,7 @@ use velostream_sql::{EventTime, TimeFormat, WatermarkStrategy, WindowKind};
 use super::Operator;
 use crate::error::{EngineError, Result};
 use crate::metrics::JobMetrics;
+use crate::state::{Checkpointable, OperatorSnapshot};
 use crate::watermark::WatermarkTracker;
 
 /// The column that numbers a record's source partition (Kafka sources
@@ -213,6 +214,10 @@ impl Operator for WindowAssignOperator {
         Ok(())
     }
 
+    fn state(&mut self) -> Option<&mut dyn Checkpointable> {
+        Some(self)
+    }
+
     fn take_watermark(&mut self) -> Option<i64> {
         self.emitted.take()
     }
@@ -276,4 +281,50 @@ fn parse_with_pattern(text: &str, pattern: &str) -> Option<i64> {
     chrono::NaiveDateTime::parse_from_str(text, pattern)
         .ok()
         .map(|t| t.and_utc().timestamp_millis())
+}
+
+impl Checkpointable for WindowAssignOperator {
+    /// One row per partition (`partition`, largest event time), plus the
+    /// watermark itself as partition -1.
+    fn snapshot(&mut self) -> Result<OperatorSnapshot> {
+        let (current, partitions) = self.watermarks.positions();
+        let mut ids: Vec<i64> = partitions.iter().map(|(p, _)| *p as i64).collect();
+        let mut values: Vec<Option<i64>> = partitions.iter().map(|(_, v)| Some(*v)).collect();
+        ids.push(-1);
+        values.push(current);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("partition", DataType::Int64, false),
+            Field::new("event_time_ms", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(Int64Array::from(values)),
+            ],
+        )?;
+        Ok(OperatorSnapshot {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<()> {
+        let mut current = None;
+        let mut partitions = Vec::new();
+        for batch in &snapshot.batches {
+            let ids = batch.column(0).as_primitive::<Int64Type>();
+            let values = batch.column(1).as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                match (ids.value(row), values.is_valid(row)) {
+                    (-1, valid) => current = valid.then(|| values.value(row)),
+                    (p, true) if p >= 0 => partitions.push((p as usize, values.value(row))),
+                    _ => return Err(EngineError::State("malformed watermark snapshot".into())),
+                }
+            }
+        }
+        self.watermarks
+            .restore(current, &partitions, Instant::now());
+        Ok(())
+    }
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
 use velostream_engine::operators::Pipeline;
+use velostream_engine::state::{MemoryStateBackend, StateBackend};
 use velostream_sql::{parse_application, ApplicationPlanner, SourceResolver, StreamingPlan};
 
 struct FixedSchema(SchemaRef);
@@ -39,4 +41,48 @@ pub fn run(pipeline: &mut Pipeline, batches: Vec<RecordBatch>, finish: bool) -> 
         pipeline.finish(&mut out).unwrap();
     }
     out
+}
+
+/// Batches as a table with sorted rows, for order-insensitive comparison.
+#[allow(dead_code)]
+pub fn text(batches: &[RecordBatch]) -> String {
+    let mut lines: Vec<String> = pretty_format_batches(batches)
+        .unwrap()
+        .to_string()
+        .lines()
+        .map(String::from)
+        .collect();
+    let header = lines.drain(..3.min(lines.len())).collect::<Vec<_>>();
+    lines.sort();
+    format!("{}\n{}", header.join("\n"), lines.join("\n"))
+}
+
+/// Snapshots every stateful operator of `pipeline` into a backend.
+#[allow(dead_code)]
+pub fn snapshot_all(pipeline: &mut Pipeline) -> MemoryStateBackend {
+    let mut backend = MemoryStateBackend::default();
+    for (i, op) in pipeline.operators_mut().iter_mut().enumerate() {
+        if let Some(state) = op.state() {
+            backend
+                .save(&format!("op/{i}"), &state.snapshot().unwrap())
+                .unwrap();
+        }
+    }
+    backend
+}
+
+/// Restores what [`snapshot_all`] saved into a fresh pipeline of the same plan;
+/// returns how many operators were restored.
+#[allow(dead_code)]
+pub fn restore_all(pipeline: &mut Pipeline, backend: &MemoryStateBackend) -> usize {
+    let mut restored = 0;
+    for (i, op) in pipeline.operators_mut().iter_mut().enumerate() {
+        if let Some(state) = op.state() {
+            state
+                .restore(backend.load(&format!("op/{i}")).unwrap().expect("saved"))
+                .unwrap();
+            restored += 1;
+        }
+    }
+    restored
 }
