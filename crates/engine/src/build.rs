@@ -6,7 +6,7 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::ExprSchemable;
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
-use datafusion::physical_expr::{create_physical_sort_exprs, LexOrdering};
+use datafusion::physical_expr::{create_physical_sort_exprs, LexOrdering, PhysicalExpr};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
@@ -48,6 +48,18 @@ impl Default for PipelineBuilder {
 }
 
 impl PipelineBuilder {
+    /// Physical expressions for `exprs`, evaluated against `schema`.
+    fn physical_exprs(
+        &self,
+        exprs: &[Expr],
+        schema: &DFSchema,
+    ) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+        Ok(exprs
+            .iter()
+            .map(|e| self.state.create_physical_expr(e.clone(), schema))
+            .collect::<datafusion::common::Result<Vec<_>>>()?)
+    }
+
     /// One `f(...) OVER (...)` as a row function; `output` is its column type.
     fn row_window_expr(
         &self,
@@ -153,21 +165,14 @@ impl PipelineBuilder {
                 )
             }
         };
-        let partition_by = params
-            .partition_by
-            .iter()
-            .map(physical)
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let partition_by = self.physical_exprs(&params.partition_by, input)?;
         let partition_fields = params
             .partition_by
             .iter()
             .map(|e| e.to_field(input).map(|(_, f)| f))
             .collect::<datafusion::common::Result<Vec<_>>>()?;
-        let order_by = params
-            .order_by
-            .iter()
-            .map(|s| physical(&s.expr))
-            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let order_exprs: Vec<Expr> = params.order_by.iter().map(|s| s.expr.clone()).collect();
+        let order_by = self.physical_exprs(&order_exprs, input)?;
         Ok(RowWindowExpr {
             function,
             args,
@@ -240,10 +245,7 @@ impl PipelineBuilder {
                     schema,
                     ..
                 } => {
-                    let exprs = exprs
-                        .iter()
-                        .map(|e| self.state.create_physical_expr(e.clone(), input_schema))
-                        .collect::<datafusion::common::Result<Vec<_>>>()?;
+                    let exprs = self.physical_exprs(exprs, input_schema)?;
                     operators.push(Box::new(ProjectOperator::new(
                         exprs,
                         schema.inner().clone(),
@@ -329,10 +331,7 @@ impl PipelineBuilder {
                             )));
                         }
                     } else {
-                        let group_exprs = group_exprs
-                            .iter()
-                            .map(physical)
-                            .collect::<datafusion::common::Result<Vec<_>>>()?;
+                        let group_exprs = self.physical_exprs(group_exprs, input_schema)?;
                         operators.push(Box::new(AggregateOperator::new(
                             group_exprs,
                             calls,

@@ -70,11 +70,7 @@ impl GroupedAggregates {
     }
 
     fn new_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
-        Ok(self
-            .calls
-            .iter()
-            .map(|c| c.function.create_accumulator())
-            .collect::<datafusion::common::Result<_>>()?)
+        row_accumulators(&self.calls)
     }
 
     fn add_groups(&mut self, created: usize) -> Result<()> {
@@ -243,6 +239,14 @@ impl GroupedAggregates {
         }
         Ok(())
     }
+}
+
+/// A fresh row accumulator for every call.
+pub fn row_accumulators(calls: &[AggregateCall]) -> Result<Vec<Box<dyn Accumulator>>> {
+    Ok(calls
+        .iter()
+        .map(|c| c.function.create_accumulator())
+        .collect::<datafusion::common::Result<_>>()?)
 }
 
 /// The layout every aggregate snapshot shares: `group_key` (the key in

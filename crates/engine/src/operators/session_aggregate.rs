@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray};
 use datafusion::arrow::compute::{cast, filter};
-use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use velostream_sql::EmitMode;
 
 use super::group_keys::GroupKeys;
-use super::grouped::{conform, AggregateCall};
+use super::grouped::{conform, row_accumulators, AggregateCall};
 use super::window_aggregate::{GroupSlot, WindowAggregateParts};
 use super::{evaluate_all, Operator, StateSize};
 use crate::error::Result;
@@ -54,13 +54,7 @@ impl SessionAggregateOperator {
         schema: SchemaRef,
         metrics: Arc<JobMetrics>,
     ) -> Result<Self> {
-        let key_fields: Vec<FieldRef> = parts
-            .layout
-            .iter()
-            .enumerate()
-            .filter(|(_, slot)| matches!(slot, GroupSlot::Key(_)))
-            .map(|(i, _)| schema.field(i).clone().into())
-            .collect();
+        let key_fields = parts.key_fields(&schema);
         let calls: Arc<[AggregateCall]> = std::mem::take(&mut parts.calls).into();
         Ok(Self {
             keys: GroupKeys::new(&key_fields)?,
@@ -77,11 +71,7 @@ impl SessionAggregateOperator {
     }
 
     fn new_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
-        Ok(self
-            .calls
-            .iter()
-            .map(|c| c.function.create_accumulator())
-            .collect::<datafusion::common::Result<_>>()?)
+        row_accumulators(&self.calls)
     }
 
     /// Adds one record with event time `t` to key `g`, merging the sessions

@@ -85,15 +85,21 @@ pub struct WindowAggregateParts {
     pub calls: Vec<AggregateCall>,
 }
 
-impl WindowAggregateOperator {
-    pub fn new(parts: WindowAggregateParts, emit: EmitMode, schema: SchemaRef) -> Self {
-        let key_fields = parts
-            .layout
+impl WindowAggregateParts {
+    /// Output fields of the user group keys (the `Key` slots of `schema`).
+    pub fn key_fields(&self, schema: &SchemaRef) -> Vec<FieldRef> {
+        self.layout
             .iter()
             .enumerate()
             .filter(|(_, slot)| matches!(slot, GroupSlot::Key(_)))
             .map(|(i, _)| schema.field(i).clone().into())
-            .collect();
+            .collect()
+    }
+}
+
+impl WindowAggregateOperator {
+    pub fn new(parts: WindowAggregateParts, emit: EmitMode, schema: SchemaRef) -> Self {
+        let key_fields = parts.key_fields(&schema);
         Self {
             key_exprs: parts.key_exprs.into(),
             key_fields,
