@@ -207,9 +207,13 @@ impl PipelineBuilder {
                     event_time,
                     schema,
                 } => {
-                    if event_time.late_data == LateDataStrategy::DeadLetter {
-                        return Err(EngineError::NotSupported(
-                            "'late.data.strategy' = 'dead_letter': this build has no dead-letter sink yet; use 'drop' (late records are counted)".into(),
+                    if event_time.late_data == LateDataStrategy::DeadLetter
+                        && plan.dead_letter.is_none()
+                    {
+                        return Err(EngineError::Plan(
+                            "'late.data.strategy' = 'dead_letter' needs a dead-letter sink: add \
+                             WITH ('dead_letter.type' = 'file_sink', 'dead_letter.path' = '...')"
+                                .into(),
                         ));
                     }
                     let StreamNode::Scan {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::connector::{Sink, Source, SourceEvent};
+use crate::dead_letter;
 use crate::error::Result;
 use crate::metrics::JobMetrics;
 use crate::operators::Pipeline;
@@ -20,6 +21,7 @@ pub struct Job {
     sink: Box<dyn Sink>,
     metrics: Arc<JobMetrics>,
     cancel: Arc<AtomicBool>,
+    dead_letters: Option<Box<dyn Sink>>,
 }
 
 /// What a finished job did.
@@ -49,7 +51,18 @@ impl Job {
             sink,
             metrics,
             cancel: Arc::new(AtomicBool::new(false)),
+            dead_letters: None,
         }
+    }
+
+    /// Sends rejected records (malformed, or late under the dead-letter
+    /// strategy) to `sink` as well as counting them.
+    pub fn with_dead_letter_sink(mut self, sink: Box<dyn Sink>) -> Self {
+        self.metrics
+            .dead_letters_enabled
+            .store(true, Ordering::Relaxed);
+        self.dead_letters = Some(sink);
+        self
     }
 
     /// A flag that stops the job at the next batch boundary when set.
@@ -95,6 +108,9 @@ impl Job {
         self.pipeline.finish(&mut out)?;
         self.deliver(&mut out)?;
         self.sink.close()?;
+        if let Some(sink) = &mut self.dead_letters {
+            sink.close()?;
+        }
         Ok(JobSummary {
             name: self.name,
             records_in: JobMetrics::get(&self.metrics.records_in),
@@ -106,6 +122,12 @@ impl Job {
     }
 
     fn deliver(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if let Some(sink) = &mut self.dead_letters {
+            let letters = self.metrics.take_dead_letters();
+            if !letters.is_empty() {
+                sink.write(&dead_letter::to_batch(&letters)?)?;
+            }
+        }
         for batch in out.drain(..) {
             self.metrics.add_output(batch.num_rows() as u64);
             self.sink.write(&batch)?;

@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod connector;
+pub mod dead_letter;
 pub mod error;
 pub mod job;
 pub mod metrics;

@@ -1,8 +1,10 @@
 //! Per-job counters, shared between the job thread and whoever reports
 //! progress (the CLI's progress line, later the metrics endpoint).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use crate::dead_letter::DeadLetter;
 
 /// How many malformed records are described individually before only
 /// counting them.
@@ -17,6 +19,10 @@ pub struct JobMetrics {
     pub bad_records: AtomicU64,
     /// Records dropped because every window they belong to had closed.
     pub late_records: AtomicU64,
+    /// Whether the job has a dead-letter sink; without one nothing is queued.
+    pub dead_letters_enabled: AtomicBool,
+    /// Rejected records waiting to be written to the dead-letter sink.
+    pub dead_letters: Mutex<Vec<DeadLetter>>,
     /// Windows (and sessions) currently open, over all operators.
     pub open_windows: AtomicU64,
     /// Keys (groups, partitions) currently held, over all operators.
@@ -56,6 +62,21 @@ impl JobMetrics {
         } else if n.is_multiple_of(10_000) {
             eprintln!("warning: {n} malformed records skipped so far (latest at {position})");
         }
+    }
+
+    /// Queues a rejected record for the dead-letter sink, if the job has one.
+    pub fn dead_letter(&self, letter: impl FnOnce() -> DeadLetter) {
+        if self.dead_letters_enabled.load(Ordering::Relaxed) {
+            self.dead_letters
+                .lock()
+                .expect("metrics lock")
+                .push(letter());
+        }
+    }
+
+    /// Takes the queued dead letters.
+    pub fn take_dead_letters(&self) -> Vec<DeadLetter> {
+        std::mem::take(&mut *self.dead_letters.lock().expect("metrics lock"))
     }
 
     /// Counts a record that arrived after its windows closed; the first few

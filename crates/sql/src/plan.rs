@@ -125,6 +125,8 @@ pub struct StreamingPlan {
     pub root: StreamNode,
     pub sources: Vec<SourceBinding>,
     pub sink: SinkBinding,
+    /// Where rejected records go (`'dead_letter.*'` properties), if anywhere.
+    pub dead_letter: Option<SinkBinding>,
     pub output_schema: SchemaRef,
     pub annotations: Vec<(String, String)>,
     /// The emit mode of the plan's aggregate, if it has one.
@@ -266,6 +268,14 @@ impl fmt::Display for StreamingPlan {
             None => format!("{} -> stdout or downstream statements", self.sink.name),
         };
         writeln!(f, "  sink {sink}")?;
+        if let Some(dl) = &self.dead_letter {
+            let kind = dl
+                .properties
+                .get("type")
+                .map(String::as_str)
+                .unwrap_or("stdout");
+            writeln!(f, "  dead letters -> {kind}")?;
+        }
         if let Some(emit) = self.emit {
             writeln!(f, "  emit: {emit}")?;
         }

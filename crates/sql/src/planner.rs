@@ -30,6 +30,10 @@ use crate::windowing::{
     EVENT_TIME,
 };
 
+/// The relation name under which a statement configures its dead-letter
+/// sink: `WITH ('dead_letter.type' = 'file_sink', 'dead_letter.path' = ...)`.
+pub const DEAD_LETTER: &str = "dead_letter";
+
 /// Supplies schemas of external sources that do not declare one, by
 /// looking at their data (the connectors implement this).
 pub trait SourceResolver {
@@ -131,6 +135,7 @@ impl<'a> ApplicationPlanner<'a> {
         if let Some(sink) = &stmt.name {
             scope.push(normalize(sink));
         }
+        scope.push(DEAD_LETTER.to_string());
 
         let mut sources = Vec::new();
         for (name, location) in &relations {
@@ -201,6 +206,14 @@ impl<'a> ApplicationPlanner<'a> {
             None => BTreeMap::new(),
         };
         let sink_properties = self.overridden(&sink_name, sink_properties);
+        let dead_letter = self.overridden(
+            DEAD_LETTER,
+            stmt.properties.scoped(DEAD_LETTER, &scope, false),
+        );
+        let dead_letter = (!dead_letter.is_empty()).then(|| SinkBinding {
+            name: DEAD_LETTER.to_string(),
+            properties: dead_letter,
+        });
         Ok(StreamingPlan {
             statement: stmt.index,
             name,
@@ -212,6 +225,7 @@ impl<'a> ApplicationPlanner<'a> {
                 name: sink_name,
                 properties: sink_properties,
             },
+            dead_letter,
             annotations: stmt.annotations.clone(),
             emit: (aggregates > 0).then_some(emit),
         })

@@ -127,6 +127,9 @@ impl Application {
                 .build(plan, bounded, Arc::new(JobMetrics::default()))
                 .map_err(job_err)?;
             self.connectors.check_sink(&plan.sink).map_err(job_err)?;
+            if let Some(dead_letter) = &plan.dead_letter {
+                self.connectors.check_sink(dead_letter).map_err(job_err)?;
+            }
         }
         Ok(())
     }
@@ -227,7 +230,13 @@ impl Application {
                 ])),
                 (None, _) => self.connectors.open_sink(&plan.sink).map_err(job_err)?,
             };
-            jobs.push(Job::new(plan.name.clone(), source, pipeline, sink, metrics));
+            let mut job = Job::new(plan.name.clone(), source, pipeline, sink, metrics);
+            if let Some(dead_letter) = &plan.dead_letter {
+                job = job.with_dead_letter_sink(
+                    self.connectors.open_sink(dead_letter).map_err(job_err)?,
+                );
+            }
+            jobs.push(job);
         }
         Ok(jobs)
     }

@@ -232,3 +232,39 @@ fn the_service_mode_says_it_is_not_available_yet() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not available in this build yet"));
 }
+
+#[test]
+fn malformed_records_go_to_the_dead_letter_sink() {
+    let (dir, app) = temp_file(
+        "dlq.sql",
+        "CREATE STREAM out AS SELECT id FROM src WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', \
+         'out.type' = 'null', 'dead_letter.type' = 'file_sink', 'dead_letter.path' = 'rejects.jsonl');",
+    );
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"id\": 1}\n{\"id\": oops}\n{\"id\": 3}\n",
+    )
+    .unwrap();
+    let out = run(&["run", app.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("job out: 2 records in, 2 out, 1 malformed skipped"),
+        "{stderr}"
+    );
+    let rejects = std::fs::read_to_string(dir.path().join("rejects.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = rejects
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{rejects}");
+    assert_eq!(rows[0]["record"], "{\"id\": oops}");
+    assert!(
+        rows[0]["position"]
+            .as_str()
+            .unwrap()
+            .ends_with("in.jsonl:2"),
+        "{rejects}"
+    );
+    assert!(!rows[0]["reason"].as_str().unwrap().is_empty(), "{rejects}");
+}

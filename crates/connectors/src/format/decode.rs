@@ -12,6 +12,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
+use velostream_engine::dead_letter::DeadLetter;
 use velostream_engine::JobMetrics;
 
 use super::RecordFormat;
@@ -144,7 +145,18 @@ impl BatchDecoder {
                 match decoded {
                     Ok(Some(batch)) => good.push(batch),
                     Ok(None) => {}
-                    Err(e) => metrics.bad_record(&format!("{origin}:{line}"), &clean_message(&e)),
+                    Err(e) => {
+                        let position = format!("{origin}:{line}");
+                        let reason = clean_message(&e);
+                        metrics.bad_record(&position, &reason);
+                        metrics.dead_letter(|| DeadLetter {
+                            source: origin.to_string(),
+                            position,
+                            reason,
+                            record: String::from_utf8_lossy(text).trim_end().to_string(),
+                            event_time_ms: None,
+                        });
+                    }
                 }
             }
             pos = end;

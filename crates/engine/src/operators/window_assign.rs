@@ -21,9 +21,10 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use velostream_sql::windowing::window_role;
-use velostream_sql::{EventTime, TimeFormat, WatermarkStrategy, WindowKind};
+use velostream_sql::{EventTime, LateDataStrategy, TimeFormat, WatermarkStrategy, WindowKind};
 
 use super::Operator;
+use crate::dead_letter::{row_as_json, DeadLetter};
 use crate::error::{EngineError, Result};
 use crate::metrics::JobMetrics;
 use crate::state::{Checkpointable, OperatorSnapshot};
@@ -51,6 +52,7 @@ pub struct WindowAssignOperator {
     partition: Option<usize>,
     watermarks: WatermarkTracker,
     emitted: Option<i64>,
+    late_data: LateDataStrategy,
     columns: Vec<Column>,
     schema: SchemaRef,
     metrics: Arc<JobMetrics>,
@@ -90,6 +92,7 @@ impl WindowAssignOperator {
             partition: input.index_of(PARTITION_COLUMN).ok(),
             watermarks: WatermarkTracker::new(lag, event_time.idle_timeout),
             emitted: None,
+            late_data: event_time.late_data,
             columns,
             schema,
             metrics,
@@ -155,10 +158,15 @@ impl Operator for WindowAssignOperator {
         for row in 0..batch.num_rows() {
             if times.is_null(row) {
                 let column = self.time.as_ref().map(|(_, n)| n.as_str()).unwrap_or("?");
-                self.metrics.bad_record(
-                    "event time",
-                    &format!("column '{column}' is null or not a time"),
-                );
+                let reason = format!("column '{column}' is null or not a time");
+                self.metrics.bad_record("event time", &reason);
+                self.metrics.dead_letter(|| DeadLetter {
+                    source: "event time".into(),
+                    position: String::new(),
+                    reason,
+                    record: row_as_json(&batch, row),
+                    event_time_ms: None,
+                });
                 continue;
             }
             let t = times.value(row);
@@ -185,8 +193,17 @@ impl Operator for WindowAssignOperator {
                 ends.push(end);
             }
             if rows.len() == before && !windows.is_empty() {
-                self.metrics
-                    .late_record(t, closed_up_to.unwrap_or(i64::MIN));
+                let watermark = closed_up_to.unwrap_or(i64::MIN);
+                self.metrics.late_record(t, watermark);
+                if self.late_data == LateDataStrategy::DeadLetter {
+                    self.metrics.dead_letter(|| DeadLetter {
+                        source: "window".into(),
+                        position: String::new(),
+                        reason: format!("late: every window of the record had closed (watermark {watermark} ms)"),
+                        record: row_as_json(&batch, row),
+                        event_time_ms: Some(t),
+                    });
+                }
             }
         }
         if let Some(advanced) = self.watermarks.advance(now) {
