@@ -99,22 +99,19 @@ impl PipelineBuilder {
                 "row_number" => (RowFunction::RowNumber, vec![]),
                 "rank" => (RowFunction::Rank { dense: false }, vec![]),
                 "dense_rank" => (RowFunction::Rank { dense: true }, vec![]),
-                "lag" => {
+                name @ ("lag" | "lead") => {
                     let offset = literal_usize(params.args.get(1), 1)?;
                     let default = match params.args.get(2) {
                         Some(Expr::Literal(v, _)) => v.cast_to(output)?,
-                        Some(_) => return Err(unsupported("a non-constant LAG default")),
+                        Some(_) => return Err(unsupported("a non-constant LAG/LEAD default")),
                         None => ScalarValue::try_from(output)?,
                     };
-                    (
-                        RowFunction::Lag { offset, default },
-                        vec![physical(&params.args[0])?],
-                    )
-                }
-                "lead" => {
-                    return Err(unsupported(
-                        "LEAD (it waits for later rows; use LAG over the reversed question)",
-                    ))
+                    let function = if name == "lag" {
+                        RowFunction::Lag { offset, default }
+                    } else {
+                        RowFunction::Lead { offset, default }
+                    };
+                    (function, vec![physical(&params.args[0])?])
                 }
                 other => return Err(unsupported(&format!("the window function {other}"))),
             },

@@ -1,11 +1,11 @@
 //! Row functions over partitions — `ROW_NUMBER`, `RANK`, `DENSE_RANK`,
-//! `LAG`, and aggregates over `ROWS BETWEEN n PRECEDING AND CURRENT ROW`
+//! `LAG`, `LEAD` (rows wait for their partition's next rows), and aggregates over `ROWS BETWEEN n PRECEDING AND CURRENT ROW`
 //! or from the partition's first row — computed as each row arrives, in
 //! arrival order within its partition. State per partition is bounded: a
 //! counter, the previous ORDER BY key, and at most n (or the LAG offset)
 //! previous values.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
@@ -28,6 +28,12 @@ pub enum RowFunction {
     },
     /// `LAG(value, offset, default)`.
     Lag {
+        offset: usize,
+        default: ScalarValue,
+    },
+    /// `LEAD(value, offset, default)`: known only when the partition's
+    /// `offset`-th next row arrives (or at the end of input), so rows wait.
+    Lead {
         offset: usize,
         default: ScalarValue,
     },
@@ -58,6 +64,8 @@ struct Partition {
     recent: VecDeque<Vec<ScalarValue>>,
     /// Running accumulator for frames from the first row.
     running: Option<Box<dyn Accumulator>>,
+    /// Rows still waiting for their LEAD value, oldest first.
+    waiting: VecDeque<u64>,
 }
 
 struct ExprState {
@@ -70,6 +78,10 @@ struct ExprState {
 pub struct RowWindowOperator {
     exprs: Vec<ExprState>,
     schema: SchemaRef,
+    /// Arrival number of the next row.
+    next_id: u64,
+    /// Rows waiting for LEAD values, by arrival number.
+    waiting: BTreeMap<u64, WaitingRow>,
 }
 
 impl RowWindowOperator {
@@ -85,7 +97,12 @@ impl RowWindowOperator {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { exprs, schema })
+        Ok(Self {
+            exprs,
+            schema,
+            next_id: 0,
+            waiting: BTreeMap::new(),
+        })
     }
 }
 
@@ -97,7 +114,14 @@ fn row_values(columns: &[ArrayRef], row: usize) -> Result<Vec<ScalarValue>> {
 }
 
 impl ExprState {
-    fn column(&mut self, batch: &RecordBatch) -> Result<ArrayRef> {
+    /// The expression's value for every row of `batch` (a null placeholder
+    /// for LEAD), pushing `(row id, value)` for LEAD values that became known.
+    fn column(
+        &mut self,
+        batch: &RecordBatch,
+        first_id: u64,
+        fills: &mut Vec<(u64, ScalarValue)>,
+    ) -> Result<ArrayRef> {
         let rows = batch.num_rows();
         let keys = evaluate_all(&self.expr.partition_by, batch)?;
         let mut group_of_row = std::mem::take(&mut self.group_of_row);
@@ -137,6 +161,19 @@ impl ExprState {
                     }
                     value
                 }
+                RowFunction::Lead { offset, default } => {
+                    let value = row_values(&args[..1], row)?.remove(0);
+                    if *offset == 0 {
+                        value
+                    } else {
+                        p.waiting.push_back(first_id + row as u64);
+                        if p.waiting.len() > *offset {
+                            let id = p.waiting.pop_front().expect("longer than offset");
+                            fills.push((id, value));
+                        }
+                        ScalarValue::try_from(default.data_type())?
+                    }
+                }
                 RowFunction::Aggregate {
                     function,
                     rows: None,
@@ -172,6 +209,61 @@ impl ExprState {
     }
 }
 
+impl ExprState {
+    /// At the end of input every waiting row gets the LEAD default.
+    fn finish(&mut self, fills: &mut Vec<(u64, ScalarValue)>) {
+        if let RowFunction::Lead { default, .. } = &self.expr.function {
+            for p in &mut self.partitions {
+                fills.extend(p.waiting.drain(..).map(|id| (id, default.clone())));
+            }
+        }
+    }
+
+    fn waits(&self) -> bool {
+        matches!(self.expr.function, RowFunction::Lead { offset, .. } if offset > 0)
+    }
+}
+
+/// A row held back until its LEAD values are known.
+struct WaitingRow {
+    values: Vec<ScalarValue>,
+    missing: usize,
+}
+
+impl RowWindowOperator {
+    /// Sets LEAD values (`(column, row id, value)`) and emits every row that
+    /// is now complete, in arrival order among themselves.
+    fn release(
+        &mut self,
+        fills: Vec<(usize, u64, ScalarValue)>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        for (column, id, value) in fills {
+            let row = self.waiting.get_mut(&id).expect("a waiting row");
+            row.values[column] = value;
+            row.missing -= 1;
+        }
+        let ready: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, r)| r.missing == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<WaitingRow> = ready
+            .iter()
+            .map(|id| self.waiting.remove(id).expect("listed"))
+            .collect();
+        let columns = (0..self.schema.fields().len())
+            .map(|c| ScalarValue::iter_to_array(rows.iter().map(|r| r.values[c].clone())))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        out.push(super::grouped::conform(&self.schema, columns)?);
+        Ok(())
+    }
+}
+
 impl Operator for RowWindowOperator {
     fn name(&self) -> &'static str {
         "row_window"
@@ -185,11 +277,42 @@ impl Operator for RowWindowOperator {
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let first_id = self.next_id;
+        self.next_id += batch.num_rows() as u64;
+        let inputs = batch.num_columns();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        for state in &mut self.exprs {
-            columns.push(state.column(&batch)?);
+        let mut fills = Vec::new();
+        for (i, state) in self.exprs.iter_mut().enumerate() {
+            let mut found = Vec::new();
+            columns.push(state.column(&batch, first_id, &mut found)?);
+            fills.extend(found.into_iter().map(|(id, v)| (inputs + i, id, v)));
         }
-        out.push(super::grouped::conform(&self.schema, columns)?);
-        Ok(())
+        let waiting_exprs = self.exprs.iter().filter(|e| e.waits()).count();
+        if waiting_exprs == 0 {
+            out.push(super::grouped::conform(&self.schema, columns)?);
+            return Ok(());
+        }
+        for row in 0..batch.num_rows() {
+            let values = row_values(&columns, row)?;
+            self.waiting.insert(
+                first_id + row as u64,
+                WaitingRow {
+                    values,
+                    missing: waiting_exprs,
+                },
+            );
+        }
+        self.release(fills, out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let inputs = self.schema.fields().len() - self.exprs.len();
+        let mut fills = Vec::new();
+        for (i, state) in self.exprs.iter_mut().enumerate() {
+            let mut found = Vec::new();
+            state.finish(&mut found);
+            fills.extend(found.into_iter().map(|(id, v)| (inputs + i, id, v)));
+        }
+        self.release(fills, out)
     }
 }
