@@ -116,3 +116,34 @@ fn window_state_and_watermark_survive_a_snapshot() {
         assert_eq!(common::text(&actual), common::text(&expected), "{emit}");
     }
 }
+
+#[test]
+fn sessions_survive_a_snapshot() {
+    let plan = common::plan(
+        "SELECT k, _window_start, _window_end, COUNT(*) AS n, SUM(at) AS s FROM t GROUP BY k \
+         WINDOW SESSION(at, 30ms) WITH ('t.type' = 'test', 't.watermark.max_out_of_orderness' = '50ms')",
+        schema(),
+    );
+    let builder = PipelineBuilder::new();
+    // gaps between batches: 0..100, 100..200 touch; 400.. starts new sessions
+    let batches = || vec![batch(0), batch(100), batch(400), batch(500)];
+    let mut whole = builder.build(&plan, true, Default::default()).unwrap();
+    let expected = common::run(&mut whole, batches(), true);
+
+    let mut before = builder.build(&plan, true, Default::default()).unwrap();
+    let mut actual = common::run(&mut before, batches()[..2].to_vec(), false);
+    let backend = common::snapshot_all(&mut before);
+    let mut after = builder.build(&plan, true, Default::default()).unwrap();
+    assert_eq!(
+        common::restore_all(&mut after, &backend),
+        2,
+        "window assignment and sessions"
+    );
+    actual.extend(common::run(&mut after, batches()[2..].to_vec(), true));
+    assert_eq!(common::text(&actual), common::text(&expected));
+    assert_eq!(
+        expected.iter().map(|b| b.num_rows()).sum::<usize>(),
+        20,
+        "10 keys x 2 sessions"
+    );
+}

@@ -11,9 +11,11 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    new_empty_array, ArrayRef, AsArray, BinaryArray, Int64Array, TimestampMillisecondArray,
+};
 use datafusion::arrow::compute::{cast, filter};
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
@@ -23,8 +25,9 @@ use super::group_keys::GroupKeys;
 use super::grouped::{conform, row_accumulators, AggregateCall};
 use super::window_aggregate::{GroupSlot, WindowAggregateParts};
 use super::{evaluate_all, Operator, StateSize};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::metrics::JobMetrics;
+use crate::state::{Checkpointable, OperatorSnapshot};
 
 struct Session {
     start: i64,
@@ -269,6 +272,10 @@ impl Operator for SessionAggregateOperator {
         }
     }
 
+    fn state(&mut self) -> Option<&mut dyn Checkpointable> {
+        Some(self)
+    }
+
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.watermark = Some(watermark);
         self.close_until(watermark, out)
@@ -276,5 +283,117 @@ impl Operator for SessionAggregateOperator {
 
     fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.close_until(i64::MAX, out)
+    }
+}
+
+impl Checkpointable for SessionAggregateOperator {
+    /// One row per open session: key (row format), start and end, then each
+    /// aggregate's state columns; the watermark in the schema metadata.
+    fn snapshot(&mut self) -> Result<OperatorSnapshot> {
+        let mut keys = Vec::new();
+        let (mut starts, mut ends) = (Vec::new(), Vec::new());
+        let mut states: Vec<Vec<Vec<ScalarValue>>> = self
+            .calls
+            .iter()
+            .map(|c| Ok(vec![Vec::new(); c.function.state_fields()?.len()]))
+            .collect::<Result<_>>()?;
+        for (g, sessions) in self.sessions.iter_mut().enumerate() {
+            for session in sessions {
+                keys.push(self.keys.row_bytes(g).to_vec());
+                starts.push(session.start);
+                ends.push(session.end);
+                for (call, acc) in session.accumulators.iter_mut().enumerate() {
+                    for (f, value) in acc.state()?.into_iter().enumerate() {
+                        states[call][f].push(value);
+                    }
+                }
+            }
+        }
+        let mut fields = vec![
+            Field::new("group_key", DataType::Binary, false),
+            Field::new("session_start", DataType::Int64, false),
+            Field::new("session_end", DataType::Int64, false),
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from_iter_values(keys)),
+            Arc::new(Int64Array::from(starts)),
+            Arc::new(Int64Array::from(ends)),
+        ];
+        for (i, (call, values)) in self.calls.iter().zip(states).enumerate() {
+            for (field, values) in call.function.state_fields()?.iter().zip(values) {
+                fields.push(Field::new(
+                    format!("{i}_{}", field.name()),
+                    field.data_type().clone(),
+                    true,
+                ));
+                columns.push(if values.is_empty() {
+                    new_empty_array(field.data_type())
+                } else {
+                    ScalarValue::iter_to_array(values)?
+                });
+            }
+        }
+        let metadata = self
+            .watermark
+            .map(|w| [("velostream.watermark".to_string(), w.to_string())].into())
+            .unwrap_or_default();
+        let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
+        let batch = conform(&schema, columns)?;
+        Ok(OperatorSnapshot {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<()> {
+        if !self.by_end.is_empty() {
+            return Err(EngineError::State(
+                "restore into a session aggregate that already holds sessions".into(),
+            ));
+        }
+        self.watermark = snapshot
+            .schema
+            .metadata()
+            .get("velostream.watermark")
+            .and_then(|w| w.parse().ok());
+        for batch in &snapshot.batches {
+            let bad = || EngineError::State("malformed session snapshot".into());
+            let keys = batch.column(0).as_binary_opt::<i32>().ok_or_else(bad)?;
+            let starts = batch
+                .column(1)
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(bad)?;
+            let ends = batch
+                .column(2)
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(bad)?;
+            for row in 0..batch.num_rows() {
+                let g = self.keys.intern_row_bytes(keys.value(row));
+                self.sessions.resize_with(self.keys.len(), Vec::new);
+                let mut accumulators = self.new_accumulators()?;
+                let mut column = 3;
+                for (acc, call) in accumulators.iter_mut().zip(self.calls.iter()) {
+                    let width = call.function.state_fields()?.len();
+                    let state: Vec<ArrayRef> = (column..column + width)
+                        .map(|c| batch.column(c).slice(row, 1))
+                        .collect();
+                    acc.merge_batch(&state)?;
+                    column += width;
+                }
+                let (start, end) = (starts.value(row), ends.value(row));
+                let list = &mut self.sessions[g];
+                let at = list.partition_point(|s| s.start < start);
+                list.insert(
+                    at,
+                    Session {
+                        start,
+                        end,
+                        accumulators,
+                    },
+                );
+                self.by_end.insert((end, g, start));
+            }
+        }
+        Ok(())
     }
 }
