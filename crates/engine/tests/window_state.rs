@@ -92,28 +92,9 @@ fn window_state_and_watermark_survive_a_snapshot() {
              GROUP BY k WINDOW TUMBLING(at, 150ms) {emit} WITH ('t.type' = 'test')"
         );
         let plan = common::plan(&sql, schema());
-        let builder = PipelineBuilder::new();
-        let batches = || vec![batch(0), batch(100), batch(200), batch(300)];
-
-        let mut whole = builder.build(&plan, true, Default::default()).unwrap();
-        let expected = common::run(&mut whole, batches(), true);
-
-        let mut before = builder.build(&plan, true, Default::default()).unwrap();
-        let mut actual = common::run(&mut before, batches()[..2].to_vec(), false);
-        let backend = common::snapshot_all(&mut before);
-        // taking a snapshot does not disturb the running operator
-        let continued = common::run(&mut before, batches()[2..].to_vec(), true);
-        let mut after = builder.build(&plan, true, Default::default()).unwrap();
-        assert_eq!(
-            common::restore_all(&mut after, &backend),
-            2,
-            "{emit}: window assignment and aggregate"
-        );
-        let resumed = common::run(&mut after, batches()[2..].to_vec(), true);
-
-        assert_eq!(common::text(&resumed), common::text(&continued), "{emit}");
-        actual.extend(resumed);
-        assert_eq!(common::text(&actual), common::text(&expected), "{emit}");
+        let batches = vec![batch(0), batch(100), batch(200), batch(300)];
+        let (_, restored) = common::assert_resumes_identically(&plan, batches, 2);
+        assert_eq!(restored, 2, "{emit}: window assignment and aggregate");
     }
 }
 
@@ -124,23 +105,10 @@ fn sessions_survive_a_snapshot() {
          WINDOW SESSION(at, 30ms) WITH ('t.type' = 'test', 't.watermark.max_out_of_orderness' = '50ms')",
         schema(),
     );
-    let builder = PipelineBuilder::new();
     // gaps between batches: 0..100, 100..200 touch; 400.. starts new sessions
-    let batches = || vec![batch(0), batch(100), batch(400), batch(500)];
-    let mut whole = builder.build(&plan, true, Default::default()).unwrap();
-    let expected = common::run(&mut whole, batches(), true);
-
-    let mut before = builder.build(&plan, true, Default::default()).unwrap();
-    let mut actual = common::run(&mut before, batches()[..2].to_vec(), false);
-    let backend = common::snapshot_all(&mut before);
-    let mut after = builder.build(&plan, true, Default::default()).unwrap();
-    assert_eq!(
-        common::restore_all(&mut after, &backend),
-        2,
-        "window assignment and sessions"
-    );
-    actual.extend(common::run(&mut after, batches()[2..].to_vec(), true));
-    assert_eq!(common::text(&actual), common::text(&expected));
+    let batches = vec![batch(0), batch(100), batch(400), batch(500)];
+    let (expected, restored) = common::assert_resumes_identically(&plan, batches, 2);
+    assert_eq!(restored, 2, "window assignment and sessions");
     assert_eq!(
         expected.iter().map(|b| b.num_rows()).sum::<usize>(),
         20,

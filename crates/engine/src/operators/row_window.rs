@@ -8,8 +8,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::datatypes::{FieldRef, SchemaRef};
+use datafusion::arrow::array::{ArrayRef, AsArray, BinaryArray, UInt32Array, UInt64Array};
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, Schema, SchemaRef, UInt32Type, UInt64Type,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
@@ -18,7 +20,8 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::group_keys::GroupKeys;
 use super::{evaluate_all, Operator, StateSize};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
+use crate::state::{Checkpointable, OperatorSnapshot};
 
 /// What one `f(...) OVER (...)` computes.
 pub enum RowFunction {
@@ -276,6 +279,10 @@ impl Operator for RowWindowOperator {
         }
     }
 
+    fn state(&mut self) -> Option<&mut dyn Checkpointable> {
+        Some(self)
+    }
+
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let first_id = self.next_id;
         self.next_id += batch.num_rows() as u64;
@@ -314,5 +321,211 @@ impl Operator for RowWindowOperator {
             fills.extend(found.into_iter().map(|(id, v)| (inputs + i, id, v)));
         }
         self.release(fills, out)
+    }
+}
+
+/// Rows of scalars as Arrow IPC bytes (empty bytes for no rows).
+fn encode_rows(rows: &[Vec<ScalarValue>]) -> Result<Vec<u8>> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let columns = (0..first.len())
+        .map(|c| ScalarValue::iter_to_array(rows.iter().map(|r| r[c].clone())))
+        .collect::<datafusion::common::Result<Vec<_>>>()?;
+    let fields: Vec<Field> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    OperatorSnapshot {
+        schema,
+        batches: vec![batch],
+    }
+    .to_bytes()
+}
+
+fn decode_rows(bytes: &[u8]) -> Result<Vec<Vec<ScalarValue>>> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut rows = Vec::new();
+    for batch in OperatorSnapshot::from_bytes(bytes)?.batches {
+        for row in 0..batch.num_rows() {
+            rows.push(row_values(batch.columns(), row)?);
+        }
+    }
+    Ok(rows)
+}
+
+/// `expr` value of the row that carries the rows waiting for LEAD values.
+const WAITING_ROWS: u32 = u32::MAX;
+
+impl Checkpointable for RowWindowOperator {
+    /// One row per (expression, partition) with its counters and, encoded as
+    /// Arrow IPC, its ORDER BY key, recent values, running aggregate state
+    /// and LEAD waiting list; plus one row holding the rows that wait.
+    fn snapshot(&mut self) -> Result<OperatorSnapshot> {
+        let mut exprs = Vec::new();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let (mut counts, mut ranks, mut dense) = (Vec::new(), Vec::new(), Vec::new());
+        let mut blobs: [Vec<Vec<u8>>; 4] = Default::default();
+        for (e, state) in self.exprs.iter_mut().enumerate() {
+            for (g, p) in state.partitions.iter_mut().enumerate() {
+                exprs.push(e as u32);
+                keys.push(state.keys.row_bytes(g).to_vec());
+                counts.push(p.rows);
+                ranks.push(p.rank);
+                dense.push(p.dense_rank);
+                blobs[0].push(match &p.last_order_key {
+                    Some(k) => encode_rows(&[k
+                        .iter()
+                        .cloned()
+                        .chain([ScalarValue::Boolean(Some(true))])
+                        .collect()])?,
+                    None => Vec::new(),
+                });
+                blobs[1].push(encode_rows(&p.recent.iter().cloned().collect::<Vec<_>>())?);
+                blobs[2].push(match &mut p.running {
+                    Some(acc) => encode_rows(&[acc.state()?])?,
+                    None => Vec::new(),
+                });
+                blobs[3].push(encode_rows(
+                    &p.waiting
+                        .iter()
+                        .map(|id| vec![ScalarValue::UInt64(Some(*id))])
+                        .collect::<Vec<_>>(),
+                )?);
+            }
+        }
+        let waiting: Vec<Vec<ScalarValue>> = self
+            .waiting
+            .iter()
+            .map(|(id, r)| {
+                let mut v = r.values.clone();
+                v.push(ScalarValue::UInt64(Some(*id)));
+                v.push(ScalarValue::UInt64(Some(r.missing as u64)));
+                v
+            })
+            .collect();
+        exprs.push(WAITING_ROWS);
+        keys.push(Vec::new());
+        counts.push(self.next_id);
+        ranks.push(0);
+        dense.push(0);
+        blobs[0].push(Vec::new());
+        blobs[1].push(encode_rows(&waiting)?);
+        blobs[2].push(Vec::new());
+        blobs[3].push(Vec::new());
+
+        let binary = |name: &str| Field::new(name, DataType::Binary, false);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("expr", DataType::UInt32, false),
+            binary("partition_key"),
+            Field::new("rows", DataType::UInt64, false),
+            Field::new("rank", DataType::UInt64, false),
+            Field::new("dense_rank", DataType::UInt64, false),
+            binary("order_key"),
+            binary("recent"),
+            binary("running"),
+            binary("waiting"),
+        ]));
+        let [order, recent, running, waiting_ids] = blobs;
+        let bin = |v: Vec<Vec<u8>>| -> ArrayRef { Arc::new(BinaryArray::from_iter_values(v)) };
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(UInt32Array::from(exprs)),
+                bin(keys),
+                Arc::new(UInt64Array::from(counts)),
+                Arc::new(UInt64Array::from(ranks)),
+                Arc::new(UInt64Array::from(dense)),
+                bin(order),
+                bin(recent),
+                bin(running),
+                bin(waiting_ids),
+            ],
+        )?;
+        Ok(OperatorSnapshot {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<()> {
+        let bad = || EngineError::State("malformed row-function snapshot".into());
+        for batch in &snapshot.batches {
+            let exprs = batch
+                .column(0)
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(bad)?;
+            let u64s = |c: usize| {
+                batch
+                    .column(c)
+                    .as_primitive_opt::<UInt64Type>()
+                    .ok_or_else(bad)
+            };
+            let (counts, ranks, dense) = (u64s(2)?, u64s(3)?, u64s(4)?);
+            let bins = |c: usize| batch.column(c).as_binary_opt::<i32>().ok_or_else(bad);
+            let (keys, order, recent, running, waiting) =
+                (bins(1)?, bins(5)?, bins(6)?, bins(7)?, bins(8)?);
+            for row in 0..batch.num_rows() {
+                let e = exprs.value(row);
+                if e == WAITING_ROWS {
+                    self.next_id = counts.value(row);
+                    for mut values in decode_rows(recent.value(row))? {
+                        let missing = values.pop().ok_or_else(bad)?;
+                        let id = values.pop().ok_or_else(bad)?;
+                        let (ScalarValue::UInt64(Some(id)), ScalarValue::UInt64(Some(missing))) =
+                            (id, missing)
+                        else {
+                            return Err(bad());
+                        };
+                        self.waiting.insert(
+                            id,
+                            WaitingRow {
+                                values,
+                                missing: missing as usize,
+                            },
+                        );
+                    }
+                    continue;
+                }
+                let state = self.exprs.get_mut(e as usize).ok_or_else(bad)?;
+                let g = state.keys.intern_row_bytes(keys.value(row));
+                state
+                    .partitions
+                    .resize_with(state.keys.len(), Partition::default);
+                let p = &mut state.partitions[g];
+                p.rows = counts.value(row);
+                p.rank = ranks.value(row);
+                p.dense_rank = dense.value(row);
+                p.last_order_key = decode_rows(order.value(row))?.pop().map(|mut k| {
+                    k.pop(); // the marker that tells an empty key from none
+                    k
+                });
+                p.recent = decode_rows(recent.value(row))?.into();
+                p.waiting = decode_rows(waiting.value(row))?
+                    .into_iter()
+                    .map(|v| match v.first() {
+                        Some(ScalarValue::UInt64(Some(id))) => Ok(*id),
+                        _ => Err(bad()),
+                    })
+                    .collect::<Result<_>>()?;
+                if let (Some(state_values), RowFunction::Aggregate { function, .. }) =
+                    (decode_rows(running.value(row))?.pop(), &state.expr.function)
+                {
+                    let mut acc = function.create_accumulator()?;
+                    let arrays = state_values
+                        .iter()
+                        .map(|v| v.to_array())
+                        .collect::<datafusion::common::Result<Vec<_>>>()?;
+                    acc.merge_batch(&arrays)?;
+                    p.running = Some(acc);
+                }
+            }
+        }
+        Ok(())
     }
 }

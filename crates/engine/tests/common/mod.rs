@@ -8,6 +8,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use velostream_engine::operators::Pipeline;
 use velostream_engine::state::{MemoryStateBackend, StateBackend};
+use velostream_engine::PipelineBuilder;
 use velostream_sql::{parse_application, ApplicationPlanner, SourceResolver, StreamingPlan};
 
 struct FixedSchema(SchemaRef);
@@ -85,4 +86,32 @@ pub fn restore_all(pipeline: &mut Pipeline, backend: &MemoryStateBackend) -> usi
         }
     }
     restored
+}
+
+/// Runs `batches` through `plan` once uninterrupted, and once with a
+/// snapshot after `split` batches restored into a fresh pipeline that runs
+/// the rest; asserts both give the same rows. Returns the rows and how many
+/// operators were restored.
+#[allow(dead_code)]
+pub fn assert_resumes_identically(
+    plan: &StreamingPlan,
+    batches: Vec<RecordBatch>,
+    split: usize,
+) -> (Vec<RecordBatch>, usize) {
+    let builder = PipelineBuilder::new();
+    let mut whole = builder.build(plan, true, Default::default()).unwrap();
+    let expected = run(&mut whole, batches.clone(), true);
+
+    let mut before = builder.build(plan, true, Default::default()).unwrap();
+    let mut actual = run(&mut before, batches[..split].to_vec(), false);
+    let backend = snapshot_all(&mut before);
+    // taking a snapshot does not disturb the running pipeline
+    let continued = run(&mut before, batches[split..].to_vec(), true);
+    let mut after = builder.build(plan, true, Default::default()).unwrap();
+    let restored = restore_all(&mut after, &backend);
+    let resumed = run(&mut after, batches[split..].to_vec(), true);
+    assert_eq!(text(&resumed), text(&continued));
+    actual.extend(resumed);
+    assert_eq!(text(&actual), text(&expected));
+    (expected, restored)
 }
