@@ -27,7 +27,7 @@ pub struct Properties {
 
 impl Properties {
     /// Parses the tokens between the parentheses of `WITH ( ... )`.
-    pub fn parse(tokens: &[TokenWithSpan], open: Location) -> Result<Self> {
+    pub fn parse(tokens: &[TokenWithSpan]) -> Result<Self> {
         let mut entries = Vec::new();
         let mut i = 0;
         while i < tokens.len() {
@@ -82,7 +82,6 @@ impl Properties {
                 }
             }
         }
-        let _ = open;
         Ok(Self { entries })
     }
 
@@ -162,7 +161,7 @@ mod tests {
             .into_iter()
             .filter(|t| !matches!(t.token, Token::Whitespace(_)))
             .collect();
-        Properties::parse(&tokens, Location::default())
+        Properties::parse(&tokens)
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub fn parse_statement(index: usize, raw: StatementTokens) -> Result<ParsedState
         }
         if is_word(tok(&tokens, pos), "WITH") && matches!(tok(&tokens, pos + 1), Token::LParen) {
             let end = matching_paren(&tokens, pos + 1).ok_or_else(|| unclosed(&tokens[pos + 1]))?;
-            stmt.properties = Properties::parse(&tokens[pos + 2..end - 1], loc(&tokens[pos]))?;
+            stmt.properties = Properties::parse(&tokens[pos + 2..end - 1])?;
             pos = end;
         }
         if !is_word(tok(&tokens, pos), "AS") {
@@ -225,7 +225,7 @@ fn lift_dialect_clauses(
             }
             if is_word(&t.token, "WITH") && matches!(tok(tokens, i + 1), Token::LParen) {
                 let end = matching_paren(tokens, i + 1).ok_or_else(|| unclosed(&tokens[i + 1]))?;
-                let props = Properties::parse(&tokens[i + 2..end - 1], loc(t))?;
+                let props = Properties::parse(&tokens[i + 2..end - 1])?;
                 stmt.properties.extend(&props);
                 i = end;
                 continue;
@@ -308,7 +308,7 @@ fn parse_declaration(
     let mut pos = end;
     if is_word(tok(tokens, pos), "WITH") && matches!(tok(tokens, pos + 1), Token::LParen) {
         let close = matching_paren(tokens, pos + 1).ok_or_else(|| unclosed(&tokens[pos + 1]))?;
-        stmt.properties = Properties::parse(&tokens[pos + 2..close - 1], loc(&tokens[pos]))?;
+        stmt.properties = Properties::parse(&tokens[pos + 2..close - 1])?;
         pos = close;
     }
     if let Some(extra) = tokens.get(pos) {
