@@ -10,6 +10,7 @@ use datafusion::physical_expr::{create_physical_sort_exprs, LexOrdering, Physica
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{
     col, Expr, WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition,
@@ -19,12 +20,14 @@ use velostream_sql::{
     streaming_session_state, LateDataStrategy, StreamNode, StreamingPlan, WindowKind,
 };
 
+use crate::connector::TableLoader;
 use crate::error::{EngineError, Result};
 use crate::metrics::JobMetrics;
 use crate::operators::aggregate::AggregateOperator;
 use crate::operators::filter::FilterOperator;
 use crate::operators::grouped::AggregateCall;
 use crate::operators::limit::LimitOperator;
+use crate::operators::lookup_join::LookupJoinOperator;
 use crate::operators::project::ProjectOperator;
 use crate::operators::row_window::{RowFunction, RowWindowExpr, RowWindowOperator};
 use crate::operators::session_aggregate::SessionAggregateOperator;
@@ -39,6 +42,7 @@ use crate::operators::{Operator, Pipeline};
 /// physical expressions.
 pub struct PipelineBuilder {
     state: SessionState,
+    tables: Option<Arc<dyn TableLoader>>,
 }
 
 impl Default for PipelineBuilder {
@@ -182,7 +186,47 @@ impl PipelineBuilder {
     pub fn new() -> Self {
         Self {
             state: streaming_session_state(),
+            tables: None,
         }
+    }
+
+    /// Where the table sides of joins are loaded from.
+    pub fn with_table_loader(mut self, tables: Arc<dyn TableLoader>) -> Self {
+        self.tables = Some(tables);
+        self
+    }
+
+    /// Loads and runs the table side of a join to completion.
+    fn load_table(
+        &self,
+        table: &StreamNode,
+        schema: &DFSchema,
+        dead_letter: bool,
+        metrics: &Arc<JobMetrics>,
+    ) -> Result<RecordBatch> {
+        let Some(StreamNode::Scan {
+            source,
+            schema: decoded,
+        }) = table.flow().first().copied()
+        else {
+            return Err(EngineError::Plan(
+                "a join's table side must start with a source".into(),
+            ));
+        };
+        let loader = self
+            .tables
+            .as_ref()
+            .ok_or_else(|| EngineError::Plan("no table loader for joins".into()))?;
+        let mut pipeline = self.build_nodes(table, dead_letter, true, metrics.clone())?;
+        let mut rows = Vec::new();
+        for batch in loader.load(source, decoded.clone(), metrics.clone())? {
+            pipeline.process(batch, &mut rows)?;
+        }
+        pipeline.finish(&mut rows)?;
+        Ok(datafusion::arrow::compute::concat_batches(
+            schema.inner(),
+            &rows,
+        )?)
     }
 
     /// The operators of `plan`, source side first. `bounded` says whether
@@ -193,8 +237,19 @@ impl PipelineBuilder {
         bounded: bool,
         metrics: Arc<JobMetrics>,
     ) -> Result<Pipeline> {
+        self.build_nodes(&plan.root, plan.dead_letter.is_some(), bounded, metrics)
+    }
+
+    /// The operators from `root`'s source up to `root`.
+    fn build_nodes(
+        &self,
+        root: &StreamNode,
+        dead_letter: bool,
+        bounded: bool,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Pipeline> {
         let mut operators: Vec<Box<dyn Operator>> = Vec::new();
-        for node in plan.root.flow() {
+        for node in root.flow() {
             match node {
                 StreamNode::Scan { .. } => {}
                 StreamNode::WindowAssign {
@@ -204,9 +259,7 @@ impl PipelineBuilder {
                     event_time,
                     schema,
                 } => {
-                    if event_time.late_data == LateDataStrategy::DeadLetter
-                        && plan.dead_letter.is_none()
-                    {
+                    if event_time.late_data == LateDataStrategy::DeadLetter && !dead_letter {
                         return Err(EngineError::Plan(
                             "'late.data.strategy' = 'dead_letter' needs a dead-letter sink: add \
                              WITH ('dead_letter.type' = 'file_sink', 'dead_letter.path' = '...')"
@@ -360,6 +413,32 @@ impl PipelineBuilder {
                         .collect::<Result<Vec<_>>>()?;
                     operators.push(Box::new(RowWindowOperator::new(
                         exprs,
+                        schema.inner().clone(),
+                    )?));
+                }
+                StreamNode::LookupJoin {
+                    table,
+                    on,
+                    filter,
+                    keep_unmatched,
+                    input_schema,
+                    table_schema,
+                    schema,
+                    ..
+                } => {
+                    let rows = self.load_table(table, table_schema, dead_letter, &metrics)?;
+                    let (stream_keys, table_keys): (Vec<Expr>, Vec<Expr>) =
+                        on.iter().cloned().unzip();
+                    let filter = match filter {
+                        Some(f) => Some(self.state.create_physical_expr(f.clone(), schema)?),
+                        None => None,
+                    };
+                    operators.push(Box::new(LookupJoinOperator::new(
+                        self.physical_exprs(&stream_keys, input_schema)?,
+                        rows,
+                        &self.physical_exprs(&table_keys, table_schema)?,
+                        filter,
+                        *keep_unmatched,
                         schema.inner().clone(),
                     )?));
                 }

@@ -4,7 +4,10 @@
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
+use std::sync::Arc;
+
 use crate::error::Result;
+use crate::metrics::JobMetrics;
 
 /// What a source has for the job right now.
 #[derive(Debug)]
@@ -38,4 +41,15 @@ pub trait Sink: Send {
     fn close(&mut self) -> Result<()> {
         self.flush()
     }
+}
+
+/// Loads a bounded source whole, for the table side of a stream–table join.
+pub trait TableLoader: Send + Sync {
+    /// Every record of source `name`, decoded with `schema`.
+    fn load(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Vec<RecordBatch>>;
 }

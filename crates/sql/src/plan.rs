@@ -68,6 +68,23 @@ pub enum StreamNode {
         input_schema: DFSchemaRef,
         schema: DFSchemaRef,
     },
+    /// Stream–table join: each record of `input` (the stream) looks up the
+    /// rows of `table` (a bounded relation loaded before the stream starts)
+    /// with equal keys.
+    LookupJoin {
+        input: Box<StreamNode>,
+        /// The table side, from its scan upwards.
+        table: Box<StreamNode>,
+        /// Equality keys: (stream expression, table expression).
+        on: Vec<(Expr, Expr)>,
+        /// Extra join condition over the joined row.
+        filter: Option<Expr>,
+        /// `false` for INNER, `true` for LEFT (stream rows without a match are kept).
+        keep_unmatched: bool,
+        input_schema: DFSchemaRef,
+        table_schema: DFSchemaRef,
+        schema: DFSchemaRef,
+    },
     /// `LIMIT fetch OFFSET skip`.
     Limit {
         input: Box<StreamNode>,
@@ -142,6 +159,7 @@ impl StreamNode {
             | StreamNode::Project { input, .. }
             | StreamNode::Aggregate { input, .. }
             | StreamNode::RowWindow { input, .. }
+            | StreamNode::LookupJoin { input, .. }
             | StreamNode::Limit { input, .. }
             | StreamNode::Sort { input, .. } => Some(input),
         }
@@ -210,6 +228,29 @@ impl StreamNode {
                 )
             }
             StreamNode::RowWindow { exprs, .. } => format!("RowWindow {}", list(exprs)),
+            StreamNode::LookupJoin {
+                table,
+                on,
+                filter,
+                keep_unmatched,
+                ..
+            } => {
+                let keys: Vec<_> = on.iter().map(|(l, r)| format!("{l} = {r}")).collect();
+                let table_source = table
+                    .flow()
+                    .first()
+                    .map(|n| n.describe())
+                    .unwrap_or_default();
+                let filter = filter
+                    .as_ref()
+                    .map(|f| format!(" filter={f}"))
+                    .unwrap_or_default();
+                let kind = if *keep_unmatched { "LEFT" } else { "INNER" };
+                format!(
+                    "{kind} LookupJoin on [{}]{filter} table=({table_source}, loaded before the stream; state = the table's rows)",
+                    keys.join(", ")
+                )
+            }
             StreamNode::Limit { skip, fetch, .. } => match fetch {
                 Some(f) => format!("Limit skip={skip} fetch={f}"),
                 None => format!("Limit skip={skip}"),

@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, SchemaError};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
 use datafusion::sql::planner::{ParserOptions, SqlToRel};
 use datafusion::sql::sqlparser::ast::{
     visit_expressions, visit_relations, Expr as SqlExprNode, GroupByExpr, Ident, ObjectName, Query,
@@ -145,7 +145,7 @@ impl<'a> ApplicationPlanner<'a> {
         let plan_with = |query: Box<Query>, windowed: bool| -> Result<LogicalPlan> {
             let mut catalog = StatementCatalog::new(&self.state);
             for binding in &sources {
-                let mut schema = if windowed {
+                let mut schema = if windowed && binding.name == sources[0].name {
                     with_window_columns(&binding.schema, stmt.window_from_table_function)
                 } else {
                     binding.schema.clone()
@@ -496,7 +496,47 @@ impl NodeMapper<'_> {
                 input_schema: s.input.schema().clone(),
                 fetch: s.fetch,
             },
-            LogicalPlan::Join(_) => return Err(self.unsupported("joins are not yet supported")),
+            LogicalPlan::Join(j) => {
+                let keep_unmatched = match j.join_type {
+                    JoinType::Inner => false,
+                    JoinType::Left => true,
+                    other => {
+                        return Err(self.unsupported(&format!(
+                            "{other} joins are not yet supported; INNER and LEFT joins of a stream with a table are"
+                        )))
+                    }
+                };
+                if j.on.is_empty() {
+                    return Err(
+                        self.unsupported("a join needs an equality condition (ON a.key = b.key)")
+                    );
+                }
+                // The table side is read whole before the stream starts; it is never windowed.
+                let window = self.window.take();
+                let table = self.map(&j.right);
+                self.window = window;
+                let table = table?;
+                if table.flow().iter().any(|n| {
+                    !matches!(
+                        n,
+                        StreamNode::Scan { .. }
+                            | StreamNode::Filter { .. }
+                            | StreamNode::Project { .. }
+                    )
+                }) {
+                    return Err(self.unsupported("the table side of a join must be a source read as a table (filters and projections allowed)"));
+                }
+                StreamNode::LookupJoin {
+                    input: Box::new(self.map(&j.left)?),
+                    table: Box::new(table),
+                    on: j.on.clone(),
+                    filter: j.filter.clone(),
+                    keep_unmatched,
+                    input_schema: j.left.schema().clone(),
+                    table_schema: j.right.schema().clone(),
+                    schema: j.schema.clone(),
+                }
+            }
             LogicalPlan::Window(w) => StreamNode::RowWindow {
                 input: Box::new(self.map(&w.input)?),
                 exprs: w.window_expr.clone(),

@@ -161,9 +161,21 @@ fn split_args(tokens: &[TokenWithSpan]) -> Vec<&[TokenWithSpan]> {
     out
 }
 
+/// A column name, optionally qualified (`o.ts`: the qualifier names the
+/// stream the column belongs to, which is the windowed stream).
 fn column_arg(arg: &[TokenWithSpan]) -> Result<String> {
     match arg {
         [TokenWithSpan {
+            token: Token::Word(w),
+            ..
+        }]
+        | [TokenWithSpan {
+            token: Token::Word(_),
+            ..
+        }, TokenWithSpan {
+            token: Token::Period,
+            ..
+        }, TokenWithSpan {
             token: Token::Word(w),
             ..
         }] => Ok(w.value.clone()),

@@ -8,12 +8,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
 
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use velostream_connectors::memory::{stream_channel, ChannelSource};
 use velostream_connectors::Connectors;
-use velostream_engine::{EngineError, Job, JobMetrics, JobSummary, PipelineBuilder, Sink, Source};
+use velostream_engine::connector::TableLoader;
+use velostream_engine::{
+    EngineError, Job, JobMetrics, JobSummary, PipelineBuilder, Sink, Source, SourceEvent,
+};
 use velostream_sql::{
-    parse_application, ApplicationPlanner, PropertyOverrides, SourceOrigin, SqlError, StreamNode,
-    StreamingPlan,
+    parse_application, ApplicationPlanner, PropertyOverrides, SourceBinding, SourceOrigin,
+    SqlError, StreamNode, StreamingPlan,
 };
 
 use velostream_connectors::fanout::FanoutSink;
@@ -53,7 +58,7 @@ impl Default for RunOptions {
 pub struct Application {
     pub path: PathBuf,
     pub plans: Vec<StreamingPlan>,
-    connectors: Connectors,
+    connectors: Arc<Connectors>,
 }
 
 impl Application {
@@ -78,9 +83,9 @@ impl Application {
             rendered: error.render(name, text),
             error,
         };
-        let connectors = Connectors::new(base_dir, options.batch_size);
+        let connectors = Arc::new(Connectors::new(base_dir, options.batch_size));
         let statements = parse_application(text).map_err(render)?;
-        let plans = ApplicationPlanner::new(&connectors)
+        let plans = ApplicationPlanner::new(connectors.as_ref())
             .with_overrides(options.overrides.clone())
             .plan(&statements)
             .map_err(render)?;
@@ -113,17 +118,24 @@ impl Application {
         self.plans.iter().map(|p| bounded[&p.statement]).collect()
     }
 
+    /// A pipeline builder that loads the plan's join tables through our connectors.
+    fn builder(&self, plan: &StreamingPlan) -> PipelineBuilder {
+        PipelineBuilder::new().with_table_loader(Arc::new(JoinTables {
+            connectors: self.connectors.clone(),
+            sources: plan.sources.clone(),
+        }))
+    }
+
     /// Builds every job without running it: checks connectors, properties
     /// and that every operator can run. This is `validate`.
     pub fn check(&self) -> Result<(), AppError> {
         self.check_single_stdin_reader()?;
-        let builder = PipelineBuilder::new();
         for (plan, bounded) in self.plans.iter().zip(self.boundedness()) {
             let job_err = |source| AppError::Job {
                 job: plan.name.clone(),
                 source,
             };
-            builder
+            self.builder(plan)
                 .build(plan, bounded, Arc::new(JobMetrics::default()))
                 .map_err(job_err)?;
             self.connectors.check_sink(&plan.sink).map_err(job_err)?;
@@ -162,7 +174,6 @@ impl Application {
     /// Opens all connectors and builds the jobs, in statement order.
     pub fn build_jobs(&self) -> Result<Vec<Job>, AppError> {
         self.check_single_stdin_reader()?;
-        let builder = PipelineBuilder::new();
         let bounded = self.boundedness();
         let position: HashMap<usize, usize> = self
             .plans
@@ -206,7 +217,8 @@ impl Application {
                 source,
             };
             let metrics = Arc::new(JobMetrics::default());
-            let pipeline = builder
+            let pipeline = self
+                .builder(plan)
                 .build(plan, bounded[i], metrics.clone())
                 .map_err(job_err)?;
             let source: Box<dyn Source> = match channel_sources.remove(&i) {
@@ -283,5 +295,47 @@ pub fn run_jobs(jobs: Vec<Job>) -> Result<Vec<JobSummary>, AppError> {
     match first_error {
         Some(e) => Err(e),
         None => Ok(summaries),
+    }
+}
+
+/// Loads the table side of stream–table joins from the application's sources.
+struct JoinTables {
+    connectors: Arc<Connectors>,
+    sources: Vec<SourceBinding>,
+}
+
+impl TableLoader for JoinTables {
+    fn load(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        metrics: Arc<JobMetrics>,
+    ) -> velostream_engine::Result<Vec<RecordBatch>> {
+        let binding = self
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                EngineError::Plan(format!("join table '{name}' is not a source of the query"))
+            })?;
+        if binding.origin != SourceOrigin::External {
+            return Err(EngineError::NotSupported(format!(
+                "reading the stream '{name}' of another statement as a join table"
+            )));
+        }
+        let mut source = self.connectors.open_source(binding, schema, metrics)?;
+        if !source.is_bounded() {
+            return Err(EngineError::NotSupported(format!(
+                "'{name}' never ends, so it cannot be loaded as a join table"
+            )));
+        }
+        let mut rows = Vec::new();
+        loop {
+            match source.poll_batch()? {
+                SourceEvent::Batch(b) => rows.push(b),
+                SourceEvent::Idle => {}
+                SourceEvent::End => return Ok(rows),
+            }
+        }
     }
 }

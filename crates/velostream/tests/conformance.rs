@@ -54,6 +54,7 @@ spec_tests! {
     windows => "windows.yaml",
     row_functions => "row_functions.yaml",
     windows_more => "windows_more.yaml",
+    joins => "joins.yaml",
 }
 
 #[test]

@@ -6,6 +6,7 @@ pub mod filter;
 pub mod group_keys;
 pub mod grouped;
 pub mod limit;
+pub mod lookup_join;
 pub mod project;
 pub mod row_window;
 pub mod session_aggregate;
