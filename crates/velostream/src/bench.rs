@@ -87,7 +87,7 @@ pub fn generate_trades(path: &Path, records: u64, keys: u64) -> std::io::Result<
 pub fn measure(
     label: &'static str,
     sql: &str,
-    file: &Path,
+    inputs: &[(&str, PathBuf)],
     batch_size: usize,
 ) -> Result<Measurement, AppError> {
     let mut overrides = PropertyOverrides::new();
@@ -97,14 +97,16 @@ pub fn measure(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>()
     };
-    overrides.insert(
-        "trades".into(),
-        props(&[
-            ("type", "file_source"),
-            ("path", &file.display().to_string()),
-            ("format", "jsonl"),
-        ]),
-    );
+    for (name, file) in inputs {
+        overrides.insert(
+            name.to_string(),
+            props(&[
+                ("type", "file_source"),
+                ("path", &file.display().to_string()),
+                ("format", "jsonl"),
+            ]),
+        );
+    }
     overrides.insert("out".into(), props(&[("type", "null")]));
     let options = RunOptions {
         batch_size,
@@ -143,6 +145,8 @@ pub struct Suite<'a> {
     pub batch_size: usize,
     pub runs: usize,
     pub file: Option<PathBuf>,
+    /// Rows of the `accounts` table (one per symbol) for join queries; 0 for none.
+    pub table_rows: u64,
 }
 
 /// Runs every query `runs` times (keeping the median) over one generated
@@ -167,11 +171,17 @@ pub fn run_suite(suite: Suite) -> Result<String, String> {
             path
         }
     };
+    let mut inputs = vec![("trades", file)];
+    if suite.table_rows > 0 {
+        let path = dir.path().join("accounts.jsonl");
+        generate_accounts(&path, suite.table_rows).map_err(|e| e.to_string())?;
+        inputs.push(("accounts", path));
+    }
     let mut rows = Vec::new();
     for (label, sql) in suite.queries {
         let mut samples = Vec::new();
         for run in 0..suite.runs.max(1) {
-            let m = measure(label, sql, &file, suite.batch_size).map_err(|e| e.to_string())?;
+            let m = measure(label, sql, &inputs, suite.batch_size).map_err(|e| e.to_string())?;
             eprintln!("  {label}, run {}: {} records/s", run + 1, human(m.rate()));
             samples.push(m);
         }
@@ -222,6 +232,35 @@ pub const WINDOW_QUERIES: &[(&str, &str)] = &[
          MIN(price) AS lo, MAX(price) AS hi FROM trades GROUP BY symbol WINDOW SLIDING(ts, 5m, 1m)",
     ),
 ];
+
+/// Stream–table enrichment against the stateless pipeline, same file.
+pub const JOIN_QUERIES: &[(&str, &str)] = &[
+    (
+        "filter + projection (stateless)",
+        "CREATE STREAM out AS SELECT id, symbol, price * quantity AS notional, lower(side) AS side \
+         FROM trades WHERE price > 100 AND exchange = 'NASDAQ'",
+    ),
+    (
+        "enrichment: JOIN accounts ON symbol",
+        "CREATE STREAM out AS SELECT t.id, t.price * t.quantity AS notional, a.owner, a.tier \
+         FROM trades t JOIN accounts a ON t.symbol = a.symbol",
+    ),
+];
+
+/// One account per symbol `S0000`.. (the table side of the join benchmark).
+pub fn generate_accounts(path: &Path, rows: u64) -> std::io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    for i in 0..rows {
+        let tier = ["gold", "silver", "bronze"][(i % 3) as usize];
+        writeln!(
+            out,
+            "{{\"symbol\":\"S{i:04}\",\"owner\":\"owner_{}\",\"tier\":\"{tier}\",\"limit\":{}}}",
+            i % 977,
+            1000 + i % 50_000
+        )?;
+    }
+    out.flush()
+}
 
 /// Peak resident set size of this process (`VmHWM`), Linux only.
 pub fn peak_rss_bytes() -> Option<u64> {

@@ -91,6 +91,18 @@ enum BenchCommand {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Stream–table enrichment vs the stateless pipeline
+    Join {
+        #[arg(long, default_value_t = 5_000_000)]
+        records: u64,
+        /// Rows of the table (and distinct keys in the stream)
+        #[arg(long, default_value_t = 100_000)]
+        table_rows: u64,
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -111,6 +123,7 @@ fn main() -> ExitCode {
                 batch_size,
                 runs,
                 file,
+                table_rows: 0,
             })
             .map(|report| println!("{report}"))
             .map_err(Failure::Runtime)
@@ -125,6 +138,21 @@ fn main() -> ExitCode {
             batch_size,
             runs,
             file,
+            table_rows: 0,
+        })
+        .map(|report| println!("{report}"))
+        .map_err(Failure::Runtime),
+        Some(Command::Bench(BenchCommand::Join { records, table_rows, batch_size, runs })) => bench::run_suite(bench::Suite {
+            title: "Stream–table join",
+            queries: bench::JOIN_QUERIES,
+            baseline: 0,
+            baseline_label: "stateless pipeline",
+            records,
+            keys: table_rows,
+            batch_size,
+            runs,
+            file: None,
+            table_rows,
         })
         .map(|report| println!("{report}"))
         .map_err(Failure::Runtime),

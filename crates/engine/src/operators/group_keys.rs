@@ -2,7 +2,8 @@
 //! index. Keys are stored once, in Arrow's row format, so lookups hash a
 //! byte slice of the batch's rows and allocate only for new groups.
 
-use std::collections::HashMap;
+// foldhash: much cheaper than SipHash for the per-record key lookups
+use hashbrown::HashMap;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{FieldRef, SchemaRef};

@@ -4,7 +4,8 @@
 //! columns. NULL keys never match. An extra condition (`ON a.k = b.k AND
 //! a.x > b.y`) is checked on each candidate pair.
 
-use std::collections::HashMap;
+// foldhash: much cheaper than SipHash for the per-record key lookups
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
