@@ -154,7 +154,20 @@ impl Operator for WindowAssignOperator {
         let mut starts: Vec<i64> = Vec::with_capacity(batch.num_rows());
         let mut ends: Vec<i64> = Vec::with_capacity(batch.num_rows());
         let mut windows = Vec::new();
-        let mut times_out: Vec<i64> = Vec::with_capacity(batch.num_rows());
+        let wants_times = self.columns.iter().any(|c| matches!(c, Column::EventTime));
+        let mut times_out: Vec<i64> =
+            Vec::with_capacity(if wants_times { batch.num_rows() } else { 0 });
+        // Largest event time per partition in this batch; the watermark
+        // tracker is told once per partition, after the batch.
+        let mut batch_max: Vec<Option<i64>> = Vec::new();
+        let partitions = partitions
+            .as_ref()
+            .and_then(|p| p.as_primitive_opt::<UInt64Type>());
+        // sessions decide lateness after merging
+        let merging = !matches!(
+            self.window,
+            Some(WindowKind::Tumbling { .. } | WindowKind::Sliding { .. })
+        );
         for row in 0..batch.num_rows() {
             if times.is_null(row) {
                 let column = self.time.as_ref().map(|(_, n)| n.as_str()).unwrap_or("?");
@@ -170,25 +183,21 @@ impl Operator for WindowAssignOperator {
                 continue;
             }
             let t = times.value(row);
-            let partition = partitions
-                .as_ref()
-                .and_then(|p| p.as_primitive_opt::<UInt64Type>())
-                .map(|p| p.value(row) as usize)
-                .unwrap_or(0);
-            self.watermarks.observe(partition, t, now);
+            let partition = partitions.map(|p| p.value(row) as usize).unwrap_or(0);
+            if batch_max.len() <= partition {
+                batch_max.resize(partition + 1, None);
+            }
+            batch_max[partition] = Some(batch_max[partition].map_or(t, |m: i64| m.max(t)));
             self.windows_of(t, &mut windows);
             let before = rows.len();
             for &(start, end) in &windows {
-                // sessions decide lateness after merging
-                let merging = !matches!(
-                    self.window,
-                    Some(WindowKind::Tumbling { .. } | WindowKind::Sliding { .. })
-                );
                 if !merging && closed_up_to.is_some_and(|wm| end <= wm) {
                     continue;
                 }
                 rows.push(row as u32);
-                times_out.push(t);
+                if wants_times {
+                    times_out.push(t);
+                }
                 starts.push(start);
                 ends.push(end);
             }
@@ -204,6 +213,11 @@ impl Operator for WindowAssignOperator {
                         event_time_ms: Some(t),
                     });
                 }
+            }
+        }
+        for (partition, max) in batch_max.into_iter().enumerate() {
+            if let Some(max) = max {
+                self.watermarks.observe(partition, max, now);
             }
         }
         if let Some(advanced) = self.watermarks.advance(now) {
