@@ -10,7 +10,6 @@ use datafusion::physical_expr::{create_physical_sort_exprs, LexOrdering, Physica
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{
     col, Expr, WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition,
@@ -20,14 +19,14 @@ use velostream_sql::{
     streaming_session_state, LateDataStrategy, StreamNode, StreamingPlan, WindowKind,
 };
 
-use crate::connector::TableLoader;
+use crate::connector::{TableData, TableLoader};
 use crate::error::{EngineError, Result};
 use crate::metrics::JobMetrics;
 use crate::operators::aggregate::AggregateOperator;
 use crate::operators::filter::FilterOperator;
 use crate::operators::grouped::AggregateCall;
 use crate::operators::limit::LimitOperator;
-use crate::operators::lookup_join::LookupJoinOperator;
+use crate::operators::lookup_join::{JoinTable, LookupJoinOperator};
 use crate::operators::project::ProjectOperator;
 use crate::operators::row_window::{RowFunction, RowWindowExpr, RowWindowOperator};
 use crate::operators::session_aggregate::SessionAggregateOperator;
@@ -196,14 +195,15 @@ impl PipelineBuilder {
         self
     }
 
-    /// Loads and runs the table side of a join to completion.
-    fn load_table(
+    /// The table side of a join: loaded rows run through the table's
+    /// operators now, or a stream to read when the join first runs.
+    fn join_table(
         &self,
         table: &StreamNode,
         schema: &DFSchema,
         dead_letter: bool,
         metrics: &Arc<JobMetrics>,
-    ) -> Result<RecordBatch> {
+    ) -> Result<JoinTable> {
         let Some(StreamNode::Scan {
             source,
             schema: decoded,
@@ -218,15 +218,23 @@ impl PipelineBuilder {
             .as_ref()
             .ok_or_else(|| EngineError::Plan("no table loader for joins".into()))?;
         let mut pipeline = self.build_nodes(table, dead_letter, true, metrics.clone())?;
-        let mut rows = Vec::new();
-        for batch in loader.load(source, decoded.clone(), metrics.clone())? {
-            pipeline.process(batch, &mut rows)?;
+        match loader.load(source, decoded.clone(), metrics.clone())? {
+            TableData::Rows(batches) => {
+                let mut rows = Vec::new();
+                for batch in batches {
+                    pipeline.process(batch, &mut rows)?;
+                }
+                pipeline.finish(&mut rows)?;
+                Ok(JoinTable::Loaded(
+                    datafusion::arrow::compute::concat_batches(schema.inner(), &rows)?,
+                ))
+            }
+            TableData::Stream(source) => Ok(JoinTable::Pending {
+                source,
+                pipeline,
+                schema: schema.inner().clone(),
+            }),
         }
-        pipeline.finish(&mut rows)?;
-        Ok(datafusion::arrow::compute::concat_batches(
-            schema.inner(),
-            &rows,
-        )?)
     }
 
     /// The operators of `plan`, source side first. `bounded` says whether
@@ -426,7 +434,7 @@ impl PipelineBuilder {
                     schema,
                     ..
                 } => {
-                    let rows = self.load_table(table, table_schema, dead_letter, &metrics)?;
+                    let table = self.join_table(table, table_schema, dead_letter, &metrics)?;
                     let (stream_keys, table_keys): (Vec<Expr>, Vec<Expr>) =
                         on.iter().cloned().unzip();
                     let filter = match filter {
@@ -435,8 +443,8 @@ impl PipelineBuilder {
                     };
                     operators.push(Box::new(LookupJoinOperator::new(
                         self.physical_exprs(&stream_keys, input_schema)?,
-                        rows,
-                        &self.physical_exprs(&table_keys, table_schema)?,
+                        table,
+                        self.physical_exprs(&table_keys, table_schema)?,
                         filter,
                         *keep_unmatched,
                         schema.inner().clone(),

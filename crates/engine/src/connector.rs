@@ -43,13 +43,17 @@ pub trait Sink: Send {
     }
 }
 
-/// Loads a bounded source whole, for the table side of a stream–table join.
+/// The rows of a join's table side.
+pub enum TableData {
+    /// Read already (a file).
+    Rows(Vec<RecordBatch>),
+    /// Another statement's output (`CREATE TABLE ... AS SELECT`): read to its
+    /// end when the join sees its first record, keeping the latest row per key.
+    Stream(Box<dyn Source>),
+}
+
+/// Provides the table side of stream–table joins.
 pub trait TableLoader: Send + Sync {
-    /// Every record of source `name`, decoded with `schema`.
-    fn load(
-        &self,
-        name: &str,
-        schema: SchemaRef,
-        metrics: Arc<JobMetrics>,
-    ) -> Result<Vec<RecordBatch>>;
+    /// The records of source `name`, decoded with `schema`.
+    fn load(&self, name: &str, schema: SchemaRef, metrics: Arc<JobMetrics>) -> Result<TableData>;
 }

@@ -5,14 +5,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use velostream_connectors::memory::{stream_channel, ChannelSource};
 use velostream_connectors::Connectors;
-use velostream_engine::connector::TableLoader;
+use velostream_engine::connector::{TableData, TableLoader};
 use velostream_engine::{
     EngineError, Job, JobMetrics, JobSummary, PipelineBuilder, Sink, Source, SourceEvent,
 };
@@ -119,10 +118,15 @@ impl Application {
     }
 
     /// A pipeline builder that loads the plan's join tables through our connectors.
-    fn builder(&self, plan: &StreamingPlan) -> PipelineBuilder {
+    fn builder(
+        &self,
+        plan: &StreamingPlan,
+        streams: Option<HashMap<String, ChannelSource>>,
+    ) -> PipelineBuilder {
         PipelineBuilder::new().with_table_loader(Arc::new(JoinTables {
             connectors: self.connectors.clone(),
             sources: plan.sources.clone(),
+            streams: streams.map(Mutex::new),
         }))
     }
 
@@ -135,7 +139,7 @@ impl Application {
                 job: plan.name.clone(),
                 source,
             };
-            self.builder(plan)
+            self.builder(plan, None)
                 .build(plan, bounded, Arc::new(JobMetrics::default()))
                 .map_err(job_err)?;
             self.connectors.check_sink(&plan.sink).map_err(job_err)?;
@@ -182,22 +186,25 @@ impl Application {
             .map(|(i, p)| (p.statement, i))
             .collect();
 
-        // Readers of each statement's output, as (reader plan, projected schema, bounded).
-        let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
+        // Readers of each statement's output: (reader plan, source name as the reader calls it).
+        let mut readers: HashMap<usize, Vec<(usize, String)>> = HashMap::new();
         for (i, plan) in self.plans.iter().enumerate() {
             for s in &plan.sources {
                 if let SourceOrigin::Statement(upstream) = s.origin {
-                    readers.entry(upstream).or_default().push(i);
+                    readers
+                        .entry(upstream)
+                        .or_default()
+                        .push((i, s.name.clone()));
                 }
             }
         }
-        let mut channel_sources: HashMap<usize, ChannelSource> = HashMap::new();
+        let mut channel_sources: HashMap<(usize, String), ChannelSource> = HashMap::new();
         let mut channel_sinks: HashMap<usize, Box<dyn Sink>> = HashMap::new();
         for (upstream, consumers) in &readers {
             let up = &self.plans[position[upstream]];
             let specs: Vec<_> = consumers
                 .iter()
-                .map(|&c| (scan_schema(&self.plans[c]), bounded[c]))
+                .map(|(c, name)| (scan_schema_of(&self.plans[*c], name), bounded[*c]))
                 .collect();
             let (sink, sources) =
                 stream_channel(&up.output_schema, &specs).map_err(|source| AppError::Job {
@@ -205,8 +212,8 @@ impl Application {
                     source,
                 })?;
             channel_sinks.insert(*upstream, Box::new(sink));
-            for (c, source) in consumers.iter().zip(sources) {
-                channel_sources.insert(*c, source);
+            for (reader, source) in consumers.iter().zip(sources) {
+                channel_sources.insert(reader.clone(), source);
             }
         }
 
@@ -217,11 +224,27 @@ impl Application {
                 source,
             };
             let metrics = Arc::new(JobMetrics::default());
+            // join tables that are other statements' outputs
+            let tables: HashMap<String, ChannelSource> = plan
+                .sources
+                .iter()
+                .skip(1)
+                .filter_map(|b| {
+                    channel_sources
+                        .remove(&(i, b.name.clone()))
+                        .map(|c| (b.name.clone(), c))
+                })
+                .collect();
             let pipeline = self
-                .builder(plan)
+                .builder(plan, Some(tables))
                 .build(plan, bounded[i], metrics.clone())
                 .map_err(job_err)?;
-            let source: Box<dyn Source> = match channel_sources.remove(&i) {
+            let stream = plan
+                .sources
+                .first()
+                .map(|b| b.name.clone())
+                .unwrap_or_default();
+            let source: Box<dyn Source> = match channel_sources.remove(&(i, stream)) {
                 Some(s) => Box::new(s),
                 None => {
                     let binding = plan.sources.first().ok_or_else(|| {
@@ -252,6 +275,18 @@ impl Application {
         }
         Ok(jobs)
     }
+}
+
+/// The columns a plan decodes from its source `name` (the stream or a join table).
+fn scan_schema_of(plan: &StreamingPlan, name: &str) -> datafusion::arrow::datatypes::SchemaRef {
+    fn find(node: &StreamNode, name: &str) -> Option<datafusion::arrow::datatypes::SchemaRef> {
+        node.flow().into_iter().find_map(|n| match n {
+            StreamNode::Scan { source, schema } if source == name => Some(schema.clone()),
+            StreamNode::LookupJoin { table, .. } => find(table, name),
+            _ => None,
+        })
+    }
+    find(&plan.root, name).unwrap_or_else(|| plan.output_schema.clone())
 }
 
 /// The columns a plan decodes from its (single) source.
@@ -302,6 +337,9 @@ pub fn run_jobs(jobs: Vec<Job>) -> Result<Vec<JobSummary>, AppError> {
 struct JoinTables {
     connectors: Arc<Connectors>,
     sources: Vec<SourceBinding>,
+    /// Channels from the statements whose outputs are join tables; `None`
+    /// when only validating (upstream statements do not run).
+    streams: Option<Mutex<HashMap<String, ChannelSource>>>,
 }
 
 impl TableLoader for JoinTables {
@@ -310,7 +348,7 @@ impl TableLoader for JoinTables {
         name: &str,
         schema: SchemaRef,
         metrics: Arc<JobMetrics>,
-    ) -> velostream_engine::Result<Vec<RecordBatch>> {
+    ) -> velostream_engine::Result<TableData> {
         let binding = self
             .sources
             .iter()
@@ -319,9 +357,16 @@ impl TableLoader for JoinTables {
                 EngineError::Plan(format!("join table '{name}' is not a source of the query"))
             })?;
         if binding.origin != SourceOrigin::External {
-            return Err(EngineError::NotSupported(format!(
-                "reading the stream '{name}' of another statement as a join table"
-            )));
+            let Some(streams) = &self.streams else {
+                return Ok(TableData::Rows(Vec::new())); // validating: nothing runs
+            };
+            let stream = streams.lock().ok().and_then(|mut s| s.remove(name));
+            return match stream {
+                Some(stream) => Ok(TableData::Stream(Box::new(stream))),
+                None => Err(EngineError::Plan(format!(
+                    "no stream connected for join table '{name}'"
+                ))),
+            };
         }
         let mut source = self.connectors.open_source(binding, schema, metrics)?;
         if !source.is_bounded() {
@@ -334,7 +379,7 @@ impl TableLoader for JoinTables {
             match source.poll_batch()? {
                 SourceEvent::Batch(b) => rows.push(b),
                 SourceEvent::Idle => {}
-                SourceEvent::End => return Ok(rows),
+                SourceEvent::End => return Ok(TableData::Rows(rows)),
             }
         }
     }

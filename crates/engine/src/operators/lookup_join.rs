@@ -2,23 +2,27 @@
 //! indexed by its join key; every stream record looks its key up. INNER
 //! keeps matches only, LEFT keeps unmatched stream records with NULL table
 //! columns. NULL keys never match. An extra condition (`ON a.k = b.k AND
-//! a.x > b.y`) is checked on each candidate pair.
+//! a.x > b.y`) is checked on each candidate pair. A table produced by another
+//! statement (`CREATE TABLE ... AS SELECT`) is read to its end when the first
+//! record arrives, keeping the latest row per key.
 
 // foldhash: much cheaper than SipHash for the per-record key lookups
 use hashbrown::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::compute::{cast, concat_batches, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::{evaluate_all, Operator, StateSize};
+use super::{evaluate_all, Operator, Pipeline, StateSize};
+use crate::connector::{Source, SourceEvent};
 use crate::error::Result;
 
 pub struct LookupJoinOperator {
     stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+    table_keys: Vec<Arc<dyn PhysicalExpr>>,
     table: RecordBatch,
     converter: RowConverter,
     /// Table rows by key (row format).
@@ -27,43 +31,101 @@ pub struct LookupJoinOperator {
     filter: Option<Arc<dyn PhysicalExpr>>,
     keep_unmatched: bool,
     schema: SchemaRef,
+    /// A table still to be read: its source, the operators above its scan,
+    /// and the schema they produce.
+    pending: Option<(Box<dyn Source>, Pipeline, SchemaRef)>,
+}
+
+/// Where the table's rows come from.
+pub enum JoinTable {
+    /// All rows, loaded; every row with a key counts (duplicates match twice).
+    Loaded(RecordBatch),
+    /// Rows to read from `source` through `pipeline` (producing `schema`) on
+    /// first use, keeping the latest row per key.
+    Pending {
+        source: Box<dyn Source>,
+        pipeline: Pipeline,
+        schema: SchemaRef,
+    },
 }
 
 impl LookupJoinOperator {
-    /// `table` holds the table side's rows; `table_keys` are evaluated on it once.
     pub fn new(
         stream_keys: Vec<Arc<dyn PhysicalExpr>>,
-        table: RecordBatch,
-        table_keys: &[Arc<dyn PhysicalExpr>],
+        table: JoinTable,
+        table_keys: Vec<Arc<dyn PhysicalExpr>>,
         filter: Option<Arc<dyn PhysicalExpr>>,
         keep_unmatched: bool,
         schema: SchemaRef,
     ) -> Result<Self> {
-        let key_columns = evaluate_all(table_keys, &table)?;
-        let key_types: Vec<_> = key_columns.iter().map(|c| c.data_type().clone()).collect();
-        let converter = RowConverter::new(
-            key_types
+        let (rows, pending) = match table {
+            JoinTable::Loaded(rows) => (Some(rows), None),
+            JoinTable::Pending {
+                source,
+                pipeline,
+                schema,
+            } => (None, Some((source, pipeline, schema))),
+        };
+        let mut op = Self {
+            stream_keys,
+            table_keys,
+            table: RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty())),
+            converter: RowConverter::new(vec![])?,
+            index: HashMap::new(),
+            key_types: Vec::new(),
+            filter,
+            keep_unmatched,
+            schema,
+            pending,
+        };
+        if let Some(rows) = rows {
+            op.index_table(rows, false)?;
+        }
+        Ok(op)
+    }
+
+    /// Indexes the table by key; `latest_per_key` keeps only the last row of each key.
+    fn index_table(&mut self, table: RecordBatch, latest_per_key: bool) -> Result<()> {
+        let key_columns = evaluate_all(&self.table_keys, &table)?;
+        self.key_types = key_columns.iter().map(|c| c.data_type().clone()).collect();
+        self.converter = RowConverter::new(
+            self.key_types
                 .iter()
                 .map(|t| SortField::new(t.clone()))
                 .collect(),
         )?;
-        let rows = converter.convert_columns(&key_columns)?;
-        let mut index: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        let rows = self.converter.convert_columns(&key_columns)?;
+        self.index.clear();
         for (i, row) in rows.iter().enumerate() {
             if key_columns.iter().all(|c| c.is_valid(i)) {
-                index.entry(row.as_ref().into()).or_default().push(i as u32);
+                let matches = self.index.entry(row.as_ref().into()).or_default();
+                if latest_per_key {
+                    matches.clear();
+                }
+                matches.push(i as u32);
             }
         }
-        Ok(Self {
-            stream_keys,
-            table,
-            converter,
-            index,
-            key_types,
-            filter,
-            keep_unmatched,
-            schema,
-        })
+        self.table = table;
+        Ok(())
+    }
+
+    /// Reads a pending table to its end (the statement producing it runs
+    /// concurrently and ends with its bounded input).
+    fn load_pending(&mut self) -> Result<()> {
+        let Some((mut source, mut pipeline, schema)) = self.pending.take() else {
+            return Ok(());
+        };
+        let mut rows = Vec::new();
+        loop {
+            match source.poll_batch()? {
+                SourceEvent::Batch(b) => pipeline.process(b, &mut rows)?,
+                SourceEvent::Idle => {}
+                SourceEvent::End => break,
+            }
+        }
+        pipeline.finish(&mut rows)?;
+        let table = concat_batches(&schema, &rows)?;
+        self.index_table(table, true)
     }
 
     fn joined(
@@ -90,6 +152,7 @@ impl Operator for LookupJoinOperator {
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.load_pending()?;
         let keys = evaluate_all(&self.stream_keys, &batch)?
             .into_iter()
             .zip(&self.key_types)
@@ -144,6 +207,11 @@ impl Operator for LookupJoinOperator {
             out.push(self.joined(&batch, &UInt32Array::from(unmatched), &nulls)?);
         }
         Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        // a table stream that no record looked at still runs to its end
+        self.load_pending()
     }
 
     fn state_size(&self) -> StateSize {
