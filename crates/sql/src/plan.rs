@@ -142,6 +142,9 @@ pub struct StreamingPlan {
     pub root: StreamNode,
     pub sources: Vec<SourceBinding>,
     pub sink: SinkBinding,
+    /// The output columns that key each result (for keyed sinks): the
+    /// `PRIMARY KEY` columns, else the GROUP BY columns present in the output.
+    pub key: Vec<String>,
     /// Where rejected records go (`'dead_letter.*'` properties), if anywhere.
     pub dead_letter: Option<SinkBinding>,
     pub output_schema: SchemaRef,
@@ -316,6 +319,9 @@ impl fmt::Display for StreamingPlan {
                 .map(String::as_str)
                 .unwrap_or("stdout");
             writeln!(f, "  dead letters -> {kind}")?;
+        }
+        if !self.key.is_empty() {
+            writeln!(f, "  key: [{}]", self.key.join(", "))?;
         }
         if let Some(emit) = self.emit {
             writeln!(f, "  emit: {emit}")?;

@@ -193,6 +193,7 @@ impl<'a> ApplicationPlanner<'a> {
         let aggregates = mapper.aggregates;
         drop(mapper);
 
+        let key = result_key(stmt, &root, &optimized)?;
         let name = stmt
             .annotation("name")
             .or(stmt.annotation("job_name"))
@@ -226,6 +227,7 @@ impl<'a> ApplicationPlanner<'a> {
                 properties: sink_properties,
             },
             dead_letter,
+            key,
             annotations: stmt.annotations.clone(),
             emit: (aggregates > 0).then_some(emit),
         })
@@ -380,6 +382,56 @@ fn referenced_relations(query: &datafusion::sql::sqlparser::ast::Query) -> Vec<(
         ControlFlow::<()>::Continue(())
     });
     out
+}
+
+/// The key of a statement's results: its `PRIMARY KEY` columns (which
+/// must be output columns), else the output columns that are GROUP BY keys.
+fn result_key(
+    stmt: &ParsedStatement,
+    root: &StreamNode,
+    plan: &LogicalPlan,
+) -> Result<Vec<String>> {
+    let output = plan.schema();
+    if !stmt.primary_key.is_empty() {
+        return stmt
+            .primary_key
+            .iter()
+            .map(|(name, location)| {
+                let name = normalize(name);
+                match output
+                    .fields()
+                    .iter()
+                    .find(|f| f.name().eq_ignore_ascii_case(&name))
+                {
+                    Some(f) => Ok(f.name().clone()),
+                    None => Err(SqlError::new(
+                        format!("PRIMARY KEY column '{name}' is not an output column"),
+                        *location,
+                    )),
+                }
+            })
+            .collect();
+    }
+    let group_columns: Vec<String> = root
+        .flow()
+        .iter()
+        .find_map(|n| match n {
+            StreamNode::Aggregate { group_exprs, .. } => Some(
+                group_exprs
+                    .iter()
+                    .filter_map(|e| match e {
+                        Expr::Column(c) if !c.name.starts_with('_') => Some(c.name.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Ok(group_columns
+        .into_iter()
+        .filter(|c| output.fields().iter().any(|f| f.name() == c))
+        .collect())
 }
 
 /// True when the query names the (unquoted, any case) identifier `name`.

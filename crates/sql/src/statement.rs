@@ -42,6 +42,8 @@ pub struct ParsedStatement {
     /// columns are named `window_start` / `window_end`.
     pub window_from_table_function: bool,
     pub emit: Option<EmitMode>,
+    /// Output columns marked `col PRIMARY KEY` in the SELECT list.
+    pub primary_key: Vec<(String, Location)>,
     pub query: Option<Box<Query>>,
     /// Columns of a source declaration.
     pub columns: Vec<ColumnDef>,
@@ -75,6 +77,7 @@ pub fn parse_statement(index: usize, raw: StatementTokens) -> Result<ParsedState
         window: None,
         window_from_table_function: false,
         emit: None,
+        primary_key: Vec::new(),
         query: None,
         columns: Vec::new(),
         location,
@@ -209,6 +212,26 @@ fn lift_dialect_clauses(
                 }
                 stmt.window = Some(parse_window(&tokens[i + 1..end])?);
                 i = end;
+                continue;
+            }
+            if is_word(&t.token, "PRIMARY") && is_word(tok(tokens, i + 1), "KEY") {
+                match rest.last().map(|p: &TokenWithSpan| &p.token) {
+                    Some(Token::Word(w))
+                        if !["SELECT", "DISTINCT"].iter().any(|k| {
+                            w.quote_style.is_none() && w.value.eq_ignore_ascii_case(k)
+                        }) =>
+                    {
+                        stmt.primary_key.push((w.value.clone(), loc(t)))
+                    }
+                    _ => {
+                        return Err(SqlError::new(
+                            "PRIMARY KEY follows a column name or alias",
+                            loc(t),
+                        )
+                        .with_hint("write SELECT symbol PRIMARY KEY, COUNT(*) ..."))
+                    }
+                }
+                i += 2;
                 continue;
             }
             if is_word(&t.token, "EMIT") {

@@ -111,6 +111,8 @@ fn explain_shows_operators_sources_and_emit_mode() {
         "{stdout}"
     );
     assert!(stdout.contains("emit: FINAL"), "{stdout}");
+    // the output key of the per-symbol totals is the GROUP BY column
+    assert!(stdout.contains("key: [symbol]"), "{stdout}");
     // only the columns a query uses are decoded
     assert!(
         stdout.contains("Scan trades [symbol: Utf8, price: Decimal128(12, 2), quantity: Int64]"),
