@@ -270,3 +270,22 @@ fn malformed_records_go_to_the_dead_letter_sink() {
     );
     assert!(!rows[0]["reason"].as_str().unwrap().is_empty(), "{rejects}");
 }
+
+#[test]
+fn windowed_join_example_matches_an_independent_computation() {
+    let out = run(&["run", "-q", "examples/trades/per_minute.sql"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // per sector and minute, computed with DuckDB over the same files
+    assert_eq!(stdout.lines().count(), 9, "{stdout}");
+    for row in [
+        r#"{"sector":"Technology","minute":"2026-11-02T09:30:00","trades":7,"notional":1288497.00,"top_price":412.80}"#,
+        r#"{"sector":"Communication","minute":"2026-11-02T09:33:00","trades":5,"notional":183015.50,"top_price":469.33}"#,
+        r#"{"sector":"Technology","minute":"2026-11-02T09:34:00","trades":1,"notional":19266.00,"top_price":192.66}"#,
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == row),
+            "missing {row} in\n{stdout}"
+        );
+    }
+}
