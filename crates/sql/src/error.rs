@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use datafusion::common::{DataFusionError, SchemaError};
+
 /// A 1-based position in the SQL script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Location {
@@ -82,3 +84,68 @@ impl SqlError {
 }
 
 pub type Result<T, E = SqlError> = std::result::Result<T, E>;
+
+/// Converts a DataFusion planning error, using its diagnostic span when it
+/// has one, naming the columns that exist for an unknown column, and
+/// reporting the root cause rather than the optimizer rule that hit it.
+pub(crate) fn df_error(e: DataFusionError, fallback: Location) -> SqlError {
+    let location = e
+        .diagnostic()
+        .and_then(|d| d.span)
+        .map(|s| Location::new(s.start.line, s.start.column))
+        .filter(Location::is_known)
+        .unwrap_or(fallback);
+    let root = e.find_root();
+    let text = root.strip_backtrace();
+    let first_line = text.lines().next().unwrap_or_default();
+    let message = strip_prefixes(
+        first_line
+            .split(". Did you mean")
+            .next()
+            .unwrap_or_default(),
+    )
+    .to_string();
+    let suggestion = text.find("Did you mean").map(|at| {
+        text[at..]
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .replace("Did you mean", "did you mean")
+    });
+    let hint = match root {
+        DataFusionError::SchemaError(err, _) => match err.as_ref() {
+            SchemaError::FieldNotFound { valid_fields, .. } => {
+                let mut columns: Vec<String> = valid_fields.iter().map(|c| c.name.clone()).collect();
+                columns.dedup();
+                let existing = format!("the columns here are: {}", columns.join(", "));
+                Some(match suggestion {
+                    Some(s) => format!("{s} {existing}"),
+                    None => existing,
+                })
+            }
+            _ => suggestion,
+        },
+        DataFusionError::ArrowError(_, _) if message.contains("ast") => {
+            Some("a literal cannot be converted to the type of the value it is compared with or assigned to".into())
+        }
+        _ => suggestion,
+    };
+    let mut err = SqlError::new(message, location);
+    if let Some(h) = hint {
+        err = err.with_hint(h);
+    }
+    err
+}
+
+fn strip_prefixes(mut text: &str) -> &str {
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "Arrow error: ",
+        "Cast error: ",
+        "Execution error: ",
+    ] {
+        text = text.trim_start_matches(prefix);
+    }
+    text.trim_end_matches('.')
+}

@@ -8,10 +8,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::{DataFusionError, SchemaError};
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::sql::planner::{ParserOptions, SqlToRel};
 use datafusion::sql::sqlparser::ast::{
     visit_expressions, visit_relations, Expr as SqlExprNode, GroupByExpr, Ident, ObjectName, Query,
@@ -19,16 +17,14 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::catalog::{streaming_session_state, StatementCatalog};
-use crate::error::{Location, Result, SqlError};
+use crate::error::{df_error, Location, Result, SqlError};
 use crate::event_time::{EventTime, EVENT_TIME_KEYS};
+use crate::lowering::NodeMapper;
 use crate::plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, StreamingPlan};
 use crate::script::split_statements;
 use crate::statement::{parse_statement, ParsedStatement, StatementKind};
-use crate::window::{EmitMode, WindowSpec};
-use crate::windowing::{
-    group_by_window, window_assign, window_role, with_event_time_column, with_window_columns,
-    EVENT_TIME,
-};
+use crate::window::EmitMode;
+use crate::windowing::{group_by_window, with_event_time_column, with_window_columns, EVENT_TIME};
 
 /// The relation name under which a statement configures its dead-letter
 /// sink: `WITH ('dead_letter.type' = 'file_sink', 'dead_letter.path' = ...)`.
@@ -448,234 +444,4 @@ fn mentions_identifier(query: &Query, name: &str) -> bool {
         _ => ControlFlow::Continue(()),
     })
     .is_break()
-}
-
-/// Walks an optimized DataFusion plan and builds the operator chain.
-struct NodeMapper<'s> {
-    sources: &'s [SourceBinding],
-    window: Option<WindowSpec>,
-    emit: EmitMode,
-    aggregates: usize,
-    location: Location,
-}
-
-impl NodeMapper<'_> {
-    fn map(&mut self, plan: &LogicalPlan) -> Result<StreamNode> {
-        Ok(match plan {
-            LogicalPlan::Projection(p) => StreamNode::Project {
-                input: Box::new(self.map(&p.input)?),
-                exprs: p.expr.clone(),
-                input_schema: p.input.schema().clone(),
-                schema: p.schema.clone(),
-            },
-            LogicalPlan::Filter(f) => StreamNode::Filter {
-                input: Box::new(self.map(&f.input)?),
-                predicate: f.predicate.clone(),
-                input_schema: f.input.schema().clone(),
-            },
-            LogicalPlan::Aggregate(a) => {
-                if a.group_expr
-                    .iter()
-                    .any(|e| matches!(e, Expr::GroupingSet(_)))
-                {
-                    return Err(self.unsupported(
-                        "GROUPING SETS, ROLLUP and CUBE are not supported in streaming queries",
-                    ));
-                }
-                let input = self.map(&a.input)?;
-                if input
-                    .flow()
-                    .iter()
-                    .any(|n| matches!(n, StreamNode::Aggregate { .. }))
-                {
-                    return Err(self.unsupported("aggregating the result of another aggregation is not yet supported")
-                        .with_hint("write the inner aggregation as its own CREATE STREAM statement and aggregate that stream"));
-                }
-                self.aggregates += 1;
-                StreamNode::Aggregate {
-                    input: Box::new(input),
-                    group_exprs: a.group_expr.clone(),
-                    aggr_exprs: a.aggr_expr.clone(),
-                    input_schema: a.input.schema().clone(),
-                    schema: a.schema.clone(),
-                    emit: self.emit,
-                    window: self.window.clone(),
-                }
-            }
-            LogicalPlan::TableScan(t) => {
-                // Sources accept no filter pushdown (see catalog), so the
-                // scan only selects columns.
-                let source = t.table_name.table().to_string();
-                let schema = t.projected_schema.inner().clone();
-                let mut node = match (&self.window, self.sources.iter().find(|b| b.name == source))
-                {
-                    (window, Some(binding))
-                        if window.is_some()
-                            || schema.fields().iter().any(|f| window_role(f).is_some()) =>
-                    {
-                        window_assign(binding, schema, window.as_ref())?
-                    }
-                    _ => StreamNode::Scan { source, schema },
-                };
-                if let Some(fetch) = t.fetch {
-                    node = StreamNode::Limit {
-                        input: Box::new(node),
-                        skip: 0,
-                        fetch: Some(fetch),
-                    };
-                }
-                node
-            }
-            LogicalPlan::SubqueryAlias(s) => self.map(&s.input)?,
-            LogicalPlan::Limit(l) => {
-                let skip = match l.get_skip_type() {
-                    Ok(SkipType::Literal(s)) => s,
-                    _ => return Err(self.unsupported("OFFSET must be a constant")),
-                };
-                let fetch = match l.get_fetch_type() {
-                    Ok(FetchType::Literal(f)) => f,
-                    _ => return Err(self.unsupported("LIMIT must be a constant")),
-                };
-                StreamNode::Limit {
-                    input: Box::new(self.map(&l.input)?),
-                    skip,
-                    fetch,
-                }
-            }
-            LogicalPlan::Sort(s) => StreamNode::Sort {
-                input: Box::new(self.map(&s.input)?),
-                exprs: s.expr.clone(),
-                input_schema: s.input.schema().clone(),
-                fetch: s.fetch,
-            },
-            LogicalPlan::Join(j) => {
-                let keep_unmatched = match j.join_type {
-                    JoinType::Inner => false,
-                    JoinType::Left => true,
-                    other => {
-                        return Err(self.unsupported(&format!(
-                            "{other} joins are not yet supported; INNER and LEFT joins of a stream with a table are"
-                        )))
-                    }
-                };
-                if j.on.is_empty() {
-                    return Err(
-                        self.unsupported("a join needs an equality condition (ON a.key = b.key)")
-                    );
-                }
-                // The table side is read whole before the stream starts; it is never windowed.
-                let window = self.window.take();
-                let table = self.map(&j.right);
-                self.window = window;
-                let table = table?;
-                if table.flow().iter().any(|n| {
-                    !matches!(
-                        n,
-                        StreamNode::Scan { .. }
-                            | StreamNode::Filter { .. }
-                            | StreamNode::Project { .. }
-                    )
-                }) {
-                    return Err(self.unsupported("the table side of a join must be a source read as a table (filters and projections allowed)"));
-                }
-                StreamNode::LookupJoin {
-                    input: Box::new(self.map(&j.left)?),
-                    table: Box::new(table),
-                    on: j.on.clone(),
-                    filter: j.filter.clone(),
-                    keep_unmatched,
-                    input_schema: j.left.schema().clone(),
-                    table_schema: j.right.schema().clone(),
-                    schema: j.schema.clone(),
-                }
-            }
-            LogicalPlan::Window(w) => StreamNode::RowWindow {
-                input: Box::new(self.map(&w.input)?),
-                exprs: w.window_expr.clone(),
-                input_schema: w.input.schema().clone(),
-                schema: w.schema.clone(),
-            },
-            LogicalPlan::Union(_) => return Err(self.unsupported("UNION is not yet supported")),
-            LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => {
-                return Err(
-                    self.unsupported("a streaming query needs a FROM clause naming a source")
-                )
-            }
-            other => {
-                return Err(self.unsupported(&format!(
-                    "the plan node `{}` is not supported in a streaming query",
-                    other.display()
-                )))
-            }
-        })
-    }
-
-    fn unsupported(&self, message: &str) -> SqlError {
-        SqlError::new(message, self.location)
-    }
-}
-
-/// Converts a DataFusion planning error, using its diagnostic span when it
-/// has one, naming the columns that exist for an unknown column, and
-/// reporting the root cause rather than the optimizer rule that hit it.
-pub(crate) fn df_error(e: DataFusionError, fallback: Location) -> SqlError {
-    let location = e
-        .diagnostic()
-        .and_then(|d| d.span)
-        .map(|s| Location::new(s.start.line, s.start.column))
-        .filter(Location::is_known)
-        .unwrap_or(fallback);
-    let root = e.find_root();
-    let text = root.strip_backtrace();
-    let first_line = text.lines().next().unwrap_or_default();
-    let message = strip_prefixes(
-        first_line
-            .split(". Did you mean")
-            .next()
-            .unwrap_or_default(),
-    )
-    .to_string();
-    let suggestion = text.find("Did you mean").map(|at| {
-        text[at..]
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .replace("Did you mean", "did you mean")
-    });
-    let hint = match root {
-        DataFusionError::SchemaError(err, _) => match err.as_ref() {
-            SchemaError::FieldNotFound { valid_fields, .. } => {
-                let mut columns: Vec<String> = valid_fields.iter().map(|c| c.name.clone()).collect();
-                columns.dedup();
-                let existing = format!("the columns here are: {}", columns.join(", "));
-                Some(match suggestion {
-                    Some(s) => format!("{s} {existing}"),
-                    None => existing,
-                })
-            }
-            _ => suggestion,
-        },
-        DataFusionError::ArrowError(_, _) if message.contains("ast") => {
-            Some("a literal cannot be converted to the type of the value it is compared with or assigned to".into())
-        }
-        _ => suggestion,
-    };
-    let mut err = SqlError::new(message, location);
-    if let Some(h) = hint {
-        err = err.with_hint(h);
-    }
-    err
-}
-
-fn strip_prefixes(mut text: &str) -> &str {
-    for prefix in [
-        "Error during planning: ",
-        "Schema error: ",
-        "Arrow error: ",
-        "Cast error: ",
-        "Execution error: ",
-    ] {
-        text = text.trim_start_matches(prefix);
-    }
-    text.trim_end_matches('.')
 }
