@@ -1,12 +1,16 @@
 //! In-process streams: one statement's output feeding later statements of
 //! the same application, and a collecting sink for tests and `velostream test`.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use datafusion::arrow::array::{ArrayRef, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
 use velostream_engine::{EngineError, Result, Sink, Source, SourceEvent};
 
 /// Batches in flight between two statements before the writer waits.
@@ -121,5 +125,80 @@ impl Sink for NullSink {
 
     fn flush(&mut self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Reads a table produced by another statement (`CREATE TABLE ... AS
+/// SELECT`), which arrives as a stream of updates, to its end and yields
+/// its latest row per key, projected onto the reader's columns.
+pub struct LatestPerKeySource {
+    inner: ChannelSource,
+    key: Vec<usize>,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    done: bool,
+}
+
+impl LatestPerKeySource {
+    /// `inner` yields the table's full rows; `key` indexes its key columns;
+    /// `schema` is what the reader decodes (a subset of the table's columns).
+    pub fn new(inner: ChannelSource, key: Vec<usize>, schema: SchemaRef) -> Result<Self> {
+        let full = inner.schema();
+        let projection = schema
+            .fields()
+            .iter()
+            .map(|f| full.index_of(f.name()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Self {
+            inner,
+            key,
+            projection,
+            schema,
+            done: false,
+        })
+    }
+}
+
+impl Source for LatestPerKeySource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn poll_batch(&mut self) -> Result<SourceEvent> {
+        if self.done {
+            return Ok(SourceEvent::End);
+        }
+        let mut updates = Vec::new();
+        loop {
+            match self.inner.poll_batch()? {
+                SourceEvent::Batch(b) => updates.push(b),
+                SourceEvent::Idle => {}
+                SourceEvent::End => break,
+            }
+        }
+        self.done = true;
+        let all = concat_batches(&self.inner.schema(), &updates)?;
+        let keys: Vec<ArrayRef> = self.key.iter().map(|&i| all.column(i).clone()).collect();
+        let rows = RowConverter::new(
+            keys.iter()
+                .map(|k| SortField::new(k.data_type().clone()))
+                .collect(),
+        )?
+        .convert_columns(&keys)?;
+        // the last update of each key wins; keys keep the order they first appeared in
+        let mut latest: HashMap<Vec<u8>, (usize, u32)> = HashMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            let first = latest.get(row.as_ref()).map(|(f, _)| *f).unwrap_or(i);
+            latest.insert(row.as_ref().to_vec(), (first, i as u32));
+        }
+        let mut order: Vec<(usize, u32)> = latest.into_values().collect();
+        order.sort_unstable();
+        let indices = UInt32Array::from(order.into_iter().map(|(_, i)| i).collect::<Vec<_>>());
+        let table = take_record_batch(&all, &indices)?.project(&self.projection)?;
+        Ok(SourceEvent::Batch(table.with_schema(self.schema.clone())?))
+    }
+
+    fn is_bounded(&self) -> bool {
+        true
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use velostream_connectors::memory::{stream_channel, ChannelSource};
+use velostream_connectors::memory::{stream_channel, ChannelSource, LatestPerKeySource};
 use velostream_connectors::Connectors;
 use velostream_engine::connector::{TableData, TableLoader};
 use velostream_engine::{
@@ -17,7 +17,7 @@ use velostream_engine::{
 };
 use velostream_sql::{
     parse_application, ApplicationPlanner, PropertyOverrides, SourceBinding, SourceOrigin,
-    SqlError, StreamNode, StreamingPlan,
+    SqlError, StatementKind, StreamNode, StreamingPlan,
 };
 
 use velostream_connectors::fanout::FanoutSink;
@@ -200,11 +200,30 @@ impl Application {
         }
         let mut channel_sources: HashMap<(usize, String), ChannelSource> = HashMap::new();
         let mut channel_sinks: HashMap<usize, Box<dyn Sink>> = HashMap::new();
+        // Statements reading a bounded CREATE TABLE result as their stream read
+        // its latest row per key, not its updates.
+        let mut table_sources: HashMap<(usize, String), Box<dyn Source>> = HashMap::new();
         for (upstream, consumers) in &readers {
             let up = &self.plans[position[upstream]];
+            let reads_table = |c: usize, name: &str| {
+                up.kind == StatementKind::CreateTable
+                    && !up.key.is_empty()
+                    && bounded[position[upstream]]
+                    && self.plans[c]
+                        .sources
+                        .first()
+                        .is_some_and(|s| s.name == name)
+            };
             let specs: Vec<_> = consumers
                 .iter()
-                .map(|(c, name)| (scan_schema_of(&self.plans[*c], name), bounded[*c]))
+                .map(|(c, name)| {
+                    let schema = if reads_table(*c, name) {
+                        up.output_schema.clone()
+                    } else {
+                        scan_schema_of(&self.plans[*c], name)
+                    };
+                    (schema, bounded[*c])
+                })
                 .collect();
             let (sink, sources) =
                 stream_channel(&up.output_schema, &specs).map_err(|source| AppError::Job {
@@ -212,8 +231,25 @@ impl Application {
                     source,
                 })?;
             channel_sinks.insert(*upstream, Box::new(sink));
-            for (reader, source) in consumers.iter().zip(sources) {
-                channel_sources.insert(reader.clone(), source);
+            for ((c, name), source) in consumers.iter().zip(sources) {
+                if reads_table(*c, name) {
+                    let job_err = |source| AppError::Job {
+                        job: self.plans[*c].name.clone(),
+                        source,
+                    };
+                    let key = up
+                        .key
+                        .iter()
+                        .map(|k| up.output_schema.index_of(k))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(|e| job_err(e.into()))?;
+                    let table =
+                        LatestPerKeySource::new(source, key, scan_schema_of(&self.plans[*c], name))
+                            .map_err(job_err)?;
+                    table_sources.insert((*c, name.clone()), Box::new(table));
+                } else {
+                    channel_sources.insert((*c, name.clone()), source);
+                }
             }
         }
 
@@ -244,9 +280,13 @@ impl Application {
                 .first()
                 .map(|b| b.name.clone())
                 .unwrap_or_default();
-            let source: Box<dyn Source> = match channel_sources.remove(&(i, stream)) {
-                Some(s) => Box::new(s),
-                None => {
+            let source: Box<dyn Source> = match (
+                table_sources.remove(&(i, stream.clone())),
+                channel_sources.remove(&(i, stream)),
+            ) {
+                (Some(table), _) => table,
+                (None, Some(s)) => Box::new(s),
+                (None, None) => {
                     let binding = plan.sources.first().ok_or_else(|| {
                         job_err(EngineError::Plan("the query reads no source".into()))
                     })?;
