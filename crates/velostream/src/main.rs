@@ -62,16 +62,25 @@ enum Command {
     },
 }
 
+/// Settings every benchmark takes.
+#[derive(clap::Args)]
+struct BenchRun {
+    /// Records per batch
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Runs per query (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Stateless pipeline (filter + projection) vs decode-only, on JSON Lines
     Stateless {
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
-        #[arg(long, default_value_t = 1000)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
+        #[command(flatten)]
+        run: BenchRun,
         /// Use this JSON Lines file of trades instead of generating one
         #[arg(long)]
         file: Option<PathBuf>,
@@ -83,10 +92,8 @@ enum BenchCommand {
         /// Distinct group keys (symbols)
         #[arg(long, default_value_t = 1000)]
         keys: u64,
-        #[arg(long, default_value_t = 1000)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
+        #[command(flatten)]
+        run: BenchRun,
         /// Use this JSON Lines file of trades instead of generating one
         #[arg(long)]
         file: Option<PathBuf>,
@@ -98,10 +105,8 @@ enum BenchCommand {
         /// Rows of the table (and distinct keys in the stream)
         #[arg(long, default_value_t = 100_000)]
         table_rows: u64,
-        #[arg(long, default_value_t = 1000)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
+        #[command(flatten)]
+        run: BenchRun,
     },
 }
 
@@ -112,7 +117,7 @@ fn main() -> ExitCode {
         Some(Command::Validate { app }) => validate(app),
         Some(Command::Explain { app }) => explain(app),
         Some(Command::Test { specs }) => test(specs),
-        Some(Command::Bench(BenchCommand::Stateless { records, batch_size, runs, file })) => {
+        Some(Command::Bench(BenchCommand::Stateless { records, run, file })) => {
             bench::run_suite(bench::Suite {
                 title: "Stateless throughput",
                 queries: bench::QUERIES,
@@ -120,37 +125,37 @@ fn main() -> ExitCode {
                 baseline_label: "decode-only (same columns)",
                 records,
                 keys: 8,
-                batch_size,
-                runs,
+                batch_size: run.batch_size,
+                runs: run.runs,
                 file,
                 table_rows: 0,
             })
             .map(|report| println!("{report}"))
             .map_err(Failure::Runtime)
         }
-        Some(Command::Bench(BenchCommand::Window { records, keys, batch_size, runs, file })) => bench::run_suite(bench::Suite {
+        Some(Command::Bench(BenchCommand::Window { records, keys, run, file })) => bench::run_suite(bench::Suite {
             title: "Windowed aggregation",
             queries: bench::WINDOW_QUERIES,
             baseline: 0,
             baseline_label: "stateless pipeline",
             records,
             keys,
-            batch_size,
-            runs,
+            batch_size: run.batch_size,
+            runs: run.runs,
             file,
             table_rows: 0,
         })
         .map(|report| println!("{report}"))
         .map_err(Failure::Runtime),
-        Some(Command::Bench(BenchCommand::Join { records, table_rows, batch_size, runs })) => bench::run_suite(bench::Suite {
+        Some(Command::Bench(BenchCommand::Join { records, table_rows, run })) => bench::run_suite(bench::Suite {
             title: "Stream–table join",
             queries: bench::JOIN_QUERIES,
             baseline: 0,
             baseline_label: "stateless pipeline",
             records,
             keys: table_rows,
-            batch_size,
-            runs,
+            batch_size: run.batch_size,
+            runs: run.runs,
             file: None,
             table_rows,
         })
