@@ -120,7 +120,8 @@ pub fn measure(
     let summaries = run_jobs(jobs)?;
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = match (cpu_before, process_cpu_seconds()) {
-        (Some(a), Some(b)) if b > a => b - a,
+        // CPU time has 10 ms ticks: too coarse for very short runs
+        (Some(a), Some(b)) if b - a >= 0.2 => b - a,
         _ => seconds,
     };
     Ok(Measurement {
