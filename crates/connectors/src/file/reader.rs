@@ -31,6 +31,9 @@ pub struct LineSource {
     next_line: u64,
     skip_header: bool,
     pending: VecDeque<RecordBatch>,
+    /// `buf[pos..ready]` holds whole lines not decoded yet.
+    pos: usize,
+    ready: usize,
     eof: bool,
     metrics: Arc<JobMetrics>,
 }
@@ -51,6 +54,8 @@ impl LineSource {
             next_line: 1,
             skip_header: matches!(format, RecordFormat::Csv { header: true, .. }),
             pending: VecDeque::new(),
+            pos: 0,
+            ready: 0,
             eof: false,
             metrics,
         }
@@ -78,33 +83,43 @@ impl LineSource {
         Ok(Self::new(origin, reader, format, decoder, metrics))
     }
 
-    fn decode(&mut self, end: usize) -> Result<()> {
-        let mut start = 0;
+    /// Makes `buf[..end]` (whole lines) the region to decode, skipping a
+    /// CSV header line the first time.
+    fn set_ready(&mut self, end: usize) {
+        self.pos = 0;
+        self.ready = end;
         if self.skip_header {
-            match memchr::memchr(b'\n', &self.buf[..end]) {
-                Some(i) => {
-                    start = i + 1;
-                    self.next_line += 1;
-                    self.skip_header = false;
-                }
-                None => return Ok(()),
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[..end]) {
+                self.pos = i + 1;
+                self.next_line += 1;
+                self.skip_header = false;
             }
         }
-        let chunk = &self.buf[start..end];
-        self.decoder
-            .decode_chunk(
-                chunk,
+    }
+
+    /// Decodes the next batch of the ready region.
+    fn decode_next(&mut self) -> Result<()> {
+        let region = &self.buf[self.pos..self.ready];
+        let consumed = self
+            .decoder
+            .decode_next(
+                region,
                 self.next_line,
                 &self.origin,
                 &self.metrics,
                 &mut self.pending,
             )
             .map_err(|e| EngineError::connector(&self.origin, e))?;
-        self.next_line += memchr::memchr_iter(b'\n', chunk).count() as u64;
+        let consumed = if consumed == 0 {
+            region.len()
+        } else {
+            consumed
+        };
+        self.next_line += memchr::memchr_iter(b'\n', &region[..consumed]).count() as u64;
         self.metrics
             .bytes_in
-            .fetch_add(end as u64, Ordering::Relaxed);
-        self.buf.drain(..end);
+            .fetch_add(consumed as u64, Ordering::Relaxed);
+        self.pos += consumed;
         Ok(())
     }
 }
@@ -119,6 +134,14 @@ impl Source for LineSource {
             if let Some(batch) = self.pending.pop_front() {
                 return Ok(SourceEvent::Batch(batch));
             }
+            if self.pos < self.ready {
+                self.decode_next()?;
+                continue;
+            }
+            // everything ready is decoded: drop it and read on
+            self.buf.drain(..self.ready);
+            self.pos = 0;
+            self.ready = 0;
             if self.eof {
                 return Ok(SourceEvent::End);
             }
@@ -137,14 +160,12 @@ impl Source for LineSource {
             self.buf.truncate(old + n);
             if n == 0 {
                 self.eof = true;
-                if !self.buf.is_empty() {
-                    if !self.buf.ends_with(b"\n") {
-                        self.buf.push(b'\n');
-                    }
-                    self.decode(self.buf.len())?;
+                if !self.buf.is_empty() && !self.buf.ends_with(b"\n") {
+                    self.buf.push(b'\n');
                 }
+                self.set_ready(self.buf.len());
             } else if let Some(last) = memchr::memrchr(b'\n', &self.buf[old..]) {
-                self.decode(old + last + 1)?;
+                self.set_ready(old + last + 1);
             }
         }
     }

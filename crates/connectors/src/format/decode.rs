@@ -70,40 +70,34 @@ impl BatchDecoder {
         self.schema.clone()
     }
 
-    /// Decodes `chunk`, which holds whole records (each ending with a
-    /// newline) starting at line `first_line` of `origin`.
-    pub fn decode_chunk(
+    /// Decodes one batch from the front of `chunk` (whole records, each
+    /// ending with a newline, the first on line `first_line` of `origin`)
+    /// into `out`; returns the bytes consumed, 0 when nothing but blank
+    /// space is left. Decoding a batch at a time keeps a batch's latency to
+    /// its own records.
+    pub fn decode_next(
         &mut self,
         chunk: &[u8],
         first_line: u64,
         origin: &str,
         metrics: &JobMetrics,
         out: &mut VecDeque<RecordBatch>,
-    ) -> Result<(), ArrowError> {
-        let mut pos = 0;
-        let mut line = first_line;
-        while pos < chunk.len() {
-            match self.decode_batch(&chunk[pos..]) {
-                Ok((0, None)) => break,
-                Ok((consumed, batch)) => {
-                    line += memchr::memchr_iter(b'\n', &chunk[pos..pos + consumed]).count() as u64;
-                    pos += consumed;
-                    out.extend(batch.filter(|b| b.num_rows() > 0));
-                }
-                Err(_) => {
-                    self.inner = build(
-                        self.format,
-                        &self.full_schema,
-                        &self.schema,
-                        self.batch_size,
-                    )?;
-                    let consumed = self.decode_lines(&chunk[pos..], line, origin, metrics, out)?;
-                    line += memchr::memchr_iter(b'\n', &chunk[pos..pos + consumed]).count() as u64;
-                    pos += consumed;
-                }
+    ) -> Result<usize, ArrowError> {
+        match self.decode_batch(chunk) {
+            Ok((consumed, batch)) => {
+                out.extend(batch.filter(|b| b.num_rows() > 0));
+                Ok(consumed)
+            }
+            Err(_) => {
+                self.inner = build(
+                    self.format,
+                    &self.full_schema,
+                    &self.schema,
+                    self.batch_size,
+                )?;
+                self.decode_lines(chunk, first_line, origin, metrics, out)
             }
         }
-        Ok(())
     }
 
     /// One batch from the front of `buf`: bytes consumed and the batch.
