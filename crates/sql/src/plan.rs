@@ -151,6 +151,8 @@ pub struct StreamingPlan {
     pub annotations: Vec<(String, String)>,
     /// The emit mode of the plan's aggregate, if it has one.
     pub emit: Option<EmitMode>,
+    /// True when the statement has no EMIT clause and `emit` is the default.
+    pub emit_defaulted: bool,
 }
 
 impl StreamNode {
@@ -324,7 +326,12 @@ impl fmt::Display for StreamingPlan {
             writeln!(f, "  key: [{}]", self.key.join(", "))?;
         }
         if let Some(emit) = self.emit {
-            writeln!(f, "  emit: {emit}")?;
+            let why = match (self.emit_defaulted, emit) {
+                (true, EmitMode::Final) => " (default for windows)",
+                (true, EmitMode::Changes) => " (default without a window)",
+                (false, _) => "",
+            };
+            writeln!(f, "  emit: {emit}{why}")?;
         }
         let cols: Vec<_> = self
             .output_schema

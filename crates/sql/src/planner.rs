@@ -226,6 +226,7 @@ impl<'a> ApplicationPlanner<'a> {
             key,
             annotations: stmt.annotations.clone(),
             emit: (aggregates > 0).then_some(emit),
+            emit_defaulted: stmt.emit.is_none(),
         })
     }
 

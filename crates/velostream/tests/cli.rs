@@ -289,3 +289,24 @@ fn windowed_join_example_matches_an_independent_computation() {
         );
     }
 }
+
+#[test]
+fn explain_says_which_emit_mode_runs_by_default() {
+    let (_dir, app) = temp_file(
+        "w.sql",
+        "CREATE STREAM t (k VARCHAR, ts TIMESTAMP) WITH ('type' = 'stdin');\n\
+         SELECT k, COUNT(*) AS n FROM t GROUP BY k WINDOW TUMBLING(ts, 1m);\n\
+         SELECT k, COUNT(*) AS n FROM t GROUP BY k;\n",
+    );
+    let out = run(&["explain", app.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("emit: FINAL (default for windows)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("emit: CHANGES (default without a window)"),
+        "{stdout}"
+    );
+}
