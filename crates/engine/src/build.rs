@@ -25,6 +25,7 @@ use crate::metrics::JobMetrics;
 use crate::operators::aggregate::AggregateOperator;
 use crate::operators::filter::FilterOperator;
 use crate::operators::grouped::AggregateCall;
+use crate::operators::interval_join::{IntervalJoinOperator, IntervalJoinSpec};
 use crate::operators::limit::LimitOperator;
 use crate::operators::lookup_join::{JoinTable, LookupJoinOperator};
 use crate::operators::project::ProjectOperator;
@@ -449,6 +450,65 @@ impl PipelineBuilder {
                         *keep_unmatched,
                         schema.inner().clone(),
                     )?));
+                }
+                StreamNode::IntervalJoin {
+                    other,
+                    on,
+                    bounds,
+                    filter,
+                    keep_unmatched,
+                    input_lag_ms,
+                    other_lag_ms,
+                    input_schema,
+                    other_schema,
+                    schema,
+                    ..
+                } => {
+                    let Some(StreamNode::Scan {
+                        source,
+                        schema: decoded,
+                    }) = other.flow().first().copied()
+                    else {
+                        return Err(EngineError::Plan(
+                            "the other side of an interval join must start with a source".into(),
+                        ));
+                    };
+                    let loader = self
+                        .tables
+                        .as_ref()
+                        .ok_or_else(|| EngineError::Plan("no loader for joins".into()))?;
+                    let other_source = loader.open(source, decoded.clone(), metrics.clone())?;
+                    let other_pipeline =
+                        self.build_nodes(other, dead_letter, bounded, metrics.clone())?;
+                    let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) =
+                        on.iter().cloned().unzip();
+                    let filter = match filter {
+                        Some(f) => Some(self.state.create_physical_expr(f.clone(), schema)?),
+                        None => None,
+                    };
+                    let spec = IntervalJoinSpec {
+                        left_keys: self.physical_exprs(&left_keys, input_schema)?,
+                        right_keys: self.physical_exprs(&right_keys, other_schema)?,
+                        left_time: self
+                            .state
+                            .create_physical_expr(bounds.left_time.clone(), input_schema)?,
+                        right_time: self
+                            .state
+                            .create_physical_expr(bounds.right_time.clone(), other_schema)?,
+                        lower_ms: bounds.lower_ms,
+                        upper_ms: bounds.upper_ms,
+                        left_lag_ms: *input_lag_ms,
+                        right_lag_ms: *other_lag_ms,
+                        filter,
+                        keep_unmatched: *keep_unmatched,
+                        schema: schema.inner().clone(),
+                    };
+                    operators.push(Box::new(IntervalJoinOperator::new(
+                        spec,
+                        other_source,
+                        other_pipeline,
+                        other_schema.inner().clone(),
+                    )));
                 }
                 StreamNode::Limit { skip, fetch, .. } => {
                     operators.push(Box::new(LimitOperator::new(*skip, *fetch)))

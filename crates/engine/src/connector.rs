@@ -52,8 +52,16 @@ pub enum TableData {
     Stream(Box<dyn Source>),
 }
 
-/// Provides the table side of stream–table joins.
+/// Provides the second input of joins: tables and the other stream of interval joins.
 pub trait TableLoader: Send + Sync {
     /// The records of source `name`, decoded with `schema`.
     fn load(&self, name: &str, schema: SchemaRef, metrics: Arc<JobMetrics>) -> Result<TableData>;
+
+    /// Source `name` as a stream, for the other side of an interval join.
+    fn open(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Box<dyn Source>>;
 }

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod duration;
 pub mod error;
 pub mod event_time;
+pub mod interval_join;
 pub mod lowering;
 pub mod plan;
 pub mod planner;

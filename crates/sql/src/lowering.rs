@@ -8,6 +8,8 @@ use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
 
 use crate::error::{Location, Result, SqlError};
+use crate::event_time::WatermarkStrategy;
+use crate::interval_join;
 use crate::plan::{SourceBinding, StreamNode};
 use crate::window::{EmitMode, WindowSpec};
 use crate::windowing::{window_assign, window_role};
@@ -120,6 +122,45 @@ impl NodeMapper<'_> {
                         )))
                     }
                 };
+                if let Some((bounds, filter)) = j
+                    .filter
+                    .as_ref()
+                    .and_then(|f| interval_join::extract(f, j.left.schema(), j.right.schema()))
+                {
+                    let window = self.window.take();
+                    let other = self.map(&j.right);
+                    self.window = window;
+                    let other = other?;
+                    let input = self.map(&j.left)?;
+                    let lag = |node: &StreamNode| {
+                        node.flow()
+                            .first()
+                            .and_then(|n| match n {
+                                StreamNode::Scan { source, .. } => {
+                                    self.sources.iter().find(|b| &b.name == source)
+                                }
+                                _ => None,
+                            })
+                            .map(|b| match b.event_time.watermark {
+                                WatermarkStrategy::BoundedOutOfOrderness(d) => d.as_millis() as i64,
+                                WatermarkStrategy::Ascending => 0,
+                            })
+                            .unwrap_or(0)
+                    };
+                    return Ok(StreamNode::IntervalJoin {
+                        input_lag_ms: lag(&input),
+                        other_lag_ms: lag(&other),
+                        input: Box::new(input),
+                        other: Box::new(other),
+                        on: j.on.clone(),
+                        bounds: Box::new(bounds),
+                        filter,
+                        keep_unmatched,
+                        input_schema: j.left.schema().clone(),
+                        other_schema: j.right.schema().clone(),
+                        schema: j.schema.clone(),
+                    });
+                }
                 if j.on.is_empty() {
                     return Err(
                         self.unsupported("a join needs an equality condition (ON a.key = b.key)")

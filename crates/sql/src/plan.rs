@@ -11,6 +11,7 @@ use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::{Expr, SortExpr};
 
 use crate::event_time::EventTime;
+use crate::interval_join::IntervalBounds;
 use crate::statement::StatementKind;
 use crate::window::{EmitMode, WindowSpec};
 
@@ -83,6 +84,25 @@ pub enum StreamNode {
         keep_unmatched: bool,
         input_schema: DFSchemaRef,
         table_schema: DFSchemaRef,
+        schema: DFSchemaRef,
+    },
+    /// Stream–stream interval join: a record of `input` meets the records
+    /// of `other` with equal keys whose time lies within `bounds` of its own.
+    /// `other` is read ahead of `input` as far as the upper bound needs;
+    /// buffered `other` records expire once no later `input` record can
+    /// reach them.
+    IntervalJoin {
+        input: Box<StreamNode>,
+        other: Box<StreamNode>,
+        on: Vec<(Expr, Expr)>,
+        bounds: Box<IntervalBounds>,
+        filter: Option<Expr>,
+        keep_unmatched: bool,
+        /// Allowed out-of-orderness (ms) of `input` and of `other`.
+        input_lag_ms: i64,
+        other_lag_ms: i64,
+        input_schema: DFSchemaRef,
+        other_schema: DFSchemaRef,
         schema: DFSchemaRef,
     },
     /// `LIMIT fetch OFFSET skip`.
@@ -165,6 +185,7 @@ impl StreamNode {
             | StreamNode::Aggregate { input, .. }
             | StreamNode::RowWindow { input, .. }
             | StreamNode::LookupJoin { input, .. }
+            | StreamNode::IntervalJoin { input, .. }
             | StreamNode::Limit { input, .. }
             | StreamNode::Sort { input, .. } => Some(input),
         }
@@ -233,6 +254,30 @@ impl StreamNode {
                 )
             }
             StreamNode::RowWindow { exprs, .. } => format!("RowWindow {}", list(exprs)),
+            StreamNode::IntervalJoin {
+                other,
+                on,
+                bounds,
+                keep_unmatched,
+                ..
+            } => {
+                let keys: Vec<_> = on.iter().map(|(l, r)| format!("{l} = {r}")).collect();
+                let other_source = other
+                    .flow()
+                    .first()
+                    .map(|n| n.describe())
+                    .unwrap_or_default();
+                let kind = if *keep_unmatched { "LEFT" } else { "INNER" };
+                format!(
+                    "{kind} IntervalJoin on [{}] {} BETWEEN {} {:+}ms AND {:+}ms other=({other_source}); state: other's records for {} ms",
+                    keys.join(", "),
+                    bounds.right_time,
+                    bounds.left_time,
+                    bounds.lower_ms,
+                    bounds.upper_ms,
+                    bounds.upper_ms - bounds.lower_ms
+                )
+            }
             StreamNode::LookupJoin {
                 table,
                 on,

@@ -383,6 +383,36 @@ struct JoinTables {
 }
 
 impl TableLoader for JoinTables {
+    fn open(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        metrics: Arc<JobMetrics>,
+    ) -> velostream_engine::Result<Box<dyn Source>> {
+        let binding = self
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                EngineError::Plan(format!("join input '{name}' is not a source of the query"))
+            })?;
+        if binding.origin == SourceOrigin::External {
+            return self.connectors.open_source(binding, schema, metrics);
+        }
+        match &self.streams {
+            // validating: nothing runs, an empty stream will do
+            None => Ok(Box::new(EmptySource(schema))),
+            Some(streams) => streams
+                .lock()
+                .ok()
+                .and_then(|mut s| s.remove(name))
+                .map(|s| Box::new(s) as Box<dyn Source>)
+                .ok_or_else(|| {
+                    EngineError::Plan(format!("no stream connected for join input '{name}'"))
+                }),
+        }
+    }
+
     fn load(
         &self,
         name: &str,
@@ -422,5 +452,22 @@ impl TableLoader for JoinTables {
                 SourceEvent::End => return Ok(TableData::Rows(rows)),
             }
         }
+    }
+}
+
+/// A source with nothing in it (validation builds pipelines without running statements).
+struct EmptySource(SchemaRef);
+
+impl Source for EmptySource {
+    fn schema(&self) -> SchemaRef {
+        self.0.clone()
+    }
+
+    fn poll_batch(&mut self) -> velostream_engine::Result<SourceEvent> {
+        Ok(SourceEvent::End)
+    }
+
+    fn is_bounded(&self) -> bool {
+        true
     }
 }

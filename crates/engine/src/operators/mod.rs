@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod filter;
 pub mod group_keys;
 pub mod grouped;
+pub mod interval_join;
 pub mod limit;
 pub mod lookup_join;
 pub mod project;

@@ -1,0 +1,285 @@
+//! Stream–stream interval join: each record of the driving stream meets the
+//! records of the other stream with equal keys whose time lies in
+//! `[t + lower, t + upper]`. The other stream is read ahead of the driving
+//! one just as far as the upper bound needs; its buffered records expire
+//! once no later driving record can reach them (driving watermark + lower),
+//! so state is bounded by the interval, not by the stream. INNER keeps
+//! matches; LEFT also keeps driving records that met nothing.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+use hashbrown::HashMap;
+use velostream_sql::TimeFormat;
+
+use super::window_assign::event_millis;
+use super::{evaluate_all, Operator, Pipeline, StateSize};
+use crate::connector::{Source, SourceEvent};
+use crate::error::Result;
+
+/// The join's fixed parts, as the pipeline builder finds them.
+pub struct IntervalJoinSpec {
+    pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub left_time: Arc<dyn PhysicalExpr>,
+    pub right_time: Arc<dyn PhysicalExpr>,
+    pub lower_ms: i64,
+    pub upper_ms: i64,
+    pub left_lag_ms: i64,
+    pub right_lag_ms: i64,
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    pub keep_unmatched: bool,
+    pub schema: SchemaRef,
+}
+
+pub struct IntervalJoinOperator {
+    spec: IntervalJoinSpec,
+    other: Box<dyn Source>,
+    other_pipeline: Pipeline,
+    other_schema: SchemaRef,
+    other_done: bool,
+    other_max: Option<i64>,
+    /// Buffered records of the other stream, their times and keys.
+    buffer: RecordBatch,
+    times: Vec<i64>,
+    index: HashMap<Box<[u8]>, Vec<u32>>,
+    converter: Option<RowConverter>,
+    key_types: Vec<DataType>,
+    left_max: Option<i64>,
+}
+
+impl IntervalJoinOperator {
+    pub fn new(
+        spec: IntervalJoinSpec,
+        other: Box<dyn Source>,
+        other_pipeline: Pipeline,
+        other_schema: SchemaRef,
+    ) -> Self {
+        Self {
+            buffer: RecordBatch::new_empty(other_schema.clone()),
+            spec,
+            other,
+            other_pipeline,
+            other_schema,
+            other_done: false,
+            other_max: None,
+            times: Vec::new(),
+            index: HashMap::new(),
+            converter: None,
+            key_types: Vec::new(),
+            left_max: None,
+        }
+    }
+
+    /// Reads the other stream until its watermark passes `until` (or it ends).
+    fn read_ahead(&mut self, until: i64) -> Result<()> {
+        let mut fresh = Vec::new();
+        while !self.other_done
+            && self
+                .other_max
+                .is_none_or(|m| m - self.spec.right_lag_ms < until)
+        {
+            match self.other.poll_batch()? {
+                SourceEvent::Batch(b) => {
+                    let mut out = Vec::new();
+                    self.other_pipeline.process(b, &mut out)?;
+                    for b in out {
+                        let times = event_millis(
+                            &self
+                                .spec
+                                .right_time
+                                .evaluate(&b)?
+                                .into_array(b.num_rows())?,
+                            &TimeFormat::Auto,
+                        )?;
+                        if let Some(max) = times.iter().flatten().max() {
+                            self.other_max = Some(self.other_max.map_or(max, |m| m.max(max)));
+                        }
+                        fresh.push(b);
+                    }
+                }
+                SourceEvent::Idle => {}
+                SourceEvent::End => {
+                    let mut out = Vec::new();
+                    self.other_pipeline.finish(&mut out)?;
+                    fresh.extend(out);
+                    self.other_done = true;
+                }
+            }
+        }
+        if !fresh.is_empty() {
+            fresh.insert(0, self.buffer.clone());
+            let all = concat_batches(&self.other_schema, &fresh)?;
+            self.rebuild(all)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the buffer and re-indexes it by key.
+    fn rebuild(&mut self, buffer: RecordBatch) -> Result<()> {
+        let keys = evaluate_all(&self.spec.right_keys, &buffer)?;
+        if self.converter.is_none() {
+            self.key_types = keys.iter().map(|k| k.data_type().clone()).collect();
+            self.converter = Some(RowConverter::new(
+                self.key_types
+                    .iter()
+                    .map(|t| SortField::new(t.clone()))
+                    .collect(),
+            )?);
+        }
+        let times = event_millis(
+            &self
+                .spec
+                .right_time
+                .evaluate(&buffer)?
+                .into_array(buffer.num_rows())?,
+            &TimeFormat::Auto,
+        )?;
+        let rows = self
+            .converter
+            .as_ref()
+            .expect("created above")
+            .convert_columns(&keys)?;
+        self.index.clear();
+        self.times = (0..buffer.num_rows())
+            .map(|i| {
+                if times.is_valid(i) {
+                    times.value(i)
+                } else {
+                    i64::MIN
+                }
+            })
+            .collect();
+        for (i, row) in rows.iter().enumerate() {
+            if keys.iter().all(|k| k.is_valid(i)) && times.is_valid(i) {
+                self.index
+                    .entry(row.as_ref().into())
+                    .or_default()
+                    .push(i as u32);
+            }
+        }
+        self.buffer = buffer;
+        Ok(())
+    }
+
+    /// Drops buffered records no later driving record can reach.
+    fn expire(&mut self) -> Result<()> {
+        let Some(left_max) = self.left_max else {
+            return Ok(());
+        };
+        let cutoff = left_max - self.spec.left_lag_ms + self.spec.lower_ms;
+        if self.times.iter().all(|&t| t >= cutoff) {
+            return Ok(());
+        }
+        let keep = BooleanArray::from(self.times.iter().map(|&t| t >= cutoff).collect::<Vec<_>>());
+        let kept = filter_record_batch(&self.buffer, &keep)?;
+        self.rebuild(kept)
+    }
+
+    fn joined(
+        &self,
+        batch: &RecordBatch,
+        left: &UInt32Array,
+        right: &UInt32Array,
+    ) -> Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| take(c, left, None))
+            .collect::<std::result::Result<_, _>>()?;
+        for c in self.buffer.columns() {
+            columns.push(take(c, right, None)?);
+        }
+        super::grouped::conform(&self.spec.schema, columns)
+    }
+}
+
+impl Operator for IntervalJoinOperator {
+    fn name(&self) -> &'static str {
+        "interval_join"
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let times = event_millis(
+            &self
+                .spec
+                .left_time
+                .evaluate(&batch)?
+                .into_array(batch.num_rows())?,
+            &TimeFormat::Auto,
+        )?;
+        if let Some(max) = times.iter().flatten().max() {
+            self.read_ahead(max + self.spec.upper_ms)?;
+            self.left_max = Some(self.left_max.map_or(max, |m| m.max(max)));
+        }
+        let keys = evaluate_all(&self.spec.left_keys, &batch)?;
+        let (mut left, mut right): (Vec<u32>, Vec<Option<u32>>) = (Vec::new(), Vec::new());
+        if let Some(converter) = &self.converter {
+            let keys = keys
+                .iter()
+                .zip(&self.key_types)
+                .map(|(k, t)| {
+                    if k.data_type() == t {
+                        Ok(k.clone())
+                    } else {
+                        cast(k, t)
+                    }
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let rows = converter.convert_columns(&keys)?;
+            for (i, row) in rows.iter().enumerate() {
+                if !times.is_valid(i) || !keys.iter().all(|k| k.is_valid(i)) {
+                    continue;
+                }
+                let t = times.value(i);
+                let (lo, hi) = (t + self.spec.lower_ms, t + self.spec.upper_ms);
+                for &j in self.index.get(row.as_ref()).into_iter().flatten() {
+                    let rt = self.times[j as usize];
+                    if rt >= lo && rt <= hi {
+                        left.push(i as u32);
+                        right.push(Some(j));
+                    }
+                }
+            }
+        }
+        let (left, right) = (UInt32Array::from(left), UInt32Array::from(right));
+        let mut matched = self.joined(&batch, &left, &right)?;
+        let mut kept = vec![true; left.len()];
+        if let Some(filter) = &self.spec.filter {
+            let mask = filter.evaluate(&matched)?.into_array(matched.num_rows())?;
+            let mask = mask.as_boolean();
+            kept = (0..mask.len())
+                .map(|i| mask.is_valid(i) && mask.value(i))
+                .collect();
+            matched = filter_record_batch(&matched, mask)?;
+        }
+        out.push(matched);
+        if self.spec.keep_unmatched {
+            let mut has_match = vec![false; batch.num_rows()];
+            for (k, &keep) in kept.iter().enumerate() {
+                if keep {
+                    has_match[left.value(k) as usize] = true;
+                }
+            }
+            let unmatched: Vec<u32> = (0..batch.num_rows() as u32)
+                .filter(|&i| !has_match[i as usize])
+                .collect();
+            if !unmatched.is_empty() {
+                let nulls = UInt32Array::from(vec![None; unmatched.len()]);
+                out.push(self.joined(&batch, &UInt32Array::from(unmatched), &nulls)?);
+            }
+        }
+        self.expire()
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            windows: 0,
+            keys: self.index.len(),
+        }
+    }
+}
