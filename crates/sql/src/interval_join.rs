@@ -141,6 +141,16 @@ fn interval_ms(e: &Expr) -> Option<i64> {
         Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
             Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
         }
+        // a plain number next to an epoch-milliseconds column is milliseconds
+        Expr::Literal(v, _) if v.data_type().is_integer() => {
+            match v
+                .cast_to(&datafusion::arrow::datatypes::DataType::Int64)
+                .ok()?
+            {
+                ScalarValue::Int64(n) => n,
+                _ => None,
+            }
+        }
         _ => None,
     }
 }

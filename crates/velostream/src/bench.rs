@@ -148,6 +148,8 @@ pub struct Suite<'a> {
     pub file: Option<PathBuf>,
     /// Rows of the `accounts` table (one per symbol) for join queries; 0 for none.
     pub table_rows: u64,
+    /// Also generate a `fills` stream like `trades` (interval joins).
+    pub second_stream: bool,
 }
 
 /// Runs every query `runs` times (keeping the median) over one generated
@@ -173,6 +175,11 @@ pub fn run_suite(suite: Suite) -> Result<String, String> {
         }
     };
     let mut inputs = vec![("trades", file)];
+    if suite.second_stream {
+        let path = dir.path().join("fills.jsonl");
+        generate_trades(&path, suite.records, suite.keys).map_err(|e| e.to_string())?;
+        inputs.push(("fills", path));
+    }
     if suite.table_rows > 0 {
         let path = dir.path().join("accounts.jsonl");
         generate_accounts(&path, suite.table_rows).map_err(|e| e.to_string())?;
@@ -245,6 +252,20 @@ pub const JOIN_QUERIES: &[(&str, &str)] = &[
         "enrichment: JOIN accounts ON symbol",
         "CREATE STREAM out AS SELECT t.id, t.price * t.quantity AS notional, a.owner, a.tier \
          FROM trades t JOIN accounts a ON t.symbol = a.symbol",
+    ),
+];
+
+/// Interval join of two trade streams against the stateless pipeline.
+pub const INTERVAL_QUERIES: &[(&str, &str)] = &[
+    (
+        "filter + projection (stateless)",
+        "CREATE STREAM out AS SELECT id, symbol, price * quantity AS notional, lower(side) AS side \
+         FROM trades WHERE price > 100 AND exchange = 'NASDAQ'",
+    ),
+    (
+        "interval join: fills of the symbol within 1 s after the trade",
+        "CREATE STREAM out AS SELECT t.id, f.id AS fill FROM trades t JOIN fills f \
+         ON t.symbol = f.symbol AND f.ts BETWEEN t.ts AND t.ts + 1000",
     ),
 ];
 

@@ -108,6 +108,16 @@ enum BenchCommand {
         #[command(flatten)]
         run: BenchRun,
     },
+    /// Interval join of two generated streams vs the stateless pipeline
+    Interval {
+        /// Records in each stream
+        #[arg(long, default_value_t = 2_000_000)]
+        records: u64,
+        #[arg(long, default_value_t = 1000)]
+        keys: u64,
+        #[command(flatten)]
+        run: BenchRun,
+    },
 }
 
 fn main() -> ExitCode {
@@ -129,6 +139,7 @@ fn main() -> ExitCode {
                 runs: run.runs,
                 file,
                 table_rows: 0,
+                second_stream: false,
             })
             .map(|report| println!("{report}"))
             .map_err(Failure::Runtime)
@@ -144,6 +155,7 @@ fn main() -> ExitCode {
             runs: run.runs,
             file,
             table_rows: 0,
+            second_stream: false,
         })
         .map(|report| println!("{report}"))
         .map_err(Failure::Runtime),
@@ -158,6 +170,22 @@ fn main() -> ExitCode {
             runs: run.runs,
             file: None,
             table_rows,
+            second_stream: false,
+        })
+        .map(|report| println!("{report}"))
+        .map_err(Failure::Runtime),
+        Some(Command::Bench(BenchCommand::Interval { records, keys, run })) => bench::run_suite(bench::Suite {
+            title: "Interval join of two streams",
+            queries: bench::INTERVAL_QUERIES,
+            baseline: 0,
+            baseline_label: "stateless pipeline",
+            records,
+            keys,
+            batch_size: run.batch_size,
+            runs: run.runs,
+            file: None,
+            table_rows: 0,
+            second_stream: true,
         })
         .map(|report| println!("{report}"))
         .map_err(Failure::Runtime),
