@@ -457,6 +457,7 @@ impl PipelineBuilder {
                     bounds,
                     filter,
                     keep_unmatched,
+                    keep_other_unmatched,
                     input_lag_ms,
                     other_lag_ms,
                     input_schema,
@@ -501,6 +502,7 @@ impl PipelineBuilder {
                         right_lag_ms: *other_lag_ms,
                         filter,
                         keep_unmatched: *keep_unmatched,
+                        keep_other_unmatched: *keep_other_unmatched,
                         schema: schema.inner().clone(),
                     };
                     operators.push(Box::new(IntervalJoinOperator::new(

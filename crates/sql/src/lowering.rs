@@ -113,13 +113,15 @@ impl NodeMapper<'_> {
                 fetch: s.fetch,
             },
             LogicalPlan::Join(j) => {
-                let keep_unmatched = match j.join_type {
-                    JoinType::Inner => false,
-                    JoinType::Left => true,
+                let (keep_unmatched, keep_other_unmatched) = match j.join_type {
+                    JoinType::Inner => (false, false),
+                    JoinType::Left => (true, false),
+                    JoinType::Right => (false, true),
+                    JoinType::Full => (true, true),
                     other => {
-                        return Err(self.unsupported(&format!(
-                            "{other} joins are not yet supported; INNER and LEFT joins of a stream with a table are"
-                        )))
+                        return Err(
+                            self.unsupported(&format!("{other} joins are not yet supported"))
+                        )
                     }
                 };
                 if let Some((bounds, filter)) = j
@@ -156,10 +158,17 @@ impl NodeMapper<'_> {
                         bounds: Box::new(bounds),
                         filter,
                         keep_unmatched,
+                        keep_other_unmatched,
                         input_schema: j.left.schema().clone(),
                         other_schema: j.right.schema().clone(),
                         schema: j.schema.clone(),
                     });
+                }
+                if keep_other_unmatched {
+                    return Err(self.unsupported(&format!(
+                        "{} joins with a table are not supported; the table side has no time to emit its unmatched rows at (INNER and LEFT are)",
+                        j.join_type
+                    )));
                 }
                 if j.on.is_empty() {
                     return Err(

@@ -98,6 +98,9 @@ pub enum StreamNode {
         bounds: Box<IntervalBounds>,
         filter: Option<Expr>,
         keep_unmatched: bool,
+        /// RIGHT/FULL: records of `other` that met nothing are emitted (with
+        /// NULL `input` columns) when they expire.
+        keep_other_unmatched: bool,
         /// Allowed out-of-orderness (ms) of `input` and of `other`.
         input_lag_ms: i64,
         other_lag_ms: i64,
@@ -259,6 +262,7 @@ impl StreamNode {
                 on,
                 bounds,
                 keep_unmatched,
+                keep_other_unmatched,
                 ..
             } => {
                 let keys: Vec<_> = on.iter().map(|(l, r)| format!("{l} = {r}")).collect();
@@ -267,7 +271,12 @@ impl StreamNode {
                     .first()
                     .map(|n| n.describe())
                     .unwrap_or_default();
-                let kind = if *keep_unmatched { "LEFT" } else { "INNER" };
+                let kind = match (keep_unmatched, keep_other_unmatched) {
+                    (false, false) => "INNER",
+                    (true, false) => "LEFT",
+                    (false, true) => "RIGHT",
+                    (true, true) => "FULL",
+                };
                 format!(
                     "{kind} IntervalJoin on [{}] {} BETWEEN {} {:+}ms AND {:+}ms other=({other_source}); state: other's records for {} ms",
                     keys.join(", "),

@@ -4,11 +4,14 @@
 //! one just as far as the upper bound needs; its buffered records expire
 //! once no later driving record can reach them (driving watermark + lower),
 //! so state is bounded by the interval, not by the stream. INNER keeps
-//! matches; LEFT also keeps driving records that met nothing.
+//! matches; LEFT also keeps driving records that met nothing; RIGHT/FULL
+//! emit other-stream records that met nothing when they expire.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array,
+};
 use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -33,6 +36,9 @@ pub struct IntervalJoinSpec {
     pub right_lag_ms: i64,
     pub filter: Option<Arc<dyn PhysicalExpr>>,
     pub keep_unmatched: bool,
+    /// RIGHT/FULL: other-stream records that met nothing leave (with NULL
+    /// driving columns) when they expire, or at the end of input.
+    pub keep_other_unmatched: bool,
     pub schema: SchemaRef,
 }
 
@@ -46,6 +52,8 @@ pub struct IntervalJoinOperator {
     /// Buffered records of the other stream, their times and keys.
     buffer: RecordBatch,
     times: Vec<i64>,
+    /// Whether each buffered record has met a driving record.
+    matched: Vec<bool>,
     index: HashMap<Box<[u8]>, Vec<u32>>,
     converter: Option<RowConverter>,
     key_types: Vec<DataType>,
@@ -68,6 +76,7 @@ impl IntervalJoinOperator {
             other_done: false,
             other_max: None,
             times: Vec::new(),
+            matched: Vec::new(),
             index: HashMap::new(),
             converter: None,
             key_types: Vec::new(),
@@ -114,13 +123,16 @@ impl IntervalJoinOperator {
         if !fresh.is_empty() {
             fresh.insert(0, self.buffer.clone());
             let all = concat_batches(&self.other_schema, &fresh)?;
-            self.rebuild(all)?;
+            let mut matched = std::mem::take(&mut self.matched);
+            matched.resize(all.num_rows(), false);
+            self.rebuild(all, matched)?;
         }
         Ok(())
     }
 
     /// Replaces the buffer and re-indexes it by key.
-    fn rebuild(&mut self, buffer: RecordBatch) -> Result<()> {
+    fn rebuild(&mut self, buffer: RecordBatch, matched: Vec<bool>) -> Result<()> {
+        self.matched = matched;
         let keys = evaluate_all(&self.spec.right_keys, &buffer)?;
         if self.converter.is_none() {
             self.key_types = keys.iter().map(|k| k.data_type().clone()).collect();
@@ -166,18 +178,48 @@ impl IntervalJoinOperator {
         Ok(())
     }
 
-    /// Drops buffered records no later driving record can reach.
-    fn expire(&mut self) -> Result<()> {
-        let Some(left_max) = self.left_max else {
-            return Ok(());
-        };
-        let cutoff = left_max - self.spec.left_lag_ms + self.spec.lower_ms;
+    /// Drops buffered records before `cutoff` (no later driving record can
+    /// reach them), emitting the unmatched ones for RIGHT/FULL joins.
+    fn expire(&mut self, cutoff: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         if self.times.iter().all(|&t| t >= cutoff) {
             return Ok(());
         }
-        let keep = BooleanArray::from(self.times.iter().map(|&t| t >= cutoff).collect::<Vec<_>>());
-        let kept = filter_record_batch(&self.buffer, &keep)?;
-        self.rebuild(kept)
+        if self.spec.keep_other_unmatched {
+            let lonely: Vec<u32> = (0..self.times.len())
+                .filter(|&j| self.times[j] < cutoff && !self.matched[j])
+                .map(|j| j as u32)
+                .collect();
+            if !lonely.is_empty() {
+                out.push(self.unmatched_other(&UInt32Array::from(lonely))?);
+            }
+        }
+        let keep: Vec<bool> = self.times.iter().map(|&t| t >= cutoff).collect();
+        let matched = self
+            .matched
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(m, _)| *m)
+            .collect();
+        let kept = filter_record_batch(&self.buffer, &BooleanArray::from(keep))?;
+        self.rebuild(kept, matched)
+    }
+
+    /// Other-stream records with NULL driving columns.
+    fn unmatched_other(&self, rows: &UInt32Array) -> Result<RecordBatch> {
+        let driving = self.spec.schema.fields().len() - self.buffer.num_columns();
+        let mut columns: Vec<ArrayRef> = self
+            .spec
+            .schema
+            .fields()
+            .iter()
+            .take(driving)
+            .map(|f| new_null_array(f.data_type(), rows.len()))
+            .collect();
+        for c in self.buffer.columns() {
+            columns.push(take(c, rows, None)?);
+        }
+        super::grouped::conform(&self.spec.schema, columns)
     }
 
     fn joined(
@@ -258,6 +300,11 @@ impl Operator for IntervalJoinOperator {
             matched = filter_record_batch(&matched, mask)?;
         }
         out.push(matched);
+        for (k, &keep) in kept.iter().enumerate() {
+            if keep {
+                self.matched[right.value(k) as usize] = true;
+            }
+        }
         if self.spec.keep_unmatched {
             let mut has_match = vec![false; batch.num_rows()];
             for (k, &keep) in kept.iter().enumerate() {
@@ -273,7 +320,21 @@ impl Operator for IntervalJoinOperator {
                 out.push(self.joined(&batch, &UInt32Array::from(unmatched), &nulls)?);
             }
         }
-        self.expire()
+        match self.left_max {
+            Some(left_max) => {
+                self.expire(left_max - self.spec.left_lag_ms + self.spec.lower_ms, out)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if self.spec.keep_other_unmatched {
+            // whatever the other stream still holds met nothing
+            self.read_ahead(i64::MAX)?;
+            self.expire(i64::MAX, out)?;
+        }
+        Ok(())
     }
 
     fn state_size(&self) -> StateSize {
