@@ -73,6 +73,7 @@ impl Operator for AggregateOperator {
 
     fn state_size(&self) -> StateSize {
         StateSize {
+            rows: 0,
             windows: 0,
             keys: self.groups.len(),
         }

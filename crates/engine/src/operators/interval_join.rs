@@ -341,6 +341,7 @@ impl Operator for IntervalJoinOperator {
         StateSize {
             windows: 0,
             keys: self.index.len(),
+            rows: self.buffer.num_rows(),
         }
     }
 }

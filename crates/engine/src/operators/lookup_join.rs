@@ -218,6 +218,7 @@ impl Operator for LookupJoinOperator {
         StateSize {
             windows: 0,
             keys: self.index.len(),
+            rows: self.table.num_rows(),
         }
     }
 }

@@ -69,11 +69,13 @@ pub trait Operator: Send {
     }
 }
 
-/// Open windows (or sessions) and keys (groups, partitions) an operator holds.
+/// Open windows (or sessions), keys (groups, partitions) and whole records an operator holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StateSize {
     pub windows: usize,
     pub keys: usize,
+    /// Records held whole (join buffers and tables).
+    pub rows: usize,
 }
 
 /// A chain of operators in data-flow order.
@@ -117,6 +119,7 @@ impl Pipeline {
             StateSize {
                 windows: acc.windows + s.windows,
                 keys: acc.keys + s.keys,
+                rows: acc.rows + s.rows,
             }
         })
     }

@@ -274,6 +274,7 @@ impl Operator for RowWindowOperator {
 
     fn state_size(&self) -> StateSize {
         StateSize {
+            rows: 0,
             windows: 0,
             keys: self.exprs.iter().map(|e| e.partitions.len()).sum(),
         }

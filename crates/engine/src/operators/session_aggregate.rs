@@ -267,6 +267,7 @@ impl Operator for SessionAggregateOperator {
 
     fn state_size(&self) -> StateSize {
         StateSize {
+            rows: 0,
             windows: self.by_end.len(),
             keys: self.sessions.iter().filter(|s| !s.is_empty()).count(),
         }

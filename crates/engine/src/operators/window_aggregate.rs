@@ -231,6 +231,7 @@ impl Operator for WindowAggregateOperator {
 
     fn state_size(&self) -> StateSize {
         StateSize {
+            rows: 0,
             windows: self.windows.len(),
             keys: self.windows.values().map(WindowState::len).sum(),
         }
