@@ -10,15 +10,16 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array,
+    new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array,
 };
-use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::HashMap;
 use velostream_sql::TimeFormat;
 
+use super::join_output::{cast_keys, emit_pairs};
 use super::window_assign::event_millis;
 use super::{evaluate_all, Operator, Pipeline, StateSize};
 use crate::connector::{Source, SourceEvent};
@@ -221,23 +222,6 @@ impl IntervalJoinOperator {
         }
         super::grouped::conform(&self.spec.schema, columns)
     }
-
-    fn joined(
-        &self,
-        batch: &RecordBatch,
-        left: &UInt32Array,
-        right: &UInt32Array,
-    ) -> Result<RecordBatch> {
-        let mut columns: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .map(|c| take(c, left, None))
-            .collect::<std::result::Result<_, _>>()?;
-        for c in self.buffer.columns() {
-            columns.push(take(c, right, None)?);
-        }
-        super::grouped::conform(&self.spec.schema, columns)
-    }
 }
 
 impl Operator for IntervalJoinOperator {
@@ -258,20 +242,9 @@ impl Operator for IntervalJoinOperator {
             self.read_ahead(max + self.spec.upper_ms)?;
             self.left_max = Some(self.left_max.map_or(max, |m| m.max(max)));
         }
-        let keys = evaluate_all(&self.spec.left_keys, &batch)?;
-        let (mut left, mut right): (Vec<u32>, Vec<Option<u32>>) = (Vec::new(), Vec::new());
+        let keys = cast_keys(evaluate_all(&self.spec.left_keys, &batch)?, &self.key_types)?;
+        let (mut left, mut right): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
         if let Some(converter) = &self.converter {
-            let keys = keys
-                .iter()
-                .zip(&self.key_types)
-                .map(|(k, t)| {
-                    if k.data_type() == t {
-                        Ok(k.clone())
-                    } else {
-                        cast(k, t)
-                    }
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
             let rows = converter.convert_columns(&keys)?;
             for (i, row) in rows.iter().enumerate() {
                 if !times.is_valid(i) || !keys.iter().all(|k| k.is_valid(i)) {
@@ -283,41 +256,24 @@ impl Operator for IntervalJoinOperator {
                     let rt = self.times[j as usize];
                     if rt >= lo && rt <= hi {
                         left.push(i as u32);
-                        right.push(Some(j));
+                        right.push(j);
                     }
                 }
             }
         }
-        let (left, right) = (UInt32Array::from(left), UInt32Array::from(right));
-        let mut matched = self.joined(&batch, &left, &right)?;
-        let mut kept = vec![true; left.len()];
-        if let Some(filter) = &self.spec.filter {
-            let mask = filter.evaluate(&matched)?.into_array(matched.num_rows())?;
-            let mask = mask.as_boolean();
-            kept = (0..mask.len())
-                .map(|i| mask.is_valid(i) && mask.value(i))
-                .collect();
-            matched = filter_record_batch(&matched, mask)?;
-        }
-        out.push(matched);
-        for (k, &keep) in kept.iter().enumerate() {
-            if keep {
-                self.matched[right.value(k) as usize] = true;
-            }
-        }
-        if self.spec.keep_unmatched {
-            let mut has_match = vec![false; batch.num_rows()];
-            for (k, &keep) in kept.iter().enumerate() {
-                if keep {
-                    has_match[left.value(k) as usize] = true;
-                }
-            }
-            let unmatched: Vec<u32> = (0..batch.num_rows() as u32)
-                .filter(|&i| !has_match[i as usize])
-                .collect();
-            if !unmatched.is_empty() {
-                let nulls = UInt32Array::from(vec![None; unmatched.len()]);
-                out.push(self.joined(&batch, &UInt32Array::from(unmatched), &nulls)?);
+        let passed = emit_pairs(
+            &batch,
+            &self.buffer,
+            left,
+            right.clone(),
+            self.spec.filter.as_ref(),
+            self.spec.keep_unmatched,
+            &self.spec.schema,
+            out,
+        )?;
+        for (j, ok) in right.into_iter().zip(passed) {
+            if ok {
+                self.matched[j as usize] = true;
             }
         }
         match self.left_max {

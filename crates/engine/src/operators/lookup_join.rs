@@ -10,12 +10,13 @@
 use hashbrown::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{cast, concat_batches, take};
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::join_output::{cast_keys, emit_pairs};
 use super::{evaluate_all, Operator, Pipeline, StateSize};
 use crate::connector::{Source, SourceEvent};
 use crate::error::Result;
@@ -127,23 +128,6 @@ impl LookupJoinOperator {
         let table = concat_batches(&schema, &rows)?;
         self.index_table(table, true)
     }
-
-    fn joined(
-        &self,
-        batch: &RecordBatch,
-        left: &UInt32Array,
-        right: &UInt32Array,
-    ) -> Result<RecordBatch> {
-        let mut columns: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .map(|c| take(c, left, None))
-            .collect::<std::result::Result<_, _>>()?;
-        for c in self.table.columns() {
-            columns.push(take(c, right, None)?);
-        }
-        super::grouped::conform(&self.schema, columns)
-    }
 }
 
 impl Operator for LookupJoinOperator {
@@ -153,19 +137,9 @@ impl Operator for LookupJoinOperator {
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.load_pending()?;
-        let keys = evaluate_all(&self.stream_keys, &batch)?
-            .into_iter()
-            .zip(&self.key_types)
-            .map(|(k, t)| {
-                if k.data_type() == t {
-                    Ok(k)
-                } else {
-                    cast(&k, t)
-                }
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let keys = cast_keys(evaluate_all(&self.stream_keys, &batch)?, &self.key_types)?;
         let rows = self.converter.convert_columns(&keys)?;
-        let (mut left, mut right): (Vec<u32>, Vec<Option<u32>>) = (Vec::new(), Vec::new());
+        let (mut left, mut right): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
         for (i, row) in rows.iter().enumerate() {
             let matches = match keys.iter().all(|k| k.is_valid(i)) {
                 true => self.index.get(row.as_ref()),
@@ -173,39 +147,19 @@ impl Operator for LookupJoinOperator {
             };
             for &j in matches.into_iter().flatten() {
                 left.push(i as u32);
-                right.push(Some(j));
+                right.push(j);
             }
         }
-        let (left, right) = (UInt32Array::from(left), UInt32Array::from(right));
-        let mut matched = self.joined(&batch, &left, &right)?;
-        let mut kept: Vec<bool> = vec![true; left.len()];
-        if let Some(filter) = &self.filter {
-            let mask = filter.evaluate(&matched)?.into_array(matched.num_rows())?;
-            let mask = mask.as_boolean();
-            kept = (0..mask.len())
-                .map(|i| mask.is_valid(i) && mask.value(i))
-                .collect();
-            matched = datafusion::arrow::compute::filter_record_batch(&matched, mask)?;
-        }
-        if !self.keep_unmatched {
-            out.push(matched);
-            return Ok(());
-        }
-        // LEFT: stream records without a (passing) match, with NULL table columns.
-        let mut has_match = vec![false; batch.num_rows()];
-        for (k, &keep) in kept.iter().enumerate() {
-            if keep {
-                has_match[left.value(k) as usize] = true;
-            }
-        }
-        let unmatched: Vec<u32> = (0..batch.num_rows() as u32)
-            .filter(|&i| !has_match[i as usize])
-            .collect();
-        out.push(matched);
-        if !unmatched.is_empty() {
-            let nulls = UInt32Array::from(vec![None; unmatched.len()]);
-            out.push(self.joined(&batch, &UInt32Array::from(unmatched), &nulls)?);
-        }
+        emit_pairs(
+            &batch,
+            &self.table,
+            left,
+            right,
+            self.filter.as_ref(),
+            self.keep_unmatched,
+            &self.schema,
+            out,
+        )?;
         Ok(())
     }
 

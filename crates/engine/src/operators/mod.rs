@@ -6,6 +6,7 @@ pub mod filter;
 pub mod group_keys;
 pub mod grouped;
 pub mod interval_join;
+pub mod join_output;
 pub mod limit;
 pub mod lookup_join;
 pub mod project;
