@@ -127,68 +127,9 @@ fn main() -> ExitCode {
         Some(Command::Validate { app }) => validate(app),
         Some(Command::Explain { app }) => explain(app),
         Some(Command::Test { specs }) => test(specs),
-        Some(Command::Bench(BenchCommand::Stateless { records, run, file })) => {
-            bench::run_suite(bench::Suite {
-                title: "Stateless throughput",
-                queries: bench::QUERIES,
-                baseline: 1,
-                baseline_label: "decode-only (same columns)",
-                records,
-                keys: 8,
-                batch_size: run.batch_size,
-                runs: run.runs,
-                file,
-                table_rows: 0,
-                second_stream: false,
-            })
+        Some(Command::Bench(which)) => bench::run_suite(bench_suite(which))
             .map(|report| println!("{report}"))
-            .map_err(Failure::Runtime)
-        }
-        Some(Command::Bench(BenchCommand::Window { records, keys, run, file })) => bench::run_suite(bench::Suite {
-            title: "Windowed aggregation",
-            queries: bench::WINDOW_QUERIES,
-            baseline: 0,
-            baseline_label: "stateless pipeline",
-            records,
-            keys,
-            batch_size: run.batch_size,
-            runs: run.runs,
-            file,
-            table_rows: 0,
-            second_stream: false,
-        })
-        .map(|report| println!("{report}"))
-        .map_err(Failure::Runtime),
-        Some(Command::Bench(BenchCommand::Join { records, table_rows, run })) => bench::run_suite(bench::Suite {
-            title: "Stream–table join",
-            queries: bench::JOIN_QUERIES,
-            baseline: 0,
-            baseline_label: "stateless pipeline",
-            records,
-            keys: table_rows,
-            batch_size: run.batch_size,
-            runs: run.runs,
-            file: None,
-            table_rows,
-            second_stream: false,
-        })
-        .map(|report| println!("{report}"))
-        .map_err(Failure::Runtime),
-        Some(Command::Bench(BenchCommand::Interval { records, keys, run })) => bench::run_suite(bench::Suite {
-            title: "Interval join of two streams",
-            queries: bench::INTERVAL_QUERIES,
-            baseline: 0,
-            baseline_label: "stateless pipeline",
-            records,
-            keys,
-            batch_size: run.batch_size,
-            runs: run.runs,
-            file: None,
-            table_rows: 0,
-            second_stream: true,
-        })
-        .map(|report| println!("{report}"))
-        .map_err(Failure::Runtime),
+            .map_err(Failure::Runtime),
         Some(Command::Server { .. }) | None => Err(Failure::Usage(
             "the long-running service (velostream --config ...) is not available in this build yet; \
              run an application in the foreground with `velostream run app.sql`"
@@ -205,6 +146,84 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// What each `bench` subcommand measures.
+fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
+    let suite =
+        |title, queries, baseline, baseline_label, records, keys, run: BenchRun| bench::Suite {
+            title,
+            queries,
+            baseline,
+            baseline_label,
+            records,
+            keys,
+            batch_size: run.batch_size,
+            runs: run.runs,
+            file: None,
+            table_rows: 0,
+            second_stream: false,
+        };
+    let against_stateless = "stateless pipeline";
+    match which {
+        BenchCommand::Stateless { records, run, file } => bench::Suite {
+            file,
+            ..suite(
+                "Stateless throughput",
+                bench::QUERIES,
+                1,
+                "decode-only (same columns)",
+                records,
+                8,
+                run,
+            )
+        },
+        BenchCommand::Window {
+            records,
+            keys,
+            run,
+            file,
+        } => bench::Suite {
+            file,
+            ..suite(
+                "Windowed aggregation",
+                bench::WINDOW_QUERIES,
+                0,
+                against_stateless,
+                records,
+                keys,
+                run,
+            )
+        },
+        BenchCommand::Join {
+            records,
+            table_rows,
+            run,
+        } => bench::Suite {
+            table_rows,
+            ..suite(
+                "Stream–table join",
+                bench::JOIN_QUERIES,
+                0,
+                against_stateless,
+                records,
+                table_rows,
+                run,
+            )
+        },
+        BenchCommand::Interval { records, keys, run } => bench::Suite {
+            second_stream: true,
+            ..suite(
+                "Interval join of two streams",
+                bench::INTERVAL_QUERIES,
+                0,
+                against_stateless,
+                records,
+                keys,
+                run,
+            )
+        },
     }
 }
 
