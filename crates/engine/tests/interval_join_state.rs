@@ -6,31 +6,12 @@ mod common;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use velostream_engine::connector::{Source, SourceEvent, TableData, TableLoader};
 use velostream_engine::{JobMetrics, PipelineBuilder, Result};
 
-fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Utf8, true),
-        Field::new("at", DataType::Int64, true),
-    ]))
-}
-
-/// 100 records over 10 keys at times `start..start + 100` ms.
-fn batch(start: i64) -> RecordBatch {
-    let keys: Vec<String> = (0..100).map(|i| format!("k{}", i % 10)).collect();
-    let times: Vec<i64> = (0..100).map(|i| start + i).collect();
-    RecordBatch::try_new(
-        schema(),
-        vec![
-            Arc::new(StringArray::from(keys)),
-            Arc::new(Int64Array::from(times)),
-        ],
-    )
-    .unwrap()
-}
+use common::{timed_batch as batch, timed_schema as schema};
 
 /// The other stream: batches handed out one poll at a time, counting polls.
 struct Batches(VecDeque<RecordBatch>);

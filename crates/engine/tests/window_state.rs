@@ -3,32 +3,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use velostream_engine::PipelineBuilder;
 
-fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("k", DataType::Utf8, true),
-        Field::new("at", DataType::Int64, true),
-    ]))
-}
-
-/// 100 records over 10 keys, at times `start..start + 100` ms.
-fn batch(start: i64) -> RecordBatch {
-    let keys: Vec<String> = (0..100).map(|i| format!("k{}", i % 10)).collect();
-    let times: Vec<i64> = (0..100).map(|i| start + i).collect();
-    RecordBatch::try_new(
-        schema(),
-        vec![
-            Arc::new(StringArray::from(keys)),
-            Arc::new(Int64Array::from(times)),
-        ],
-    )
-    .unwrap()
-}
+use common::{timed_batch as batch, timed_schema as schema};
 
 #[test]
 fn closed_windows_free_their_state() {

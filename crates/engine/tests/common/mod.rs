@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use velostream_engine::operators::Pipeline;
@@ -114,4 +117,28 @@ pub fn assert_resumes_identically(
     actual.extend(resumed);
     assert_eq!(text(&actual), text(&expected));
     (expected, restored)
+}
+
+/// `k VARCHAR, at BIGINT` (event time in epoch milliseconds).
+#[allow(dead_code)]
+pub fn timed_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, true),
+        Field::new("at", DataType::Int64, true),
+    ]))
+}
+
+/// 100 records of [`timed_schema`] over 10 keys, at times `start..start + 100` ms.
+#[allow(dead_code)]
+pub fn timed_batch(start: i64) -> RecordBatch {
+    let keys: Vec<String> = (0..100).map(|i| format!("k{}", i % 10)).collect();
+    let times: Vec<i64> = (0..100).map(|i| start + i).collect();
+    RecordBatch::try_new(
+        timed_schema(),
+        vec![
+            Arc::new(StringArray::from(keys)),
+            Arc::new(Int64Array::from(times)),
+        ],
+    )
+    .unwrap()
 }
