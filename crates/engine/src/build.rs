@@ -9,7 +9,7 @@ use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::{create_physical_sort_exprs, LexOrdering, PhysicalExpr};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{
     col, Expr, WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition,
@@ -196,6 +196,24 @@ impl PipelineBuilder {
         self
     }
 
+    /// The source a join's second input reads, its decoded columns, and
+    /// the loader that provides it.
+    fn join_input<'n>(
+        &self,
+        side: &'n StreamNode,
+    ) -> Result<(&'n str, &'n SchemaRef, &Arc<dyn TableLoader>)> {
+        let Some(StreamNode::Scan { source, schema }) = side.flow().first().copied() else {
+            return Err(EngineError::Plan(
+                "the second input of a join must start with a source".into(),
+            ));
+        };
+        let loader = self
+            .tables
+            .as_ref()
+            .ok_or_else(|| EngineError::Plan("no loader for the second input of joins".into()))?;
+        Ok((source, schema, loader))
+    }
+
     /// The table side of a join: loaded rows run through the table's
     /// operators now, or a stream to read when the join first runs.
     fn join_table(
@@ -205,19 +223,7 @@ impl PipelineBuilder {
         dead_letter: bool,
         metrics: &Arc<JobMetrics>,
     ) -> Result<JoinTable> {
-        let Some(StreamNode::Scan {
-            source,
-            schema: decoded,
-        }) = table.flow().first().copied()
-        else {
-            return Err(EngineError::Plan(
-                "a join's table side must start with a source".into(),
-            ));
-        };
-        let loader = self
-            .tables
-            .as_ref()
-            .ok_or_else(|| EngineError::Plan("no table loader for joins".into()))?;
+        let (source, decoded, loader) = self.join_input(table)?;
         let mut pipeline = self.build_nodes(table, dead_letter, true, metrics.clone())?;
         match loader.load(source, decoded.clone(), metrics.clone())? {
             TableData::Rows(batches) => {
@@ -465,19 +471,7 @@ impl PipelineBuilder {
                     schema,
                     ..
                 } => {
-                    let Some(StreamNode::Scan {
-                        source,
-                        schema: decoded,
-                    }) = other.flow().first().copied()
-                    else {
-                        return Err(EngineError::Plan(
-                            "the other side of an interval join must start with a source".into(),
-                        ));
-                    };
-                    let loader = self
-                        .tables
-                        .as_ref()
-                        .ok_or_else(|| EngineError::Plan("no loader for joins".into()))?;
+                    let (source, decoded, loader) = self.join_input(other)?;
                     let other_source = loader.open(source, decoded.clone(), metrics.clone())?;
                     let other_pipeline =
                         self.build_nodes(other, dead_letter, bounded, metrics.clone())?;

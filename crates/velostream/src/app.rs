@@ -382,6 +382,29 @@ struct JoinTables {
     streams: Option<Mutex<HashMap<String, ChannelSource>>>,
 }
 
+impl JoinTables {
+    fn binding(&self, name: &str) -> velostream_engine::Result<&SourceBinding> {
+        self.sources.iter().find(|s| s.name == name).ok_or_else(|| {
+            EngineError::Plan(format!("join input '{name}' is not a source of the query"))
+        })
+    }
+
+    /// The channel from the statement whose output `name` is (taken once).
+    fn take_stream(
+        &self,
+        streams: &Mutex<HashMap<String, ChannelSource>>,
+        name: &str,
+    ) -> velostream_engine::Result<ChannelSource> {
+        streams
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(name))
+            .ok_or_else(|| {
+                EngineError::Plan(format!("no stream connected for join input '{name}'"))
+            })
+    }
+}
+
 impl TableLoader for JoinTables {
     fn open(
         &self,
@@ -389,27 +412,14 @@ impl TableLoader for JoinTables {
         schema: SchemaRef,
         metrics: Arc<JobMetrics>,
     ) -> velostream_engine::Result<Box<dyn Source>> {
-        let binding = self
-            .sources
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| {
-                EngineError::Plan(format!("join input '{name}' is not a source of the query"))
-            })?;
+        let binding = self.binding(name)?;
         if binding.origin == SourceOrigin::External {
             return self.connectors.open_source(binding, schema, metrics);
         }
         match &self.streams {
             // validating: nothing runs, an empty stream will do
             None => Ok(Box::new(EmptySource(schema))),
-            Some(streams) => streams
-                .lock()
-                .ok()
-                .and_then(|mut s| s.remove(name))
-                .map(|s| Box::new(s) as Box<dyn Source>)
-                .ok_or_else(|| {
-                    EngineError::Plan(format!("no stream connected for join input '{name}'"))
-                }),
+            Some(streams) => Ok(Box::new(self.take_stream(streams, name)?)),
         }
     }
 
@@ -419,24 +429,14 @@ impl TableLoader for JoinTables {
         schema: SchemaRef,
         metrics: Arc<JobMetrics>,
     ) -> velostream_engine::Result<TableData> {
-        let binding = self
-            .sources
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| {
-                EngineError::Plan(format!("join table '{name}' is not a source of the query"))
-            })?;
+        let binding = self.binding(name)?;
         if binding.origin != SourceOrigin::External {
             let Some(streams) = &self.streams else {
                 return Ok(TableData::Rows(Vec::new())); // validating: nothing runs
             };
-            let stream = streams.lock().ok().and_then(|mut s| s.remove(name));
-            return match stream {
-                Some(stream) => Ok(TableData::Stream(Box::new(stream))),
-                None => Err(EngineError::Plan(format!(
-                    "no stream connected for join table '{name}'"
-                ))),
-            };
+            return Ok(TableData::Stream(Box::new(
+                self.take_stream(streams, name)?,
+            )));
         }
         let mut source = self.connectors.open_source(binding, schema, metrics)?;
         if !source.is_bounded() {

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array,
+    new_null_array, Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array,
 };
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -88,52 +88,48 @@ impl IntervalJoinOperator {
     /// Reads the other stream until its watermark passes `until` (or it ends).
     fn read_ahead(&mut self, until: i64) -> Result<()> {
         let mut fresh = Vec::new();
+        let mut fresh_times: Vec<i64> = Vec::new();
         while !self.other_done
             && self
                 .other_max
                 .is_none_or(|m| m - self.spec.right_lag_ms < until)
         {
+            let mut out = Vec::new();
             match self.other.poll_batch()? {
-                SourceEvent::Batch(b) => {
-                    let mut out = Vec::new();
-                    self.other_pipeline.process(b, &mut out)?;
-                    for b in out {
-                        let times = event_millis(
-                            &self
-                                .spec
-                                .right_time
-                                .evaluate(&b)?
-                                .into_array(b.num_rows())?,
-                            &TimeFormat::Auto,
-                        )?;
-                        if let Some(max) = times.iter().flatten().max() {
-                            self.other_max = Some(self.other_max.map_or(max, |m| m.max(max)));
-                        }
-                        fresh.push(b);
-                    }
-                }
+                SourceEvent::Batch(b) => self.other_pipeline.process(b, &mut out)?,
                 SourceEvent::Idle => {}
                 SourceEvent::End => {
-                    let mut out = Vec::new();
                     self.other_pipeline.finish(&mut out)?;
-                    fresh.extend(out);
                     self.other_done = true;
                 }
+            }
+            for b in out {
+                let times = millis_of(&self.spec.right_time, &b)?;
+                if let Some(max) = times.iter().flatten().max() {
+                    self.other_max = Some(self.other_max.map_or(max, |m| m.max(max)));
+                }
+                // a record without a time can never be within an interval
+                fresh_times.extend(times.iter().map(|t| t.unwrap_or(i64::MIN)));
+                fresh.push(b);
             }
         }
         if !fresh.is_empty() {
             fresh.insert(0, self.buffer.clone());
             let all = concat_batches(&self.other_schema, &fresh)?;
+            let mut times = std::mem::take(&mut self.times);
+            times.extend(fresh_times);
             let mut matched = std::mem::take(&mut self.matched);
             matched.resize(all.num_rows(), false);
-            self.rebuild(all, matched)?;
+            self.rebuild(all, times, matched)?;
         }
         Ok(())
     }
 
     /// Replaces the buffer and re-indexes it by key.
-    fn rebuild(&mut self, buffer: RecordBatch, matched: Vec<bool>) -> Result<()> {
+    /// `times` and `matched` run parallel to the buffer's rows.
+    fn rebuild(&mut self, buffer: RecordBatch, times: Vec<i64>, matched: Vec<bool>) -> Result<()> {
         self.matched = matched;
+        self.times = times;
         let keys = evaluate_all(&self.spec.right_keys, &buffer)?;
         if self.converter.is_none() {
             self.key_types = keys.iter().map(|k| k.data_type().clone()).collect();
@@ -144,31 +140,14 @@ impl IntervalJoinOperator {
                     .collect(),
             )?);
         }
-        let times = event_millis(
-            &self
-                .spec
-                .right_time
-                .evaluate(&buffer)?
-                .into_array(buffer.num_rows())?,
-            &TimeFormat::Auto,
-        )?;
         let rows = self
             .converter
             .as_ref()
             .expect("created above")
             .convert_columns(&keys)?;
         self.index.clear();
-        self.times = (0..buffer.num_rows())
-            .map(|i| {
-                if times.is_valid(i) {
-                    times.value(i)
-                } else {
-                    i64::MIN
-                }
-            })
-            .collect();
         for (i, row) in rows.iter().enumerate() {
-            if keys.iter().all(|k| k.is_valid(i)) && times.is_valid(i) {
+            if keys.iter().all(|k| k.is_valid(i)) && self.times[i] != i64::MIN {
                 self.index
                     .entry(row.as_ref().into())
                     .or_default()
@@ -202,8 +181,15 @@ impl IntervalJoinOperator {
             .filter(|(_, k)| **k)
             .map(|(m, _)| *m)
             .collect();
+        let times = self
+            .times
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(t, _)| *t)
+            .collect();
         let kept = filter_record_batch(&self.buffer, &BooleanArray::from(keep))?;
-        self.rebuild(kept, matched)
+        self.rebuild(kept, times, matched)
     }
 
     /// Other-stream records with NULL driving columns.
@@ -230,14 +216,7 @@ impl Operator for IntervalJoinOperator {
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
-        let times = event_millis(
-            &self
-                .spec
-                .left_time
-                .evaluate(&batch)?
-                .into_array(batch.num_rows())?,
-            &TimeFormat::Auto,
-        )?;
+        let times = millis_of(&self.spec.left_time, &batch)?;
         if let Some(max) = times.iter().flatten().max() {
             self.read_ahead(max + self.spec.upper_ms)?;
             self.left_max = Some(self.left_max.map_or(max, |m| m.max(max)));
@@ -300,4 +279,12 @@ impl Operator for IntervalJoinOperator {
             rows: self.buffer.num_rows(),
         }
     }
+}
+
+/// The event time `expr` gives for every row of `batch`, in milliseconds.
+fn millis_of(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<Int64Array> {
+    event_millis(
+        &expr.evaluate(batch)?.into_array(batch.num_rows())?,
+        &TimeFormat::Auto,
+    )
 }
