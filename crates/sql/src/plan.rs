@@ -257,59 +257,25 @@ impl StreamNode {
                 )
             }
             StreamNode::RowWindow { exprs, .. } => format!("RowWindow {}", list(exprs)),
-            StreamNode::IntervalJoin {
-                other,
-                on,
-                bounds,
-                keep_unmatched,
-                keep_other_unmatched,
-                ..
-            } => {
-                let keys: Vec<_> = on.iter().map(|(l, r)| format!("{l} = {r}")).collect();
-                let other_source = other
-                    .flow()
-                    .first()
-                    .map(|n| n.describe())
-                    .unwrap_or_default();
-                let kind = match (keep_unmatched, keep_other_unmatched) {
-                    (false, false) => "INNER",
-                    (true, false) => "LEFT",
-                    (false, true) => "RIGHT",
-                    (true, true) => "FULL",
-                };
-                format!(
-                    "{kind} IntervalJoin on [{}] {} BETWEEN {} {:+}ms AND {:+}ms other=({other_source}); state: other's records for {} ms",
-                    keys.join(", "),
-                    bounds.right_time,
-                    bounds.left_time,
-                    bounds.lower_ms,
-                    bounds.upper_ms,
-                    bounds.upper_ms - bounds.lower_ms
-                )
-            }
-            StreamNode::LookupJoin {
-                table,
-                on,
-                filter,
-                keep_unmatched,
-                ..
-            } => {
-                let keys: Vec<_> = on.iter().map(|(l, r)| format!("{l} = {r}")).collect();
-                let table_source = table
-                    .flow()
-                    .first()
-                    .map(|n| n.describe())
-                    .unwrap_or_default();
-                let filter = filter
-                    .as_ref()
-                    .map(|f| format!(" filter={f}"))
-                    .unwrap_or_default();
-                let kind = if *keep_unmatched { "LEFT" } else { "INNER" };
-                format!(
-                    "{kind} LookupJoin on [{}]{filter} table=({table_source}, loaded before the stream; state = the table's rows)",
-                    keys.join(", ")
-                )
-            }
+            StreamNode::IntervalJoin { other, on, bounds, filter, keep_unmatched, keep_other_unmatched, .. } => format!(
+                "{} IntervalJoin on [{}] {} BETWEEN {} {:+}ms AND {:+}ms{} other=({}); state: other's records for {} ms",
+                join_kind(*keep_unmatched, *keep_other_unmatched),
+                join_keys(on),
+                bounds.right_time,
+                bounds.left_time,
+                bounds.lower_ms,
+                bounds.upper_ms,
+                join_filter(filter),
+                first_node(other),
+                bounds.upper_ms - bounds.lower_ms
+            ),
+            StreamNode::LookupJoin { table, on, filter, keep_unmatched, .. } => format!(
+                "{} LookupJoin on [{}]{} table=({}, loaded before the stream; state = the table's rows)",
+                join_kind(*keep_unmatched, false),
+                join_keys(on),
+                join_filter(filter),
+                first_node(table)
+            ),
             StreamNode::Limit { skip, fetch, .. } => match fetch {
                 Some(f) => format!("Limit skip={skip} fetch={f}"),
                 None => format!("Limit skip={skip}"),
@@ -324,6 +290,37 @@ impl StreamNode {
             }
         }
     }
+}
+
+fn join_kind(keep_unmatched: bool, keep_other_unmatched: bool) -> &'static str {
+    match (keep_unmatched, keep_other_unmatched) {
+        (false, false) => "INNER",
+        (true, false) => "LEFT",
+        (false, true) => "RIGHT",
+        (true, true) => "FULL",
+    }
+}
+
+fn join_keys(on: &[(Expr, Expr)]) -> String {
+    on.iter()
+        .map(|(l, r)| format!("{l} = {r}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn join_filter(filter: &Option<Expr>) -> String {
+    filter
+        .as_ref()
+        .map(|f| format!(" filter={f}"))
+        .unwrap_or_default()
+}
+
+/// The first node (the source) of a join's second input, described.
+fn first_node(side: &StreamNode) -> String {
+    side.flow()
+        .first()
+        .map(|n| n.describe())
+        .unwrap_or_default()
 }
 
 impl fmt::Display for StreamingPlan {
