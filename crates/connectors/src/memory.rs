@@ -2,7 +2,7 @@
 //! the same application, and a collecting sink for tests and `velostream test`.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
-use velostream_engine::{EngineError, Result, Sink, Source, SourceEvent};
+use velostream_engine::{Result, Sink, Source, SourceEvent};
 
 /// Batches in flight between two statements before the writer waits.
 const CHANNEL_BATCHES: usize = 16;
@@ -72,6 +72,18 @@ impl Sink for ChannelSink {
     }
 }
 
+impl ChannelSource {
+    /// The reader's columns of an upstream batch, under the reader's schema
+    /// (upstream field metadata such as window roles is not carried over).
+    fn conform(&self, batch: RecordBatch) -> Result<SourceEvent> {
+        let columns = batch.project(&self.projection)?.columns().to_vec();
+        Ok(SourceEvent::Batch(RecordBatch::try_new(
+            self.schema.clone(),
+            columns,
+        )?))
+    }
+}
+
 impl Source for ChannelSource {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
@@ -79,14 +91,17 @@ impl Source for ChannelSource {
 
     fn poll_batch(&mut self) -> Result<SourceEvent> {
         match self.receiver.recv_timeout(Duration::from_millis(100)) {
-            Ok(batch) => Ok(SourceEvent::Batch(
-                batch
-                    .project(&self.projection)
-                    .map_err(EngineError::from)?
-                    .with_schema(self.schema.clone())?,
-            )),
+            Ok(batch) => self.conform(batch),
             Err(RecvTimeoutError::Timeout) => Ok(SourceEvent::Idle),
             Err(RecvTimeoutError::Disconnected) => Ok(SourceEvent::End),
+        }
+    }
+
+    fn poll_now(&mut self) -> Result<SourceEvent> {
+        match self.receiver.try_recv() {
+            Ok(batch) => self.conform(batch),
+            Err(TryRecvError::Empty) => Ok(SourceEvent::Idle),
+            Err(TryRecvError::Disconnected) => Ok(SourceEvent::End),
         }
     }
 
@@ -195,7 +210,10 @@ impl Source for LatestPerKeySource {
         order.sort_unstable();
         let indices = UInt32Array::from(order.into_iter().map(|(_, i)| i).collect::<Vec<_>>());
         let table = take_record_batch(&all, &indices)?.project(&self.projection)?;
-        Ok(SourceEvent::Batch(table.with_schema(self.schema.clone())?))
+        Ok(SourceEvent::Batch(RecordBatch::try_new(
+            self.schema.clone(),
+            table.columns().to_vec(),
+        )?))
     }
 
     fn is_bounded(&self) -> bool {

@@ -27,7 +27,7 @@ use crate::operators::filter::FilterOperator;
 use crate::operators::grouped::AggregateCall;
 use crate::operators::interval_join::{IntervalJoinOperator, IntervalJoinSpec};
 use crate::operators::limit::LimitOperator;
-use crate::operators::lookup_join::{JoinTable, LookupJoinOperator};
+use crate::operators::lookup_join::{JoinTable, LookupJoinOperator, VersionTimes};
 use crate::operators::project::ProjectOperator;
 use crate::operators::row_window::{RowFunction, RowWindowExpr, RowWindowOperator};
 use crate::operators::session_aggregate::SessionAggregateOperator;
@@ -236,7 +236,7 @@ impl PipelineBuilder {
                     datafusion::arrow::compute::concat_batches(schema.inner(), &rows)?,
                 ))
             }
-            TableData::Stream(source) => Ok(JoinTable::Pending {
+            TableData::Stream(source) => Ok(JoinTable::Feed {
                 source,
                 pipeline,
                 schema: schema.inner().clone(),
@@ -435,6 +435,7 @@ impl PipelineBuilder {
                     table,
                     on,
                     filter,
+                    versioned,
                     keep_unmatched,
                     input_schema,
                     table_schema,
@@ -448,11 +449,23 @@ impl PipelineBuilder {
                         Some(f) => Some(self.state.create_physical_expr(f.clone(), schema)?),
                         None => None,
                     };
+                    let versions = match versioned {
+                        Some((stream_time, table_time)) => Some(VersionTimes {
+                            stream_time: self
+                                .state
+                                .create_physical_expr(stream_time.clone(), input_schema)?,
+                            table_time: self
+                                .state
+                                .create_physical_expr(table_time.clone(), table_schema)?,
+                        }),
+                        None => None,
+                    };
                     operators.push(Box::new(LookupJoinOperator::new(
                         self.physical_exprs(&stream_keys, input_schema)?,
                         table,
                         self.physical_exprs(&table_keys, table_schema)?,
                         filter,
+                        versions,
                         *keep_unmatched,
                         schema.inner().clone(),
                     )?));

@@ -27,6 +27,11 @@ pub trait Source: Send {
     fn schema(&self) -> SchemaRef;
     /// The next batch, blocking at most briefly.
     fn poll_batch(&mut self) -> Result<SourceEvent>;
+    /// The next batch if one is ready now, without waiting (for readers
+    /// that must not stall, such as a join applying a changing table's updates).
+    fn poll_now(&mut self) -> Result<SourceEvent> {
+        self.poll_batch()
+    }
     /// True when the source ends by itself (files, stdin), so blocking
     /// operators such as ORDER BY can run on it.
     fn is_bounded(&self) -> bool;

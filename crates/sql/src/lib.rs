@@ -12,6 +12,7 @@ pub mod duration;
 pub mod error;
 pub mod event_time;
 pub mod interval_join;
+pub mod join_time;
 pub mod lowering;
 pub mod plan;
 pub mod planner;

@@ -5,11 +5,13 @@
 //! rejected with a message that says so.
 
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::{BinaryExpr, Expr, Join, JoinType, LogicalPlan, Operator};
 
 use crate::error::{Location, Result, SqlError};
 use crate::event_time::WatermarkStrategy;
 use crate::interval_join;
+use crate::join_time::VersionedTable;
 use crate::plan::{SourceBinding, StreamNode};
 use crate::window::{EmitMode, WindowSpec};
 use crate::windowing::{window_assign, window_role};
@@ -17,6 +19,8 @@ use crate::windowing::{window_assign, window_role};
 /// Walks an optimized DataFusion plan and builds the operator chain.
 pub(crate) struct NodeMapper<'s> {
     pub sources: &'s [SourceBinding],
+    /// Tables joined `FOR SYSTEM_TIME AS OF`.
+    pub versioned: &'s [VersionedTable],
     pub window: Option<WindowSpec>,
     pub emit: EmitMode,
     pub aggregates: usize,
@@ -190,11 +194,13 @@ impl NodeMapper<'_> {
                 }) {
                     return Err(self.unsupported("the table side of a join must be a source read as a table (filters and projections allowed)"));
                 }
+                let (versioned, filter) = self.versioned_condition(j);
                 StreamNode::LookupJoin {
                     input: Box::new(self.map(&j.left)?),
                     table: Box::new(table),
                     on: j.on.clone(),
-                    filter: j.filter.clone(),
+                    filter,
+                    versioned,
                     keep_unmatched,
                     input_schema: j.left.schema().clone(),
                     table_schema: j.right.schema().clone(),
@@ -220,6 +226,38 @@ impl NodeMapper<'_> {
                 )))
             }
         })
+    }
+
+    /// For a table joined `FOR SYSTEM_TIME AS OF`: the (stream time, table
+    /// time) pair of its `table_time <= stream_time` condition, and the rest
+    /// of the join filter.
+    fn versioned_condition(&self, j: &Join) -> (Option<(Expr, Expr)>, Option<Expr>) {
+        let qualifier = j.right.schema().iter().next().and_then(|(q, _)| q.cloned());
+        let Some(table) = self
+            .versioned
+            .iter()
+            .find(|v| qualifier.as_ref().is_some_and(|q| q.table() == v.qualifier))
+        else {
+            return (None, j.filter.clone());
+        };
+        let mut times = None;
+        let mut rest = Vec::new();
+        for term in j.filter.iter().flat_map(split_conjunction) {
+            match term {
+                Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op: Operator::LtEq,
+                    right,
+                }) if times.is_none()
+                    && matches!(left.as_ref(), Expr::Column(c) if c.name == table.time_column
+                        && c.relation.as_ref().is_some_and(|r| r.table() == table.qualifier)) =>
+                {
+                    times = Some((right.as_ref().clone(), left.as_ref().clone()))
+                }
+                other => rest.push(other.clone()),
+            }
+        }
+        (times, conjunction(rest))
     }
 
     fn unsupported(&self, message: &str) -> SqlError {

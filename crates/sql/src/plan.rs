@@ -80,6 +80,10 @@ pub enum StreamNode {
         on: Vec<(Expr, Expr)>,
         /// Extra join condition over the joined row.
         filter: Option<Expr>,
+        /// `FOR SYSTEM_TIME AS OF`: (stream time, table time). Each record
+        /// meets, per key, only the table row with the latest time at or
+        /// before its own.
+        versioned: Option<(Expr, Expr)>,
         /// `false` for INNER, `true` for LEFT (stream rows without a match are kept).
         keep_unmatched: bool,
         input_schema: DFSchemaRef,
@@ -269,12 +273,27 @@ impl StreamNode {
                 first_node(other),
                 bounds.upper_ms - bounds.lower_ms
             ),
-            StreamNode::LookupJoin { table, on, filter, keep_unmatched, .. } => format!(
-                "{} LookupJoin on [{}]{} table=({}, loaded before the stream; state = the table's rows)",
+            StreamNode::LookupJoin {
+                table,
+                on,
+                filter,
+                versioned,
+                keep_unmatched,
+                ..
+            } => format!(
+                "{} LookupJoin on [{}]{}{} table=({}; state = {})",
                 join_kind(*keep_unmatched, false),
                 join_keys(on),
                 join_filter(filter),
-                first_node(table)
+                versioned
+                    .as_ref()
+                    .map(|(s, t)| format!(" version: latest {t} <= {s}"))
+                    .unwrap_or_default(),
+                first_node(table),
+                match versioned {
+                    Some(_) => "every version of the table's rows",
+                    None => "the table's rows",
+                }
             ),
             StreamNode::Limit { skip, fetch, .. } => match fetch {
                 Some(f) => format!("Limit skip={skip} fetch={f}"),

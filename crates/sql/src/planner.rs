@@ -19,12 +19,15 @@ use datafusion::sql::sqlparser::ast::{
 use crate::catalog::{streaming_session_state, StatementCatalog};
 use crate::error::{df_error, Location, Result, SqlError};
 use crate::event_time::{EventTime, EVENT_TIME_KEYS};
+use crate::join_time;
 use crate::lowering::NodeMapper;
 use crate::plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, StreamingPlan};
 use crate::script::split_statements;
 use crate::statement::{parse_statement, ParsedStatement, StatementKind};
 use crate::window::EmitMode;
-use crate::windowing::{group_by_window, with_event_time_column, with_window_columns, EVENT_TIME};
+use crate::windowing::{
+    group_by_window, with_event_time_column, with_window_columns, without_window_roles, EVENT_TIME,
+};
 
 /// The relation name under which a statement configures its dead-letter
 /// sink: `WITH ('dead_letter.type' = 'file_sink', 'dead_letter.path' = ...)`.
@@ -107,8 +110,12 @@ impl<'a> ApplicationPlanner<'a> {
             }
             let plan = self.plan_query(stmt)?;
             if let Some(name) = &stmt.name {
-                self.outputs
-                    .insert(normalize(name), (stmt.index, plan.output_schema.clone()));
+                // downstream statements read plain columns: a window's
+                // bounds are data there, not a window of their own
+                self.outputs.insert(
+                    normalize(name),
+                    (stmt.index, without_window_roles(&plan.output_schema)),
+                );
             }
             plans.push(plan);
         }
@@ -125,8 +132,8 @@ impl<'a> ApplicationPlanner<'a> {
     }
 
     fn plan_query(&self, stmt: &ParsedStatement) -> Result<StreamingPlan> {
-        let query = stmt.query.as_ref().expect("query statements carry a query");
-        let relations = referenced_relations(query);
+        let mut query = stmt.query.clone().expect("query statements carry a query");
+        let relations = referenced_relations(&query);
         let mut scope: Vec<String> = relations.iter().map(|(n, _)| n.clone()).collect();
         if let Some(sink) = &stmt.name {
             scope.push(normalize(sink));
@@ -137,7 +144,8 @@ impl<'a> ApplicationPlanner<'a> {
         for (name, location) in &relations {
             sources.push(self.resolve_source(stmt, name, *location, &scope)?);
         }
-        let uses_event_time = mentions_identifier(query, EVENT_TIME);
+        let versioned = join_time::apply(&mut query, &stmt.join_times, &sources)?;
+        let uses_event_time = mentions_identifier(&query, EVENT_TIME);
         let plan_with = |query: Box<Query>, windowed: bool| -> Result<LogicalPlan> {
             let mut catalog = StatementCatalog::new(&self.state);
             for binding in &sources {
@@ -162,7 +170,7 @@ impl<'a> ApplicationPlanner<'a> {
         let optimized = match &stmt.window {
             None => plan_with(query.clone(), false)?,
             Some(window) => {
-                if !self.aggregates_in(query) {
+                if !self.aggregates_in(&query) {
                     return Err(SqlError::new("WINDOW needs an aggregation", window.location).with_hint(
                         "add GROUP BY and aggregate functions such as COUNT(*), or remove the WINDOW clause",
                     ));
@@ -180,6 +188,7 @@ impl<'a> ApplicationPlanner<'a> {
         });
         let mut mapper = NodeMapper {
             sources: &sources,
+            versioned: &versioned,
             window: stmt.window.clone(),
             emit,
             aggregates: 0,

@@ -9,6 +9,7 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan};
 
 use crate::error::{Location, Result, SqlError};
+use crate::join_time::{self, JoinTimeClause};
 use crate::properties::Properties;
 use crate::script::{is_word, loc, matching_paren, StatementTokens};
 use crate::window::{
@@ -42,6 +43,8 @@ pub struct ParsedStatement {
     /// columns are named `window_start` / `window_end`.
     pub window_from_table_function: bool,
     pub emit: Option<EmitMode>,
+    /// `WITHIN` and `FOR SYSTEM_TIME AS OF` clauses of the outer query's joins.
+    pub join_times: Vec<JoinTimeClause>,
     /// Output columns marked `col PRIMARY KEY` in the SELECT list.
     pub primary_key: Vec<(String, Location)>,
     pub query: Option<Box<Query>>,
@@ -77,6 +80,7 @@ pub fn parse_statement(index: usize, raw: StatementTokens) -> Result<ParsedState
         window: None,
         window_from_table_function: false,
         emit: None,
+        join_times: Vec::new(),
         primary_key: Vec::new(),
         query: None,
         columns: Vec::new(),
@@ -160,6 +164,7 @@ fn lift_dialect_clauses(
     let mut rest = Vec::with_capacity(tokens.len());
     let mut depth = 0i32;
     let mut open_parens: Vec<usize> = Vec::new();
+    let mut joins = 0;
     // Frames to insert before a closing parenthesis, by its index.
     let mut frames: Vec<(usize, Vec<TokenWithSpan>)> = Vec::new();
     let mut i = 0;
@@ -196,6 +201,14 @@ fn lift_dialect_clauses(
             continue;
         }
         if depth == 0 && i > 0 {
+            if is_word(&t.token, "JOIN") {
+                joins += 1;
+            }
+            if let Some((clause, next)) = join_time::lift(tokens, i, joins)? {
+                stmt.join_times.push(clause);
+                i = next;
+                continue;
+            }
             if is_word(&t.token, "WINDOW") && is_window_function(tok(tokens, i + 1)) {
                 if !matches!(tok(tokens, i + 2), Token::LParen) {
                     return Err(SqlError::new(

@@ -186,7 +186,8 @@ fn column_arg(arg: &[TokenWithSpan]) -> Result<String> {
     }
 }
 
-fn duration_arg(arg: &[TokenWithSpan]) -> Result<Duration> {
+/// A duration written as `INTERVAL '5' MINUTE`, `5 MINUTES` or the shorthand `5m`.
+pub(crate) fn duration_arg(arg: &[TokenWithSpan]) -> Result<Duration> {
     let location = arg.first().map(loc).unwrap_or_default();
     let bad = || {
         SqlError::new("expected a duration", location)
@@ -218,7 +219,8 @@ fn duration_arg(arg: &[TokenWithSpan]) -> Result<Duration> {
         }, TokenWithSpan {
             token: Token::Word(unit),
             ..
-        }] => parse_shorthand(&format!("{n}{}", unit.value)),
+        }] => parse_shorthand(&format!("{n}{}", unit.value))
+            .or_else(|| parse_interval(n, Some(&unit.value))),
         [TokenWithSpan {
             token: Token::SingleQuotedString(s),
             ..

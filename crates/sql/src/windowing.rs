@@ -68,6 +68,20 @@ pub fn window_role(field: &Field) -> Option<&str> {
     field.metadata().get(WINDOW_ROLE).map(String::as_str)
 }
 
+/// `schema` with the window roles of its fields removed.
+pub fn without_window_roles(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut metadata = f.metadata().clone();
+            metadata.remove(WINDOW_ROLE);
+            f.as_ref().clone().with_metadata(metadata)
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// Adds `_window_start, _window_end` to the query's GROUP BY.
 pub fn group_by_window(query: &mut Query, window: &WindowSpec) -> Result<()> {
     let SetExpr::Select(select) = query.body.as_mut() else {

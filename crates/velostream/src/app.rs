@@ -440,9 +440,8 @@ impl TableLoader for JoinTables {
         }
         let mut source = self.connectors.open_source(binding, schema, metrics)?;
         if !source.is_bounded() {
-            return Err(EngineError::NotSupported(format!(
-                "'{name}' never ends, so it cannot be loaded as a join table"
-            )));
+            // a changing table: the join applies its updates as they arrive
+            return Ok(TableData::Stream(source));
         }
         let mut rows = Vec::new();
         loop {

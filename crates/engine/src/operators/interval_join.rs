@@ -10,17 +10,15 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array,
+    new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array,
 };
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::HashMap;
-use velostream_sql::TimeFormat;
 
-use super::join_output::{cast_keys, emit_pairs};
-use super::window_assign::event_millis;
+use super::join_output::{cast_keys, emit_pairs, millis_of};
 use super::{evaluate_all, Operator, Pipeline, StateSize};
 use crate::connector::{Source, SourceEvent};
 use crate::error::Result;
@@ -279,12 +277,4 @@ impl Operator for IntervalJoinOperator {
             rows: self.buffer.num_rows(),
         }
     }
-}
-
-/// The event time `expr` gives for every row of `batch`, in milliseconds.
-fn millis_of(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<Int64Array> {
-    event_millis(
-        &expr.evaluate(batch)?.into_array(batch.num_rows())?,
-        &TimeFormat::Auto,
-    )
 }

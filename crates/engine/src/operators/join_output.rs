@@ -5,12 +5,23 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::Result;
+use velostream_sql::TimeFormat;
+
+use super::window_assign::event_millis;
+
+/// The event time `expr` gives for every row of `batch`, in milliseconds.
+pub fn millis_of(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<Int64Array> {
+    event_millis(
+        &expr.evaluate(batch)?.into_array(batch.num_rows())?,
+        &TimeFormat::Auto,
+    )
+}
 
 /// Casts probe keys to the types the other side's keys were indexed with.
 pub fn cast_keys(keys: Vec<ArrayRef>, types: &[DataType]) -> Result<Vec<ArrayRef>> {

@@ -1,53 +1,87 @@
-//! Stream–table join: the table is loaded before the stream starts and
-//! indexed by its join key; every stream record looks its key up. INNER
-//! keeps matches only, LEFT keeps unmatched stream records with NULL table
-//! columns. NULL keys never match. An extra condition (`ON a.k = b.k AND
-//! a.x > b.y`) is checked on each candidate pair. A table produced by another
-//! statement (`CREATE TABLE ... AS SELECT`) is read to its end when the first
-//! record arrives, keeping the latest row per key.
+//! Stream–table join: every stream record looks its key up in the table,
+//! indexed by its join key. INNER keeps matches only, LEFT keeps unmatched
+//! stream records with NULL table columns. NULL keys never match. An extra
+//! condition (`ON a.k = b.k AND a.x > b.y`) is checked on each candidate pair.
+//!
+//! Where the table comes from decides when it changes:
+//! - a file is loaded whole before the stream starts;
+//! - another statement's bounded result (`CREATE TABLE ... AS SELECT` over
+//!   files) is read to its end when the first record arrives, keeping the
+//!   latest row per key;
+//! - an unbounded table source is read as it changes: before each stream
+//!   batch the join applies every update available, so a record sees the
+//!   version current when it is processed.
+//!
+//! A table joined `FOR SYSTEM_TIME AS OF stream.time` keeps every version
+//! of each key (ordered by the table's event time) and a record meets only
+//! the latest version at or before its own time, so the result does not
+//! depend on how the two inputs interleave.
 
 // foldhash: much cheaper than SipHash for the per-record key lookups
 use hashbrown::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, RecordBatch};
-use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::join_output::{cast_keys, emit_pairs};
+use super::join_output::{cast_keys, emit_pairs, millis_of};
 use super::{evaluate_all, Operator, Pipeline, StateSize};
 use crate::connector::{Source, SourceEvent};
 use crate::error::Result;
-
-pub struct LookupJoinOperator {
-    stream_keys: Vec<Arc<dyn PhysicalExpr>>,
-    table_keys: Vec<Arc<dyn PhysicalExpr>>,
-    table: RecordBatch,
-    converter: RowConverter,
-    /// Table rows by key (row format).
-    index: HashMap<Box<[u8]>, Vec<u32>>,
-    key_types: Vec<datafusion::arrow::datatypes::DataType>,
-    filter: Option<Arc<dyn PhysicalExpr>>,
-    keep_unmatched: bool,
-    schema: SchemaRef,
-    /// A table still to be read: its source, the operators above its scan,
-    /// and the schema they produce.
-    pending: Option<(Box<dyn Source>, Pipeline, SchemaRef)>,
-}
 
 /// Where the table's rows come from.
 pub enum JoinTable {
     /// All rows, loaded; every row with a key counts (duplicates match twice).
     Loaded(RecordBatch),
-    /// Rows to read from `source` through `pipeline` (producing `schema`) on
-    /// first use, keeping the latest row per key.
-    Pending {
+    /// Rows read from `source` through `pipeline` (producing `schema`),
+    /// keeping the latest row per key: to its end on first use when the
+    /// source is bounded, else as updates become available.
+    Feed {
         source: Box<dyn Source>,
         pipeline: Pipeline,
         schema: SchemaRef,
     },
+}
+
+/// `FOR SYSTEM_TIME AS OF`: the two times that pick a version.
+pub struct VersionTimes {
+    pub stream_time: Arc<dyn PhysicalExpr>,
+    pub table_time: Arc<dyn PhysicalExpr>,
+}
+
+/// Which rows of one key a lookup can meet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyRows {
+    /// Every row (a loaded file: duplicate keys match once each).
+    All,
+    /// The last row applied.
+    Latest,
+    /// Every version, ordered by table time; the lookup picks one.
+    Versions,
+}
+
+pub struct LookupJoinOperator {
+    stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+    table_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Every table row applied so far (superseded rows included until compaction).
+    table: RecordBatch,
+    converter: Option<RowConverter>,
+    /// Table rows by key (row format); for `Versions` ordered by `times`.
+    index: HashMap<Box<[u8]>, Vec<u32>>,
+    key_types: Vec<DataType>,
+    key_rows: KeyRows,
+    versions: Option<VersionTimes>,
+    /// Table time of each row of `table` (versioned joins only).
+    times: Vec<i64>,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    keep_unmatched: bool,
+    schema: SchemaRef,
+    /// A table still being read: its source, the operators above its scan,
+    /// and the schema they produce.
+    feed: Option<(Box<dyn Source>, Pipeline, SchemaRef)>,
 }
 
 impl LookupJoinOperator {
@@ -56,77 +90,159 @@ impl LookupJoinOperator {
         table: JoinTable,
         table_keys: Vec<Arc<dyn PhysicalExpr>>,
         filter: Option<Arc<dyn PhysicalExpr>>,
+        versions: Option<VersionTimes>,
         keep_unmatched: bool,
         schema: SchemaRef,
     ) -> Result<Self> {
-        let (rows, pending) = match table {
-            JoinTable::Loaded(rows) => (Some(rows), None),
-            JoinTable::Pending {
+        let (rows, feed, key_rows) = match table {
+            JoinTable::Loaded(rows) => (rows, None, KeyRows::All),
+            JoinTable::Feed {
                 source,
                 pipeline,
                 schema,
-            } => (None, Some((source, pipeline, schema))),
+            } => (
+                RecordBatch::new_empty(schema.clone()),
+                Some((source, pipeline, schema)),
+                KeyRows::Latest,
+            ),
         };
         let mut op = Self {
             stream_keys,
             table_keys,
-            table: RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty())),
-            converter: RowConverter::new(vec![])?,
+            table: RecordBatch::new_empty(rows.schema()),
+            converter: None,
             index: HashMap::new(),
             key_types: Vec::new(),
+            key_rows: match versions {
+                Some(_) => KeyRows::Versions,
+                None => key_rows,
+            },
+            versions,
+            times: Vec::new(),
             filter,
             keep_unmatched,
             schema,
-            pending,
+            feed,
         };
-        if let Some(rows) = rows {
-            op.index_table(rows, false)?;
-        }
+        op.apply(rows)?;
         Ok(op)
     }
 
-    /// Indexes the table by key; `latest_per_key` keeps only the last row of each key.
-    fn index_table(&mut self, table: RecordBatch, latest_per_key: bool) -> Result<()> {
-        let key_columns = evaluate_all(&self.table_keys, &table)?;
-        self.key_types = key_columns.iter().map(|c| c.data_type().clone()).collect();
-        self.converter = RowConverter::new(
-            self.key_types
-                .iter()
-                .map(|t| SortField::new(t.clone()))
-                .collect(),
-        )?;
-        let rows = self.converter.convert_columns(&key_columns)?;
-        self.index.clear();
-        for (i, row) in rows.iter().enumerate() {
-            if key_columns.iter().all(|c| c.is_valid(i)) {
-                let matches = self.index.entry(row.as_ref().into()).or_default();
-                if latest_per_key {
+    /// Adds table rows (updates, for a changing table) to the table and its index.
+    fn apply(&mut self, rows: RecordBatch) -> Result<()> {
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let key_columns = evaluate_all(&self.table_keys, &rows)?;
+        let key_rows = self.key_rows(&key_columns)?;
+        let fresh_times = match &self.versions {
+            Some(v) => Some(millis_of(&v.table_time, &rows)?),
+            None => None,
+        };
+        let offset = self.table.num_rows() as u32;
+        self.table = match offset {
+            0 => rows,
+            _ => concat_batches(&self.table.schema(), [&self.table, &rows])?,
+        };
+        if let Some(t) = &fresh_times {
+            // a version without a time is never current
+            self.times
+                .extend((0..t.len()).map(|i| if t.is_valid(i) { t.value(i) } else { i64::MAX }));
+        }
+        for (i, key) in key_rows.iter().enumerate() {
+            if !key_columns.iter().all(|c| c.is_valid(i)) {
+                continue;
+            }
+            let row = offset + i as u32;
+            let matches = self.index.entry(key.as_ref().into()).or_default();
+            match self.key_rows {
+                KeyRows::All => matches.push(row),
+                KeyRows::Latest => {
                     matches.clear();
+                    matches.push(row);
                 }
-                matches.push(i as u32);
+                KeyRows::Versions => {
+                    // after the versions with an earlier or equal time: the
+                    // later arrival wins among equal times
+                    let t = self.times[row as usize];
+                    let at = matches.partition_point(|&r| self.times[r as usize] <= t);
+                    matches.insert(at, row);
+                }
             }
         }
-        self.table = table;
+        self.compact()
+    }
+
+    /// Row-format keys of the table's key columns (the converter is set up on first use).
+    fn key_rows(&mut self, key_columns: &[ArrayRef]) -> Result<Rows> {
+        if self.converter.is_none() {
+            self.key_types = key_columns.iter().map(|c| c.data_type().clone()).collect();
+            self.converter = Some(RowConverter::new(
+                self.key_types
+                    .iter()
+                    .map(|t| SortField::new(t.clone()))
+                    .collect(),
+            )?);
+        }
+        let converter = self.converter.as_ref().expect("set above");
+        Ok(converter.convert_columns(&cast_keys(key_columns.to_vec(), &self.key_types)?)?)
+    }
+
+    /// Drops superseded rows of a latest-per-key table once they outnumber the live ones.
+    fn compact(&mut self) -> Result<()> {
+        if self.key_rows != KeyRows::Latest || self.table.num_rows() <= 2 * self.index.len() + 1024
+        {
+            return Ok(());
+        }
+        let mut live: Vec<u32> = self.index.values().flatten().copied().collect();
+        live.sort_unstable();
+        let kept = take_record_batch(&self.table, &UInt32Array::from(live.clone()))?;
+        let mut renumber = vec![0u32; self.table.num_rows()];
+        for (new, &old) in live.iter().enumerate() {
+            renumber[old as usize] = new as u32;
+        }
+        for rows in self.index.values_mut() {
+            for r in rows.iter_mut() {
+                *r = renumber[*r as usize];
+            }
+        }
+        self.table = kept;
         Ok(())
     }
 
-    /// Reads a pending table to its end (the statement producing it runs
-    /// concurrently and ends with its bounded input).
-    fn load_pending(&mut self) -> Result<()> {
-        let Some((mut source, mut pipeline, schema)) = self.pending.take() else {
+    /// Applies what the table's source has: all of it when the source is
+    /// bounded (it is then done), else every update available now.
+    fn pull_table(&mut self) -> Result<()> {
+        let Some((source, pipeline, schema)) = self.feed.as_mut() else {
             return Ok(());
         };
+        let bounded = source.is_bounded();
+        let schema = schema.clone();
         let mut rows = Vec::new();
+        let mut ended = false;
         loop {
-            match source.poll_batch()? {
+            let event = match bounded {
+                true => source.poll_batch()?,
+                false => source.poll_now()?,
+            };
+            match event {
                 SourceEvent::Batch(b) => pipeline.process(b, &mut rows)?,
-                SourceEvent::Idle => {}
-                SourceEvent::End => break,
+                SourceEvent::Idle if bounded => {}
+                SourceEvent::Idle => break,
+                SourceEvent::End => {
+                    pipeline.finish(&mut rows)?;
+                    ended = true;
+                    break;
+                }
             }
         }
-        pipeline.finish(&mut rows)?;
-        let table = concat_batches(&schema, &rows)?;
-        self.index_table(table, true)
+        if ended {
+            self.feed = None;
+        }
+        if !rows.is_empty() {
+            self.apply(concat_batches(&schema, &rows)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -136,18 +252,39 @@ impl Operator for LookupJoinOperator {
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
-        self.load_pending()?;
-        let keys = cast_keys(evaluate_all(&self.stream_keys, &batch)?, &self.key_types)?;
-        let rows = self.converter.convert_columns(&keys)?;
+        self.pull_table()?;
         let (mut left, mut right): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
-        for (i, row) in rows.iter().enumerate() {
-            let matches = match keys.iter().all(|k| k.is_valid(i)) {
-                true => self.index.get(row.as_ref()),
-                false => None,
+        if let Some(converter) = &self.converter {
+            let keys = cast_keys(evaluate_all(&self.stream_keys, &batch)?, &self.key_types)?;
+            let rows = converter.convert_columns(&keys)?;
+            let stream_times = match &self.versions {
+                Some(v) => Some(millis_of(&v.stream_time, &batch)?),
+                None => None,
             };
-            for &j in matches.into_iter().flatten() {
-                left.push(i as u32);
-                right.push(j);
+            for (i, row) in rows.iter().enumerate() {
+                if !keys.iter().all(|k| k.is_valid(i)) {
+                    continue;
+                }
+                let Some(matches) = self.index.get(row.as_ref()) else {
+                    continue;
+                };
+                match &stream_times {
+                    None => {
+                        for &j in matches {
+                            left.push(i as u32);
+                            right.push(j);
+                        }
+                    }
+                    Some(t) if t.is_valid(i) => {
+                        let t = t.value(i);
+                        let n = matches.partition_point(|&r| self.times[r as usize] <= t);
+                        if n > 0 {
+                            left.push(i as u32);
+                            right.push(matches[n - 1]);
+                        }
+                    }
+                    Some(_) => {}
+                }
             }
         }
         emit_pairs(
@@ -164,8 +301,11 @@ impl Operator for LookupJoinOperator {
     }
 
     fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<()> {
-        // a table stream that no record looked at still runs to its end
-        self.load_pending()
+        // a bounded table stream that no record looked at still runs to its end
+        if self.feed.as_ref().is_some_and(|(s, _, _)| s.is_bounded()) {
+            self.pull_table()?;
+        }
+        Ok(())
     }
 
     fn state_size(&self) -> StateSize {
