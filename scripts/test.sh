@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and conformance tests, and
-# the independent check of the conformance expectations with DuckDB.
+# The whole test suite: formatting, lints, unit and conformance tests, the
+# independent check of the conformance expectations with DuckDB, and the
+# Kafka end-to-end tests against a real broker (started here, stopped after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -18,6 +19,15 @@ if ! python3 -c "import duckdb, yaml" >/dev/null 2>&1; then
         || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages duckdb pyyaml
 fi
 python3 tests/conformance/verify_with_duckdb.py tests/conformance
+
+echo "== Kafka broker for the end-to-end tests"
+# a broker this script starts is stopped however the run ends
+if [ -z "${KAFKA_BROKERS:-}" ]; then
+    trap 'env -u KAFKA_BROKERS scripts/kafka-broker.sh stop || true' EXIT
+fi
+scripts/kafka-broker.sh start
+KAFKA_BROKERS="$(scripts/kafka-broker.sh address)"
+export KAFKA_BROKERS
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -18,16 +18,11 @@ use crate::file::sink::WriterSink;
 use crate::format::decode::BatchDecoder;
 use crate::format::infer::{infer_schema, SAMPLE_RECORDS};
 use crate::format::RecordFormat;
+use crate::kafka::{self, KafkaDefaults};
 use crate::memory::NullSink;
 
 /// Connector types that are part of the product but not in this build yet.
-const PLANNED: &[&str] = &[
-    "kafka_source",
-    "kafka_sink",
-    "postgres_source",
-    "postgres_sink",
-    "nexmark",
-];
+const PLANNED: &[&str] = &["postgres_source", "postgres_sink", "nexmark"];
 
 const FILE_SOURCE_KEYS: &[&str] = &["type", "path", "format", "delimiter"];
 const STDIN_KEYS: &[&str] = &["type", "format", "delimiter"];
@@ -45,6 +40,8 @@ pub struct Connectors {
     /// What schema inference read from stdin; the stdin source replays it
     /// before reading on.
     stdin_sample: Mutex<Option<Vec<u8>>>,
+    /// Kafka client settings from the configuration.
+    pub kafka: KafkaDefaults,
 }
 
 impl Connectors {
@@ -53,6 +50,7 @@ impl Connectors {
             base_dir: base_dir.into(),
             batch_size: batch_size.max(1),
             stdin_sample: Mutex::new(None),
+            kafka: KafkaDefaults::default(),
         }
     }
 
@@ -104,6 +102,17 @@ impl Connectors {
         let props = &binding.properties;
         let kind = source_type(props).map_err(|e| EngineError::connector(&binding.name, e))?;
         let err = |e: String| EngineError::connector(&binding.name, e);
+        if kind == "kafka_source" {
+            return kafka::open_source(
+                &binding.name,
+                props,
+                &binding.schema,
+                projected,
+                self.batch_size,
+                &self.kafka,
+                metrics,
+            );
+        }
         let format = RecordFormat::from_properties(props).map_err(err)?;
         let decoder =
             BatchDecoder::new(format, binding.schema.clone(), projected, self.batch_size)?;
@@ -136,10 +145,14 @@ impl Connectors {
         }
     }
 
-    /// Opens the sink of a statement; without a `type` the results go to stdout.
-    pub fn open_sink(&self, binding: &SinkBinding) -> Result<Box<dyn Sink>> {
+    /// Opens the sink of a statement (`key`: the result's key columns);
+    /// without a `type` the results go to stdout.
+    pub fn open_sink(&self, binding: &SinkBinding, key: &[String]) -> Result<Box<dyn Sink>> {
         let props = &binding.properties;
         let err = |e: String| EngineError::connector(&binding.name, e);
+        if props.get("type").map(String::as_str) == Some("kafka_sink") {
+            return kafka::open_sink(&binding.name, props, key, &self.kafka);
+        }
         let format = RecordFormat::from_properties(props).map_err(err)?;
         match props.get("type").map(String::as_str).unwrap_or("stdout") {
             "file_sink" | "file" => {
@@ -172,6 +185,9 @@ impl Connectors {
     pub fn check_sink(&self, binding: &SinkBinding) -> Result<()> {
         let props = &binding.properties;
         let err = |e: String| EngineError::connector(&binding.name, e);
+        if props.get("type").map(String::as_str) == Some("kafka_sink") {
+            return kafka::check_sink(props, &self.kafka).map_err(err);
+        }
         RecordFormat::from_properties(props).map_err(err)?;
         match props.get("type").map(String::as_str).unwrap_or("stdout") {
             "file_sink" | "file" => {
@@ -188,10 +204,13 @@ impl Connectors {
 impl SourceResolver for Connectors {
     fn infer_schema(
         &self,
-        _name: &str,
+        name: &str,
         props: &BTreeMap<String, String>,
     ) -> std::result::Result<SchemaRef, String> {
         let kind = source_type(props)?;
+        if kind == "kafka_source" {
+            return kafka::infer_source_schema(name, props, &self.kafka);
+        }
         let format = RecordFormat::from_properties(props)?;
         match kind {
             "file_source" => {
@@ -225,9 +244,9 @@ fn unavailable(kind: &str, role: &str) -> String {
         format!("connector type '{kind}' is not available in this build yet")
     } else {
         let known = if role == "source" {
-            "file_source, stdin"
+            "file_source, stdin, kafka_source"
         } else {
-            "file_sink, stdout, null"
+            "file_sink, stdout, null, kafka_sink"
         };
         format!("unknown {role} type '{kind}'; expected one of: {known}")
     }

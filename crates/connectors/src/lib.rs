@@ -3,6 +3,7 @@
 //! - [`format`]: decoding bytes into Arrow batches (JSON, CSV), encoding
 //!   results, inferring schemas from samples.
 //! - [`file`]: line framing for files and standard input, and byte sinks.
+//! - [`kafka`]: Kafka sources and sinks (librdkafka).
 //! - [`memory`]: streams between statements of one application.
 //! - [`factory`]: builds all of the above from statement properties.
 
@@ -10,6 +11,7 @@ pub mod factory;
 pub mod fanout;
 pub mod file;
 pub mod format;
+pub mod kafka;
 pub mod memory;
 
 pub use factory::Connectors;

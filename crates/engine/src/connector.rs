@@ -35,6 +35,17 @@ pub trait Source: Send {
     /// True when the source ends by itself (files, stdin), so blocking
     /// operators such as ORDER BY can run on it.
     fn is_bounded(&self) -> bool;
+    /// How many partitions the source reads (numbered in its `_partition`
+    /// column), when it knows; windows wait for each one's first record.
+    fn partition_count(&self) -> Option<usize> {
+        None
+    }
+    /// The results of every record returned so far have been flushed to
+    /// the sinks: the source may record them as consumed (Kafka commits
+    /// its offsets). Never called before that point.
+    fn commit(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A consumer of result batches.

@@ -22,6 +22,7 @@ pub struct Job {
     metrics: Arc<JobMetrics>,
     cancel: Arc<AtomicBool>,
     dead_letters: Option<Box<dyn Sink>>,
+    commit_interval: Duration,
 }
 
 /// What a finished job did.
@@ -52,6 +53,7 @@ impl Job {
             metrics,
             cancel: Arc::new(AtomicBool::new(false)),
             dead_letters: None,
+            commit_interval: Duration::from_secs(1),
         }
     }
 
@@ -79,7 +81,15 @@ impl Job {
     pub fn run(mut self) -> Result<JobSummary> {
         let started = Instant::now();
         let mut out: Vec<RecordBatch> = Vec::new();
+        let mut last_commit = Instant::now();
+        if let Some(count) = self.source.partition_count() {
+            self.pipeline.declare_source_partitions(count);
+        }
         while !self.cancel.load(Ordering::Relaxed) {
+            if last_commit.elapsed() >= self.commit_interval {
+                self.commit()?;
+                last_commit = Instant::now();
+            }
             // Latency covers reading and decoding too: a source decodes a
             // whole chunk when its first batch is asked for.
             let polled = Instant::now();
@@ -105,8 +115,13 @@ impl Job {
                 SourceEvent::End => break,
             }
         }
-        self.pipeline.finish(&mut out)?;
+        if self.source.is_bounded() || !self.cancel.load(Ordering::Relaxed) {
+            // the input is complete: everything still held is a result now
+            // (a stopped unbounded job leaves its open windows unemitted)
+            self.pipeline.finish(&mut out)?;
+        }
         self.deliver(&mut out)?;
+        self.commit()?;
         self.sink.close()?;
         if let Some(sink) = &mut self.dead_letters {
             sink.close()?;
@@ -119,6 +134,21 @@ impl Job {
             late_records: JobMetrics::get(&self.metrics.late_records),
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Flushes the sinks, then lets the source record what has been consumed.
+    fn commit(&mut self) -> Result<()> {
+        self.sink.flush()?;
+        if let Some(sink) = &mut self.dead_letters {
+            sink.flush()?;
+        }
+        self.source.commit()
+    }
+
+    /// How often results are flushed and source positions committed.
+    pub fn with_commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
     }
 
     fn deliver(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {

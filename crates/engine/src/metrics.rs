@@ -1,6 +1,7 @@
 //! Per-job counters, shared between the job thread and whoever reports
 //! progress (the CLI's progress line, later the metrics endpoint).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -33,6 +34,8 @@ pub struct JobMetrics {
     /// (reading and decoding included) to its results reaching the sink
     /// (the first [`LATENCY_SAMPLES`]).
     pub batch_latency_us: Mutex<Vec<u32>>,
+    /// Records not yet read per (topic, partition), as last seen by a Kafka source.
+    pub source_lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 /// How many per-batch latencies are kept.
@@ -42,6 +45,26 @@ impl JobMetrics {
     pub fn add_input(&self, records: u64, bytes: u64) {
         self.records_in.fetch_add(records, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records the consumer lag of one partition.
+    pub fn set_source_lag(&self, topic: &str, partition: i32, lag: i64) {
+        if let Ok(mut lags) = self.source_lag.lock() {
+            match lags.get_mut(&(topic.to_string(), partition)) {
+                Some(l) => *l = lag,
+                None => {
+                    lags.insert((topic.to_string(), partition), lag);
+                }
+            }
+        }
+    }
+
+    /// Consumer lag per (topic, partition).
+    pub fn source_lag(&self) -> BTreeMap<(String, i32), i64> {
+        self.source_lag
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     pub fn add_output(&self, records: u64) {

@@ -15,11 +15,17 @@ struct PartitionState {
     last_seen: Instant,
 }
 
+/// How long a partition the source announced but that has delivered
+/// nothing yet holds the watermark back when no idle timeout is set.
+pub const FIRST_RECORD_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 pub struct WatermarkTracker {
     lag_ms: i64,
     idle_timeout: Option<Duration>,
     partitions: Vec<Option<PartitionState>>,
+    /// Partitions the source announced, waiting for their first record since.
+    awaited: Vec<(usize, Instant)>,
     /// The watermark never goes back.
     current: Option<i64>,
 }
@@ -30,12 +36,25 @@ impl WatermarkTracker {
             lag_ms: lag.as_millis() as i64,
             idle_timeout,
             partitions: Vec::new(),
+            awaited: Vec::new(),
             current: None,
         }
     }
 
+    /// The source reads `count` partitions: until each has delivered a
+    /// record (or stayed silent for the idle timeout, by default
+    /// [`FIRST_RECORD_WAIT`]), the watermark does not advance — records of
+    /// a partition that starts late are not late.
+    pub fn expect_partitions(&mut self, count: usize, now: Instant) {
+        self.awaited = (0..count)
+            .filter(|&p| self.partitions.get(p).is_none_or(Option::is_none))
+            .map(|p| (p, now))
+            .collect();
+    }
+
     /// Records that `partition` delivered an event at `event_time_ms`.
     pub fn observe(&mut self, partition: usize, event_time_ms: i64, now: Instant) {
+        self.awaited.retain(|(p, _)| *p != partition);
         if self.partitions.len() <= partition {
             self.partitions.resize(partition + 1, None);
         }
@@ -49,6 +68,14 @@ impl WatermarkTracker {
 
     /// Recomputes the watermark; returns it when it advanced.
     pub fn advance(&mut self, now: Instant) -> Option<i64> {
+        let wait = self.idle_timeout.unwrap_or(FIRST_RECORD_WAIT);
+        if self
+            .awaited
+            .iter()
+            .any(|(_, since)| now.duration_since(*since) < wait)
+        {
+            return None;
+        }
         let active = self
             .partitions
             .iter()
@@ -123,6 +150,26 @@ mod tests {
         assert_eq!(w.advance(now), None, "partition 1 is still at 10");
         w.observe(1, 500, now);
         assert_eq!(w.advance(now), Some(500));
+    }
+
+    #[test]
+    fn announced_partitions_hold_the_watermark_until_they_deliver() {
+        let start = Instant::now();
+        let mut w = WatermarkTracker::new(Duration::ZERO, Some(Duration::from_secs(5)));
+        w.expect_partitions(3, start);
+        w.observe(0, 100, start);
+        w.observe(2, 100, start);
+        assert_eq!(w.advance(start), None, "partition 1 has not delivered yet");
+        w.observe(1, 40, start);
+        assert_eq!(w.advance(start), Some(40));
+        // a partition that never delivers stops waiting after the idle timeout
+        let mut w = WatermarkTracker::new(Duration::ZERO, Some(Duration::from_secs(5)));
+        w.expect_partitions(2, start);
+        w.observe(0, 100, start);
+        assert_eq!(w.advance(start + Duration::from_secs(1)), None);
+        let later = start + Duration::from_secs(6);
+        w.observe(0, 200, later);
+        assert_eq!(w.advance(later), Some(200));
     }
 
     #[test]

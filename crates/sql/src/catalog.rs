@@ -34,6 +34,9 @@ pub fn streaming_session_state() -> SessionState {
         .build();
     add_aliases(&mut state);
     state
+        .register_udf(Arc::new(crate::header_function::header_udf()))
+        .expect("registering HEADER cannot fail");
+    state
 }
 
 /// Names users of other engines expect, mapped onto DataFusion functions.

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod duration;
 pub mod error;
 pub mod event_time;
+pub mod header_function;
 pub mod interval_join;
 pub mod join_time;
 pub mod lowering;
@@ -19,6 +20,7 @@ pub mod planner;
 pub mod properties;
 pub mod script;
 pub mod statement;
+pub mod system_columns;
 pub mod window;
 pub mod windowing;
 

@@ -19,11 +19,13 @@ use datafusion::sql::sqlparser::ast::{
 use crate::catalog::{streaming_session_state, StatementCatalog};
 use crate::error::{df_error, Location, Result, SqlError};
 use crate::event_time::{EventTime, EVENT_TIME_KEYS};
+use crate::header_function;
 use crate::join_time;
 use crate::lowering::NodeMapper;
 use crate::plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, StreamingPlan};
 use crate::script::split_statements;
 use crate::statement::{parse_statement, ParsedStatement, StatementKind};
+use crate::system_columns;
 use crate::window::EmitMode;
 use crate::windowing::{
     group_by_window, with_event_time_column, with_window_columns, without_window_roles, EVENT_TIME,
@@ -145,6 +147,15 @@ impl<'a> ApplicationPlanner<'a> {
             sources.push(self.resolve_source(stmt, name, *location, &scope)?);
         }
         let versioned = join_time::apply(&mut query, &stmt.join_times, &sources)?;
+        let mut system: Vec<String> = sources
+            .iter()
+            .flat_map(|b| b.schema.fields().iter().map(|f| f.name().clone()))
+            .filter(|n| system_columns::is_system_column(n))
+            .collect();
+        system.sort();
+        system.dedup();
+        system_columns::exclude_from_wildcards(&mut query, &system);
+        header_function::rewrite_header_calls(&mut query);
         let uses_event_time = mentions_identifier(&query, EVENT_TIME);
         let plan_with = |query: Box<Query>, windowed: bool| -> Result<LogicalPlan> {
             let mut catalog = StatementCatalog::new(&self.state);
@@ -284,9 +295,18 @@ impl<'a> ApplicationPlanner<'a> {
         let schema = match schema {
             Some(schema) => schema,
             None => self.resolver.infer_schema(name, &properties).map_err(|e| {
+                let settings = match properties.get("type").map(String::as_str) {
+                    Some("kafka_source") => "topic' and '{name}.bootstrap.servers",
+                    _ => "path' and '{name}.format",
+                }
+                .replace("{name}", name);
                 SqlError::new(format!("cannot read source '{name}': {e}"), location)
-                    .with_hint(format!("check the '{name}.path' and '{name}.format' properties, or declare its columns with CREATE STREAM {name} (col TYPE, ...)"))
+                    .with_hint(format!("check the '{name}.{settings}' properties, or declare its columns with CREATE STREAM {name} (col TYPE, ...)"))
             })?,
+        };
+        let schema = match properties.get("type") {
+            Some(kind) => system_columns::with_system_columns(&schema, kind),
+            None => schema,
         };
         if let Some(field) = &event_time.field {
             if schema.field_with_name(field).is_err() {

@@ -290,8 +290,9 @@ impl Application {
                     let binding = plan.sources.first().ok_or_else(|| {
                         job_err(EngineError::Plan("the query reads no source".into()))
                     })?;
+                    let binding = self.own_consumer_group(binding, plan);
                     self.connectors
-                        .open_source(binding, scan_schema(plan), metrics.clone())
+                        .open_source(&binding, scan_schema(plan), metrics.clone())
                         .map_err(job_err)?
                 }
             };
@@ -301,14 +302,21 @@ impl Application {
                 (Some(channel), false) => channel,
                 (Some(channel), true) => Box::new(FanoutSink::new(vec![
                     channel,
-                    self.connectors.open_sink(&plan.sink).map_err(job_err)?,
+                    self.connectors
+                        .open_sink(&plan.sink, &plan.key)
+                        .map_err(job_err)?,
                 ])),
-                (None, _) => self.connectors.open_sink(&plan.sink).map_err(job_err)?,
+                (None, _) => self
+                    .connectors
+                    .open_sink(&plan.sink, &plan.key)
+                    .map_err(job_err)?,
             };
             let mut job = Job::new(plan.name.clone(), source, pipeline, sink, metrics);
             if let Some(dead_letter) = &plan.dead_letter {
                 job = job.with_dead_letter_sink(
-                    self.connectors.open_sink(dead_letter).map_err(job_err)?,
+                    self.connectors
+                        .open_sink(dead_letter, &[])
+                        .map_err(job_err)?,
                 );
             }
             jobs.push(job);
@@ -334,6 +342,32 @@ fn scan_schema(plan: &StreamingPlan) -> datafusion::arrow::datatypes::SchemaRef 
     match plan.root.flow().first() {
         Some(StreamNode::Scan { schema, .. }) => schema.clone(),
         _ => plan.output_schema.clone(),
+    }
+}
+
+impl Application {
+    /// A Kafka source read by several statements gets one consumer group per
+    /// statement (`<group.id>-<job>`), so each statement sees every record
+    /// instead of the statements splitting the partitions between them.
+    fn own_consumer_group(&self, binding: &SourceBinding, plan: &StreamingPlan) -> SourceBinding {
+        let kafka = binding.properties.get("type").map(String::as_str) == Some("kafka_source");
+        let readers = self
+            .plans
+            .iter()
+            .filter(|p| p.sources.iter().any(|b| b.name == binding.name))
+            .count();
+        let mut binding = binding.clone();
+        if kafka && readers > 1 {
+            let base = binding
+                .properties
+                .get("group.id")
+                .cloned()
+                .unwrap_or_else(|| format!("velostream-{}", binding.name));
+            binding
+                .properties
+                .insert("group.id".into(), format!("{base}-{}", plan.name));
+        }
+        binding
     }
 }
 

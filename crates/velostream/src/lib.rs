@@ -1,8 +1,10 @@
 //! The `velostream` command: loading and running applications, the
-//! conformance harness behind `velostream test`, and benchmarks.
+//! conformance harness behind `velostream test`, benchmarks, and the
+//! Kafka produce/consume tools.
 
 pub mod app;
 pub mod bench;
 pub mod conformance;
+pub mod kafka_tools;
 pub mod progress;
 pub mod run_config;

@@ -1,13 +1,17 @@
-//! `velostream`: run, validate, explain and test streaming SQL applications.
+//! `velostream`: run, validate, explain and test streaming SQL applications;
+//! produce to and consume from Kafka topics.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use velostream::app::{run_jobs, AppError, Application, RunOptions};
 use velostream::conformance::{find_specs, run_spec_file};
 use velostream::progress::{human, Progress};
-use velostream::{bench, run_config};
+use velostream::{bench, kafka_tools, run_config};
 use velostream_sql::PropertyOverrides;
 
 #[derive(Parser)]
@@ -55,6 +59,40 @@ enum Command {
     /// Benchmarks
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Send JSON Lines (a file or stdin) to a Kafka topic, one message per line
+    Produce {
+        /// Topic (created if missing)
+        #[arg(long)]
+        topic: String,
+        /// Bootstrap servers (default: KAFKA_BROKERS, else localhost:9092)
+        #[arg(long)]
+        brokers: Option<String>,
+        /// JSON field whose value becomes the message key
+        #[arg(long)]
+        key_field: Option<String>,
+        /// Partitions of a topic that does not exist yet
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// JSON Lines file (default: stdin)
+        file: Option<PathBuf>,
+    },
+    /// Print the messages of a Kafka topic from its start
+    Consume {
+        #[arg(long)]
+        topic: String,
+        /// Bootstrap servers (default: KAFKA_BROKERS, else localhost:9092)
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Stop after this many messages
+        #[arg(long)]
+        max: Option<u64>,
+        /// Stop after this many seconds without a message
+        #[arg(long, default_value_t = 5.0)]
+        idle_secs: f64,
+        /// Print `key<TAB>payload`
+        #[arg(long)]
+        keys: bool,
+    },
     /// The long-running service (configured by --config)
     Server {
         #[arg(long, value_name = "FILE")]
@@ -130,6 +168,36 @@ fn main() -> ExitCode {
         Some(Command::Bench(which)) => bench::run_suite(bench_suite(which))
             .map(|report| println!("{report}"))
             .map_err(Failure::Runtime),
+        Some(Command::Produce {
+            topic,
+            brokers,
+            key_field,
+            partitions,
+            file,
+        }) => kafka_tools::produce(
+            &kafka_tools::brokers(brokers),
+            &topic,
+            file,
+            key_field.as_deref(),
+            partitions,
+        )
+        .map(|n| eprintln!("produced {n} messages to {topic}"))
+        .map_err(Failure::Runtime),
+        Some(Command::Consume {
+            topic,
+            brokers,
+            max,
+            idle_secs,
+            keys,
+        }) => kafka_tools::consume(
+            &kafka_tools::brokers(brokers),
+            &topic,
+            max,
+            std::time::Duration::from_secs_f64(idle_secs.max(0.1)),
+            keys,
+        )
+        .map(|n| eprintln!("consumed {n} messages from {topic}"))
+        .map_err(Failure::Runtime),
         Some(Command::Server { .. }) | None => Err(Failure::Usage(
             "the long-running service (velostream --config ...) is not available in this build yet; \
              run an application in the foreground with `velostream run app.sql`"
@@ -266,6 +334,7 @@ fn run(
     let application = Application::load(&app, &options)?;
     application.check()?;
     let jobs = application.build_jobs()?;
+    stop_on_signals(jobs.iter().map(|j| j.cancel_handle()).collect())?;
     let progress = (!quiet).then(|| Progress::start(jobs.iter().map(|j| j.metrics()).collect()));
     let result = run_jobs(jobs);
     if let Some(p) = progress {
@@ -291,6 +360,26 @@ fn run(
             );
         }
     }
+    Ok(())
+}
+
+/// SIGINT/SIGTERM stop the jobs at their next batch boundary (results so
+/// far flushed, source positions committed); a second signal exits at once.
+fn stop_on_signals(cancels: Vec<Arc<AtomicBool>>) -> Result<(), Failure> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+            .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
+            .map_err(|e| Failure::Runtime(format!("cannot handle signals: {e}")))?;
+    }
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for cancel in cancels {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    });
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::value::RawValue;
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
-use crate::format::decode::BatchDecoder;
+use crate::format::decode::{BatchDecoder, Origin};
 use crate::format::infer::starts_with_array;
 use crate::format::RecordFormat;
 
@@ -104,8 +104,10 @@ impl LineSource {
             .decoder
             .decode_next(
                 region,
-                self.next_line,
-                &self.origin,
+                Origin::Lines {
+                    name: &self.origin,
+                    first_line: self.next_line,
+                },
                 &self.metrics,
                 &mut self.pending,
             )

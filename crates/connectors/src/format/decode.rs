@@ -38,6 +38,40 @@ impl Inner {
     }
 }
 
+/// Where a chunk's records come from, for reports of malformed ones.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin<'a> {
+    /// Lines of a file (or stdin); the chunk starts at line `first_line`.
+    Lines { name: &'a str, first_line: u64 },
+    /// Kafka messages, one record each: record `i` is at `offsets[i]` of `partitions[i]`.
+    Messages {
+        topic: &'a str,
+        partitions: &'a [i32],
+        offsets: &'a [i64],
+    },
+}
+
+impl Origin<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Origin::Lines { name, .. } => name,
+            Origin::Messages { topic, .. } => topic,
+        }
+    }
+
+    /// Where record `index` of the chunk is: `file:line` or `topic[partition]@offset`.
+    fn position(&self, index: usize) -> String {
+        match self {
+            Origin::Lines { name, first_line } => format!("{name}:{}", first_line + index as u64),
+            Origin::Messages {
+                topic,
+                partitions,
+                offsets,
+            } => format!("{topic}[{}]@{}", partitions[index], offsets[index]),
+        }
+    }
+}
+
 /// Decodes record chunks of one format into batches of one schema.
 pub struct BatchDecoder {
     format: RecordFormat,
@@ -47,6 +81,9 @@ pub struct BatchDecoder {
     schema: SchemaRef,
     batch_size: usize,
     inner: Inner,
+    /// After a `decode_next` that skipped malformed records: the indices
+    /// (within its chunk) of the records it kept.
+    kept: Option<Vec<u32>>,
 }
 
 impl BatchDecoder {
@@ -63,6 +100,7 @@ impl BatchDecoder {
             schema,
             batch_size,
             inner,
+            kept: None,
         })
     }
 
@@ -71,18 +109,17 @@ impl BatchDecoder {
     }
 
     /// Decodes one batch from the front of `chunk` (whole records, each
-    /// ending with a newline, the first on line `first_line` of `origin`)
-    /// into `out`; returns the bytes consumed, 0 when nothing but blank
-    /// space is left. Decoding a batch at a time keeps a batch's latency to
-    /// its own records.
+    /// ending with a newline, from `origin`) into `out`; returns the bytes
+    /// consumed, 0 when nothing but blank space is left. Decoding a batch at
+    /// a time keeps a batch's latency to its own records.
     pub fn decode_next(
         &mut self,
         chunk: &[u8],
-        first_line: u64,
-        origin: &str,
+        origin: Origin<'_>,
         metrics: &JobMetrics,
         out: &mut VecDeque<RecordBatch>,
     ) -> Result<usize, ArrowError> {
+        self.kept = None;
         match self.decode_batch(chunk) {
             Ok((consumed, batch)) => {
                 out.extend(batch.filter(|b| b.num_rows() > 0));
@@ -95,7 +132,7 @@ impl BatchDecoder {
                     &self.schema,
                     self.batch_size,
                 )?;
-                self.decode_lines(chunk, first_line, origin, metrics, out)
+                self.decode_lines(chunk, origin, metrics, out)
             }
         }
     }
@@ -107,19 +144,25 @@ impl BatchDecoder {
         Ok((consumed, batch))
     }
 
+    /// The records the last `decode_next` kept, by index in its chunk, when
+    /// it skipped malformed ones (`None`: it kept every record).
+    pub fn kept(&self) -> Option<&[u32]> {
+        self.kept.as_deref()
+    }
+
     /// The slow path: up to one batch worth of lines, each on its own.
     fn decode_lines(
         &mut self,
         buf: &[u8],
-        first_line: u64,
-        origin: &str,
+        origin: Origin<'_>,
         metrics: &JobMetrics,
         out: &mut VecDeque<RecordBatch>,
     ) -> Result<usize, ArrowError> {
         let mut good = Vec::new();
+        let mut kept = Vec::new();
         let mut pos = 0;
         let mut records = 0;
-        let mut line = first_line;
+        let mut line = 0;
         while pos < buf.len() && records < self.batch_size {
             let end = memchr::memchr(b'\n', &buf[pos..])
                 .map(|i| pos + i + 1)
@@ -137,14 +180,17 @@ impl BatchDecoder {
                     single.flush()
                 });
                 match decoded {
-                    Ok(Some(batch)) => good.push(batch),
+                    Ok(Some(batch)) => {
+                        kept.push(line as u32);
+                        good.push(batch)
+                    }
                     Ok(None) => {}
                     Err(e) => {
-                        let position = format!("{origin}:{line}");
+                        let position = origin.position(line);
                         let reason = clean_message(&e);
                         metrics.bad_record(&position, &reason);
                         metrics.dead_letter(|| DeadLetter {
-                            source: origin.to_string(),
+                            source: origin.name().to_string(),
                             position,
                             reason,
                             record: String::from_utf8_lossy(text).trim_end().to_string(),
@@ -159,6 +205,7 @@ impl BatchDecoder {
         if !good.is_empty() {
             out.push_back(concat_batches(&self.schema, &good)?);
         }
+        self.kept = Some(kept);
         Ok(pos)
     }
 }

@@ -47,6 +47,9 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// The job's source reads `count` partitions (numbered by `_partition`).
+    fn on_source_partitions(&mut self, _count: usize) {}
+
     /// A watermark this operator produced since it was last asked (only
     /// the operator that assigns event time produces them).
     fn take_watermark(&mut self) -> Option<i64> {
@@ -123,6 +126,13 @@ impl Pipeline {
                 rows: acc.rows + s.rows,
             }
         })
+    }
+
+    /// Tells every operator how many partitions the source reads.
+    pub fn declare_source_partitions(&mut self, count: usize) {
+        for op in &mut self.operators {
+            op.on_source_partitions(count);
+        }
     }
 
     /// True when some operator wants no more input.

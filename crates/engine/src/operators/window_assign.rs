@@ -249,6 +249,12 @@ impl Operator for WindowAssignOperator {
         Some(self)
     }
 
+    fn on_source_partitions(&mut self, count: usize) {
+        if self.partition.is_some() {
+            self.watermarks.expect_partitions(count, Instant::now());
+        }
+    }
+
     fn take_watermark(&mut self) -> Option<i64> {
         self.emitted.take()
     }

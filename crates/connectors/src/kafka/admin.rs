@@ -1,0 +1,143 @@
+//! Plain Kafka operations for tools and tests: creating topics, listing
+//! partitions, producing and reading raw messages.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::sink::{Deliveries, DeliveryContext};
+
+/// The partitions of `topic`. (End offsets are not asked of the broker:
+/// some Kafka-protocol brokers report them wrongly for batched writes, so
+/// reads that stop at the end use librdkafka's end-of-partition events.)
+pub fn partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, String> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| format!("cannot read the metadata of '{topic}': {e}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(format!("topic '{topic}' does not exist"));
+    }
+    Ok(partitions)
+}
+
+/// Up to `limit` payloads of `topic`, read from the start of every
+/// partition until each is at its end (no group offsets are used or
+/// committed). `consumer` must have `enable.partition.eof` set.
+pub fn read_from_start<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<Vec<u8>>, String> {
+    let partitions = partitions(consumer, topic, timeout)?;
+    let mut assignment = TopicPartitionList::new();
+    for &p in &partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    let mut at_end = BTreeSet::new();
+    let mut out = Vec::new();
+    while out.len() < limit && at_end.len() < partitions.len() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                out.push(m.payload().unwrap_or_default().to_vec())
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => return Err(format!("reading '{topic}': {e}")),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Creates `topic` with `partitions` partitions (replication 1) unless it exists.
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| format!("cannot create admin client: {e}"))?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = futures_executor::block_on(admin.create_topics([&new], &options))
+        .map_err(|e| format!("cannot create topic '{topic}': {e}"))?;
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(format!("cannot create topic '{name}': {code}")),
+        }
+    }
+    Ok(())
+}
+
+/// Sends `(key, payload)` messages to `topic` and waits until all are delivered.
+pub fn produce<'a>(
+    config: &ClientConfig,
+    topic: &str,
+    messages: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8], Option<i64>)>,
+) -> Result<u64, String> {
+    let deliveries = Arc::new(Deliveries::default());
+    let producer: BaseProducer<DeliveryContext> = config
+        .create_with_context(DeliveryContext(deliveries.clone()))
+        .map_err(|e| format!("cannot create producer: {e}"))?;
+    let mut sent = 0u64;
+    for (key, payload, timestamp) in messages {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(t) = timestamp {
+            record = record.timestamp(t);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(format!("cannot send to '{topic}': {e}")),
+            }
+        }
+        sent += 1;
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| format!("flushing to '{topic}': {e}"))?;
+    let failed = deliveries.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(format!(
+            "{failed} of {sent} messages could not be delivered to '{topic}'"
+        ));
+    }
+    Ok(sent)
+}

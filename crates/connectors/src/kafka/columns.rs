@@ -1,0 +1,155 @@
+//! The per-message columns a Kafka source adds to its records
+//! (`_key`, `_partition`, `_offset`, `_timestamp`, `_topic`, `_headers`),
+//! collected while messages are read and appended after decoding.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, MapBuilder, StringBuilder,
+    TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+
+/// The system columns of one batch of messages, in message order.
+#[derive(Default)]
+pub struct MessageColumns {
+    pub partitions: Vec<i32>,
+    pub offsets: Vec<i64>,
+    keys: Vec<Option<Vec<u8>>>,
+    timestamps: Vec<Option<i64>>,
+    headers: Vec<Vec<(String, Option<String>)>>,
+    /// Which columns the query reads; the others are not collected.
+    wants_keys: bool,
+    wants_timestamps: bool,
+    wants_headers: bool,
+}
+
+impl MessageColumns {
+    /// Collects what `schema` (the source's projected schema) needs.
+    pub fn for_schema(schema: &SchemaRef) -> Self {
+        let has = |n: &str| schema.index_of(n).is_ok();
+        Self {
+            wants_keys: has("_key"),
+            wants_timestamps: has("_timestamp"),
+            wants_headers: has("_headers"),
+            ..Self::default()
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.partitions.clear();
+        self.offsets.clear();
+        self.keys.clear();
+        self.timestamps.clear();
+        self.headers.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Records one message's columns.
+    pub fn push(&mut self, m: &BorrowedMessage<'_>) {
+        self.partitions.push(m.partition());
+        self.offsets.push(m.offset());
+        if self.wants_keys {
+            self.keys.push(m.key().map(<[u8]>::to_vec));
+        }
+        if self.wants_timestamps {
+            self.timestamps.push(m.timestamp().to_millis());
+        }
+        if self.wants_headers {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                h.value.map(|v| String::from_utf8_lossy(v).into_owned()),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.headers.push(headers);
+        }
+    }
+
+    /// `decoded` (the payload columns of the kept messages, `kept` = their
+    /// indices, `None` for all) completed with the system columns into `schema`.
+    pub fn complete(
+        &self,
+        decoded: &RecordBatch,
+        kept: Option<&[u32]>,
+        topic: &str,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch, ArrowError> {
+        let rows = decoded.num_rows();
+        let pick = |array: ArrayRef| -> Result<ArrayRef, ArrowError> {
+            match kept {
+                Some(k) => take(&array, &UInt32Array::from(k.to_vec()), None),
+                None => Ok(array),
+            }
+        };
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            let column: ArrayRef = match field.name().as_str() {
+                "_key" => {
+                    let mut b = StringBuilder::new();
+                    for k in &self.keys {
+                        b.append_option(k.as_ref().map(|k| String::from_utf8_lossy(k)));
+                    }
+                    pick(Arc::new(b.finish()))?
+                }
+                "_partition" => pick(Arc::new(Int32Array::from(self.partitions.clone())))?,
+                "_offset" => pick(Arc::new(Int64Array::from(self.offsets.clone())))?,
+                "_timestamp" => pick(Arc::new(
+                    TimestampMillisecondArray::from(self.timestamps.clone()).with_timezone_opt(
+                        match field.data_type() {
+                            datafusion::arrow::datatypes::DataType::Timestamp(_, tz) => tz.clone(),
+                            _ => None,
+                        },
+                    ),
+                ))?,
+                "_topic" => Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                    topic;
+                    rows
+                ])),
+                "_headers" => {
+                    let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+                    for headers in &self.headers {
+                        for (k, v) in headers {
+                            b.keys().append_value(k);
+                            b.values().append_option(v.as_deref());
+                        }
+                        b.append(true)?;
+                    }
+                    pick(Arc::new(b.finish()))?
+                }
+                name => decoded.column_by_name(name).cloned().ok_or_else(|| {
+                    ArrowError::SchemaError(format!("decoded batch has no column {name}"))
+                })?,
+            };
+            columns.push(column);
+        }
+        RecordBatch::try_new(schema.clone(), columns)
+    }
+}
+
+/// A raw-bytes column for the `bytes` format.
+pub fn bytes_column(values: &[Option<Vec<u8>>]) -> ArrayRef {
+    let mut b = BinaryBuilder::new();
+    for v in values {
+        b.append_option(v.as_deref());
+    }
+    Arc::new(b.finish())
+}

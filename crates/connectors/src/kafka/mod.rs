@@ -1,0 +1,334 @@
+//! Kafka: `kafka_source` (a consumer-group member decoding messages in
+//! batches) and `kafka_sink` (one message per result row), on librdkafka.
+//!
+//! - [`config`]: client settings from properties, config defaults and the
+//!   environment (bootstrap servers, security, credentials).
+//! - [`source`]: consumption, decoding, offsets committed after the sinks flushed.
+//! - [`columns`]: the system columns of each message.
+//! - [`sink`]: encoding, message keys and timestamps, delivery accounting.
+//! - [`admin`]: topic creation and plain produce/consume for tools and tests.
+
+pub mod admin;
+pub mod columns;
+pub mod config;
+pub mod sink;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use rdkafka::consumer::BaseConsumer;
+use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
+use velostream_sql::system_columns;
+
+use self::config::KafkaSettings;
+use crate::format::decode::BatchDecoder;
+use crate::format::infer::{infer_schema, SAMPLE_RECORDS};
+use crate::format::RecordFormat;
+
+/// Velostream's own keys of a Kafka source; every other key goes to librdkafka.
+pub const SOURCE_KEYS: &[&str] = &[
+    "type",
+    "topic",
+    "topic.name",
+    "format",
+    "delimiter",
+    "bounded",
+];
+/// Velostream's own keys of a Kafka sink.
+pub const SINK_KEYS: &[&str] = &["type", "topic", "topic.name", "format", "delimiter"];
+
+/// How a message's payload is read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaFormat {
+    /// One JSON object per message.
+    Json,
+    /// One delimited line per message (columns in declaration order).
+    Csv(u8),
+    /// The payload as text, in a column `value`.
+    String,
+    /// The payload as bytes, in a column `value`.
+    Bytes,
+}
+
+impl KafkaFormat {
+    pub fn from_properties(props: &BTreeMap<String, String>) -> std::result::Result<Self, String> {
+        let delimiter = match props.get("delimiter").map(String::as_str) {
+            None => b',',
+            Some("\\t") | Some("tab") => b'\t',
+            Some(d) if d.len() == 1 => d.as_bytes()[0],
+            Some(d) => return Err(format!("'delimiter' must be a single character, got '{d}'")),
+        };
+        match props
+            .get("format")
+            .map(|f| f.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("json") | Some("jsonl") => Ok(Self::Json),
+            Some("csv") => Ok(Self::Csv(delimiter)),
+            Some("string") => Ok(Self::String),
+            Some("bytes") => Ok(Self::Bytes),
+            Some(f @ ("avro" | "protobuf")) => Err(format!(
+                "format '{f}' is not available in this build yet; use json, csv, string or bytes"
+            )),
+            Some(other) => Err(format!(
+                "unknown format '{other}' for Kafka; expected json, csv, string or bytes"
+            )),
+        }
+    }
+
+    fn record_format(self) -> RecordFormat {
+        match self {
+            Self::Csv(delimiter) => RecordFormat::Csv {
+                header: false,
+                delimiter,
+            },
+            _ => RecordFormat::JsonLines,
+        }
+    }
+}
+
+/// What a Kafka connector needs besides its own properties.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaDefaults {
+    /// librdkafka properties from the config file (`velostream.kafka`).
+    pub client: BTreeMap<String, String>,
+}
+
+fn topic(props: &BTreeMap<String, String>) -> std::result::Result<String, String> {
+    props
+        .get("topic")
+        .or_else(|| props.get("topic.name"))
+        .cloned()
+        .ok_or_else(|| "needs a 'topic' property".to_string())
+}
+
+/// The librdkafka properties among `props` (Velostream's keys removed).
+fn client_properties(props: &BTreeMap<String, String>, own: &[&str]) -> BTreeMap<String, String> {
+    props
+        .iter()
+        .filter(|(k, _)| !own.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Consumer settings of source `name`.
+fn consumer_settings(
+    name: &str,
+    props: &BTreeMap<String, String>,
+    defaults: &KafkaDefaults,
+) -> std::result::Result<KafkaSettings, String> {
+    let mut settings = KafkaSettings::resolve(
+        &client_properties(props, SOURCE_KEYS),
+        &consumer_defaults(&defaults.client),
+        &config::process_env,
+    )?;
+    settings
+        .default("group.id", &format!("velostream-{name}"))
+        .default("auto.offset.reset", "earliest")
+        .default("session.timeout.ms", "6000")
+        // consumer lag per partition reaches the metrics through statistics
+        .default("statistics.interval.ms", "5000")
+        .force("enable.auto.commit", "false")
+        .force("enable.partition.eof", "false");
+    Ok(settings)
+}
+
+/// The config file's Kafka defaults that apply to consumers (producer
+/// tuning such as `linger.ms` is not a consumer property).
+fn consumer_defaults(client: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    const PRODUCER_ONLY: &[&str] = &[
+        "acks",
+        "linger.ms",
+        "linger_ms",
+        "batch.size",
+        "batch_size",
+        "compression.type",
+        "compression_type",
+        "enable.idempotence",
+        "enable_idempotence",
+        "retries",
+        "message.timeout.ms",
+    ];
+    client
+        .iter()
+        .filter(|(k, _)| !PRODUCER_ONLY.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Opens a `kafka_source` decoding the columns of `projected`.
+pub fn open_source(
+    name: &str,
+    props: &BTreeMap<String, String>,
+    full_schema: &SchemaRef,
+    projected: SchemaRef,
+    batch_size: usize,
+    defaults: &KafkaDefaults,
+    metrics: Arc<JobMetrics>,
+) -> Result<Box<dyn Source>> {
+    let err = |e: String| EngineError::connector(name, e);
+    let topic = topic(props).map_err(err)?;
+    let format = KafkaFormat::from_properties(props).map_err(err)?;
+    // bounded: read what the topic holds, then end (backfills, tests)
+    let bounded = match props.get("bounded").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(err(format!(
+                "'bounded' must be true or false, got '{other}'"
+            )))
+        }
+    };
+    let mut settings = consumer_settings(name, props, defaults).map_err(err)?;
+    if bounded {
+        settings.force("enable.partition.eof", "true");
+    }
+    let payload = |schema: &SchemaRef| -> SchemaRef {
+        Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .filter(|f| !system_columns::is_system_column(f.name()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let decoder = match format {
+        KafkaFormat::Json | KafkaFormat::Csv(_) => Some(BatchDecoder::new(
+            format.record_format(),
+            payload(full_schema),
+            payload(&projected),
+            batch_size,
+        )?),
+        KafkaFormat::String | KafkaFormat::Bytes => None,
+    };
+    let mut source = source::KafkaSource::open(
+        name,
+        &topic,
+        settings.client_config(),
+        format,
+        decoder,
+        projected,
+        batch_size,
+        metrics,
+    )?;
+    let partitions =
+        admin::partitions(source.consumer(), &topic, Duration::from_secs(10)).map_err(err)?;
+    source.set_partition_count(
+        partitions
+            .iter()
+            .map(|&p| p as usize + 1)
+            .max()
+            .unwrap_or(0),
+    );
+    if bounded {
+        source.set_end(partitions.into_iter().collect());
+    }
+    Ok(Box::new(source))
+}
+
+/// Opens a `kafka_sink`; `key` names the result's key columns.
+pub fn open_sink(
+    name: &str,
+    props: &BTreeMap<String, String>,
+    key: &[String],
+    defaults: &KafkaDefaults,
+) -> Result<Box<dyn Sink>> {
+    let err = |e: String| EngineError::connector(name, e);
+    let settings = sink_settings(props, defaults).map_err(err)?;
+    let topic = topic(props).map_err(err)?;
+    let format = match KafkaFormat::from_properties(props).map_err(err)? {
+        KafkaFormat::Json => RecordFormat::JsonLines,
+        KafkaFormat::Csv(delimiter) => RecordFormat::Csv {
+            header: false,
+            delimiter,
+        },
+        other => {
+            return Err(err(format!(
+                "a kafka_sink writes json or csv, not {other:?}"
+            )))
+        }
+    };
+    Ok(Box::new(sink::KafkaSink::open(
+        name,
+        &topic,
+        settings.client_config(),
+        format,
+        key.to_vec(),
+    )?))
+}
+
+/// Checks a sink's properties without connecting.
+pub fn check_sink(
+    props: &BTreeMap<String, String>,
+    defaults: &KafkaDefaults,
+) -> std::result::Result<(), String> {
+    topic(props)?;
+    KafkaFormat::from_properties(props)?;
+    sink_settings(props, defaults).map(|_| ())
+}
+
+fn sink_settings(
+    props: &BTreeMap<String, String>,
+    defaults: &KafkaDefaults,
+) -> std::result::Result<KafkaSettings, String> {
+    let mut settings = KafkaSettings::resolve(
+        &client_properties(props, SINK_KEYS),
+        &defaults.client,
+        &config::process_env,
+    )?;
+    settings.default("linger.ms", "5");
+    Ok(settings)
+}
+
+/// Infers a source's columns from the first messages of its topic (read
+/// from the beginning, outside any consumer group).
+pub fn infer_source_schema(
+    name: &str,
+    props: &BTreeMap<String, String>,
+    defaults: &KafkaDefaults,
+) -> std::result::Result<SchemaRef, String> {
+    let topic = topic(props)?;
+    let format = KafkaFormat::from_properties(props)?;
+    match format {
+        KafkaFormat::String => {
+            return Ok(Arc::new(Schema::new(vec![Field::new(
+                "value",
+                DataType::Utf8,
+                true,
+            )])))
+        }
+        KafkaFormat::Bytes => {
+            return Ok(Arc::new(Schema::new(vec![Field::new(
+                "value",
+                DataType::Binary,
+                true,
+            )])))
+        }
+        _ => {}
+    }
+    let mut settings = consumer_settings(name, props, defaults)?;
+    settings
+        .force("group.id", "velostream-schema-sample")
+        .force("enable.partition.eof", "true");
+    let consumer: BaseConsumer = settings
+        .client_config()
+        .create()
+        .map_err(|e| format!("cannot create consumer: {e}"))?;
+    let sample = admin::read_from_start(&consumer, &topic, SAMPLE_RECORDS, Duration::from_secs(5))?;
+    if sample.is_empty() {
+        return Err(format!(
+            "topic '{topic}' has no messages to infer columns from; declare them with CREATE STREAM {name} (col TYPE, ...)"
+        ));
+    }
+    let mut chunk = Vec::new();
+    for payload in sample {
+        chunk.extend_from_slice(&payload);
+        chunk.push(b'\n');
+    }
+    let schema = infer_schema(format.record_format(), std::io::Cursor::new(chunk))?;
+    Ok(Arc::new(schema))
+}

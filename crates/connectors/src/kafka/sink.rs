@@ -1,0 +1,242 @@
+//! `kafka_sink`: one message per result row.
+//!
+//! - value: the row encoded in the sink's format (JSON by default);
+//! - key: the result key (`SELECT col PRIMARY KEY`, else the GROUP BY
+//!   columns) — one key column is written as its text (`AAPL`, `42`),
+//!   several as a JSON object of the key columns in order
+//!   (`{"symbol":"AAPL","region":"EU"}`); no key columns, no key;
+//! - timestamp: the row's window end when the result has one (a window's
+//!   results carry the time the window closed), else its `_event_time`
+//!   when selected, else the time of sending.
+//!
+//! Delivery is asynchronous inside librdkafka, which retries per the
+//! producer settings (`retries`, `message.timeout.ms`). A message that
+//! still fails is counted and the sink returns an error at the next write
+//! or flush, which stops the job: nothing is dropped silently, and since
+//! source offsets are only committed after a successful flush, the records
+//! behind a failed message are read again on restart.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use velostream_engine::{EngineError, Result, Sink};
+use velostream_sql::windowing::{window_role, EVENT_TIME};
+
+use crate::format::encode::BatchEncoder;
+use crate::format::RecordFormat;
+
+/// How long a flush waits for outstanding deliveries.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Delivery outcomes, shared with librdkafka's callback thread.
+#[derive(Default)]
+pub struct Deliveries {
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+/// Records each delivery outcome in the shared [`Deliveries`].
+pub struct DeliveryContext(pub Arc<Deliveries>);
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.0.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = self.0.first_error.lock() {
+                    first.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+}
+
+pub struct KafkaSink {
+    name: String,
+    topic: String,
+    producer: BaseProducer<DeliveryContext>,
+    deliveries: Arc<Deliveries>,
+    encoder: BatchEncoder,
+    key_columns: Vec<String>,
+    values: Vec<u8>,
+    keys: Vec<u8>,
+}
+
+impl KafkaSink {
+    pub fn open(
+        name: &str,
+        topic: &str,
+        config: rdkafka::ClientConfig,
+        format: RecordFormat,
+        key_columns: Vec<String>,
+    ) -> Result<Self> {
+        let deliveries = Arc::new(Deliveries::default());
+        let producer = config
+            .create_with_context(DeliveryContext(deliveries.clone()))
+            .map_err(|e| EngineError::connector(name, format!("cannot create producer: {e}")))?;
+        Ok(Self {
+            name: name.to_string(),
+            topic: topic.to_string(),
+            producer,
+            deliveries,
+            encoder: BatchEncoder::new(format),
+            key_columns,
+            values: Vec::new(),
+            keys: Vec::new(),
+        })
+    }
+
+    /// Delivery counters (for metrics and tests).
+    pub fn deliveries(&self) -> Arc<Deliveries> {
+        self.deliveries.clone()
+    }
+
+    /// Fails when a message could not be delivered.
+    fn check_deliveries(&self) -> Result<()> {
+        if self.deliveries.failed.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let first = self
+            .deliveries
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
+        Err(EngineError::connector(
+            &self.name,
+            format!(
+                "{} message(s) could not be delivered to '{}' after retries: {first}",
+                self.deliveries.failed.load(Ordering::Relaxed),
+                self.topic
+            ),
+        ))
+    }
+
+    /// Encoded keys of every row, one per line (empty when the result has no key).
+    fn encode_keys(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, usize)>> {
+        self.keys.clear();
+        if self.key_columns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let indices = self
+            .key_columns
+            .iter()
+            .map(|c| batch.schema().index_of(c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if let [single] = indices[..] {
+            let text = cast(batch.column(single), &DataType::Utf8)?;
+            let text = text.as_string::<i32>();
+            let mut spans = Vec::with_capacity(batch.num_rows());
+            for i in 0..batch.num_rows() {
+                let start = self.keys.len();
+                if text.is_valid(i) {
+                    self.keys.extend_from_slice(text.value(i).as_bytes());
+                }
+                spans.push((start, self.keys.len()));
+            }
+            return Ok(spans);
+        }
+        let mut json = BatchEncoder::new(RecordFormat::JsonLines);
+        json.encode(&batch.project(&indices)?, &mut self.keys)?;
+        Ok(lines(&self.keys))
+    }
+}
+
+impl Sink for KafkaSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.check_deliveries()?;
+        self.values.clear();
+        self.encoder.encode(batch, &mut self.values)?;
+        let values = lines(&self.values);
+        let keys = self.encode_keys(batch)?;
+        let times = message_times(batch)?;
+        for (i, &(start, end)) in values.iter().enumerate() {
+            let mut record: BaseRecord<'_, [u8], [u8]> =
+                BaseRecord::to(&self.topic).payload(&self.values[start..end]);
+            if let Some(&(ks, ke)) = keys.get(i) {
+                record = record.key(&self.keys[ks..ke]);
+            }
+            if let Some(t) = times.as_ref().and_then(|t| t[i]) {
+                record = record.timestamp(t);
+            }
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        // the local queue is full: let deliveries drain it
+                        record = r;
+                        self.producer.poll(Duration::from_millis(50));
+                    }
+                    Err((e, _)) => {
+                        return Err(EngineError::connector(
+                            &self.name,
+                            format!("cannot send to '{}': {e}", self.topic),
+                        ))
+                    }
+                }
+            }
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.producer.flush(FLUSH_TIMEOUT).map_err(|e| {
+            EngineError::connector(&self.name, format!("flushing to '{}': {e}", self.topic))
+        })?;
+        self.check_deliveries()
+    }
+}
+
+/// `(start, end)` of each line of `buf`, without the line break.
+fn lines(buf: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', buf) {
+        spans.push((start, end));
+        start = end + 1;
+    }
+    if start < buf.len() {
+        spans.push((start, buf.len()));
+    }
+    spans
+}
+
+/// The message timestamp of each row: window end, else `_event_time`.
+fn message_times(batch: &RecordBatch) -> Result<Option<Vec<Option<i64>>>> {
+    let schema = batch.schema();
+    let column = schema
+        .fields()
+        .iter()
+        .position(|f| window_role(f) == Some("end"))
+        .or_else(|| schema.index_of(EVENT_TIME).ok());
+    let Some(column) = column else {
+        return Ok(None);
+    };
+    let millis = cast(
+        batch.column(column),
+        &DataType::Timestamp(TimeUnit::Millisecond, None),
+    )?;
+    let millis = millis.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
+    Ok(Some(
+        (0..batch.num_rows())
+            .map(|i| millis.is_valid(i).then(|| millis.value(i)))
+            .collect(),
+    ))
+}

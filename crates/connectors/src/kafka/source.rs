@@ -1,0 +1,384 @@
+//! `kafka_source`: a consumer-group member reading a topic in batches.
+//!
+//! Messages are taken from librdkafka's queue synchronously (no await per
+//! message) until a batch is full or the queue is empty; their payloads are
+//! framed one per line and decoded together by the shared record decoder,
+//! and the system columns are appended. Offsets are committed only through
+//! [`Source::commit`], which the job calls after the results of every
+//! record returned so far have been flushed to the sinks — a record is
+//! never marked consumed before its results are out (at-least-once).
+//! Partitions revoked in a rebalance are forgotten, so their progress is
+//! never committed over the new owner's.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
+
+use super::columns::{bytes_column, MessageColumns};
+use super::KafkaFormat;
+use crate::format::decode::{BatchDecoder, Origin};
+
+/// How long one poll waits for the first message of a batch.
+const FIRST_MESSAGE_WAIT: Duration = Duration::from_millis(100);
+
+/// Next offset to commit, per partition, of the records handed out so far.
+type Progress = Arc<Mutex<BTreeMap<i32, i64>>>;
+
+/// Forgets the progress of revoked partitions; publishes consumer lag
+/// from librdkafka's periodic statistics (no extra broker round trips).
+pub struct GroupContext {
+    progress: Progress,
+    metrics: Arc<JobMetrics>,
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics
+                        .set_source_lag(topic, partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            if let Ok(mut progress) = self.progress.lock() {
+                for p in partitions.elements() {
+                    progress.remove(&p.partition());
+                }
+            }
+        }
+    }
+}
+
+pub struct KafkaSource {
+    name: String,
+    topic: String,
+    consumer: BaseConsumer<GroupContext>,
+    format: KafkaFormat,
+    decoder: Option<BatchDecoder>,
+    schema: SchemaRef,
+    batch_size: usize,
+    metrics: Arc<JobMetrics>,
+    progress: Progress,
+    /// Payloads of the batch being read, one per line.
+    chunk: Vec<u8>,
+    /// Raw payloads (for the `string` and `bytes` formats).
+    raw: Vec<Option<Vec<u8>>>,
+    columns: MessageColumns,
+    pending: VecDeque<RecordBatch>,
+    /// Partitions of the topic (from its metadata at start).
+    partition_count: Option<usize>,
+    /// For a bounded read: the partitions to read to their end, and those
+    /// at their end now.
+    end: Option<(BTreeSet<i32>, BTreeSet<i32>)>,
+}
+
+impl KafkaSource {
+    /// Joins the consumer group of `settings` and subscribes to `topic`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        name: &str,
+        topic: &str,
+        config: rdkafka::ClientConfig,
+        format: KafkaFormat,
+        decoder: Option<BatchDecoder>,
+        schema: SchemaRef,
+        batch_size: usize,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Self> {
+        let progress: Progress = Arc::default();
+        let consumer: BaseConsumer<GroupContext> = config
+            .create_with_context(GroupContext {
+                progress: progress.clone(),
+                metrics: metrics.clone(),
+            })
+            .map_err(|e| EngineError::connector(name, format!("cannot create consumer: {e}")))?;
+        consumer.subscribe(&[topic]).map_err(|e| {
+            EngineError::connector(name, format!("cannot subscribe to '{topic}': {e}"))
+        })?;
+        Ok(Self {
+            name: name.to_string(),
+            topic: topic.to_string(),
+            consumer,
+            format,
+            decoder,
+            columns: MessageColumns::for_schema(&schema),
+            schema,
+            batch_size,
+            metrics,
+            progress,
+            chunk: Vec::new(),
+            raw: Vec::new(),
+            pending: VecDeque::new(),
+            end: None,
+            partition_count: None,
+        })
+    }
+
+    pub fn consumer(&self) -> &BaseConsumer<GroupContext> {
+        &self.consumer
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The topic has `count` partitions.
+    pub fn set_partition_count(&mut self, count: usize) {
+        self.partition_count = Some(count);
+    }
+
+    /// Ends the source once each of `partitions` has been read to its end.
+    pub fn set_end(&mut self, partitions: BTreeSet<i32>) {
+        self.end = Some((partitions, BTreeSet::new()));
+    }
+
+    /// True when a bounded read has reached the end of every partition.
+    fn reached_end(&self) -> bool {
+        self.end
+            .as_ref()
+            .is_some_and(|(all, at_end)| all.is_subset(at_end))
+    }
+
+    /// Takes up to a batch of messages from the consumer's queue.
+    fn read_messages(&mut self) -> Result<()> {
+        self.chunk.clear();
+        self.raw.clear();
+        self.columns.clear();
+        let mut bytes = 0u64;
+        while self.columns.len() < self.batch_size {
+            let wait = if self.columns.is_empty() {
+                FIRST_MESSAGE_WAIT
+            } else {
+                Duration::ZERO
+            };
+            let message = match self.consumer.poll(wait) {
+                None => break,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    if let Some((_, at_end)) = &mut self.end {
+                        at_end.insert(p);
+                        if self.columns.is_empty() && self.reached_end() {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                Some(Err(e)) if is_fatal(&e) => {
+                    return Err(EngineError::connector(&self.name, e));
+                }
+                Some(Err(e)) => {
+                    // transient (broker restart, rebalance): librdkafka retries
+                    eprintln!("warning: {}: {e}", self.name);
+                    break;
+                }
+                Some(Ok(m)) => m,
+            };
+            if let Some((_, at_end)) = &mut self.end {
+                at_end.remove(&message.partition());
+            }
+            let payload = message.payload();
+            bytes += payload.map_or(0, |p| p.len() as u64);
+            match self.format {
+                KafkaFormat::String | KafkaFormat::Bytes => {
+                    self.raw.push(payload.map(<[u8]>::to_vec))
+                }
+                KafkaFormat::Json | KafkaFormat::Csv(_) => frame(payload, &mut self.chunk),
+            }
+            self.columns.push(&message);
+        }
+        if !self.columns.is_empty() {
+            self.metrics.add_input(0, bytes);
+            let mut progress = self.progress.lock().map_err(|_| poisoned())?;
+            for (&p, &o) in self.columns.partitions.iter().zip(&self.columns.offsets) {
+                progress.insert(p, o + 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// The payload columns of the messages just read, and which messages they are.
+    fn decode(&mut self) -> Result<Option<(RecordBatch, Option<Vec<u32>>)>> {
+        let payload_schema = self.payload_schema();
+        match self.format {
+            KafkaFormat::String | KafkaFormat::Bytes => {
+                let values: ArrayRef = match self.format {
+                    KafkaFormat::String => Arc::new(
+                        self.raw
+                            .iter()
+                            .map(|v| v.as_ref().map(|v| String::from_utf8_lossy(v)))
+                            .collect::<StringArray>(),
+                    ),
+                    _ => bytes_column(&self.raw),
+                };
+                let columns = match payload_schema.index_of("value") {
+                    Ok(_) => vec![values],
+                    Err(_) => vec![],
+                };
+                let batch = RecordBatch::try_new_with_options(
+                    payload_schema,
+                    columns,
+                    &datafusion::arrow::array::RecordBatchOptions::new()
+                        .with_row_count(Some(self.raw.len())),
+                )?;
+                Ok(Some((batch, None)))
+            }
+            KafkaFormat::Json | KafkaFormat::Csv(_) => {
+                let decoder = self.decoder.as_mut().expect("text formats have a decoder");
+                let origin = Origin::Messages {
+                    topic: &self.topic,
+                    partitions: &self.columns.partitions,
+                    offsets: &self.columns.offsets,
+                };
+                let mut out = VecDeque::new();
+                decoder
+                    .decode_next(&self.chunk, origin, &self.metrics, &mut out)
+                    .map_err(|e| EngineError::connector(&self.name, e))?;
+                let kept = decoder.kept().map(<[u32]>::to_vec);
+                let batch = concat_batches(&decoder.schema(), out.iter())?;
+                Ok(Some((batch, kept)))
+            }
+        }
+    }
+
+    /// The projected columns that come from the payload.
+    fn payload_schema(&self) -> SchemaRef {
+        match &self.decoder {
+            Some(d) => d.schema(),
+            None => Arc::new(datafusion::arrow::datatypes::Schema::new(
+                self.schema
+                    .fields()
+                    .iter()
+                    .filter(|f| f.name() == "value")
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )),
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn poll_batch(&mut self) -> Result<SourceEvent> {
+        if let Some(batch) = self.pending.pop_front() {
+            return Ok(SourceEvent::Batch(batch));
+        }
+        if self.reached_end() {
+            return Ok(SourceEvent::End);
+        }
+        self.read_messages()?;
+        if self.columns.is_empty() {
+            return Ok(SourceEvent::Idle);
+        }
+        let Some((decoded, kept)) = self.decode()? else {
+            return Ok(SourceEvent::Idle);
+        };
+        let batch = self
+            .columns
+            .complete(&decoded, kept.as_deref(), &self.topic, &self.schema)?;
+        if batch.num_rows() == 0 {
+            return Ok(SourceEvent::Idle);
+        }
+        Ok(SourceEvent::Batch(batch))
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.end.is_some()
+    }
+
+    fn partition_count(&self) -> Option<usize> {
+        self.partition_count
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        let progress = self.progress.lock().map_err(|_| poisoned())?.clone();
+        if progress.is_empty() {
+            return Ok(());
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next) in progress {
+            offsets
+                .add_partition_offset(&self.topic, partition, Offset::Offset(next))
+                .map_err(|e| EngineError::connector(&self.name, e))?;
+        }
+        match self.consumer.commit(&offsets, CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // a rebalance took the partitions away: their new owner goes on
+            Err(KafkaError::ConsumerCommit(code))
+                if matches!(
+                    code,
+                    rdkafka::types::RDKafkaErrorCode::RebalanceInProgress
+                        | rdkafka::types::RDKafkaErrorCode::IllegalGeneration
+                        | rdkafka::types::RDKafkaErrorCode::UnknownMemberId
+                ) =>
+            {
+                eprintln!("warning: {}: offsets not committed ({code}); the partitions moved to another member", self.name);
+                Ok(())
+            }
+            Err(e) => Err(EngineError::connector(
+                &self.name,
+                format!("cannot commit offsets: {e}"),
+            )),
+        }
+    }
+}
+
+/// One payload as one line: JSON's raw line breaks are whitespace (breaks
+/// inside strings are escaped), so they become spaces; a message without a
+/// payload becomes `null`, which decodes as a malformed record.
+fn frame(payload: Option<&[u8]>, chunk: &mut Vec<u8>) {
+    match payload {
+        Some(p) if !p.iter().all(u8::is_ascii_whitespace) => {
+            let start = chunk.len();
+            chunk.extend_from_slice(p);
+            for b in &mut chunk[start..] {
+                if *b == b'\n' || *b == b'\r' {
+                    *b = b' ';
+                }
+            }
+        }
+        _ => chunk.extend_from_slice(b"null"),
+    }
+    chunk.push(b'\n');
+}
+
+fn is_fatal(e: &KafkaError) -> bool {
+    match e.rdkafka_error_code() {
+        Some(code) => matches!(
+            code,
+            rdkafka::types::RDKafkaErrorCode::Fatal
+                | rdkafka::types::RDKafkaErrorCode::TopicAuthorizationFailed
+                | rdkafka::types::RDKafkaErrorCode::GroupAuthorizationFailed
+                | rdkafka::types::RDKafkaErrorCode::SaslAuthenticationFailed
+                | rdkafka::types::RDKafkaErrorCode::Authentication
+        ),
+        None => false,
+    }
+}
+
+fn poisoned() -> EngineError {
+    EngineError::connector("kafka", "offset progress lock poisoned")
+}
+
+/// The type the `_timestamp` column has.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None)
+}

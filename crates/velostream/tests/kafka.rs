@@ -1,0 +1,300 @@
+//! End-to-end tests against a real Kafka-protocol broker: the one in
+//! `KAFKA_BROKERS` (scripts/test.sh starts a local broker and sets it).
+//! Expected results are computed here from the generated input, not by
+//! the engine.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use velostream_connectors::kafka::admin;
+
+fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").expect(
+        "KAFKA_BROKERS must name a broker: run scripts/test.sh, or scripts/kafka-broker.sh start \
+         and export KAFKA_BROKERS=$(scripts/kafka-broker.sh address)",
+    )
+}
+
+/// A topic name no other run uses.
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn produce(topic: &str, messages: &[(String, String, i64)]) {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "20");
+    let sent = admin::produce(
+        &config,
+        topic,
+        messages
+            .iter()
+            .map(|(k, v, t)| (Some(k.as_bytes()), v.as_bytes(), Some(*t))),
+    )
+    .unwrap();
+    assert_eq!(sent as usize, messages.len());
+}
+
+/// Every (key, payload) of `topic`, read from the start until `expected`
+/// messages arrived or nothing came for a while.
+fn read_all(topic: &str, expected: usize) -> Vec<(String, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .create()
+        .unwrap();
+    let partitions = admin::partitions(&consumer, topic, Duration::from_secs(10)).unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut out = Vec::new();
+    let mut quiet = 0;
+    while out.len() < expected && quiet < 50 {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                quiet = 0;
+                out.push((
+                    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                ));
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => quiet += 1,
+        }
+    }
+    // anything beyond the expected count would be a duplicate: look briefly
+    if out.len() == expected {
+        while let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+            out.push((
+                String::new(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            ));
+        }
+    }
+    out
+}
+
+/// Runs `sql` with `velostream run`; panics with its stderr on failure.
+fn run_app(sql: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.sql");
+    std::fs::write(&app, sql).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_velostream"))
+        .args(["run"])
+        .arg(&app)
+        .env("KAFKA_BROKERS", brokers())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "velostream run failed:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn windowed_aggregate_from_a_three_partition_topic_to_an_output_topic() {
+    const RECORDS: i64 = 200_000;
+    const SYMBOLS: i64 = 50;
+    let input = unique("trades");
+    let output = unique("per-minute");
+    admin::create_topic(&brokers(), &input, 3).unwrap();
+    admin::create_topic(&brokers(), &output, 3).unwrap();
+
+    // 200,000 trades over ~16 hours of event time; prices in cents so the
+    // expected sums are exact integers
+    let start = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
+    let mut messages = Vec::with_capacity(RECORDS as usize);
+    let mut expected: BTreeMap<(String, i64), (i64, i64, i64)> = BTreeMap::new();
+    for i in 0..RECORDS {
+        let symbol = format!("S{:02}", (i * 7) % SYMBOLS);
+        let ts = start + i * 300;
+        let qty = 1 + i % 100;
+        let cents = 10_000 + (i * 37) % 5_000;
+        let payload = format!(
+            r#"{{"symbol": "{symbol}", "price": "{}.{:02}", "qty": {qty}, "ts": {ts}}}"#,
+            cents / 100,
+            cents % 100
+        );
+        let window = ts - ts.rem_euclid(60_000);
+        let e = expected.entry((symbol.clone(), window)).or_default();
+        e.0 += 1;
+        e.1 += qty;
+        e.2 += cents;
+        messages.push((symbol, payload, ts));
+    }
+    produce(&input, &messages);
+
+    let stderr = run_app(&format!(
+        "CREATE STREAM trades (symbol VARCHAR, price DECIMAL(12, 2), qty BIGINT, ts BIGINT) WITH (
+            'trades.type' = 'kafka_source', 'trades.topic' = '{input}',
+            'trades.group.id' = '{group}', 'trades.bounded' = 'true',
+            'trades.event.time.field' = 'ts');
+         CREATE STREAM per_minute AS
+         SELECT symbol, _window_start AS ws, COUNT(*) AS trades, SUM(qty) AS volume, SUM(price) AS turnover
+         FROM trades GROUP BY symbol WINDOW TUMBLING(ts, 1m)
+         WITH ('per_minute.type' = 'kafka_sink', 'per_minute.topic' = '{output}');",
+        group = unique("group")
+    ));
+    assert!(stderr.contains("200000 records in"), "{stderr}");
+    assert!(!stderr.contains("late"), "no record may be late: {stderr}");
+
+    let rows = read_all(&output, expected.len());
+    assert_eq!(
+        rows.len(),
+        expected.len(),
+        "one message per (symbol, minute)"
+    );
+    let mut seen = BTreeSet::new();
+    for (key, payload) in &rows {
+        let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+        let symbol = v["symbol"].as_str().unwrap().to_string();
+        assert_eq!(key, &symbol, "the message key is the GROUP BY column");
+        let ws =
+            chrono::NaiveDateTime::parse_from_str(v["ws"].as_str().unwrap(), "%Y-%m-%dT%H:%M:%S")
+                .unwrap()
+                .and_utc()
+                .timestamp_millis();
+        let (n, volume, cents) = expected
+            .get(&(symbol.clone(), ws))
+            .unwrap_or_else(|| panic!("unexpected row {payload}"));
+        assert_eq!(v["trades"].as_i64().unwrap(), *n, "{payload}");
+        assert_eq!(v["volume"].as_i64().unwrap(), *volume, "{payload}");
+        // decimals are written with their exact digits
+        let turnover = payload
+            .split("\"turnover\":")
+            .nth(1)
+            .and_then(|rest| rest.split([',', '}']).next())
+            .unwrap_or_default();
+        assert_eq!(
+            turnover,
+            format!("{}.{:02}", cents / 100, cents % 100),
+            "{payload}"
+        );
+        assert!(seen.insert((symbol, ws)), "duplicate row {payload}");
+    }
+}
+
+#[test]
+fn a_restarted_job_continues_from_its_committed_offsets() {
+    let input = unique("events");
+    let output = unique("copied");
+    let group = unique("group");
+    admin::create_topic(&brokers(), &input, 3).unwrap();
+    admin::create_topic(&brokers(), &output, 1).unwrap();
+    let batch = |ids: std::ops::Range<i64>| -> Vec<(String, String, i64)> {
+        ids.map(|i| {
+            (
+                format!("k{}", i % 10),
+                format!(r#"{{"id": {i}}}"#),
+                1_000 + i,
+            )
+        })
+        .collect()
+    };
+    let sql = format!(
+        "CREATE STREAM events (id BIGINT) WITH ('events.type' = 'kafka_source',
+            'events.topic' = '{input}', 'events.group.id' = '{group}', 'events.bounded' = 'true');
+         CREATE STREAM copied AS SELECT id, _partition AS p FROM events
+         WITH ('copied.type' = 'kafka_sink', 'copied.topic' = '{output}');"
+    );
+
+    produce(&input, &batch(0..1000));
+    assert!(run_app(&sql).contains("1000 records in"));
+    produce(&input, &batch(1000..1500));
+    let second = run_app(&sql);
+    assert!(
+        second.contains("500 records in"),
+        "only the new records: {second}"
+    );
+    let third = run_app(&sql);
+    assert!(third.contains("0 records in"), "nothing new: {third}");
+
+    let rows = read_all(&output, 1500);
+    let ids: Vec<i64> = rows
+        .iter()
+        .map(|(_, p)| {
+            serde_json::from_str::<serde_json::Value>(p).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    let distinct: BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), 1500, "no record processed twice");
+    assert_eq!(distinct, (0..1500).collect(), "no gap");
+}
+
+#[test]
+fn system_columns_and_headers_are_readable_and_left_out_of_select_star() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let input = unique("headers");
+    admin::create_topic(&brokers(), &input, 1).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    for i in 0..3 {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "trace",
+            value: Some(format!("t-{i}").as_bytes()),
+        });
+        let payload = format!(r#"{{"id": {i}}}"#);
+        let key = format!("k{i}");
+        let mut record = BaseRecord::to(&input)
+            .payload(payload.as_bytes())
+            .key(key.as_bytes())
+            .timestamp(1_000 + i);
+        if i < 2 {
+            record = record.headers(headers);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let star = dir.path().join("star.jsonl");
+    run_app(&format!(
+        "CREATE STREAM events (id BIGINT) WITH ('events.type' = 'kafka_source', 'events.topic' = '{input}',
+            'events.group.id' = '{group}', 'events.bounded' = 'true');
+         CREATE STREAM picked AS SELECT id, _key AS k, _partition AS p, _offset AS o, _topic AS t,
+            CAST(_timestamp AS BIGINT) AS ts, HEADER('trace') AS trace FROM events
+         WITH ('picked.type' = 'file_sink', 'picked.path' = '{out}');
+         CREATE STREAM everything AS SELECT * FROM events
+         WITH ('everything.type' = 'file_sink', 'everything.path' = '{star}');",
+        group = unique("group"),
+        out = out.display(),
+        star = star.display()
+    ));
+    let picked = std::fs::read_to_string(&out).unwrap();
+    let expected = (0..3)
+        .map(|i| {
+            let trace = if i < 2 {
+                format!("\"t-{i}\"")
+            } else {
+                "null".into()
+            };
+            format!(
+                r#"{{"id":{i},"k":"k{i}","p":0,"o":{i},"t":"{input}","ts":{},"trace":{trace}}}"#,
+                1_000 + i
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(picked.trim(), expected);
+    let everything = std::fs::read_to_string(&star).unwrap();
+    assert_eq!(everything.trim(), "{\"id\":0}\n{\"id\":1}\n{\"id\":2}");
+}
