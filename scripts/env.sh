@@ -11,6 +11,9 @@ velostream_prerequisites() {
     fi
     local missing=()
     command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+    # librdkafka and its vendored OpenSSL are built from source
+    command -v make >/dev/null 2>&1 || missing+=(make)
+    command -v perl >/dev/null 2>&1 || missing+=(perl)
     command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing ${missing[*]} ..." >&2

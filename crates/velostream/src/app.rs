@@ -21,6 +21,7 @@ use velostream_sql::{
 };
 
 use velostream_connectors::fanout::FanoutSink;
+use velostream_connectors::kafka::KafkaDefaults;
 
 /// Why an application could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,8 @@ pub enum AppError {
 pub struct RunOptions {
     pub batch_size: usize,
     pub overrides: PropertyOverrides,
+    /// Kafka client settings from the configuration (`velostream.kafka`).
+    pub kafka: KafkaDefaults,
 }
 
 impl Default for RunOptions {
@@ -49,6 +52,7 @@ impl Default for RunOptions {
         Self {
             batch_size: 1000,
             overrides: PropertyOverrides::new(),
+            kafka: KafkaDefaults::default(),
         }
     }
 }
@@ -82,7 +86,9 @@ impl Application {
             rendered: error.render(name, text),
             error,
         };
-        let connectors = Arc::new(Connectors::new(base_dir, options.batch_size));
+        let mut connectors = Connectors::new(base_dir, options.batch_size);
+        connectors.kafka = options.kafka.clone();
+        let connectors = Arc::new(connectors);
         let statements = parse_application(text).map_err(render)?;
         let plans = ApplicationPlanner::new(connectors.as_ref())
             .with_overrides(options.overrides.clone())

@@ -108,22 +108,27 @@ pub fn measure(
         );
     }
     overrides.insert("out".into(), props(&[("type", "null")]));
+    measure_app(label, sql, overrides, batch_size)
+}
+
+/// Runs the application `sql` with `overrides` and measures it.
+pub fn measure_app(
+    label: &'static str,
+    sql: &str,
+    overrides: PropertyOverrides,
+    batch_size: usize,
+) -> Result<Measurement, AppError> {
     let options = RunOptions {
         batch_size,
         overrides,
+        ..RunOptions::default()
     };
     let app = Application::from_text("bench.sql", sql, Path::new("."), &options)?;
     let jobs = app.build_jobs()?;
     let metrics: Vec<std::sync::Arc<JobMetrics>> = jobs.iter().map(|j| j.metrics()).collect();
-    let started = Instant::now();
-    let cpu_before = process_cpu_seconds();
+    let clock = Clock::start();
     let summaries = run_jobs(jobs)?;
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = match (cpu_before, process_cpu_seconds()) {
-        // CPU time has 10 ms ticks: too coarse for very short runs
-        (Some(a), Some(b)) if b - a >= 0.2 => b - a,
-        _ => seconds,
-    };
+    let (seconds, cpu_seconds) = clock.stop();
     Ok(Measurement {
         label,
         records: summaries.iter().map(|s| s.records_in).sum(),
@@ -290,6 +295,32 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Wall-clock and CPU time (all threads) of a measured section.
+pub struct Clock {
+    started: Instant,
+    cpu: Option<f64>,
+}
+
+impl Clock {
+    pub fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            cpu: process_cpu_seconds(),
+        }
+    }
+
+    /// (wall seconds, CPU seconds) since `start`.
+    pub fn stop(&self) -> (f64, f64) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let cpu_seconds = match (self.cpu, process_cpu_seconds()) {
+            // CPU time has 10 ms ticks: too coarse for very short runs
+            (Some(a), Some(b)) if b - a >= 0.2 => b - a,
+            _ => seconds,
+        };
+        (seconds, cpu_seconds)
+    }
 }
 
 /// CPU time (user + system, all threads) of this process so far, from

@@ -40,15 +40,21 @@ pub fn produce(
             continue;
         }
         let key = match key_field {
-            Some(field) => {
-                let value: serde_json::Value = serde_json::from_str(&line)
-                    .map_err(|e| format!("line {}: not JSON ({e})", n + 1))?;
-                match value.get(field) {
+            Some(field) => match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(value) => match value.get(field) {
                     Some(serde_json::Value::String(s)) => Some(s.clone()),
                     Some(serde_json::Value::Null) | None => None,
                     Some(other) => Some(other.to_string()),
+                },
+                // sent as it is: readers count and report it as malformed
+                Err(e) => {
+                    eprintln!(
+                        "warning: line {} is not JSON ({e}); sent without a key",
+                        n + 1
+                    );
+                    None
                 }
-            }
+            },
             None => None,
         };
         lines.push((key, line));

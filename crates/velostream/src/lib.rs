@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_kafka;
 pub mod conformance;
 pub mod kafka_tools;
 pub mod progress;

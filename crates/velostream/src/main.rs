@@ -11,7 +11,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use velostream::app::{run_jobs, AppError, Application, RunOptions};
 use velostream::conformance::{find_specs, run_spec_file};
 use velostream::progress::{human, Progress};
-use velostream::{bench, kafka_tools, run_config};
+use velostream::{bench, bench_kafka, kafka_tools, run_config};
+use velostream_connectors::kafka::KafkaDefaults;
 use velostream_sql::PropertyOverrides;
 
 #[derive(Parser)]
@@ -34,7 +35,7 @@ enum Command {
     Run {
         /// The application's .sql file
         app: PathBuf,
-        /// Configuration file (performance.batch_size is used)
+        /// Configuration file (performance.batch_size and velostream.kafka are used)
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// No progress line or summary on stderr
@@ -113,6 +114,18 @@ struct BenchRun {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Kafka -> filter + projection -> Kafka vs a plain librdkafka consume
+    Kafka {
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Bootstrap servers (default: KAFKA_BROKERS, else localhost:9092)
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+    },
     /// Stateless pipeline (filter + projection) vs decode-only, on JSON Lines
     Stateless {
         #[arg(long, default_value_t = 1_000_000)]
@@ -165,6 +178,19 @@ fn main() -> ExitCode {
         Some(Command::Validate { app }) => validate(app),
         Some(Command::Explain { app }) => explain(app),
         Some(Command::Test { specs }) => test(specs),
+        Some(Command::Bench(BenchCommand::Kafka {
+            records,
+            brokers,
+            partitions,
+            batch_size,
+        })) => bench_kafka::run(bench_kafka::KafkaBench {
+            brokers: kafka_tools::brokers(brokers),
+            records,
+            partitions,
+            batch_size,
+        })
+        .map(|report| println!("{report}"))
+        .map_err(Failure::Runtime),
         Some(Command::Bench(which)) => bench::run_suite(bench_suite(which))
             .map(|report| println!("{report}"))
             .map_err(Failure::Runtime),
@@ -280,6 +306,7 @@ fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
                 run,
             )
         },
+        BenchCommand::Kafka { .. } => unreachable!("bench kafka is dispatched before file suites"),
         BenchCommand::Interval { records, keys, run } => bench::Suite {
             second_stream: true,
             ..suite(
@@ -324,12 +351,15 @@ fn run(
     set: Vec<String>,
 ) -> Result<(), Failure> {
     let from_config = match &config {
-        Some(path) => run_config::batch_size(path).map_err(Failure::Usage)?,
-        None => None,
+        Some(path) => run_config::load(path).map_err(Failure::Usage)?,
+        None => run_config::RunConfig::default(),
     };
     let options = RunOptions {
-        batch_size: batch_size.or(from_config).unwrap_or(1000),
+        batch_size: batch_size.or(from_config.batch_size).unwrap_or(1000),
         overrides: parse_overrides(&set)?,
+        kafka: KafkaDefaults {
+            client: from_config.kafka,
+        },
     };
     let application = Application::load(&app, &options)?;
     application.check()?;

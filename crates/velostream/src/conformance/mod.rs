@@ -99,6 +99,7 @@ pub fn run_case(case: &Case) -> Result<(), String> {
     let options = RunOptions {
         batch_size: case.batch_size.unwrap_or(1000),
         overrides,
+        ..RunOptions::default()
     };
 
     let outcome = Application::from_text(

@@ -1,0 +1,169 @@
+//! `velostream bench kafka`: a Kafka → filter + projection → Kafka job next
+//! to a plain librdkafka consume of the same topic, in the same run. The
+//! ratio of the two is what the engine costs on top of the client library.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use velostream_connectors::kafka::admin;
+use velostream_sql::PropertyOverrides;
+
+use crate::bench::{generate_trades, measure_app, peak_rss_bytes, Clock, Measurement};
+use crate::progress::human;
+
+/// What `bench kafka` runs.
+pub struct KafkaBench {
+    pub brokers: String,
+    pub records: u64,
+    pub partitions: i32,
+    pub batch_size: usize,
+}
+
+const PIPELINE: &str = "CREATE STREAM out AS SELECT id, symbol, price * quantity AS notional, \
+    lower(side) AS side FROM trades WHERE price > 100 AND exchange = 'NASDAQ'";
+
+pub fn run(bench: KafkaBench) -> Result<String, String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_nanos();
+    let input = format!("bench-trades-{nanos}");
+    let output = format!("bench-out-{nanos}");
+    admin::create_topic(&bench.brokers, &input, bench.partitions)?;
+    admin::create_topic(&bench.brokers, &output, bench.partitions)?;
+
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("trades.jsonl");
+    eprintln!("generating {} records ...", bench.records);
+    generate_trades(&file, bench.records, 1000).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+    eprintln!(
+        "producing them to {input} ({} partitions) ...",
+        bench.partitions
+    );
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &bench.brokers)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000");
+    let clock = Clock::start();
+    let produced = admin::produce(
+        &config,
+        &input,
+        text.lines().map(|l| (None, l.as_bytes(), None)),
+    )?;
+    let (produce_secs, _) = clock.stop();
+    eprintln!("  {} messages/s", human(produced as f64 / produce_secs));
+
+    eprintln!("plain librdkafka consume ...");
+    let plain = plain_consume(&bench.brokers, &input, produced)?;
+    eprintln!("Kafka -> filter + projection -> Kafka ...");
+    let mut overrides = PropertyOverrides::new();
+    let props = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let group = format!("bench-{nanos}");
+    overrides.insert(
+        "trades".into(),
+        props(&[
+            ("type", "kafka_source"),
+            ("topic", &input),
+            ("bootstrap.servers", &bench.brokers),
+            ("group.id", &group),
+            ("bounded", "true"),
+        ]),
+    );
+    overrides.insert(
+        "out".into(),
+        props(&[
+            ("type", "kafka_sink"),
+            ("topic", &output),
+            ("bootstrap.servers", &bench.brokers),
+        ]),
+    );
+    let pipeline = measure_app(
+        "Kafka → filter + projection → Kafka",
+        PIPELINE,
+        overrides,
+        bench.batch_size,
+    )
+    .map_err(|e| e.to_string())?;
+
+    let baseline = plain.rate_per_core();
+    let mut report = format!(
+        "Kafka pipeline, {} JSON records (~154 bytes) on {} partitions, batch size {}, one job thread\n\n\
+         | pipeline | records/s (wall) | records/s per core (CPU time) | vs plain consume | batch latency p50 | p99 |\n|---|---|---|---|---|---|\n",
+        produced, bench.partitions, bench.batch_size
+    );
+    for m in [&plain, &pipeline] {
+        report.push_str(&format!(
+            "| {} | {} | {} | {:.0}% | {} | {} |\n",
+            m.label,
+            human(m.rate()),
+            human(m.rate_per_core()),
+            100.0 * m.rate_per_core() / baseline,
+            latency(m.p50_us),
+            latency(m.p99_us),
+        ));
+    }
+    if let Some(peak) = peak_rss_bytes() {
+        report.push_str(&format!(
+            "\npeak RSS of the whole run: {:.0} MB\n",
+            peak as f64 / 1e6
+        ));
+    }
+    Ok(report)
+}
+
+fn latency(us: u32) -> String {
+    match us {
+        0 => "–".into(),
+        us => format!("{:.2} ms", us as f64 / 1000.0),
+    }
+}
+
+/// Reads `count` messages of `topic` with a bare librdkafka consumer,
+/// touching every payload, as the baseline.
+fn plain_consume(brokers: &str, topic: &str, count: u64) -> Result<Measurement, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "velostream-bench-plain")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut assignment = TopicPartitionList::new();
+    for p in admin::partitions(&consumer, topic, Duration::from_secs(10))? {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    let clock = Clock::start();
+    let (mut seen, mut bytes) = (0u64, 0u64);
+    while seen < count {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => {
+                seen += 1;
+                bytes += m.payload().map_or(0, |p| p.len() as u64);
+            }
+            Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
+            None => return Err(format!("{topic}: no message for 10 s after {seen}")),
+        }
+    }
+    let (seconds, cpu_seconds) = clock.stop();
+    std::hint::black_box(bytes);
+    Ok(Measurement {
+        label: "plain librdkafka consume (baseline)",
+        records: seen,
+        seconds,
+        cpu_seconds,
+        p50_us: 0,
+        p99_us: 0,
+    })
+}
