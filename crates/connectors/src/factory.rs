@@ -110,6 +110,7 @@ impl Connectors {
                 projected,
                 self.batch_size,
                 &self.kafka,
+                kafka::ReadMode::Group,
                 metrics,
             );
         }
@@ -143,6 +144,30 @@ impl Connectors {
             }
             other => Err(err(unavailable(other, "source"))),
         }
+    }
+
+    /// Opens source `binding` as the table side of a join: a Kafka topic is
+    /// read whole from its start and then kept up to date (tombstones
+    /// delete); other sources open as they do for streams.
+    pub fn open_table_source(
+        &self,
+        binding: &SourceBinding,
+        projected: SchemaRef,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Box<dyn Source>> {
+        if binding.properties.get("type").map(String::as_str) == Some("kafka_source") {
+            return kafka::open_source(
+                &binding.name,
+                &binding.properties,
+                &binding.schema,
+                projected,
+                self.batch_size,
+                &self.kafka,
+                kafka::ReadMode::Table,
+                metrics,
+            );
+        }
+        self.open_source(binding, projected, metrics)
     }
 
     /// Opens the sink of a statement (`key`: the result's key columns);

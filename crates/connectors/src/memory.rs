@@ -187,7 +187,7 @@ impl Source for LatestPerKeySource {
         loop {
             match self.inner.poll_batch()? {
                 SourceEvent::Batch(b) => updates.push(b),
-                SourceEvent::Idle => {}
+                SourceEvent::Idle | SourceEvent::Deletes(_) => {}
                 SourceEvent::End => break,
             }
         }

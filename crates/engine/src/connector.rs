@@ -14,6 +14,10 @@ use crate::metrics::JobMetrics;
 pub enum SourceEvent {
     /// Decoded records (schema = the source's projected schema).
     Batch(RecordBatch),
+    /// Keys removed from a table (a compacted topic's tombstones): rows in
+    /// the source's schema whose key columns are set. Only table sources
+    /// produce them; a stream reader skips them.
+    Deletes(RecordBatch),
     /// Nothing available yet; poll again.
     Idle,
     /// A bounded source is exhausted.

@@ -111,7 +111,7 @@ impl Job {
                         break;
                     }
                 }
-                SourceEvent::Idle => {}
+                SourceEvent::Idle | SourceEvent::Deletes(_) => {}
                 SourceEvent::End => break,
             }
         }

@@ -478,7 +478,9 @@ impl TableLoader for JoinTables {
                 self.take_stream(streams, name)?,
             )));
         }
-        let mut source = self.connectors.open_source(binding, schema, metrics)?;
+        let mut source = self
+            .connectors
+            .open_table_source(binding, schema, metrics)?;
         if !source.is_bounded() {
             // a changing table: the join applies its updates as they arrive
             return Ok(TableData::Stream(source));
@@ -487,7 +489,7 @@ impl TableLoader for JoinTables {
         loop {
             match source.poll_batch()? {
                 SourceEvent::Batch(b) => rows.push(b),
-                SourceEvent::Idle => {}
+                SourceEvent::Idle | SourceEvent::Deletes(_) => {}
                 SourceEvent::End => return Ok(TableData::Rows(rows)),
             }
         }

@@ -359,6 +359,7 @@ fn run(
         overrides: parse_overrides(&set)?,
         kafka: KafkaDefaults {
             client: from_config.kafka,
+            ..KafkaDefaults::default()
         },
     };
     let application = Application::load(&app, &options)?;

@@ -298,3 +298,75 @@ fn system_columns_and_headers_are_readable_and_left_out_of_select_star() {
     let everything = std::fs::read_to_string(&star).unwrap();
     assert_eq!(everything.trim(), "{\"id\":0}\n{\"id\":1}\n{\"id\":2}");
 }
+
+#[test]
+fn a_compacted_topic_is_a_table_whose_tombstones_delete() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let customers = unique("customers");
+    let orders = unique("orders");
+    admin::create_topic(&brokers(), &customers, 2).unwrap();
+    admin::create_topic(&brokers(), &orders, 1).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    // c1 is updated, c2 is deleted by a tombstone, c3 stays
+    let updates: [(&str, Option<&str>); 5] = [
+        ("c1", Some(r#"{"tier": "gold"}"#)),
+        ("c2", Some(r#"{"tier": "silver"}"#)),
+        ("c3", Some(r#"{"tier": "bronze"}"#)),
+        ("c1", Some(r#"{"tier": "platinum"}"#)),
+        ("c2", None),
+    ];
+    for (key, value) in updates {
+        let mut record: BaseRecord<'_, str, str> = BaseRecord::to(&customers).key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+        // one partition per key, in order
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+    produce(
+        &orders,
+        &(1..=4)
+            .map(|i| {
+                let cid = format!("c{i}");
+                (
+                    cid.clone(),
+                    format!(r#"{{"oid": {i}, "cid": "{cid}"}}"#),
+                    1_000 + i,
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    run_app(&format!(
+        "CREATE STREAM customers (id VARCHAR, tier VARCHAR) WITH ('customers.type' = 'kafka_source',
+            'customers.topic' = '{customers}', 'customers.key.field' = 'id');
+         CREATE STREAM orders (oid BIGINT, cid VARCHAR) WITH ('orders.type' = 'kafka_source',
+            'orders.topic' = '{orders}', 'orders.group.id' = '{group}', 'orders.bounded' = 'true');
+         CREATE STREAM enriched AS SELECT o.oid, c.tier FROM orders o LEFT JOIN customers c ON o.cid = c.id
+         WITH ('enriched.type' = 'file_sink', 'enriched.path' = '{out}');",
+        group = unique("group"),
+        out = out.display()
+    ));
+    let mut rows: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            r#"{"oid":1,"tier":"platinum"}"#,
+            r#"{"oid":2,"tier":null}"#,
+            r#"{"oid":3,"tier":"bronze"}"#,
+            r#"{"oid":4,"tier":null}"#,
+        ]
+    );
+}

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Array, Int64Array, MapBuilder, StringBuilder,
+    new_null_array, ArrayRef, BinaryBuilder, Int32Array, Int64Array, MapBuilder, StringBuilder,
     TimestampMillisecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::take;
+use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -24,16 +24,20 @@ pub struct MessageColumns {
     headers: Vec<Vec<(String, Option<String>)>>,
     /// Which columns the query reads; the others are not collected.
     wants_keys: bool,
+    /// The column that holds the message key (`key.field`).
+    key_field: Option<String>,
     wants_timestamps: bool,
     wants_headers: bool,
 }
 
 impl MessageColumns {
-    /// Collects what `schema` (the source's projected schema) needs.
-    pub fn for_schema(schema: &SchemaRef) -> Self {
+    /// Collects what `schema` (the source's projected schema) needs;
+    /// `key_field` is a column filled from the message key.
+    pub fn for_schema(schema: &SchemaRef, key_field: Option<&str>) -> Self {
         let has = |n: &str| schema.index_of(n).is_ok();
         Self {
-            wants_keys: has("_key"),
+            wants_keys: has("_key") || key_field.is_some_and(has),
+            key_field: key_field.map(str::to_string),
             wants_timestamps: has("_timestamp"),
             wants_headers: has("_headers"),
             ..Self::default()
@@ -102,14 +106,10 @@ impl MessageColumns {
         };
         let mut columns = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {
+            let is_key_field = self.key_field.as_deref() == Some(field.name().as_str());
             let column: ArrayRef = match field.name().as_str() {
-                "_key" => {
-                    let mut b = StringBuilder::new();
-                    for k in &self.keys {
-                        b.append_option(k.as_ref().map(|k| String::from_utf8_lossy(k)));
-                    }
-                    pick(Arc::new(b.finish()))?
-                }
+                "_key" => pick(self.key_column())?,
+                _ if is_key_field => pick(cast(&self.key_column(), field.data_type())?)?,
                 "_partition" => pick(Arc::new(Int32Array::from(self.partitions.clone())))?,
                 "_offset" => pick(Arc::new(Int64Array::from(self.offsets.clone())))?,
                 "_timestamp" => pick(Arc::new(
@@ -143,6 +143,45 @@ impl MessageColumns {
         }
         RecordBatch::try_new(schema.clone(), columns)
     }
+}
+
+impl MessageColumns {
+    /// The message keys as text.
+    fn key_column(&self) -> ArrayRef {
+        let mut b = StringBuilder::new();
+        for k in &self.keys {
+            b.append_option(k.as_ref().map(|k| String::from_utf8_lossy(k)));
+        }
+        Arc::new(b.finish())
+    }
+}
+
+/// Rows of `schema` that only carry `key` in `key_field` (the other
+/// columns NULL): how a tombstone reaches a table.
+pub fn tombstone(
+    schema: &SchemaRef,
+    key_field: &str,
+    key: &[u8],
+) -> Result<RecordBatch, ArrowError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == key_field {
+                let text: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                    String::from_utf8_lossy(key).into_owned(),
+                ]));
+                cast(&text, f.data_type())
+            } else {
+                Ok(new_null_array(f.data_type(), 1))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
+    )
 }
 
 /// A raw-bytes column for the `bytes` format.

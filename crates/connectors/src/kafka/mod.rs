@@ -24,6 +24,7 @@ use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
 use velostream_sql::system_columns;
 
 use self::config::KafkaSettings;
+pub use self::source::ReadMode;
 use crate::format::decode::BatchDecoder;
 use crate::format::infer::{infer_schema, SAMPLE_RECORDS};
 use crate::format::RecordFormat;
@@ -36,6 +37,7 @@ pub const SOURCE_KEYS: &[&str] = &[
     "format",
     "delimiter",
     "bounded",
+    "key.field",
 ];
 /// Velostream's own keys of a Kafka sink.
 pub const SINK_KEYS: &[&str] = &["type", "topic", "topic.name", "format", "delimiter"];
@@ -91,10 +93,21 @@ impl KafkaFormat {
 }
 
 /// What a Kafka connector needs besides its own properties.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KafkaDefaults {
     /// librdkafka properties from the config file (`velostream.kafka`).
     pub client: BTreeMap<String, String>,
+    /// How long a table's first load may take (`timeouts.table_load_timeout`).
+    pub table_load_timeout: Duration,
+}
+
+impl Default for KafkaDefaults {
+    fn default() -> Self {
+        Self {
+            client: BTreeMap::new(),
+            table_load_timeout: Duration::from_secs(120),
+        }
+    }
 }
 
 fn topic(props: &BTreeMap<String, String>) -> std::result::Result<String, String> {
@@ -159,7 +172,10 @@ fn consumer_defaults(client: &BTreeMap<String, String>) -> BTreeMap<String, Stri
         .collect()
 }
 
-/// Opens a `kafka_source` decoding the columns of `projected`.
+/// Opens a `kafka_source` decoding the columns of `projected`: as a
+/// consumer-group member (`ReadMode::Group`), or as a table read whole and
+/// kept up to date (`ReadMode::Table`).
+#[allow(clippy::too_many_arguments)]
 pub fn open_source(
     name: &str,
     props: &BTreeMap<String, String>,
@@ -167,6 +183,7 @@ pub fn open_source(
     projected: SchemaRef,
     batch_size: usize,
     defaults: &KafkaDefaults,
+    mode: ReadMode,
     metrics: Arc<JobMetrics>,
 ) -> Result<Box<dyn Source>> {
     let err = |e: String| EngineError::connector(name, e);
@@ -186,12 +203,29 @@ pub fn open_source(
     if bounded {
         settings.force("enable.partition.eof", "true");
     }
+    let key_field = props.get("key.field").cloned();
+    if let Some(field) = &key_field {
+        if full_schema.index_of(field).is_err() {
+            return Err(err(format!(
+                "'key.field' names '{field}', which is not a column"
+            )));
+        }
+    }
+    if mode == ReadMode::Table {
+        settings
+            .force("group.id", &format!("velostream-table-{name}"))
+            .force("enable.partition.eof", "true");
+    }
+    // the columns decoded from the value: not the system columns, not the key's
     let payload = |schema: &SchemaRef| -> SchemaRef {
         Arc::new(Schema::new(
             schema
                 .fields()
                 .iter()
-                .filter(|f| !system_columns::is_system_column(f.name()))
+                .filter(|f| {
+                    !system_columns::is_system_column(f.name())
+                        && key_field.as_deref() != Some(f.name().as_str())
+                })
                 .cloned()
                 .collect::<Vec<_>>(),
         ))
@@ -206,13 +240,17 @@ pub fn open_source(
         KafkaFormat::String | KafkaFormat::Bytes => None,
     };
     let mut source = source::KafkaSource::open(
-        name,
-        &topic,
-        settings.client_config(),
-        format,
-        decoder,
-        projected,
-        batch_size,
+        source::SourceSpec {
+            name: name.to_string(),
+            topic: topic.clone(),
+            config: settings.client_config(),
+            format,
+            decoder,
+            schema: projected,
+            batch_size,
+            key_field,
+            mode,
+        },
         metrics,
     )?;
     let partitions =
@@ -226,6 +264,11 @@ pub fn open_source(
     );
     if bounded {
         source.set_end(partitions.into_iter().collect());
+    } else if mode == ReadMode::Table {
+        source.load_first(
+            partitions.into_iter().collect(),
+            defaults.table_load_timeout,
+        );
     }
     Ok(Box::new(source))
 }

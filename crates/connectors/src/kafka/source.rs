@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat_batches;
@@ -24,8 +24,8 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
-use super::columns::{bytes_column, MessageColumns};
-use super::KafkaFormat;
+use super::columns::{bytes_column, tombstone, MessageColumns};
+use super::{admin, KafkaFormat};
 use crate::format::decode::{BatchDecoder, Origin};
 
 /// How long one poll waits for the first message of a batch.
@@ -66,6 +66,32 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// How the source reads its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// As a member of its consumer group, committing offsets.
+    Group,
+    /// Every partition from its start, outside any group, as a table that
+    /// keeps changing: tombstones (messages without a value) delete their key.
+    Table,
+}
+
+/// Everything a Kafka source is made of.
+pub struct SourceSpec {
+    pub name: String,
+    pub topic: String,
+    pub config: rdkafka::ClientConfig,
+    pub format: KafkaFormat,
+    /// For json and csv payloads.
+    pub decoder: Option<BatchDecoder>,
+    /// The projected schema (payload and system columns).
+    pub schema: SchemaRef,
+    pub batch_size: usize,
+    /// The column filled from the message key (`key.field`).
+    pub key_field: Option<String>,
+    pub mode: ReadMode,
+}
+
 pub struct KafkaSource {
     name: String,
     topic: String,
@@ -84,41 +110,68 @@ pub struct KafkaSource {
     pending: VecDeque<RecordBatch>,
     /// Partitions of the topic (from its metadata at start).
     partition_count: Option<usize>,
-    /// For a bounded read: the partitions to read to their end, and those
-    /// at their end now.
+    key_field: Option<String>,
+    mode: ReadMode,
+    /// A tombstone read after the rows of the current batch: its key is
+    /// deleted once those rows are out.
+    held_tombstone: Option<Vec<u8>>,
+    /// For a bounded read (`ends`) or a table's first load: the partitions
+    /// to read to their end, and those at their end now.
     end: Option<(BTreeSet<i32>, BTreeSet<i32>)>,
+    /// The source ends when every partition is at its end.
+    ends: bool,
+    /// A table still loading: no `Idle` before every partition reached its
+    /// end (the stream meets the whole table), until this deadline.
+    loading_until: Option<Instant>,
 }
 
 impl KafkaSource {
-    /// Joins the consumer group of `settings` and subscribes to `topic`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn open(
-        name: &str,
-        topic: &str,
-        config: rdkafka::ClientConfig,
-        format: KafkaFormat,
-        decoder: Option<BatchDecoder>,
-        schema: SchemaRef,
-        batch_size: usize,
-        metrics: Arc<JobMetrics>,
-    ) -> Result<Self> {
+    /// Creates the consumer: a group member subscribed to the topic, or a
+    /// reader of every partition from its start (a table).
+    pub fn open(spec: SourceSpec, metrics: Arc<JobMetrics>) -> Result<Self> {
+        let SourceSpec {
+            name,
+            topic,
+            config,
+            format,
+            decoder,
+            schema,
+            batch_size,
+            key_field,
+            mode,
+        } = spec;
         let progress: Progress = Arc::default();
         let consumer: BaseConsumer<GroupContext> = config
             .create_with_context(GroupContext {
                 progress: progress.clone(),
                 metrics: metrics.clone(),
             })
-            .map_err(|e| EngineError::connector(name, format!("cannot create consumer: {e}")))?;
-        consumer.subscribe(&[topic]).map_err(|e| {
-            EngineError::connector(name, format!("cannot subscribe to '{topic}': {e}"))
-        })?;
+            .map_err(|e| EngineError::connector(&name, format!("cannot create consumer: {e}")))?;
+        match mode {
+            ReadMode::Group => consumer.subscribe(&[&topic]).map_err(|e| {
+                EngineError::connector(&name, format!("cannot subscribe to '{topic}': {e}"))
+            })?,
+            ReadMode::Table => {
+                let partitions = admin::partitions(&consumer, &topic, Duration::from_secs(10))
+                    .map_err(|e| EngineError::connector(&name, e))?;
+                let mut assignment = TopicPartitionList::new();
+                for p in partitions {
+                    assignment
+                        .add_partition_offset(&topic, p, Offset::Beginning)
+                        .map_err(|e| EngineError::connector(&name, e))?;
+                }
+                consumer
+                    .assign(&assignment)
+                    .map_err(|e| EngineError::connector(&name, e))?;
+            }
+        }
         Ok(Self {
-            name: name.to_string(),
-            topic: topic.to_string(),
+            columns: MessageColumns::for_schema(&schema, key_field.as_deref()),
+            name,
+            topic,
             consumer,
             format,
             decoder,
-            columns: MessageColumns::for_schema(&schema),
             schema,
             batch_size,
             metrics,
@@ -127,7 +180,12 @@ impl KafkaSource {
             raw: Vec::new(),
             pending: VecDeque::new(),
             end: None,
+            ends: false,
+            loading_until: None,
             partition_count: None,
+            key_field,
+            mode,
+            held_tombstone: None,
         })
     }
 
@@ -147,9 +205,17 @@ impl KafkaSource {
     /// Ends the source once each of `partitions` has been read to its end.
     pub fn set_end(&mut self, partitions: BTreeSet<i32>) {
         self.end = Some((partitions, BTreeSet::new()));
+        self.ends = true;
     }
 
-    /// True when a bounded read has reached the end of every partition.
+    /// Makes the first reads of a table return only once every partition
+    /// has been read to its end, failing after `timeout`.
+    pub fn load_first(&mut self, partitions: BTreeSet<i32>, timeout: Duration) {
+        self.end = Some((partitions, BTreeSet::new()));
+        self.loading_until = Some(Instant::now() + timeout);
+    }
+
+    /// True when every partition has been read to its end.
     fn reached_end(&self) -> bool {
         self.end
             .as_ref()
@@ -189,6 +255,10 @@ impl KafkaSource {
                 }
                 Some(Ok(m)) => m,
             };
+            if self.mode == ReadMode::Table && message.payload().is_none() {
+                self.held_tombstone = Some(message.key().unwrap_or_default().to_vec());
+                break;
+            }
             if let Some((_, at_end)) = &mut self.end {
                 at_end.remove(&message.partition());
             }
@@ -272,6 +342,20 @@ impl KafkaSource {
     }
 }
 
+impl KafkaSource {
+    /// A table's tombstone as a delete of its key.
+    fn tombstone(&mut self, key: &[u8]) -> Result<SourceEvent> {
+        let Some(field) = &self.key_field else {
+            self.metrics.bad_record(
+                &self.topic,
+                "a tombstone (no value) cannot delete anything without 'key.field' naming the key column",
+            );
+            return Ok(SourceEvent::Idle);
+        };
+        Ok(SourceEvent::Deletes(tombstone(&self.schema, field, key)?))
+    }
+}
+
 impl Source for KafkaSource {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
@@ -281,10 +365,34 @@ impl Source for KafkaSource {
         if let Some(batch) = self.pending.pop_front() {
             return Ok(SourceEvent::Batch(batch));
         }
-        if self.reached_end() {
+        if self.ends && self.reached_end() {
             return Ok(SourceEvent::End);
         }
+        // a tombstone that ended the previous batch goes after its rows
+        if let Some(key) = self.held_tombstone.take() {
+            return self.tombstone(&key);
+        }
         self.read_messages()?;
+        while self.columns.is_empty() && self.held_tombstone.is_none() {
+            match self.loading_until {
+                Some(_) if self.reached_end() => self.loading_until = None,
+                Some(deadline) if Instant::now() > deadline => {
+                    return Err(EngineError::connector(
+                        &self.name,
+                        format!(
+                            "table '{}' did not load within the table load timeout",
+                            self.topic
+                        ),
+                    ))
+                }
+                Some(_) => {
+                    self.read_messages()?;
+                    continue;
+                }
+                None => {}
+            }
+            return Ok(SourceEvent::Idle);
+        }
         if self.columns.is_empty() {
             return Ok(SourceEvent::Idle);
         }
@@ -301,7 +409,7 @@ impl Source for KafkaSource {
     }
 
     fn is_bounded(&self) -> bool {
-        self.end.is_some()
+        self.ends
     }
 
     fn partition_count(&self) -> Option<usize> {
@@ -309,6 +417,9 @@ impl Source for KafkaSource {
     }
 
     fn commit(&mut self) -> Result<()> {
+        if self.mode == ReadMode::Table {
+            return Ok(()); // a table is read whole on every start
+        }
         let progress = self.progress.lock().map_err(|_| poisoned())?.clone();
         if progress.is_empty() {
             return Ok(());

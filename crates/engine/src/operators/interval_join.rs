@@ -95,7 +95,7 @@ impl IntervalJoinOperator {
             let mut out = Vec::new();
             match self.other.poll_batch()? {
                 SourceEvent::Batch(b) => self.other_pipeline.process(b, &mut out)?,
-                SourceEvent::Idle => {}
+                SourceEvent::Idle | SourceEvent::Deletes(_) => {}
                 SourceEvent::End => {
                     self.other_pipeline.finish(&mut out)?;
                     self.other_done = true;

@@ -46,6 +46,12 @@ pub enum JoinTable {
     },
 }
 
+/// One change read from a changing table, in arrival order.
+enum Change {
+    Upsert(RecordBatch),
+    Delete(RecordBatch),
+}
+
 /// `FOR SYSTEM_TIME AS OF`: the two times that pick a version.
 pub struct VersionTimes {
     pub stream_time: Arc<dyn PhysicalExpr>,
@@ -219,6 +225,7 @@ impl LookupJoinOperator {
         let bounded = source.is_bounded();
         let schema = schema.clone();
         let mut rows = Vec::new();
+        let mut deletes = Vec::new();
         let mut ended = false;
         loop {
             let event = match bounded {
@@ -227,6 +234,15 @@ impl LookupJoinOperator {
             };
             match event {
                 SourceEvent::Batch(b) => pipeline.process(b, &mut rows)?,
+                SourceEvent::Deletes(keys) => {
+                    // updates before a delete apply before it
+                    if !rows.is_empty() {
+                        let applied = concat_batches(&schema, &rows)?;
+                        rows.clear();
+                        deletes.push(Change::Upsert(applied));
+                    }
+                    deletes.push(Change::Delete(keys));
+                }
                 SourceEvent::Idle if bounded => {}
                 SourceEvent::Idle => break,
                 SourceEvent::End => {
@@ -240,9 +256,34 @@ impl LookupJoinOperator {
             self.feed = None;
         }
         if !rows.is_empty() {
-            self.apply(concat_batches(&schema, &rows)?)?;
+            deletes.push(Change::Upsert(concat_batches(&schema, &rows)?));
+        }
+        for change in deletes {
+            match change {
+                Change::Upsert(rows) => self.apply(rows)?,
+                Change::Delete(keys) => self.delete(&keys)?,
+            }
         }
         Ok(())
+    }
+
+    /// Removes the keys of `keys` (rows in the table's source schema) from the index.
+    fn delete(&mut self, keys: &RecordBatch) -> Result<()> {
+        if self.converter.is_none() || keys.num_rows() == 0 {
+            return Ok(());
+        }
+        let key_columns = evaluate_all(&self.table_keys, keys).map_err(|e| {
+            crate::EngineError::Plan(format!(
+                "a table with deletes needs its key columns unchanged by the table's query: {e}"
+            ))
+        })?;
+        let rows = self.key_rows(&key_columns)?;
+        for (i, key) in rows.iter().enumerate() {
+            if key_columns.iter().all(|c| c.is_valid(i)) {
+                self.index.remove(key.as_ref());
+            }
+        }
+        self.compact()
     }
 }
 
