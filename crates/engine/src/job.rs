@@ -21,8 +21,17 @@ pub struct Job {
     sink: Box<dyn Sink>,
     metrics: Arc<JobMetrics>,
     cancel: Arc<AtomicBool>,
+    hold: Arc<Hold>,
     dead_letters: Option<Box<dyn Sink>>,
     commit_interval: Duration,
+}
+
+/// Holding a job at a consistent point: `requested` asks for it, `held`
+/// says the job has flushed, committed and stopped reading.
+#[derive(Debug, Default)]
+pub struct Hold {
+    pub requested: AtomicBool,
+    pub held: AtomicBool,
 }
 
 /// What a finished job did.
@@ -52,6 +61,7 @@ impl Job {
             sink,
             metrics,
             cancel: Arc::new(AtomicBool::new(false)),
+            hold: Arc::new(Hold::default()),
             dead_letters: None,
             commit_interval: Duration::from_secs(1),
         }
@@ -72,6 +82,12 @@ impl Job {
         self.cancel.clone()
     }
 
+    /// Holds the job at its next batch boundary (results flushed, source
+    /// positions committed) until released.
+    pub fn hold_handle(&self) -> Arc<Hold> {
+        self.hold.clone()
+    }
+
     pub fn metrics(&self) -> Arc<JobMetrics> {
         self.metrics.clone()
     }
@@ -89,6 +105,18 @@ impl Job {
             if last_commit.elapsed() >= self.commit_interval {
                 self.commit()?;
                 last_commit = Instant::now();
+            }
+            if self.hold.requested.load(Ordering::Relaxed) {
+                // a consistent point: everything read so far is out and committed
+                self.commit()?;
+                self.hold.held.store(true, Ordering::Relaxed);
+                while self.hold.requested.load(Ordering::Relaxed)
+                    && !self.cancel.load(Ordering::Relaxed)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                self.hold.held.store(false, Ordering::Relaxed);
+                continue;
             }
             // Latency covers reading and decoding too: a source decodes a
             // whole chunk when its first batch is asked for.

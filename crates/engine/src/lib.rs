@@ -18,5 +18,5 @@ pub mod watermark;
 pub use build::PipelineBuilder;
 pub use connector::{Sink, Source, SourceEvent};
 pub use error::{EngineError, Result};
-pub use job::{Job, JobSummary};
+pub use job::{Hold, Job, JobSummary};
 pub use metrics::JobMetrics;

@@ -7,5 +7,6 @@ pub mod bench;
 pub mod bench_kafka;
 pub mod conformance;
 pub mod kafka_tools;
+pub mod launcher;
 pub mod progress;
 pub mod run_config;

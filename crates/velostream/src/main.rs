@@ -224,10 +224,10 @@ fn main() -> ExitCode {
         )
         .map(|n| eprintln!("consumed {n} messages from {topic}"))
         .map_err(Failure::Runtime),
-        Some(Command::Server { .. }) | None => Err(Failure::Usage(
-            "the long-running service (velostream --config ...) is not available in this build yet; \
-             run an application in the foreground with `velostream run app.sql`"
-                .into(),
+        Some(Command::Server { config }) => serve([cli.config, config].concat()),
+        None if !cli.config.is_empty() => serve(cli.config),
+        None => Err(Failure::Usage(
+            "nothing to do: run an application with `velostream run app.sql`, or start the service with `velostream --config config.yaml` (see --help)".into(),
         )),
     };
     match result {
@@ -392,6 +392,23 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// The long-running service of `--config` files.
+fn serve(files: Vec<PathBuf>) -> Result<(), Failure> {
+    if files.is_empty() {
+        return Err(Failure::Usage(
+            "the service needs --config <file.yaml>".into(),
+        ));
+    }
+    let config = velostream_server::config::load(
+        &files,
+        &velostream_server::config::Environment::from_process(),
+    )
+    .map_err(|e| Failure::Usage(e.to_string()))?;
+    let base = files[0].parent().map(PathBuf::from).unwrap_or_default();
+    let launcher = Arc::new(velostream::launcher::AppLauncher::new(&config));
+    velostream_server::service::run(&config, &base, launcher).map_err(Failure::Runtime)
 }
 
 /// SIGINT/SIGTERM stop the jobs at their next batch boundary (results so

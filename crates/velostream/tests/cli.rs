@@ -229,10 +229,26 @@ fn failing_spec_shows_a_diff_and_exits_1() {
 }
 
 #[test]
-fn the_service_mode_says_it_is_not_available_yet() {
-    let out = run(&["--config", "config.yaml"]);
+fn the_service_names_a_missing_or_invalid_config() {
+    let out = run(&["--config", "no-such-config.yaml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not available in this build yet"));
+    assert!(text(&out.stderr).contains("cannot read no-such-config.yaml"));
+    let (_dir, bad) = temp_file(
+        "bad.yaml",
+        "velostream:\n  monitoring:\n    metrics_prot: 9090\n",
+    );
+    let out = run(&["server", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("bad.yaml")
+            && stderr.contains("velostream.monitoring")
+            && stderr.contains("metrics_prot"),
+        "{stderr}"
+    );
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("velostream --config"));
 }
 
 #[test]

@@ -1,0 +1,235 @@
+//! The service's HTTP endpoints. On `monitoring.health_check_port`:
+//! `GET /health`, `GET /ready`, `POST /checkpoint`, `POST /resume` and the
+//! jobs API (`GET /jobs`, `GET /jobs/{name}`, `POST /jobs`,
+//! `DELETE /jobs/{name}`). On `monitoring.metrics_port`: `GET /metrics`.
+//! Every response is JSON except `/metrics` (Prometheus text format).
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::metrics::ServiceMetrics;
+use crate::supervisor::{AppStatus, JobView, Supervisor};
+
+/// What the handlers share.
+pub struct ServiceState {
+    pub supervisor: Supervisor,
+    pub metrics: Arc<ServiceMetrics>,
+    /// `timeouts.operation_timeout`: how long a hold or a stop may take.
+    pub operation_timeout: Duration,
+    /// Where applications deployed through the API are written.
+    pub deploy_dir: PathBuf,
+}
+
+type Shared = Arc<ServiceState>;
+
+/// The routes of the health port.
+pub fn health_routes(state: Shared) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/checkpoint", post(checkpoint))
+        .route("/resume", post(resume))
+        .route("/jobs", get(list_jobs).post(deploy))
+        .route("/jobs/{name}", get(job_status).delete(stop_job))
+        .with_state(state)
+}
+
+/// The routes of the metrics port.
+pub fn metrics_routes(state: Shared) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(s): State<Shared>) -> Response {
+    let apps = s.supervisor.applications();
+    let reason = if s.supervisor.is_held() {
+        Some("processing is held by POST /checkpoint; POST /resume to continue".to_string())
+    } else if apps.is_empty() {
+        Some("no application is running".to_string())
+    } else {
+        apps.iter().find_map(|(name, _, status, _)| match status {
+            AppStatus::Running | AppStatus::Finished | AppStatus::Stopped => None,
+            AppStatus::Failed { error, .. } => Some(format!("application {name} failed: {error}")),
+            other => Some(format!("application {name} is {}", state_name(other))),
+        })
+    };
+    match reason {
+        None => Json(json!({"ready": true, "applications": apps.len()})).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+async fn checkpoint(State(s): State<Shared>) -> Response {
+    let state = s.clone();
+    match tokio::task::spawn_blocking(move || state.supervisor.hold(state.operation_timeout)).await
+    {
+        Ok(Ok(jobs)) => Json(json!({
+            "status": "held",
+            "jobs": jobs,
+            "detail": "every job has flushed its results and committed its positions and is holding; copy the state directory, then POST /resume"
+        }))
+        .into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn resume(State(s): State<Shared>) -> Json<Value> {
+    let jobs = s.supervisor.resume();
+    Json(json!({"status": "running", "jobs": jobs}))
+}
+
+async fn list_jobs(State(s): State<Shared>) -> Json<Value> {
+    let apps: Vec<Value> = s
+        .supervisor
+        .applications()
+        .into_iter()
+        .map(|(name, path, status, jobs)| {
+            json!({
+                "name": name,
+                "path": path,
+                "status": status,
+                "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "applications": apps }))
+}
+
+async fn job_status(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+    let found = s
+        .supervisor
+        .applications()
+        .into_iter()
+        .find(|(app, _, _, jobs)| *app == name || jobs.iter().any(|j| j.name == name));
+    match found {
+        Some((app, path, status, jobs)) => Json(json!({
+            "name": app,
+            "path": path,
+            "status": status,
+            "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("no application or job named '{name}'"),
+        ),
+    }
+}
+
+/// `POST /jobs`: `{"name": "...", "sql": "..."}` deploys an application.
+#[derive(Deserialize)]
+struct Deploy {
+    name: String,
+    sql: String,
+}
+
+async fn deploy(State(s): State<Shared>, Json(body): Json<Deploy>) -> Response {
+    if body.name.is_empty()
+        || !body
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "an application name is letters, digits, '_' and '-'",
+        );
+    }
+    let path = s.deploy_dir.join(format!("{}.sql", body.name));
+    if let Err(e) =
+        std::fs::create_dir_all(&s.deploy_dir).and_then(|_| std::fs::write(&path, &body.sql))
+    {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot store the application: {e}"),
+        );
+    }
+    match s.supervisor.deploy(&body.name, &path) {
+        Ok(()) => (
+            StatusCode::CREATED,
+            Json(json!({"name": body.name, "path": path, "status": "starting"})),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::CONFLICT, &e),
+    }
+}
+
+async fn stop_job(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+    let state = s.clone();
+    let target = name.clone();
+    match tokio::task::spawn_blocking(move || {
+        state.supervisor.stop(&target, state.operation_timeout)
+    })
+    .await
+    {
+        Ok(Ok(())) => Json(json!({"name": name, "status": "stopped"})).into_response(),
+        Ok(Err(e)) if e.starts_with("no application") => error(StatusCode::NOT_FOUND, &e),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let jobs: Vec<(String, Arc<velostream_engine::JobMetrics>)> = s
+        .supervisor
+        .jobs()
+        .into_iter()
+        .map(|j| (j.name, j.metrics))
+        .collect();
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.metrics.render(&jobs),
+    )
+        .into_response()
+}
+
+fn job_json(j: &JobView) -> Value {
+    let m = &j.metrics;
+    json!({
+        "name": j.name,
+        "records_in": m.records_in.load(Ordering::Relaxed),
+        "records_out": m.records_out.load(Ordering::Relaxed),
+        "malformed_records": m.bad_records.load(Ordering::Relaxed),
+        "late_records": m.late_records.load(Ordering::Relaxed),
+        "open_windows": m.open_windows.load(Ordering::Relaxed),
+        "state_keys": m.state_keys.load(Ordering::Relaxed),
+        "latency_p50_ms": m.latency_quantile(0.5).map(|us| us as f64 / 1000.0),
+        "latency_p99_ms": m.latency_quantile(0.99).map(|us| us as f64 / 1000.0),
+        "consumer_lag": m.source_lag().into_iter().map(|((topic, partition), lag)| json!({"topic": topic, "partition": partition, "lag": lag})).collect::<Vec<_>>(),
+        "last_checkpoint": Value::Null,
+    })
+}
+
+fn state_name(status: &AppStatus) -> &'static str {
+    match status {
+        AppStatus::Starting => "starting",
+        AppStatus::Running => "running",
+        AppStatus::Finished => "finished",
+        AppStatus::Failed { .. } => "failed",
+        AppStatus::Stopped => "stopped",
+    }
+}
+
+fn error(code: StatusCode, message: &str) -> Response {
+    (code, Json(json!({"error": message}))).into_response()
+}

@@ -1,0 +1,14 @@
+//! The Velostream service: what `velostream --config config.yaml` runs.
+//!
+//! - [`config`]: the deployment guide's YAML documents, merged and checked.
+//! - [`supervisor`]: applications as supervised jobs (restart with
+//!   backoff, hold/resume, drain).
+//! - [`http`]: health, readiness, checkpoint hold/resume, the jobs API, metrics.
+//! - [`metrics`]: the guide's Prometheus metrics.
+//! - [`service`]: wiring it together until SIGTERM.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod service;
+pub mod supervisor;

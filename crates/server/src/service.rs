@@ -1,0 +1,112 @@
+//! The long-running service: starts the configured applications under the
+//! supervisor, serves the health and metrics ports, and on SIGTERM/SIGINT
+//! drains (intake stops, in-flight batches finish, sinks flush, offsets
+//! commit) within `timeouts.operation_timeout`, then returns.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::ServiceConfig;
+use crate::http::{health_routes, metrics_routes, ServiceState};
+use crate::metrics::ServiceMetrics;
+use crate::supervisor::{Launcher, Supervisor};
+
+/// Where job state lives unless `velostream.state_dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/velostream/state";
+
+/// Runs the service until a termination signal; `base_dir` resolves
+/// relative application paths (the first config file's directory).
+pub fn run(
+    config: &ServiceConfig,
+    base_dir: &Path,
+    launcher: Arc<dyn Launcher>,
+) -> Result<(), String> {
+    if config
+        .security
+        .as_ref()
+        .and_then(|s| s.tls.as_ref())
+        .is_some_and(|t| t.enabled)
+    {
+        return Err("security.tls.enabled: TLS on the service ports is not available in this build yet; set enabled: false".into());
+    }
+    let v = &config.velostream;
+    let operation_timeout = v
+        .timeouts
+        .operation_timeout
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(30));
+    let state_dir = v
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let metrics = Arc::new(ServiceMetrics::new().map_err(|e| e.to_string())?);
+    let state = Arc::new(ServiceState {
+        supervisor: Supervisor::new(launcher, metrics.clone()),
+        metrics,
+        operation_timeout,
+        deploy_dir: state_dir.join("applications"),
+    });
+    for app in &v.applications {
+        let path = base_dir.join(app.path());
+        let name = match app {
+            crate::config::schema::ApplicationEntry::Named { name: Some(n), .. } => n.clone(),
+            _ => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "app".into()),
+        };
+        state.supervisor.deploy(&name, &path)?;
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the HTTP runtime: {e}"))?;
+    let bind = v.monitoring.bind_address.clone();
+    let (health_port, metrics_port) = (v.monitoring.health_check_port, v.monitoring.metrics_port);
+    let served = runtime.block_on(async {
+        let health = tokio::net::TcpListener::bind((bind.as_str(), health_port))
+            .await
+            .map_err(|e| format!("cannot listen on {bind}:{health_port} (monitoring.health_check_port): {e}"))?;
+        let metrics = tokio::net::TcpListener::bind((bind.as_str(), metrics_port))
+            .await
+            .map_err(|e| format!("cannot listen on {bind}:{metrics_port} (monitoring.metrics_port): {e}"))?;
+        eprintln!(
+            "velostream service: health and API on {bind}:{health_port}, metrics on {bind}:{metrics_port}, {} application(s)",
+            v.applications.len()
+        );
+        let health = axum::serve(health, health_routes(state.clone()));
+        let metrics = axum::serve(metrics, metrics_routes(state.clone()));
+        tokio::select! {
+            r = health => r.map_err(|e| e.to_string()),
+            r = metrics => r.map_err(|e| e.to_string()),
+            signal = termination() => {
+                eprintln!("velostream service: {signal}; draining");
+                Ok(())
+            }
+        }
+    });
+    let drained = state.supervisor.drain(operation_timeout);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served?;
+    drained?;
+    eprintln!("velostream service: stopped cleanly");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn termination() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}

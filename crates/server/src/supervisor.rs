@@ -1,0 +1,346 @@
+//! Runs the configured applications as supervised jobs: an application
+//! whose job fails is reported and started again with exponential backoff
+//! (1 s doubling to 30 s) while the others keep running. Holding (for a
+//! state copy), resuming and draining act on every job at its next batch
+//! boundary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use velostream_engine::{Hold, Job, JobMetrics};
+
+use crate::metrics::ServiceMetrics;
+
+/// Builds the jobs of an SQL application (implemented by the binary).
+pub trait Launcher: Send + Sync + 'static {
+    fn launch(&self, path: &Path) -> Result<Vec<Job>, String>;
+}
+
+/// What an application is doing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AppStatus {
+    Starting,
+    Running,
+    /// Its bounded inputs ended.
+    Finished,
+    /// Failed; restarted after the backoff.
+    Failed {
+        error: String,
+        restarts: u32,
+    },
+    Stopped,
+}
+
+/// A running job as the API sees it.
+#[derive(Clone)]
+pub struct JobView {
+    pub name: String,
+    pub metrics: Arc<JobMetrics>,
+    cancel: Arc<AtomicBool>,
+    hold: Arc<Hold>,
+}
+
+struct App {
+    path: PathBuf,
+    status: Arc<Mutex<AppStatus>>,
+    jobs: Arc<Mutex<Vec<JobView>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub struct Supervisor {
+    launcher: Arc<dyn Launcher>,
+    metrics: Arc<ServiceMetrics>,
+    apps: Mutex<BTreeMap<String, App>>,
+    held: AtomicBool,
+}
+
+impl Supervisor {
+    pub fn new(launcher: Arc<dyn Launcher>, metrics: Arc<ServiceMetrics>) -> Self {
+        Self {
+            launcher,
+            metrics,
+            apps: Mutex::new(BTreeMap::new()),
+            held: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts the application at `path` under `name`.
+    pub fn deploy(&self, name: &str, path: &Path) -> Result<(), String> {
+        let mut apps = self.apps.lock().map_err(|_| "supervisor lock poisoned")?;
+        if apps
+            .get(name)
+            .is_some_and(|a| a.thread.as_ref().is_some_and(|t| !t.is_finished()))
+        {
+            return Err(format!("an application named '{name}' is running"));
+        }
+        let app = App {
+            path: path.to_path_buf(),
+            status: Arc::new(Mutex::new(AppStatus::Starting)),
+            jobs: Arc::default(),
+            stop: Arc::default(),
+            thread: None,
+        };
+        let thread = {
+            let (launcher, metrics) = (self.launcher.clone(), self.metrics.clone());
+            let (status, jobs, stop) = (app.status.clone(), app.jobs.clone(), app.stop.clone());
+            let (name, path) = (name.to_string(), path.to_path_buf());
+            std::thread::Builder::new()
+                .name(format!("app-{name}"))
+                .spawn(move || supervise(&name, &path, &*launcher, &metrics, &status, &jobs, &stop))
+                .map_err(|e| e.to_string())?
+        };
+        apps.insert(
+            name.to_string(),
+            App {
+                thread: Some(thread),
+                ..app
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops application `name` (its jobs flush and commit first).
+    pub fn stop(&self, name: &str, timeout: Duration) -> Result<(), String> {
+        let thread = {
+            let mut apps = self.apps.lock().map_err(|_| "supervisor lock poisoned")?;
+            let app = apps
+                .get_mut(name)
+                .ok_or_else(|| format!("no application named '{name}'"))?;
+            app.stop.store(true, Ordering::Relaxed);
+            for job in app.jobs.lock().map(|j| j.clone()).unwrap_or_default() {
+                job.cancel.store(true, Ordering::Relaxed);
+            }
+            app.thread.take()
+        };
+        if let Some(thread) = thread {
+            join_within(thread, timeout)?;
+        }
+        Ok(())
+    }
+
+    /// Stops every application: intake stops, in-flight batches finish,
+    /// sinks flush, offsets commit.
+    pub fn drain(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let names: Vec<String> = self
+            .apps
+            .lock()
+            .map(|a| a.keys().cloned().collect())
+            .unwrap_or_default();
+        for name in &names {
+            if let Ok(apps) = self.apps.lock() {
+                if let Some(app) = apps.get(name) {
+                    app.stop.store(true, Ordering::Relaxed);
+                    for job in app.jobs.lock().map(|j| j.clone()).unwrap_or_default() {
+                        job.cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        for name in names {
+            self.stop(&name, deadline.saturating_duration_since(Instant::now()))?;
+        }
+        Ok(())
+    }
+
+    /// Holds every job at a consistent point; returns once all are held.
+    pub fn hold(&self, timeout: Duration) -> Result<usize, String> {
+        self.held.store(true, Ordering::Relaxed);
+        // finished and stopped applications hold nothing
+        let jobs: Vec<JobView> = self
+            .applications()
+            .into_iter()
+            .filter(|(_, _, status, _)| *status == AppStatus::Running)
+            .flat_map(|(_, _, _, jobs)| jobs)
+            .collect();
+        for job in &jobs {
+            job.hold.requested.store(true, Ordering::Relaxed);
+        }
+        let deadline = Instant::now() + timeout;
+        while jobs
+            .iter()
+            .any(|j| !j.hold.held.load(Ordering::Relaxed) && !j.cancel.load(Ordering::Relaxed))
+        {
+            if Instant::now() > deadline {
+                return Err("jobs did not reach a consistent point in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(jobs.len())
+    }
+
+    /// Releases a hold.
+    pub fn resume(&self) -> usize {
+        self.held.store(false, Ordering::Relaxed);
+        let jobs = self.jobs();
+        for job in &jobs {
+            job.hold.requested.store(false, Ordering::Relaxed);
+        }
+        jobs.len()
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Every job of every application.
+    pub fn jobs(&self) -> Vec<JobView> {
+        self.apps
+            .lock()
+            .map(|apps| {
+                apps.values()
+                    .flat_map(|a| a.jobs.lock().map(|j| j.clone()).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// (application, path, status, its jobs).
+    pub fn applications(&self) -> Vec<(String, PathBuf, AppStatus, Vec<JobView>)> {
+        self.apps
+            .lock()
+            .map(|apps| {
+                apps.iter()
+                    .map(|(name, a)| {
+                        (
+                            name.clone(),
+                            a.path.clone(),
+                            a.status
+                                .lock()
+                                .map(|s| s.clone())
+                                .unwrap_or(AppStatus::Stopped),
+                            a.jobs.lock().map(|j| j.clone()).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn join_within(thread: JoinHandle<()>, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while !thread.is_finished() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} did not stop within {:?}",
+                thread.thread().name().unwrap_or("a job"),
+                timeout
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = thread.join();
+    Ok(())
+}
+
+/// One application's life: launch, run, restart on failure with backoff.
+fn supervise(
+    name: &str,
+    path: &Path,
+    launcher: &dyn Launcher,
+    metrics: &ServiceMetrics,
+    status: &Mutex<AppStatus>,
+    views: &Mutex<Vec<JobView>>,
+    stop: &AtomicBool,
+) {
+    let set = |s: AppStatus| {
+        if let Ok(mut status) = status.lock() {
+            *status = s;
+        }
+    };
+    let mut restarts = 0u32;
+    let mut backoff = Duration::from_secs(1);
+    while !stop.load(Ordering::Relaxed) {
+        let outcome = launcher.launch(path).and_then(|jobs| {
+            let current: Vec<JobView> = jobs
+                .iter()
+                .map(|j| JobView {
+                    name: j.name.clone(),
+                    metrics: j.metrics(),
+                    cancel: j.cancel_handle(),
+                    hold: j.hold_handle(),
+                })
+                .collect();
+            for j in &current {
+                metrics.register_job(&j.name);
+            }
+            if let Ok(mut v) = views.lock() {
+                *v = current;
+            }
+            set(AppStatus::Running);
+            run_all(jobs)
+        });
+        match outcome {
+            Ok(()) => {
+                set(if stop.load(Ordering::Relaxed) {
+                    AppStatus::Stopped
+                } else {
+                    AppStatus::Finished
+                });
+                return;
+            }
+            Err(error) => {
+                eprintln!("error: application {name} failed: {error}; restarting in {backoff:?}");
+                metrics.job_failed(name);
+                restarts += 1;
+                set(AppStatus::Failed { error, restarts });
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                if !stop.load(Ordering::Relaxed) {
+                    metrics.retries.with_label_values(&[name]).inc();
+                }
+            }
+        }
+    }
+    set(AppStatus::Stopped);
+}
+
+/// Runs jobs on their own threads; the first error, if any. When one job
+/// fails, the others of its application are stopped too (they are
+/// restarted together).
+fn run_all(jobs: Vec<Job>) -> Result<(), String> {
+    let cancels: Vec<Arc<AtomicBool>> = jobs.iter().map(|j| j.cancel_handle()).collect();
+    let mut handles: Vec<_> = jobs
+        .into_iter()
+        .map(|job| {
+            let name = job.name.clone();
+            std::thread::Builder::new()
+                .name(format!("job-{name}"))
+                .spawn(move || {
+                    job.run()
+                        .map(|_| ())
+                        .map_err(|e| format!("job {name}: {e}"))
+                })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut first = None;
+    while !handles.is_empty() {
+        let Some(i) = handles.iter().position(|h| h.is_finished()) else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let result = handles
+            .swap_remove(i)
+            .join()
+            .unwrap_or_else(|_| Err("a job panicked".into()));
+        if let Err(e) = result {
+            for c in &cancels {
+                c.store(true, Ordering::Relaxed);
+            }
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}

@@ -1,0 +1,52 @@
+//! How the service starts an SQL application: load, check and build its
+//! jobs with the settings of the configuration.
+
+use std::path::Path;
+
+use velostream_connectors::kafka::KafkaDefaults;
+use velostream_engine::Job;
+use velostream_server::config::ServiceConfig;
+use velostream_server::supervisor::Launcher;
+use velostream_sql::PropertyOverrides;
+
+use crate::app::{Application, RunOptions};
+
+/// Builds applications' jobs with the service's batch size and Kafka settings.
+pub struct AppLauncher {
+    batch_size: usize,
+    kafka: KafkaDefaults,
+}
+
+impl AppLauncher {
+    pub fn new(config: &ServiceConfig) -> Self {
+        let mut kafka = KafkaDefaults {
+            client: config
+                .velostream
+                .kafka
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_text()))
+                .collect(),
+            ..KafkaDefaults::default()
+        };
+        if let Some(t) = config.velostream.timeouts.table_load_timeout {
+            kafka.table_load_timeout = t.0;
+        }
+        Self {
+            batch_size: config.performance.batch_size.unwrap_or(1000),
+            kafka,
+        }
+    }
+}
+
+impl Launcher for AppLauncher {
+    fn launch(&self, path: &Path) -> Result<Vec<Job>, String> {
+        let options = RunOptions {
+            batch_size: self.batch_size,
+            overrides: PropertyOverrides::new(),
+            kafka: self.kafka.clone(),
+        };
+        let app = Application::load(path, &options).map_err(|e| e.to_string())?;
+        app.check().map_err(|e| e.to_string())?;
+        app.build_jobs().map_err(|e| e.to_string())
+    }
+}

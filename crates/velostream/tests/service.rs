@@ -1,0 +1,244 @@
+//! The service end to end: started with the deployment guide's
+//! configuration documents (ports and paths adjusted), every endpoint and
+//! status code, the guide's metric names, deploying and stopping a job
+//! through the API, holding and resuming, and a clean drain on SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn guide(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config/guide")
+        .join(name)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request; (status, body).
+fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn wait_for(port: u16, path: &str, status: u16, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            drop(s.flush());
+            let (code, body) = request(port, "GET", path, "");
+            if code == status {
+                return body;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {path} never answered {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+fn start(configs: &[PathBuf], dir: &Path) -> Service {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_velostream"));
+    for c in configs {
+        cmd.arg("--config").arg(c);
+    }
+    let log = std::fs::File::create(dir.join("service.log")).unwrap();
+    Service(
+        cmd.stdout(Stdio::null())
+            .stderr(log)
+            .env_remove("KAFKA_BROKERS")
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn the_service_of_the_guide() {
+    let dir = tempfile::tempdir().unwrap();
+    let (health, metrics) = (free_port(), free_port());
+    // a slow, endless source: a file read line by line is bounded, so the
+    // application reads a fifo-like growing file through a self-referencing job
+    let data = dir.path().join("trades.jsonl");
+    let lines: String = (0..2000)
+        .map(|i| format!("{{\"symbol\": \"S{}\", \"qty\": {i}}}\n", i % 7))
+        .collect();
+    std::fs::write(&data, lines).unwrap();
+    let app = dir.path().join("totals.sql");
+    std::fs::write(
+        &app,
+        format!(
+            "CREATE STREAM totals AS SELECT symbol, SUM(qty) AS q FROM trades GROUP BY symbol
+             WITH ('trades.type' = 'file_source', 'trades.path' = '{}', 'totals.type' = 'null');",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let local = dir.path().join("local.yaml");
+    std::fs::write(
+        &local,
+        format!(
+            "velostream:\n  kafka:\n    security_protocol: PLAINTEXT\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  state_dir: {}\n  applications:\n    - name: totals\n      path: {}\nsecurity:\n  tls:\n    enabled: false\n    cert_file: none\n    key_file: none\nlogging:\n  outputs:\n    - type: console\n",
+            dir.path().join("state").display(),
+            app.display()
+        ),
+    )
+    .unwrap();
+    let configs: Vec<PathBuf> = [
+        "production.yaml",
+        "optimized-config.yaml",
+        "logging-config.yaml",
+        "tls-config.yaml",
+        "multi-region-config.yaml",
+    ]
+    .iter()
+    .map(|f| guide(f))
+    .chain([local])
+    .collect();
+    let mut service = start(&configs, dir.path());
+
+    assert_eq!(
+        wait_for(health, "/health", 200, Duration::from_secs(30)),
+        r#"{"status":"ok"}"#
+    );
+    // the bounded application finishes; the service stays up and ready
+    wait_for(health, "/ready", 200, Duration::from_secs(30));
+    let (code, body) = request(health, "GET", "/jobs", "");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains(r#""name":"totals""#) && body.contains(r#""records_in":2000"#),
+        "{body}"
+    );
+    let (code, _) = request(health, "GET", "/jobs/nothing", "");
+    assert_eq!(code, 404);
+
+    // deploy a second application through the API, then stop it
+    let sql = format!(
+        "CREATE STREAM copy AS SELECT symbol FROM trades WITH ('trades.type' = 'file_source', 'trades.path' = '{}', 'copy.type' = 'null');",
+        data.display()
+    );
+    let (code, body) = request(
+        health,
+        "POST",
+        "/jobs",
+        &serde_json::json!({"name": "copy", "sql": sql}).to_string(),
+    );
+    assert_eq!(code, 201, "{body}");
+    let (code, _) = request(
+        health,
+        "POST",
+        "/jobs",
+        r#"{"name": "bad name!", "sql": ""}"#,
+    );
+    assert_eq!(code, 400);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !request(health, "GET", "/jobs/copy", "")
+        .1
+        .contains(r#""records_in":2000"#)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the deployed application never ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, body) = request(health, "DELETE", "/jobs/copy", "");
+    assert_eq!(code, 200, "{body}");
+
+    // hold and resume
+    let (code, body) = request(health, "POST", "/checkpoint", "");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = request(health, "GET", "/ready", "");
+    assert_eq!(code, 503);
+    assert!(body.contains("held"), "{body}");
+    let (code, _) = request(health, "POST", "/resume", "");
+    assert_eq!(code, 200);
+    wait_for(health, "/ready", 200, Duration::from_secs(5));
+
+    // every metric of the guide
+    let (code, text) = request(metrics, "GET", "/metrics", "");
+    assert_eq!(code, 200);
+    for name in [
+        "velostream_records_processed_total",
+        "velostream_bytes_processed_total",
+        "velostream_events_per_second",
+        "velostream_processing_latency_ms",
+        "velostream_e2e_latency_ms",
+        "velostream_checkpoint_duration_ms",
+        "velostream_errors_total",
+        "velostream_retries_total",
+        "velostream_circuit_breaker_trips",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "go_memstats_heap_inuse_bytes",
+        "kafka_consumer_lag",
+        "kafka_producer_record_send_rate",
+        "kafka_broker_availability",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name}")),
+            "{name} missing:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(r#"velostream_records_processed_total{job="totals"} 2000"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("velostream_processing_latency_ms_bucket"),
+        "latency is a histogram"
+    );
+
+    // SIGTERM: a clean drain and exit 0
+    let pid = service.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = service.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(
+        log.contains("SIGTERM; draining") && log.contains("stopped cleanly"),
+        "{log}"
+    );
+}
