@@ -5,6 +5,7 @@
 //!   backoff, hold/resume, drain).
 //! - [`http`]: health, readiness, checkpoint hold/resume, the jobs API, metrics.
 //! - [`metrics`]: the guide's Prometheus metrics.
+//! - [`tls`]: TLS and mutual TLS on both ports.
 //! - [`service`]: wiring it together until SIGTERM.
 
 pub mod config;
@@ -12,3 +13,4 @@ pub mod http;
 pub mod metrics;
 pub mod service;
 pub mod supervisor;
+pub mod tls;

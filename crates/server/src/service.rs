@@ -11,6 +11,7 @@ use crate::config::ServiceConfig;
 use crate::http::{health_routes, metrics_routes, ServiceState};
 use crate::metrics::ServiceMetrics;
 use crate::supervisor::{Launcher, Supervisor};
+use crate::tls::TlsListener;
 
 /// Where job state lives unless `velostream.state_dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/velostream/state";
@@ -22,14 +23,10 @@ pub fn run(
     base_dir: &Path,
     launcher: Arc<dyn Launcher>,
 ) -> Result<(), String> {
-    if config
-        .security
-        .as_ref()
-        .and_then(|s| s.tls.as_ref())
-        .is_some_and(|t| t.enabled)
-    {
-        return Err("security.tls.enabled: TLS on the service ports is not available in this build yet; set enabled: false".into());
-    }
+    let tls = match config.security.as_ref().and_then(|s| s.tls.as_ref()) {
+        Some(t) if t.enabled => Some(crate::tls::server_config(t)?),
+        _ => None,
+    };
     let v = &config.velostream;
     let operation_timeout = v
         .timeouts
@@ -74,17 +71,29 @@ pub fn run(
             .await
             .map_err(|e| format!("cannot listen on {bind}:{metrics_port} (monitoring.metrics_port): {e}"))?;
         eprintln!(
-            "velostream service: health and API on {bind}:{health_port}, metrics on {bind}:{metrics_port}, {} application(s)",
+            "velostream service: health and API on {bind}:{health_port}, metrics on {bind}:{metrics_port} ({}), {} application(s)",
+            if tls.is_some() { "TLS" } else { "plain HTTP" },
             v.applications.len()
         );
-        let health = axum::serve(health, health_routes(state.clone()));
-        let metrics = axum::serve(metrics, metrics_routes(state.clone()));
-        tokio::select! {
-            r = health => r.map_err(|e| e.to_string()),
-            r = metrics => r.map_err(|e| e.to_string()),
-            signal = termination() => {
-                eprintln!("velostream service: {signal}; draining");
-                Ok(())
+        let (health_app, metrics_app) = (health_routes(state.clone()), metrics_routes(state.clone()));
+        match tls {
+            Some(tls) => {
+                let health = axum::serve(TlsListener::new(health, tls.clone()), health_app);
+                let metrics = axum::serve(TlsListener::new(metrics, tls), metrics_app);
+                tokio::select! {
+                    r = health => r.map_err(|e| e.to_string()),
+                    r = metrics => r.map_err(|e| e.to_string()),
+                    signal = termination() => drain_notice(signal),
+                }
+            }
+            None => {
+                let health = axum::serve(health, health_app);
+                let metrics = axum::serve(metrics, metrics_app);
+                tokio::select! {
+                    r = health => r.map_err(|e| e.to_string()),
+                    r = metrics => r.map_err(|e| e.to_string()),
+                    signal = termination() => drain_notice(signal),
+                }
             }
         }
     });
@@ -93,6 +102,11 @@ pub fn run(
     served?;
     drained?;
     eprintln!("velostream service: stopped cleanly");
+    Ok(())
+}
+
+fn drain_notice(signal: &str) -> Result<(), String> {
+    eprintln!("velostream service: {signal}; draining");
     Ok(())
 }
 

@@ -242,3 +242,154 @@ fn the_service_of_the_guide() {
         "{log}"
     );
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["ops-client".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &ca, &ca_key)
+        .unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    (
+        write("ca.crt", ca.pem()),
+        write("server.crt", server.pem()),
+        write("server.key", server_key.serialize_pem()),
+        write("client.crt", client.pem()),
+        write("client.key", client_key.serialize_pem()),
+    )
+}
+
+/// GET `path` over TLS, with or without a client certificate.
+fn tls_get(
+    port: u16,
+    path: &str,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<String, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .map(|c| c.unwrap())
+                    .collect(),
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        ServerName::try_from("127.0.0.1").unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    tls.read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    Ok(response)
+}
+
+#[test]
+fn mutual_tls_refuses_clients_without_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key, client_cert, client_key) = certificates(dir.path());
+    let (health, metrics) = (free_port(), free_port());
+    let config = dir.path().join("tls.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "velostream:\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  state_dir: {}\nsecurity:\n  tls:\n    enabled: true\n    cert_file: {}\n    key_file: {}\n    ca_file: {}\n    client_auth: required\n    min_version: TLS1.2\n    ciphers:\n      - TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\n      - TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\n",
+            dir.path().join("state").display(),
+            cert.display(),
+            key.display(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let _service = start(&[config], dir.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ok = loop {
+        match tls_get(health, "/health", &ca, Some((&client_cert, &client_key))) {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no TLS answer: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.contains(r#"{"status":"ok"}"#),
+        "{ok}"
+    );
+    let scraped = tls_get(metrics, "/metrics", &ca, Some((&client_cert, &client_key))).unwrap();
+    assert!(
+        scraped.contains("# TYPE process_cpu_seconds_total counter"),
+        "{scraped}"
+    );
+
+    let refused = tls_get(health, "/health", &ca, None);
+    assert!(
+        refused.as_ref().map_or(true, |r| !r.contains("200 OK")),
+        "a client without a certificate got through: {refused:?}"
+    );
+    // plain HTTP is not served either
+    let (plain, _) = std::panic::catch_unwind(|| request(health, "GET", "/health", ""))
+        .unwrap_or((0, String::new()));
+    assert_ne!(plain, 200);
+}
+
+#[test]
+fn unusable_certificate_files_fail_at_start_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tls.yaml");
+    std::fs::write(
+        &config,
+        "security:\n  tls:\n    enabled: true\n    cert_file: /nonexistent/server.crt\n    key_file: /nonexistent/server.key\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_velostream"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("security.tls.cert_file") && stderr.contains("/nonexistent/server.crt"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,156 @@
+//! TLS on the service ports, per `security.tls`: the server certificate and
+//! key, a CA for client certificates (`client_auth: required` is mutual
+//! TLS, `optional` checks a certificate when one is offered),
+//! `min_version`, and `ciphers`, which restricts the TLS 1.2 suites (the
+//! TLS 1.3 suites are always offered; none of them is weak).
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::crypto::ring;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::schema::{ClientAuth, Tls, TlsVersion};
+
+/// How long a client may take to complete the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The rustls server configuration of `tls`; errors name the file or key.
+pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, String> {
+    let certs = read_certs(&tls.cert_file, "security.tls.cert_file")?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|e| {
+        format!(
+            "security.tls.key_file: cannot read a private key from {}: {e}",
+            tls.key_file.display()
+        )
+    })?;
+    let provider = Arc::new(provider(&tls.ciphers)?);
+    let versions: &[&SupportedProtocolVersion] = match tls.min_version {
+        Some(TlsVersion::Tls13) => &[&rustls::version::TLS13],
+        _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("security.tls: {e}"))?;
+    let builder = match tls.client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        auth => {
+            let ca = tls.ca_file.as_ref().ok_or(
+                "security.tls.ca_file is needed to check client certificates (client_auth)",
+            )?;
+            let mut roots = RootCertStore::empty();
+            for cert in read_certs(ca, "security.tls.ca_file")? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("security.tls.ca_file: {e}"))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = match auth {
+                ClientAuth::Optional => verifier.allow_unauthenticated(),
+                _ => verifier,
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| format!("security.tls.ca_file: {e}"))?,
+            )
+        }
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("security.tls: the certificate and key do not fit together: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            format!(
+                "{key}: cannot read certificates from {}: {e}",
+                path.display()
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(format!("{key}: {} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The ring provider with its TLS 1.2 suites limited to `ciphers` (IANA
+/// names such as `TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384`).
+fn provider(ciphers: &[String]) -> Result<CryptoProvider, String> {
+    let mut provider = ring::default_provider();
+    if ciphers.is_empty() {
+        return Ok(provider);
+    }
+    let known: Vec<String> = provider
+        .cipher_suites
+        .iter()
+        .map(|s| format!("{:?}", s.suite()))
+        .collect();
+    for c in ciphers {
+        if !known.contains(c) {
+            return Err(format!(
+                "security.tls.ciphers: unknown cipher '{c}'; available: {}",
+                known.join(", ")
+            ));
+        }
+    }
+    provider.cipher_suites.retain(|s| {
+        s.version() == &rustls::version::TLS13 || ciphers.contains(&format!("{:?}", s.suite()))
+    });
+    Ok(provider)
+}
+
+/// A TCP listener whose connections are TLS; failed handshakes are
+/// dropped (and logged) without disturbing other connections.
+pub struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> Self {
+        Self {
+            tcp,
+            acceptor: TlsAcceptor::from(config),
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = match self.tcp.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    eprintln!("warning: accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(e)) => eprintln!("warning: TLS handshake with {addr} failed: {e}"),
+                Err(_) => eprintln!("warning: TLS handshake with {addr} timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
