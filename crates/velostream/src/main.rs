@@ -94,6 +94,19 @@ enum Command {
         #[arg(long)]
         keys: bool,
     },
+    /// The pre-production checks: configuration, Kafka, database, state and
+    /// log directories, resource limits (exit 1 when one fails)
+    Check {
+        #[arg(long, value_name = "FILE", required = true)]
+        config: Vec<PathBuf>,
+    },
+    /// Probe a running service's /health and /metrics (exit 1 when one fails)
+    Health {
+        #[arg(long, default_value = "http://localhost:8080/health")]
+        url: String,
+        #[arg(long, default_value = "http://localhost:9090/metrics")]
+        metrics_url: String,
+    },
     /// The long-running service (configured by --config)
     Server {
         #[arg(long, value_name = "FILE")]
@@ -224,6 +237,16 @@ fn main() -> ExitCode {
         )
         .map(|n| eprintln!("consumed {n} messages from {topic}"))
         .map_err(Failure::Runtime),
+        Some(Command::Check { config }) => match velostream::preflight::check(&config) {
+            true => Ok(()),
+            false => Err(Failure::Runtime("a pre-production check failed".into())),
+        },
+        Some(Command::Health { url, metrics_url }) => {
+            match velostream::preflight::health(&url, &metrics_url) {
+                true => Ok(()),
+                false => Err(Failure::Runtime("the service is unhealthy".into())),
+            }
+        }
         Some(Command::Server { config }) => serve([cli.config, config].concat()),
         None if !cli.config.is_empty() => serve(cli.config),
         None => Err(Failure::Usage(

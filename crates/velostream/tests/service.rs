@@ -220,6 +220,21 @@ fn the_service_of_the_guide() {
         "latency is a histogram"
     );
 
+    // the guide's health-check script
+    let probe = Command::new(env!("CARGO_BIN_EXE_velostream"))
+        .args(["health", "--url"])
+        .arg(format!("http://127.0.0.1:{health}/health"))
+        .arg("--metrics-url")
+        .arg(format!("http://127.0.0.1:{metrics}/metrics"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&probe.stdout);
+    assert!(probe.status.success(), "{said}");
+    assert!(
+        said.contains("PASS Velostream is healthy") && said.contains("PASS Metrics is healthy"),
+        "{said}"
+    );
+
     // SIGTERM: a clean drain and exit 0
     let pid = service.0.id().to_string();
     assert!(Command::new("kill")
@@ -391,5 +406,55 @@ fn unusable_certificate_files_fail_at_start_with_the_key() {
     assert!(
         stderr.contains("security.tls.cert_file") && stderr.contains("/nonexistent/server.crt"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn the_pre_production_checks_report_one_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("check.yaml");
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:1".into());
+    std::fs::write(
+        &config,
+        format!(
+            "velostream:\n  kafka:\n    bootstrap_servers: {brokers}\n  timeouts:\n    connection_timeout: 3s\n  state_dir: {}\n  database:\n    host: 127.0.0.1\n    port: 1\nlogging:\n  outputs:\n    - type: file\n      path: {}\n",
+            dir.path().join("state").display(),
+            dir.path().join("logs/app.log").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_velostream"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .env_remove("KAFKA_BROKERS")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("PASS configuration: 1 file(s) valid"),
+        "{said}"
+    );
+    if std::env::var("KAFKA_BROKERS").is_ok() {
+        assert!(
+            said.contains(&format!("PASS kafka: {brokers} reachable")),
+            "{said}"
+        );
+    }
+    assert!(
+        said.contains("FAIL database: 127.0.0.1:1 not reachable"),
+        "{said}"
+    );
+    assert!(
+        said.contains("PASS state directory") && said.contains("PASS log directory"),
+        "{said}"
+    );
+    assert!(
+        said.contains("file descriptors:") && said.contains("processes:"),
+        "{said}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed check fails the command: {said}"
     );
 }

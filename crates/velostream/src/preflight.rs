@@ -1,0 +1,254 @@
+//! `velostream check`: the deployment guide's pre-production checks, one
+//! PASS/FAIL line each (SKIP when the configuration does not use the
+//! dependency), and `velostream health`: the guide's health-check script
+//! against a running service.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use velostream_server::config::schema::LogOutput;
+use velostream_server::config::{load, Environment, ServiceConfig};
+use velostream_server::service::DEFAULT_STATE_DIR;
+
+/// The outcome of one check.
+pub enum Outcome {
+    Pass(String),
+    Fail(String),
+    Skip(String),
+}
+
+/// Runs every check; prints one line each; true when none failed.
+pub fn check(files: &[PathBuf]) -> bool {
+    let mut outcomes = Vec::new();
+    let config = match load(files, &Environment::from_process()) {
+        Ok(c) => {
+            outcomes.push(Outcome::Pass(format!(
+                "configuration: {} file(s) valid",
+                files.len()
+            )));
+            Some(c)
+        }
+        Err(e) => {
+            outcomes.push(Outcome::Fail(format!("configuration: {e}")));
+            None
+        }
+    };
+    if let Some(c) = &config {
+        outcomes.push(kafka(c));
+        outcomes.push(database(c));
+        outcomes.push(writable_dir(
+            "state directory",
+            &c.velostream
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        ));
+        let log_dirs: Vec<PathBuf> = c
+            .logging
+            .iter()
+            .flat_map(|l| &l.outputs)
+            .filter_map(|o| match o {
+                LogOutput::File { path, .. } => path.parent().map(Path::to_path_buf),
+                _ => None,
+            })
+            .collect();
+        if log_dirs.is_empty() {
+            outcomes.push(Outcome::Skip(
+                "log directory: no file output configured".into(),
+            ));
+        }
+        for dir in log_dirs {
+            outcomes.push(writable_dir("log directory", &dir));
+        }
+    }
+    outcomes.push(limit("file descriptors", "Max open files", 65_536));
+    outcomes.push(limit("processes", "Max processes", 32_768));
+    let mut ok = true;
+    for o in &outcomes {
+        match o {
+            Outcome::Pass(m) => println!("PASS {m}"),
+            Outcome::Skip(m) => println!("SKIP {m}"),
+            Outcome::Fail(m) => {
+                ok = false;
+                println!("FAIL {m}")
+            }
+        }
+    }
+    println!(
+        "{}",
+        if ok {
+            "all pre-production checks passed"
+        } else {
+            "pre-production checks failed"
+        }
+    );
+    ok
+}
+
+fn connection_timeout(c: &ServiceConfig) -> Duration {
+    c.velostream
+        .timeouts
+        .connection_timeout
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(10))
+}
+
+fn kafka(c: &ServiceConfig) -> Outcome {
+    let Some(servers) = c
+        .velostream
+        .kafka
+        .get("bootstrap_servers")
+        .map(|s| s.as_text())
+    else {
+        return Outcome::Skip(
+            "kafka: no velostream.kafka.bootstrap_servers (or KAFKA_BROKERS)".into(),
+        );
+    };
+    let timeout = connection_timeout(c);
+    let metadata = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .create::<BaseConsumer>()
+        .and_then(|consumer| consumer.fetch_metadata(None, timeout));
+    match metadata {
+        Ok(m) => Outcome::Pass(format!(
+            "kafka: {servers} reachable ({} broker(s), {} topic(s))",
+            m.brokers().len(),
+            m.topics().len()
+        )),
+        Err(e) => Outcome::Fail(format!(
+            "kafka: {servers} not reachable within {timeout:?}: {e}"
+        )),
+    }
+}
+
+fn database(c: &ServiceConfig) -> Outcome {
+    let Some(db) = &c.velostream.database else {
+        return Outcome::Skip("database: none configured (velostream.database, DB_HOST)".into());
+    };
+    let Some(host) = &db.host else {
+        return Outcome::Skip("database: no host".into());
+    };
+    let address = format!("{host}:{}", db.port.unwrap_or(5432));
+    let reachable = address
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())
+        .and_then(|mut addrs| {
+            addrs
+                .next()
+                .ok_or_else(|| "no address".to_string())
+                .and_then(|a| {
+                    TcpStream::connect_timeout(&a, connection_timeout(c)).map_err(|e| e.to_string())
+                })
+        });
+    match reachable {
+        Ok(_) => Outcome::Pass(format!("database: {address} accepts connections")),
+        Err(e) => Outcome::Fail(format!("database: {address} not reachable: {e}")),
+    }
+}
+
+fn writable_dir(what: &str, dir: &Path) -> Outcome {
+    let probe = dir.join(".velostream-write-check");
+    match std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&probe, b"ok"))
+        .and_then(|_| std::fs::remove_file(&probe))
+    {
+        Ok(()) => Outcome::Pass(format!("{what}: {} writable", dir.display())),
+        Err(e) => Outcome::Fail(format!("{what}: {} not writable: {e}", dir.display())),
+    }
+}
+
+/// The soft limit `name` of `/proc/self/limits` against `needed`.
+fn limit(what: &str, name: &str, needed: u64) -> Outcome {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits.lines().find(|l| l.starts_with(name)).and_then(|l| {
+        l[name.len()..]
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+    });
+    match soft.as_deref() {
+        Some("unlimited") => Outcome::Pass(format!("{what}: unlimited")),
+        Some(n) => match n.parse::<u64>() {
+            Ok(v) if v >= needed => Outcome::Pass(format!("{what}: limit {v} (>= {needed})")),
+            Ok(v) => Outcome::Fail(format!(
+                "{what}: limit {v}, needs {needed} (raise it with ulimit or the service manager)"
+            )),
+            Err(_) => Outcome::Fail(format!("{what}: unreadable limit '{n}'")),
+        },
+        None => Outcome::Skip(format!("{what}: limit unknown on this system")),
+    }
+}
+
+/// `velostream health`: GET `/health` and `/metrics`, print a line each
+/// and memory use; true when both answered 200.
+pub fn health(health_url: &str, metrics_url: &str) -> bool {
+    let mut errors = 0;
+    for (what, url) in [("Velostream", health_url), ("Metrics", metrics_url)] {
+        match get_status(url) {
+            Ok(200) => println!("PASS {what} is healthy ({url})"),
+            Ok(code) => {
+                errors += 1;
+                println!("FAIL {what} is unhealthy (HTTP {code}, {url})")
+            }
+            Err(e) => {
+                errors += 1;
+                println!("FAIL {what} is unreachable ({url}): {e}")
+            }
+        }
+    }
+    if let Some(used) = memory_used_percent() {
+        println!("memory in use: {used:.1}%");
+    }
+    if errors > 0 {
+        println!("health check failed with {errors} error(s)");
+    }
+    errors == 0
+}
+
+/// The status code of a plain-HTTP GET.
+fn get_status(url: &str) -> Result<u16, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs are probed (use curl --cacert for TLS ports)")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let addr = host
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).map_err(|e| e.to_string())?;
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| "not an HTTP response".to_string())
+}
+
+fn memory_used_percent() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<f64> {
+        info.lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let (total, available) = (field("MemTotal:")?, field("MemAvailable:")?);
+    Some(100.0 * (total - available) / total)
+}
