@@ -30,6 +30,23 @@ impl Measurement {
         self.records as f64 / self.seconds
     }
 
+    /// A row of the report table, against `baseline` records per core.
+    pub fn table_row(&self, baseline: f64) -> String {
+        let latency = |us: u32| match us {
+            0 => "–".to_string(),
+            us => format!("{:.2} ms", us as f64 / 1000.0),
+        };
+        format!(
+            "| {} | {} | {} | {:.0}% | {} | {} |\n",
+            self.label,
+            human(self.rate()),
+            human(self.rate_per_core()),
+            100.0 * self.rate_per_core() / baseline,
+            latency(self.p50_us),
+            latency(self.p99_us)
+        )
+    }
+
     /// Records per CPU-second: the per-core rate however many threads ran.
     pub fn rate_per_core(&self) -> f64 {
         self.records as f64 / self.cpu_seconds
@@ -208,15 +225,7 @@ pub fn run_suite(suite: Suite) -> Result<String, String> {
         suite.title, rows[0].records, suite.keys, suite.batch_size, suite.runs, suite.baseline_label
     );
     for m in &rows {
-        report.push_str(&format!(
-            "| {} | {} | {} | {:.0}% | {:.2} ms | {:.2} ms |\n",
-            m.label,
-            human(m.rate()),
-            human(m.rate_per_core()),
-            100.0 * m.rate_per_core() / baseline,
-            m.p50_us as f64 / 1000.0,
-            m.p99_us as f64 / 1000.0
-        ));
+        report.push_str(&m.table_row(baseline));
     }
     if let Some(peak) = peak_rss_bytes() {
         report.push_str(&format!(

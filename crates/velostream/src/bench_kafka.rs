@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use velostream_connectors::kafka::admin;
 use velostream_sql::PropertyOverrides;
 
@@ -102,15 +102,7 @@ pub fn run(bench: KafkaBench) -> Result<String, String> {
         produced, bench.partitions, bench.batch_size
     );
     for m in [&plain, &pipeline] {
-        report.push_str(&format!(
-            "| {} | {} | {} | {:.0}% | {} | {} |\n",
-            m.label,
-            human(m.rate()),
-            human(m.rate_per_core()),
-            100.0 * m.rate_per_core() / baseline,
-            latency(m.p50_us),
-            latency(m.p99_us),
-        ));
+        report.push_str(&m.table_row(baseline));
     }
     if let Some(peak) = peak_rss_bytes() {
         report.push_str(&format!(
@@ -119,13 +111,6 @@ pub fn run(bench: KafkaBench) -> Result<String, String> {
         ));
     }
     Ok(report)
-}
-
-fn latency(us: u32) -> String {
-    match us {
-        0 => "–".into(),
-        us => format!("{:.2} ms", us as f64 / 1000.0),
-    }
 }
 
 /// Reads `count` messages of `topic` with a bare librdkafka consumer,
@@ -137,13 +122,7 @@ fn plain_consume(brokers: &str, topic: &str, count: u64) -> Result<Measurement, 
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| e.to_string())?;
-    let mut assignment = TopicPartitionList::new();
-    for p in admin::partitions(&consumer, topic, Duration::from_secs(10))? {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
-    }
-    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    admin::assign_from_start(&consumer, topic, Duration::from_secs(10))?;
     let clock = Clock::start();
     let (mut seen, mut bytes) = (0u64, 0u64);
     while seen < count {

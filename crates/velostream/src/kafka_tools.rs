@@ -5,9 +5,9 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use velostream_connectors::kafka::admin;
 
 /// Where the broker is: `--brokers`, else `KAFKA_BROKERS`, else localhost.
@@ -87,14 +87,7 @@ pub fn consume(
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| format!("cannot create consumer: {e}"))?;
-    let partitions = admin::partitions(&consumer, topic, Duration::from_secs(10))?;
-    let mut assignment = TopicPartitionList::new();
-    for &p in &partitions {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
-    }
-    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    admin::assign_from_start(&consumer, topic, Duration::from_secs(10))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut seen = 0u64;

@@ -39,6 +39,24 @@ pub fn partitions<C: ConsumerContext>(
     Ok(partitions)
 }
 
+/// Assigns `consumer` every partition of `topic` from its first message
+/// (outside any group); returns the partitions.
+pub fn assign_from_start<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, String> {
+    let partitions = partitions(consumer, topic, timeout)?;
+    let mut assignment = TopicPartitionList::new();
+    for &p in &partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    Ok(partitions)
+}
+
 /// Up to `limit` payloads of `topic`, read from the start of every
 /// partition until each is at its end (no group offsets are used or
 /// committed). `consumer` must have `enable.partition.eof` set.
@@ -48,14 +66,7 @@ pub fn read_from_start<C: ConsumerContext>(
     limit: usize,
     timeout: Duration,
 ) -> Result<Vec<Vec<u8>>, String> {
-    let partitions = partitions(consumer, topic, timeout)?;
-    let mut assignment = TopicPartitionList::new();
-    for &p in &partitions {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
-    }
-    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    let partitions = assign_from_start(consumer, topic, timeout)?;
     let deadline = Instant::now() + timeout;
     let mut at_end = BTreeSet::new();
     let mut out = Vec::new();

@@ -152,16 +152,7 @@ impl KafkaSource {
                 EngineError::connector(&name, format!("cannot subscribe to '{topic}': {e}"))
             })?,
             ReadMode::Table => {
-                let partitions = admin::partitions(&consumer, &topic, Duration::from_secs(10))
-                    .map_err(|e| EngineError::connector(&name, e))?;
-                let mut assignment = TopicPartitionList::new();
-                for p in partitions {
-                    assignment
-                        .add_partition_offset(&topic, p, Offset::Beginning)
-                        .map_err(|e| EngineError::connector(&name, e))?;
-                }
-                consumer
-                    .assign(&assignment)
+                admin::assign_from_start(&consumer, &topic, Duration::from_secs(10))
                     .map_err(|e| EngineError::connector(&name, e))?;
             }
         }
