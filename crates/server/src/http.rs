@@ -155,6 +155,12 @@ async fn deploy(State(s): State<Shared>, Json(body): Json<Deploy>) -> Response {
             "an application name is letters, digits, '_' and '-'",
         );
     }
+    if s.supervisor.is_running(&body.name) {
+        return error(
+            StatusCode::CONFLICT,
+            &format!("an application named '{}' is running", body.name),
+        );
+    }
     let path = s.deploy_dir.join(format!("{}.sql", body.name));
     if let Err(e) =
         std::fs::create_dir_all(&s.deploy_dir).and_then(|_| std::fs::write(&path, &body.sql))

@@ -39,8 +39,9 @@ pub struct ServiceMetrics {
     producer_send_rate: GaugeVec,
     /// 1 while the configured Kafka cluster answers, else 0.
     pub broker_availability: Gauge,
-    /// What the last scrape saw of each job: (records, bytes, errors, latency samples, time).
-    seen: Mutex<HashMap<String, Seen>>,
+    /// What the last scrape saw of each job run, keyed by its counters'
+    /// address: a restarted job has new counters that start from zero.
+    seen: Mutex<HashMap<usize, Seen>>,
 }
 
 #[derive(Clone, Copy)]
@@ -215,7 +216,8 @@ impl ServiceMetrics {
             let records_out = m.records_out.load(Ordering::Relaxed);
             let bytes = m.bytes_in.load(Ordering::Relaxed);
             let errors = m.bad_records.load(Ordering::Relaxed);
-            let before = seen.get(name).copied().unwrap_or(Seen {
+            let key = Arc::as_ptr(m) as usize;
+            let before = seen.get(&key).copied().unwrap_or(Seen {
                 records_in: 0,
                 records_out: 0,
                 bytes: 0,
@@ -259,7 +261,7 @@ impl ServiceMetrics {
                     .set(lag);
             }
             seen.insert(
-                name.clone(),
+                key,
                 Seen {
                     records_in,
                     records_out,

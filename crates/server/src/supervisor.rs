@@ -106,6 +106,14 @@ impl Supervisor {
         Ok(())
     }
 
+    /// True while application `name` has a running thread.
+    pub fn is_running(&self, name: &str) -> bool {
+        self.apps.lock().is_ok_and(|apps| {
+            apps.get(name)
+                .is_some_and(|a| a.thread.as_ref().is_some_and(|t| !t.is_finished()))
+        })
+    }
+
     /// Stops application `name` (its jobs flush and commit first).
     pub fn stop(&self, name: &str, timeout: Duration) -> Result<(), String> {
         let thread = {
@@ -169,7 +177,10 @@ impl Supervisor {
             .any(|j| !j.hold.held.load(Ordering::Relaxed) && !j.cancel.load(Ordering::Relaxed))
         {
             if Instant::now() > deadline {
-                return Err("jobs did not reach a consistent point in time".into());
+                self.resume();
+                return Err(
+                    "jobs did not reach a consistent point in time; processing goes on".into(),
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -152,3 +152,24 @@ fn unknown_keys_and_bad_values_name_file_key_and_form() {
         );
     }
 }
+
+#[test]
+fn a_file_may_leave_out_keys_another_file_provides() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local.yaml");
+    // only switches TLS off; the certificate keys come from tls-config.yaml
+    std::fs::write(&local, "security:\n  tls:\n    enabled: false\n").unwrap();
+    let c = load(&[guide("tls-config.yaml"), local.clone()], &env(&[])).unwrap();
+    assert!(!c.security.unwrap().tls.unwrap().enabled);
+    // alone it misses them, and the error says which file and key
+    let err = load(&[local], &env(&[])).unwrap_err().to_string();
+    assert!(
+        err.contains("local.yaml") && err.contains("security.tls") && err.contains("cert_file"),
+        "{err}"
+    );
+    // an empty variable falls back to its default
+    let with_var = dir.path().join("var.yaml");
+    std::fs::write(&with_var, "velostream:\n  environment: ${STAGE:-dev}\n").unwrap();
+    let c = load(&[with_var], &env(&[("STAGE", "")])).unwrap();
+    assert_eq!(c.velostream.environment.as_deref(), Some("dev"));
+}

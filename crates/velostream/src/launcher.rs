@@ -17,6 +17,13 @@ pub struct AppLauncher {
     kafka: KafkaDefaults,
 }
 
+/// What running an application takes from a configuration: records per
+/// batch (`performance.batch_size`, default 1000) and the Kafka settings.
+pub fn run_settings(config: &ServiceConfig) -> (usize, KafkaDefaults) {
+    let launcher = AppLauncher::new(config);
+    (launcher.batch_size, launcher.kafka)
+}
+
 impl AppLauncher {
     pub fn new(config: &ServiceConfig) -> Self {
         let mut kafka = KafkaDefaults {
@@ -32,7 +39,7 @@ impl AppLauncher {
             kafka.table_load_timeout = t.0;
         }
         Self {
-            batch_size: config.performance.batch_size.unwrap_or(1000),
+            batch_size: config.performance.batch_size.unwrap_or(1000).max(1),
             kafka,
         }
     }

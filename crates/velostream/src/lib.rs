@@ -10,4 +10,3 @@ pub mod kafka_tools;
 pub mod launcher;
 pub mod preflight;
 pub mod progress;
-pub mod run_config;

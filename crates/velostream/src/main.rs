@@ -11,7 +11,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use velostream::app::{run_jobs, AppError, Application, RunOptions};
 use velostream::conformance::{find_specs, run_spec_file};
 use velostream::progress::{human, Progress};
-use velostream::{bench, bench_kafka, kafka_tools, run_config};
+use velostream::{bench, bench_kafka, kafka_tools};
 use velostream_connectors::kafka::KafkaDefaults;
 use velostream_sql::PropertyOverrides;
 
@@ -373,17 +373,23 @@ fn run(
     batch_size: Option<usize>,
     set: Vec<String>,
 ) -> Result<(), Failure> {
-    let from_config = match &config {
-        Some(path) => run_config::load(path).map_err(Failure::Usage)?,
-        None => run_config::RunConfig::default(),
+    // the same loader as the service: substitution, overrides, checks
+    let (configured_batch, kafka) = match &config {
+        Some(path) => {
+            let loaded = velostream_server::config::load(
+                std::slice::from_ref(path),
+                &velostream_server::config::Environment::from_process(),
+            )
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+            let (batch, kafka) = velostream::launcher::run_settings(&loaded);
+            (loaded.performance.batch_size.map(|_| batch), kafka)
+        }
+        None => (None, KafkaDefaults::default()),
     };
     let options = RunOptions {
-        batch_size: batch_size.or(from_config.batch_size).unwrap_or(1000),
+        batch_size: batch_size.or(configured_batch).unwrap_or(1000),
         overrides: parse_overrides(&set)?,
-        kafka: KafkaDefaults {
-            client: from_config.kafka,
-            ..KafkaDefaults::default()
-        },
+        kafka,
     };
     let application = Application::load(&app, &options)?;
     application.check()?;

@@ -53,13 +53,30 @@ type Env<'a> = &'a Environment;
 /// Loads and merges `files`.
 pub fn load(files: &[PathBuf], env: &Environment) -> Result<ServiceConfig, ConfigError> {
     let mut merged = Value::Mapping(Mapping::new());
+    let mut documents = Vec::new();
     for file in files {
         let value = read_document(file, env)?;
-        check(&value, &file.display().to_string())?;
-        merge(&mut merged, value);
+        merge(&mut merged, value.clone());
+        documents.push((file, value));
     }
     apply_overrides(&mut merged, env);
-    check(&merged, "environment overrides")
+    let origin = match files {
+        [one] => one.display().to_string(),
+        _ => "the merged configuration".to_string(),
+    };
+    check(&merged, &origin).map_err(|merged_error| {
+        // name the file that holds the mistake when one does on its own
+        // (a file may leave out keys another file provides)
+        let ConfigError::Invalid { message, .. } = &merged_error else {
+            return merged_error;
+        };
+        let key = message.split(": ").next().unwrap_or_default();
+        documents
+            .iter()
+            .filter_map(|(file, value)| check(value, &file.display().to_string()).err())
+            .find(|e| matches!(e, ConfigError::Invalid { message, .. } if message.starts_with(key)))
+            .unwrap_or(merged_error)
+    })
 }
 
 /// One file: `${VAR}` substituted, parsed.
@@ -111,7 +128,7 @@ fn substitute(text: &str, env: Env<'_>) -> Result<String, String> {
             Some((n, d)) => (n, Some(d)),
             None => (inner, None),
         };
-        match (env.get(name), default) {
+        match (env.get(name).filter(|v| !v.is_empty() || default.is_none()), default) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
             (None, None) => {
