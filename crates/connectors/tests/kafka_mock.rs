@@ -7,7 +7,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use velostream_connectors::kafka::{self, KafkaDefaults};
+use velostream_engine::Sink;
 
 fn batch() -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
@@ -36,34 +38,31 @@ fn sink_props(bootstrap: &str, topic: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
-#[test]
-fn delivered_results_flush_cleanly() {
+/// A mock cluster with topic `out`, and a sink keyed by `symbol` writing to it.
+fn cluster_and_sink() -> (MockCluster<'static, DefaultProducerContext>, Box<dyn Sink>) {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("out", 1, 1).unwrap();
     let props = sink_props(&cluster.bootstrap_servers(), "out");
-    let mut sink = kafka::open_sink(
+    let sink = kafka::open_sink(
         "out",
         &props,
         &["symbol".to_string()],
         &KafkaDefaults::default(),
     )
     .unwrap();
+    (cluster, sink)
+}
+
+#[test]
+fn delivered_results_flush_cleanly() {
+    let (_cluster, mut sink) = cluster_and_sink();
     sink.write(&batch()).unwrap();
     sink.flush().unwrap();
 }
 
 #[test]
 fn undeliverable_results_stop_the_job_with_a_clear_error() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("out", 1, 1).unwrap();
-    let props = sink_props(&cluster.bootstrap_servers(), "out");
-    let mut sink = kafka::open_sink(
-        "out",
-        &props,
-        &["symbol".to_string()],
-        &KafkaDefaults::default(),
-    )
-    .unwrap();
+    let (cluster, mut sink) = cluster_and_sink();
     cluster.broker_down(1).unwrap();
     sink.write(&batch()).unwrap();
     let err = sink.flush().unwrap_err().to_string();

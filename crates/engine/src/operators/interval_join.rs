@@ -14,11 +14,11 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::RowConverter;
 use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::HashMap;
 
-use super::join_output::{cast_keys, emit_pairs, millis_of};
+use super::join_output::{cast_keys, emit_pairs, key_converter, millis_of};
 use super::{evaluate_all, Operator, Pipeline, StateSize};
 use crate::connector::{Source, SourceEvent};
 use crate::error::Result;
@@ -130,13 +130,9 @@ impl IntervalJoinOperator {
         self.times = times;
         let keys = evaluate_all(&self.spec.right_keys, &buffer)?;
         if self.converter.is_none() {
-            self.key_types = keys.iter().map(|k| k.data_type().clone()).collect();
-            self.converter = Some(RowConverter::new(
-                self.key_types
-                    .iter()
-                    .map(|t| SortField::new(t.clone()))
-                    .collect(),
-            )?);
+            let (types, converter) = key_converter(&keys)?;
+            self.key_types = types;
+            self.converter = Some(converter);
         }
         let rows = self
             .converter

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::Result;
@@ -21,6 +22,14 @@ pub fn millis_of(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<In
         &expr.evaluate(batch)?.into_array(batch.num_rows())?,
         &TimeFormat::Auto,
     )
+}
+
+/// The key types of `key_columns` and a row converter for them: how both
+/// joins index the other side's keys.
+pub fn key_converter(key_columns: &[ArrayRef]) -> Result<(Vec<DataType>, RowConverter)> {
+    let types: Vec<DataType> = key_columns.iter().map(|c| c.data_type().clone()).collect();
+    let converter = RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())?;
+    Ok((types, converter))
 }
 
 /// Casts probe keys to the types the other side's keys were indexed with.

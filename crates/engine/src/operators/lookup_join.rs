@@ -24,10 +24,10 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::arrow::row::{RowConverter, Rows};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::join_output::{cast_keys, emit_pairs, millis_of};
+use super::join_output::{cast_keys, emit_pairs, key_converter, millis_of};
 use super::{evaluate_all, Operator, Pipeline, StateSize};
 use crate::connector::{Source, SourceEvent};
 use crate::error::Result;
@@ -182,13 +182,9 @@ impl LookupJoinOperator {
     /// Row-format keys of the table's key columns (the converter is set up on first use).
     fn key_rows(&mut self, key_columns: &[ArrayRef]) -> Result<Rows> {
         if self.converter.is_none() {
-            self.key_types = key_columns.iter().map(|c| c.data_type().clone()).collect();
-            self.converter = Some(RowConverter::new(
-                self.key_types
-                    .iter()
-                    .map(|t| SortField::new(t.clone()))
-                    .collect(),
-            )?);
+            let (types, converter) = key_converter(key_columns)?;
+            self.key_types = types;
+            self.converter = Some(converter);
         }
         let converter = self.converter.as_ref().expect("set above");
         Ok(converter.convert_columns(&cast_keys(key_columns.to_vec(), &self.key_types)?)?)
