@@ -72,18 +72,26 @@ impl JobMetrics {
     }
 
     /// Counts a record that could not be decoded and logs it (the first
-    /// few in full, then every 10,000th) on stderr. The job goes on.
+    /// few in full, then every 10,000th). The job goes on.
     pub fn bad_record(&self, position: &str, reason: &str) {
         let n = self.bad_records.fetch_add(1, Ordering::Relaxed) + 1;
         if n <= DETAILED_BAD_RECORDS {
             let line = format!("{position}: {reason}");
-            eprintln!("warning: skipped malformed record at {line}");
+            tracing::warn!(
+                component = "engine",
+                error_type = "malformed_record",
+                "skipped malformed record at {line}"
+            );
             self.bad_record_samples
                 .lock()
                 .expect("metrics lock")
                 .push(line);
         } else if n.is_multiple_of(10_000) {
-            eprintln!("warning: {n} malformed records skipped so far (latest at {position})");
+            tracing::warn!(
+                component = "engine",
+                error_type = "malformed_record",
+                "{n} malformed records skipped so far (latest at {position})"
+            );
         }
     }
 
@@ -107,13 +115,19 @@ impl JobMetrics {
     pub fn late_record(&self, event_time_ms: i64, watermark_ms: i64) {
         let n = self.late_records.fetch_add(1, Ordering::Relaxed) + 1;
         if n <= DETAILED_BAD_RECORDS {
-            eprintln!(
-                "warning: dropped late record (event time {}, watermark {})",
+            tracing::warn!(
+                component = "engine",
+                error_type = "late_record",
+                "dropped late record (event time {}, watermark {})",
                 format_millis(event_time_ms),
                 format_millis(watermark_ms)
             );
         } else if n.is_multiple_of(10_000) {
-            eprintln!("warning: {n} late records dropped so far");
+            tracing::warn!(
+                component = "engine",
+                error_type = "late_record",
+                "{n} late records dropped so far"
+            );
         }
     }
 

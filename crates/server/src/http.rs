@@ -28,6 +28,8 @@ pub struct ServiceState {
     pub operation_timeout: Duration,
     /// Where applications deployed through the API are written.
     pub deploy_dir: PathBuf,
+    /// The last outcome of probing each external dependency.
+    pub dependencies: std::sync::Mutex<Vec<(String, Result<(), String>)>>,
 }
 
 type Shared = Arc<ServiceState>;
@@ -61,6 +63,11 @@ async fn ready(State(s): State<Shared>) -> Response {
         Some("processing is held by POST /checkpoint; POST /resume to continue".to_string())
     } else if apps.is_empty() {
         Some("no application is running".to_string())
+    } else if let Some(reason) = s.dependencies.lock().ok().and_then(|d| {
+        d.iter()
+            .find_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))
+    }) {
+        Some(reason)
     } else {
         apps.iter().find_map(|(name, _, status, _)| match status {
             AppStatus::Running | AppStatus::Finished | AppStatus::Stopped => None,

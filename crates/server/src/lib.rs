@@ -4,12 +4,14 @@
 //! - [`supervisor`]: applications as supervised jobs (restart with
 //!   backoff, hold/resume, drain).
 //! - [`http`]: health, readiness, checkpoint hold/resume, the jobs API, metrics.
+//! - [`logging`]: records to console, rotated files and syslog, as JSON or text.
 //! - [`metrics`]: the guide's Prometheus metrics.
 //! - [`tls`]: TLS and mutual TLS on both ports.
 //! - [`service`]: wiring it together until SIGTERM.
 
 pub mod config;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod service;
 pub mod supervisor;

@@ -38,12 +38,16 @@ pub fn run(
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let metrics = Arc::new(ServiceMetrics::new().map_err(|e| e.to_string())?);
+    let launcher_probe = launcher.clone();
     let state = Arc::new(ServiceState {
         supervisor: Supervisor::new(launcher, metrics.clone()),
         metrics,
         operation_timeout,
         deploy_dir: state_dir.join("applications"),
+        dependencies: Default::default(),
     });
+    let stop_probing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    probe_dependencies(state.clone(), launcher_probe.clone(), stop_probing.clone());
     for app in &v.applications {
         let path = base_dir.join(app.path());
         let name = match app {
@@ -70,7 +74,8 @@ pub fn run(
         let metrics = tokio::net::TcpListener::bind((bind.as_str(), metrics_port))
             .await
             .map_err(|e| format!("cannot listen on {bind}:{metrics_port} (monitoring.metrics_port): {e}"))?;
-        eprintln!(
+        tracing::info!(
+            component = "service",
             "velostream service: health and API on {bind}:{health_port}, metrics on {bind}:{metrics_port} ({}), {} application(s)",
             if tls.is_some() { "TLS" } else { "plain HTTP" },
             v.applications.len()
@@ -97,16 +102,66 @@ pub fn run(
             }
         }
     });
+    stop_probing.store(true, std::sync::atomic::Ordering::Relaxed);
     let drained = state.supervisor.drain(operation_timeout);
     runtime.shutdown_timeout(Duration::from_secs(1));
     served?;
     drained?;
-    eprintln!("velostream service: stopped cleanly");
+    tracing::info!(component = "service", "velostream service: stopped cleanly");
     Ok(())
 }
 
+/// How often external dependencies are probed for `/ready` and
+/// `kafka_broker_availability`.
+const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Probes the dependencies now and every [`PROBE_INTERVAL`] until `stop`.
+fn probe_dependencies(
+    state: Arc<ServiceState>,
+    launcher: Arc<dyn Launcher>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let probe_once = move || {
+        let outcomes = launcher.probe();
+        if let Some((_, kafka)) = outcomes.iter().find(|(n, _)| n == "kafka") {
+            state
+                .metrics
+                .broker_availability
+                .set(if kafka.is_ok() { 1.0 } else { 0.0 });
+        }
+        for (name, outcome) in &outcomes {
+            if let Err(e) = outcome {
+                tracing::warn!(
+                    component = "service",
+                    error_type = "dependency",
+                    "{name}: {e}"
+                );
+            }
+        }
+        if let Ok(mut d) = state.dependencies.lock() {
+            *d = outcomes;
+        }
+    };
+    let _ = std::thread::Builder::new()
+        .name("dependency-probe".into())
+        .spawn(move || {
+            probe_once();
+            let mut last = std::time::Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if last.elapsed() >= PROBE_INTERVAL {
+                    probe_once();
+                    last = std::time::Instant::now();
+                }
+            }
+        });
+}
+
 fn drain_notice(signal: &str) -> Result<(), String> {
-    eprintln!("velostream service: {signal}; draining");
+    tracing::info!(
+        component = "service",
+        "velostream service: {signal}; draining"
+    );
     Ok(())
 }
 

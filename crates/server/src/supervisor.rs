@@ -19,6 +19,12 @@ use crate::metrics::ServiceMetrics;
 /// Builds the jobs of an SQL application (implemented by the binary).
 pub trait Launcher: Send + Sync + 'static {
     fn launch(&self, path: &Path) -> Result<Vec<Job>, String>;
+
+    /// Checks the external dependencies the applications use (the Kafka
+    /// cluster, ...): (name, outcome) each.
+    fn probe(&self) -> Vec<(String, Result<(), String>)> {
+        Vec::new()
+    }
 }
 
 /// What an application is doing.
@@ -299,7 +305,12 @@ fn supervise(
                 return;
             }
             Err(error) => {
-                eprintln!("error: application {name} failed: {error}; restarting in {backoff:?}");
+                tracing::error!(
+                    component = "supervisor",
+                    error_type = "job_failed",
+                    application = %name,
+                    "application {name} failed: {error}; restarting in {backoff:?}"
+                );
                 metrics.job_failed(name);
                 restarts += 1;
                 set(AppStatus::Failed { error, restarts });

@@ -137,15 +137,27 @@ impl axum::serve::Listener for TlsListener {
             let (stream, addr) = match self.tcp.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    eprintln!("warning: accepting a connection: {e}");
+                    tracing::warn!(
+                        component = "tls",
+                        error_type = "accept",
+                        "accepting a connection: {e}"
+                    );
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => eprintln!("warning: TLS handshake with {addr} failed: {e}"),
-                Err(_) => eprintln!("warning: TLS handshake with {addr} timed out"),
+                Ok(Err(e)) => tracing::warn!(
+                    component = "tls",
+                    error_type = "handshake",
+                    "TLS handshake with {addr} failed: {e}"
+                ),
+                Err(_) => tracing::warn!(
+                    component = "tls",
+                    error_type = "handshake",
+                    "TLS handshake with {addr} timed out"
+                ),
             }
         }
     }

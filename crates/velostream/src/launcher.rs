@@ -2,6 +2,7 @@
 //! jobs with the settings of the configuration.
 
 use std::path::Path;
+use std::time::Duration;
 
 use velostream_connectors::kafka::KafkaDefaults;
 use velostream_engine::Job;
@@ -15,6 +16,7 @@ use crate::app::{Application, RunOptions};
 pub struct AppLauncher {
     batch_size: usize,
     kafka: KafkaDefaults,
+    connection_timeout: Duration,
 }
 
 /// What running an application takes from a configuration: records per
@@ -41,6 +43,12 @@ impl AppLauncher {
         Self {
             batch_size: config.performance.batch_size.unwrap_or(1000).max(1),
             kafka,
+            connection_timeout: config
+                .velostream
+                .timeouts
+                .connection_timeout
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(10)),
         }
     }
 }
@@ -55,5 +63,28 @@ impl Launcher for AppLauncher {
         let app = Application::load(path, &options).map_err(|e| e.to_string())?;
         app.check().map_err(|e| e.to_string())?;
         app.build_jobs().map_err(|e| e.to_string())
+    }
+
+    /// The configured Kafka cluster answers a metadata request.
+    fn probe(&self) -> Vec<(String, Result<(), String>)> {
+        let servers = self
+            .kafka
+            .client
+            .get("bootstrap_servers")
+            .or_else(|| self.kafka.client.get("bootstrap.servers"))
+            .cloned()
+            .or_else(|| std::env::var("KAFKA_BROKERS").ok());
+        let Some(servers) = servers else {
+            return Vec::new();
+        };
+        let outcome = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .and_then(|c| {
+                rdkafka::consumer::Consumer::fetch_metadata(&c, None, self.connection_timeout)
+            })
+            .map(|_| ())
+            .map_err(|e| format!("{servers} not reachable: {e}"));
+        vec![("kafka".to_string(), outcome)]
     }
 }

@@ -186,6 +186,13 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let serving = matches!(cli.command, Some(Command::Server { .. }))
+        || (cli.command.is_none() && !cli.config.is_empty());
+    if !serving {
+        // warnings of the engine and connectors as `warning: ...` lines on stderr
+        let _ =
+            tracing::subscriber::set_global_default(velostream_server::logging::cli_subscriber());
+    }
     let result = match cli.command {
         Some(Command::Run { app, config, quiet, batch_size, set }) => run(app, config, quiet, batch_size, set),
         Some(Command::Validate { app }) => validate(app),
@@ -435,6 +442,12 @@ fn serve(files: Vec<PathBuf>) -> Result<(), Failure> {
         &velostream_server::config::Environment::from_process(),
     )
     .map_err(|e| Failure::Usage(e.to_string()))?;
+    let logging = velostream_server::logging::subscriber(
+        config.logging.as_ref(),
+        config.velostream.monitoring.log_level,
+    )
+    .map_err(Failure::Usage)?;
+    let _ = tracing::subscriber::set_global_default(logging);
     let base = files[0].parent().map(PathBuf::from).unwrap_or_default();
     let launcher = Arc::new(velostream::launcher::AppLauncher::new(&config));
     velostream_server::service::run(&config, &base, launcher).map_err(Failure::Runtime)

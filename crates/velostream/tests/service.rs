@@ -105,11 +105,14 @@ fn the_service_of_the_guide() {
         ),
     )
     .unwrap();
+    let brokers = std::env::var("KAFKA_BROKERS").expect(
+        "KAFKA_BROKERS must name a broker: run scripts/test.sh, or scripts/kafka-broker.sh start",
+    );
     let local = dir.path().join("local.yaml");
     std::fs::write(
         &local,
         format!(
-            "velostream:\n  kafka:\n    security_protocol: PLAINTEXT\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  state_dir: {}\n  applications:\n    - name: totals\n      path: {}\nsecurity:\n  tls:\n    enabled: false\n    cert_file: none\n    key_file: none\nlogging:\n  outputs:\n    - type: console\n",
+            "velostream:\n  kafka:\n    security_protocol: PLAINTEXT\n    bootstrap_servers: {brokers}\n  timeouts:\n    connection_timeout: 3s\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  state_dir: {}\n  applications:\n    - name: totals\n      path: {}\nsecurity:\n  tls:\n    enabled: false\n    cert_file: none\n    key_file: none\nlogging:\n  outputs:\n    - type: console\n",
             dir.path().join("state").display(),
             app.display()
         ),
@@ -218,6 +221,10 @@ fn the_service_of_the_guide() {
     assert!(
         text.contains("velostream_processing_latency_ms_bucket"),
         "latency is a histogram"
+    );
+    assert!(
+        text.contains("kafka_broker_availability 1"),
+        "the test broker answers:\n{text}"
     );
 
     // the guide's health-check script
@@ -457,4 +464,33 @@ fn the_pre_production_checks_report_one_line_each() {
         Some(1),
         "a failed check fails the command: {said}"
     );
+}
+
+#[test]
+fn ready_names_an_unreachable_kafka_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (health, metrics) = (free_port(), free_port());
+    let app = dir.path().join("idle.sql");
+    std::fs::write(&app, "CREATE STREAM out AS SELECT a FROM src WITH ('src.type' = 'file_source', 'src.path' = 'src.jsonl', 'out.type' = 'null');").unwrap();
+    std::fs::write(dir.path().join("src.jsonl"), "{\"a\": 1}\n").unwrap();
+    let config = dir.path().join("down.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "velostream:\n  kafka:\n    bootstrap_servers: 127.0.0.1:1\n  timeouts:\n    connection_timeout: 1s\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  state_dir: {}\n  applications:\n    - {}\n",
+            dir.path().join("state").display(),
+            app.display()
+        ),
+    )
+    .unwrap();
+    let _service = start(&[config], dir.path());
+    let mut body = wait_for(health, "/ready", 503, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !body.contains("kafka: 127.0.0.1:1 not reachable") {
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(200));
+        body = request(health, "GET", "/ready", "").1;
+    }
+    let (_, text) = request(metrics, "GET", "/metrics", "");
+    assert!(text.contains("kafka_broker_availability 0"), "{text}");
 }

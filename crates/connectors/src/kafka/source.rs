@@ -241,7 +241,7 @@ impl KafkaSource {
                 }
                 Some(Err(e)) => {
                     // transient (broker restart, rebalance): librdkafka retries
-                    eprintln!("warning: {}: {e}", self.name);
+                    tracing::warn!(component = "kafka", error_type = "consumer", source = %self.name, "{}: {e}", self.name);
                     break;
                 }
                 Some(Ok(m)) => m,
@@ -432,7 +432,12 @@ impl Source for KafkaSource {
                         | rdkafka::types::RDKafkaErrorCode::UnknownMemberId
                 ) =>
             {
-                eprintln!("warning: {}: offsets not committed ({code}); the partitions moved to another member", self.name);
+                tracing::warn!(
+                    component = "kafka",
+                    error_type = "commit",
+                    "{}: offsets not committed ({code}); the partitions moved to another member",
+                    self.name
+                );
                 Ok(())
             }
             Err(e) => Err(EngineError::connector(
