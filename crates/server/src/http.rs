@@ -72,6 +72,9 @@ async fn ready(State(s): State<Shared>) -> Response {
         apps.iter().find_map(|(name, _, status, _)| match status {
             AppStatus::Running | AppStatus::Finished | AppStatus::Stopped => None,
             AppStatus::Failed { error, .. } => Some(format!("application {name} failed: {error}")),
+            AppStatus::BreakerOpen { error, .. } => Some(format!(
+                "application {name} keeps failing (circuit breaker open): {error}"
+            )),
             other => Some(format!("application {name} is {}", state_name(other))),
         })
     };
@@ -239,6 +242,7 @@ fn state_name(status: &AppStatus) -> &'static str {
         AppStatus::Running => "running",
         AppStatus::Finished => "finished",
         AppStatus::Failed { .. } => "failed",
+        AppStatus::BreakerOpen { .. } => "breaker_open",
         AppStatus::Stopped => "stopped",
     }
 }

@@ -9,6 +9,7 @@
 //! - [`tls`]: TLS and mutual TLS on both ports.
 //! - [`service`]: wiring it together until SIGTERM.
 
+pub mod breaker;
 pub mod config;
 pub mod http;
 pub mod logging;

@@ -40,7 +40,7 @@ pub fn run(
     let metrics = Arc::new(ServiceMetrics::new().map_err(|e| e.to_string())?);
     let launcher_probe = launcher.clone();
     let state = Arc::new(ServiceState {
-        supervisor: Supervisor::new(launcher, metrics.clone()),
+        supervisor: Supervisor::new(launcher, metrics.clone(), v.circuit_breaker.clone()),
         metrics,
         operation_timeout,
         deploy_dir: state_dir.join("applications"),

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use velostream_engine::{Hold, Job, JobMetrics};
 
+use crate::breaker::Breaker;
+use crate::config::schema::CircuitBreaker;
 use crate::metrics::ServiceMetrics;
 
 /// Builds the jobs of an SQL application (implemented by the binary).
@@ -40,6 +42,11 @@ pub enum AppStatus {
         error: String,
         restarts: u32,
     },
+    /// Failed too often: not started again before the recovery timeout.
+    BreakerOpen {
+        error: String,
+        retry_in_ms: u64,
+    },
     Stopped,
 }
 
@@ -63,15 +70,21 @@ struct App {
 pub struct Supervisor {
     launcher: Arc<dyn Launcher>,
     metrics: Arc<ServiceMetrics>,
+    breaker: Option<CircuitBreaker>,
     apps: Mutex<BTreeMap<String, App>>,
     held: AtomicBool,
 }
 
 impl Supervisor {
-    pub fn new(launcher: Arc<dyn Launcher>, metrics: Arc<ServiceMetrics>) -> Self {
+    pub fn new(
+        launcher: Arc<dyn Launcher>,
+        metrics: Arc<ServiceMetrics>,
+        breaker: Option<CircuitBreaker>,
+    ) -> Self {
         Self {
             launcher,
             metrics,
+            breaker,
             apps: Mutex::new(BTreeMap::new()),
             held: AtomicBool::new(false),
         }
@@ -94,12 +107,19 @@ impl Supervisor {
             thread: None,
         };
         let thread = {
-            let (launcher, metrics) = (self.launcher.clone(), self.metrics.clone());
-            let (status, jobs, stop) = (app.status.clone(), app.jobs.clone(), app.stop.clone());
-            let (name, path) = (name.to_string(), path.to_path_buf());
+            let run = AppRun {
+                name: name.to_string(),
+                path: path.to_path_buf(),
+                launcher: self.launcher.clone(),
+                metrics: self.metrics.clone(),
+                status: app.status.clone(),
+                views: app.jobs.clone(),
+                stop: app.stop.clone(),
+                breaker: Breaker::new(self.breaker.clone()),
+            };
             std::thread::Builder::new()
                 .name(format!("app-{name}"))
-                .spawn(move || supervise(&name, &path, &*launcher, &metrics, &status, &jobs, &stop))
+                .spawn(move || run.supervise())
                 .map_err(|e| e.to_string())?
         };
         apps.insert(
@@ -258,74 +278,117 @@ fn join_within(thread: JoinHandle<()>, timeout: Duration) -> Result<(), String> 
     Ok(())
 }
 
-/// One application's life: launch, run, restart on failure with backoff.
-fn supervise(
-    name: &str,
-    path: &Path,
-    launcher: &dyn Launcher,
-    metrics: &ServiceMetrics,
-    status: &Mutex<AppStatus>,
-    views: &Mutex<Vec<JobView>>,
-    stop: &AtomicBool,
-) {
-    let set = |s: AppStatus| {
-        if let Ok(mut status) = status.lock() {
+/// One application's supervision: what its thread owns.
+struct AppRun {
+    name: String,
+    path: PathBuf,
+    launcher: Arc<dyn Launcher>,
+    metrics: Arc<ServiceMetrics>,
+    status: Arc<Mutex<AppStatus>>,
+    views: Arc<Mutex<Vec<JobView>>>,
+    stop: Arc<AtomicBool>,
+    breaker: Breaker,
+}
+
+impl AppRun {
+    fn set(&self, s: AppStatus) {
+        if let Ok(mut status) = self.status.lock() {
             *status = s;
         }
-    };
-    let mut restarts = 0u32;
-    let mut backoff = Duration::from_secs(1);
-    while !stop.load(Ordering::Relaxed) {
-        let outcome = launcher.launch(path).and_then(|jobs| {
-            let current: Vec<JobView> = jobs
-                .iter()
-                .map(|j| JobView {
-                    name: j.name.clone(),
-                    metrics: j.metrics(),
-                    cancel: j.cancel_handle(),
-                    hold: j.hold_handle(),
-                })
-                .collect();
-            for j in &current {
-                metrics.register_job(&j.name);
-            }
-            if let Ok(mut v) = views.lock() {
-                *v = current;
-            }
-            set(AppStatus::Running);
-            run_all(jobs)
-        });
-        match outcome {
-            Ok(()) => {
-                set(if stop.load(Ordering::Relaxed) {
-                    AppStatus::Stopped
-                } else {
-                    AppStatus::Finished
-                });
-                return;
-            }
-            Err(error) => {
-                tracing::error!(
-                    component = "supervisor",
-                    error_type = "job_failed",
-                    application = %name,
-                    "application {name} failed: {error}; restarting in {backoff:?}"
-                );
-                metrics.job_failed(name);
-                restarts += 1;
-                set(AppStatus::Failed { error, restarts });
-                let until = Instant::now() + backoff;
-                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                if !stop.load(Ordering::Relaxed) {
-                    metrics.retries.with_label_values(&[name]).inc();
-                }
-            }
+    }
+
+    /// Sleeps up to `pause`, waking early when the application is stopped.
+    fn pause(&self, pause: Duration) {
+        let until = Instant::now() + pause;
+        while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
-    set(AppStatus::Stopped);
+
+    /// Launches the jobs and runs them to their end.
+    fn attempt(&self) -> Result<(), String> {
+        let jobs = self.launcher.launch(&self.path)?;
+        let current: Vec<JobView> = jobs
+            .iter()
+            .map(|j| JobView {
+                name: j.name.clone(),
+                metrics: j.metrics(),
+                cancel: j.cancel_handle(),
+                hold: j.hold_handle(),
+            })
+            .collect();
+        for j in &current {
+            self.metrics.register_job(&j.name);
+        }
+        if let Ok(mut v) = self.views.lock() {
+            *v = current;
+        }
+        self.set(AppStatus::Running);
+        run_all(jobs)
+    }
+
+    /// Launch, run, restart on failure with backoff (or after the recovery
+    /// timeout when the circuit breaker opens).
+    fn supervise(mut self) {
+        let name = self.name.clone();
+        let mut restarts = 0u32;
+        let mut backoff = Duration::from_secs(1);
+        while !self.stop.load(Ordering::Relaxed) {
+            let error = match self.attempt() {
+                Ok(()) => {
+                    self.breaker.record(false);
+                    self.set(if self.stop.load(Ordering::Relaxed) {
+                        AppStatus::Stopped
+                    } else {
+                        AppStatus::Finished
+                    });
+                    return;
+                }
+                Err(error) => error,
+            };
+            self.metrics.job_failed(&name);
+            restarts += 1;
+            let wait = match self.breaker.record(true) {
+                Some(recovery) => {
+                    self.metrics
+                        .circuit_breaker_trips
+                        .with_label_values(&[name.as_str()])
+                        .inc();
+                    tracing::error!(
+                        component = "supervisor",
+                        error_type = "circuit_breaker_open",
+                        application = %name,
+                        "application {name} keeps failing ({error}); not restarted for {recovery:?}"
+                    );
+                    self.set(AppStatus::BreakerOpen {
+                        error,
+                        retry_in_ms: recovery.as_millis() as u64,
+                    });
+                    recovery
+                }
+                None => {
+                    tracing::error!(
+                        component = "supervisor",
+                        error_type = "job_failed",
+                        application = %name,
+                        "application {name} failed: {error}; restarting in {backoff:?}"
+                    );
+                    self.set(AppStatus::Failed { error, restarts });
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    wait
+                }
+            };
+            self.pause(wait);
+            if !self.stop.load(Ordering::Relaxed) {
+                self.metrics
+                    .retries
+                    .with_label_values(&[name.as_str()])
+                    .inc();
+            }
+        }
+        self.set(AppStatus::Stopped);
+    }
 }
 
 /// Runs jobs on their own threads; the first error, if any. When one job

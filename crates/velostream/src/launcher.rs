@@ -28,20 +28,52 @@ pub fn run_settings(config: &ServiceConfig) -> (usize, KafkaDefaults) {
 
 impl AppLauncher {
     pub fn new(config: &ServiceConfig) -> Self {
+        let mut client: std::collections::BTreeMap<String, String> = config
+            .velostream
+            .kafka
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_text()))
+            .collect();
+        // performance tuning becomes producer defaults (velostream.kafka wins)
+        let p = &config.performance;
+        let mut tuned = |key: &str, value: Option<String>| {
+            if let Some(v) = value {
+                client.entry(key.to_string()).or_insert(v);
+            }
+        };
+        tuned(
+            "compression.type",
+            p.compression
+                .as_ref()
+                .map(|c| format!("{:?}", c.codec).to_lowercase()),
+        );
+        tuned(
+            "compression.level",
+            p.compression
+                .as_ref()
+                .and_then(|c| c.level)
+                .map(|l| l.to_string()),
+        );
+        tuned(
+            "max.in.flight.requests.per.connection",
+            p.max_in_flight_requests.map(|n| n.to_string()),
+        );
+        tuned(
+            "queue.buffering.max.kbytes",
+            p.buffer_size.map(|b| (b.0 / 1024).max(1).to_string()),
+        );
         let mut kafka = KafkaDefaults {
-            client: config
-                .velostream
-                .kafka
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_text()))
-                .collect(),
+            client,
             ..KafkaDefaults::default()
         };
         if let Some(t) = config.velostream.timeouts.table_load_timeout {
             kafka.table_load_timeout = t.0;
         }
+        if let Some(t) = p.batch_timeout {
+            kafka.batch_timeout = t.0;
+        }
         Self {
-            batch_size: config.performance.batch_size.unwrap_or(1000).max(1),
+            batch_size: p.batch_size.unwrap_or(1000).max(1),
             kafka,
             connection_timeout: config
                 .velostream
@@ -86,5 +118,34 @@ impl Launcher for AppLauncher {
             .map(|_| ())
             .map_err(|e| format!("{servers} not reachable: {e}"));
         vec![("kafka".to_string(), outcome)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn the_guide_tuning_reaches_the_kafka_clients() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/guide");
+        let config = velostream_server::config::load(
+            &[
+                dir.join("production.yaml"),
+                dir.join("optimized-config.yaml"),
+            ],
+            &velostream_server::config::Environment::default(),
+        )
+        .unwrap();
+        let launcher = AppLauncher::new(&config);
+        let client = &launcher.kafka.client;
+        assert_eq!(client["compression_type"], "snappy");
+        assert_eq!(client["compression.level"], "6");
+        assert_eq!(client["max.in.flight.requests.per.connection"], "5");
+        assert_eq!(client["queue.buffering.max.kbytes"], "1024");
+        assert_eq!(client["linger_ms"], "100");
+        assert_eq!(launcher.kafka.batch_timeout, Duration::from_millis(200));
+        assert_eq!(launcher.batch_size, 100_000);
+        assert_eq!(launcher.kafka.table_load_timeout, Duration::from_secs(120));
     }
 }

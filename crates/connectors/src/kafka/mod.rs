@@ -99,6 +99,9 @@ pub struct KafkaDefaults {
     pub client: BTreeMap<String, String>,
     /// How long a table's first load may take (`timeouts.table_load_timeout`).
     pub table_load_timeout: Duration,
+    /// How long a poll waits for the first message of a batch
+    /// (`performance.batch_timeout`).
+    pub batch_timeout: Duration,
 }
 
 impl Default for KafkaDefaults {
@@ -106,6 +109,7 @@ impl Default for KafkaDefaults {
         Self {
             client: BTreeMap::new(),
             table_load_timeout: Duration::from_secs(120),
+            batch_timeout: Duration::from_millis(100),
         }
     }
 }
@@ -164,6 +168,8 @@ fn consumer_defaults(client: &BTreeMap<String, String>) -> BTreeMap<String, Stri
         "enable_idempotence",
         "retries",
         "message.timeout.ms",
+        "compression.level",
+        "queue.buffering.max.kbytes",
     ];
     client
         .iter()
@@ -250,6 +256,7 @@ pub fn open_source(
             batch_size,
             key_field,
             mode,
+            batch_timeout: defaults.batch_timeout,
         },
         metrics,
     )?;

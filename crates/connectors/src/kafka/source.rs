@@ -28,9 +28,6 @@ use super::columns::{bytes_column, tombstone, MessageColumns};
 use super::{admin, KafkaFormat};
 use crate::format::decode::{BatchDecoder, Origin};
 
-/// How long one poll waits for the first message of a batch.
-const FIRST_MESSAGE_WAIT: Duration = Duration::from_millis(100);
-
 /// Next offset to commit, per partition, of the records handed out so far.
 type Progress = Arc<Mutex<BTreeMap<i32, i64>>>;
 
@@ -90,6 +87,8 @@ pub struct SourceSpec {
     /// The column filled from the message key (`key.field`).
     pub key_field: Option<String>,
     pub mode: ReadMode,
+    /// How long a poll waits for the first message of a batch.
+    pub batch_timeout: Duration,
 }
 
 pub struct KafkaSource {
@@ -112,6 +111,7 @@ pub struct KafkaSource {
     partition_count: Option<usize>,
     key_field: Option<String>,
     mode: ReadMode,
+    batch_timeout: Duration,
     /// A tombstone read after the rows of the current batch: its key is
     /// deleted once those rows are out.
     held_tombstone: Option<Vec<u8>>,
@@ -139,6 +139,7 @@ impl KafkaSource {
             batch_size,
             key_field,
             mode,
+            batch_timeout,
         } = spec;
         let progress: Progress = Arc::default();
         let consumer: BaseConsumer<GroupContext> = config
@@ -176,6 +177,7 @@ impl KafkaSource {
             partition_count: None,
             key_field,
             mode,
+            batch_timeout,
             held_tombstone: None,
         })
     }
@@ -221,7 +223,7 @@ impl KafkaSource {
         let mut bytes = 0u64;
         while self.columns.len() < self.batch_size {
             let wait = if self.columns.is_empty() {
-                FIRST_MESSAGE_WAIT
+                self.batch_timeout
             } else {
                 Duration::ZERO
             };
