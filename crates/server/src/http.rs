@@ -28,6 +28,8 @@ pub struct ServiceState {
     pub operation_timeout: Duration,
     /// Where applications deployed through the API are written.
     pub deploy_dir: PathBuf,
+    /// `velostream.environment`, shown by `/health` and in the logs.
+    pub environment: Option<String>,
     /// The last outcome of probing each external dependency.
     pub dependencies: std::sync::Mutex<Vec<(String, Result<(), String>)>>,
 }
@@ -53,8 +55,11 @@ pub fn metrics_routes(state: Shared) -> Router {
         .with_state(state)
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+async fn health(State(s): State<Shared>) -> Json<Value> {
+    match &s.environment {
+        Some(env) => Json(json!({"status": "ok", "environment": env})),
+        None => Json(json!({"status": "ok"})),
+    }
 }
 
 async fn ready(State(s): State<Shared>) -> Response {

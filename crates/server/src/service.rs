@@ -39,14 +39,19 @@ pub fn run(
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let metrics = Arc::new(ServiceMetrics::new().map_err(|e| e.to_string())?);
     let launcher_probe = launcher.clone();
+    // ends the background threads (dependency probe, progress) at shutdown
+    let stop_probing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = Arc::new(ServiceState {
         supervisor: Supervisor::new(launcher, metrics.clone(), v.circuit_breaker.clone()),
         metrics,
         operation_timeout,
         deploy_dir: state_dir.join("applications"),
         dependencies: Default::default(),
+        environment: v.environment.clone(),
     });
-    let stop_probing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if v.monitoring.progress_tracking {
+        track_progress(state.clone(), stop_probing.clone());
+    }
     probe_dependencies(state.clone(), launcher_probe.clone(), stop_probing.clone());
     for app in &v.applications {
         let path = base_dir.join(app.path());
@@ -61,7 +66,7 @@ pub fn run(
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(config.performance.io_threads.unwrap_or(2).max(1) as usize)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the HTTP runtime: {e}"))?;
@@ -109,6 +114,41 @@ pub fn run(
     drained?;
     tracing::info!(component = "service", "velostream service: stopped cleanly");
     Ok(())
+}
+
+/// How often `monitoring.progress_tracking` logs each job's progress.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Logs every job's records in/out and rate every [`PROGRESS_INTERVAL`] until `stop`.
+fn track_progress(state: Arc<ServiceState>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    let _ = std::thread::Builder::new()
+        .name("progress".into())
+        .spawn(move || {
+            let mut last: std::collections::HashMap<String, u64> = Default::default();
+            let mut since = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if since.elapsed() < PROGRESS_INTERVAL {
+                    continue;
+                }
+                let secs = since.elapsed().as_secs_f64();
+                since = std::time::Instant::now();
+                for job in state.supervisor.jobs() {
+                    let records_in = job.metrics.records_in.load(Ordering::Relaxed);
+                    let before = last.insert(job.name.clone(), records_in).unwrap_or(0);
+                    tracing::info!(
+                        component = "progress",
+                        job = %job.name,
+                        "job {}: {} records in, {} out, {:.0} records/s",
+                        job.name,
+                        records_in,
+                        job.metrics.records_out.load(Ordering::Relaxed),
+                        records_in.saturating_sub(before) as f64 / secs
+                    );
+                }
+            }
+        });
 }
 
 /// How often external dependencies are probed for `/ready` and

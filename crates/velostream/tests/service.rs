@@ -133,7 +133,7 @@ fn the_service_of_the_guide() {
 
     assert_eq!(
         wait_for(health, "/health", 200, Duration::from_secs(30)),
-        r#"{"status":"ok"}"#
+        r#"{"status":"ok","environment":"production"}"#
     );
     // the bounded application finishes; the service stays up and ready
     wait_for(health, "/ready", 200, Duration::from_secs(30));
