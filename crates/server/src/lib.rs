@@ -3,6 +3,7 @@
 //! - [`config`]: the deployment guide's YAML documents, merged and checked.
 //! - [`supervisor`]: applications as supervised jobs (restart with
 //!   backoff, hold/resume, drain).
+//! - [`dependencies`]: probing Kafka for readiness; region failover.
 //! - [`http`]: health, readiness, checkpoint hold/resume, the jobs API, metrics.
 //! - [`logging`]: records to console, rotated files and syslog, as JSON or text.
 //! - [`metrics`]: the guide's Prometheus metrics.
@@ -11,6 +12,7 @@
 
 pub mod breaker;
 pub mod config;
+pub mod dependencies;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -52,7 +52,12 @@ pub fn run(
     if v.monitoring.progress_tracking {
         track_progress(state.clone(), stop_probing.clone());
     }
-    probe_dependencies(state.clone(), launcher_probe.clone(), stop_probing.clone());
+    crate::dependencies::watch(
+        state.clone(),
+        launcher_probe.clone(),
+        crate::dependencies::FailoverPlan::of(config),
+        stop_probing.clone(),
+    );
     for app in &v.applications {
         let path = base_dir.join(app.path());
         let name = match app {
@@ -146,52 +151,6 @@ fn track_progress(state: Arc<ServiceState>, stop: Arc<std::sync::atomic::AtomicB
                         job.metrics.records_out.load(Ordering::Relaxed),
                         records_in.saturating_sub(before) as f64 / secs
                     );
-                }
-            }
-        });
-}
-
-/// How often external dependencies are probed for `/ready` and
-/// `kafka_broker_availability`.
-const PROBE_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Probes the dependencies now and every [`PROBE_INTERVAL`] until `stop`.
-fn probe_dependencies(
-    state: Arc<ServiceState>,
-    launcher: Arc<dyn Launcher>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let probe_once = move || {
-        let outcomes = launcher.probe();
-        if let Some((_, kafka)) = outcomes.iter().find(|(n, _)| n == "kafka") {
-            state
-                .metrics
-                .broker_availability
-                .set(if kafka.is_ok() { 1.0 } else { 0.0 });
-        }
-        for (name, outcome) in &outcomes {
-            if let Err(e) = outcome {
-                tracing::warn!(
-                    component = "service",
-                    error_type = "dependency",
-                    "{name}: {e}"
-                );
-            }
-        }
-        if let Ok(mut d) = state.dependencies.lock() {
-            *d = outcomes;
-        }
-    };
-    let _ = std::thread::Builder::new()
-        .name("dependency-probe".into())
-        .spawn(move || {
-            probe_once();
-            let mut last = std::time::Instant::now();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
-                if last.elapsed() >= PROBE_INTERVAL {
-                    probe_once();
-                    last = std::time::Instant::now();
                 }
             }
         });

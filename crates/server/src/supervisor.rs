@@ -27,6 +27,10 @@ pub trait Launcher: Send + Sync + 'static {
     fn probe(&self) -> Vec<(String, Result<(), String>)> {
         Vec::new()
     }
+
+    /// Points applications launched from now on (and the probe) at this
+    /// Kafka cluster (`regions` failover).
+    fn use_kafka(&self, _bootstrap_servers: &str) {}
 }
 
 /// What an application is doing.
@@ -225,6 +229,21 @@ impl Supervisor {
 
     pub fn is_held(&self) -> bool {
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// Stops every application and starts it again (after a failover, so
+    /// that its jobs connect to the new endpoints).
+    pub fn restart_all(&self, timeout: Duration) -> Result<(), String> {
+        let apps: Vec<(String, PathBuf)> = self
+            .applications()
+            .into_iter()
+            .map(|(name, path, _, _)| (name, path))
+            .collect();
+        for (name, path) in apps {
+            self.stop(&name, timeout)?;
+            self.deploy(&name, &path)?;
+        }
+        Ok(())
     }
 
     /// Every job of every application.

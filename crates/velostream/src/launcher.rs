@@ -15,7 +15,8 @@ use crate::app::{Application, RunOptions};
 /// Builds applications' jobs with the service's batch size and Kafka settings.
 pub struct AppLauncher {
     batch_size: usize,
-    kafka: KafkaDefaults,
+    /// Behind a lock: a region failover changes the bootstrap servers.
+    kafka: std::sync::Mutex<KafkaDefaults>,
     connection_timeout: Duration,
 }
 
@@ -23,7 +24,7 @@ pub struct AppLauncher {
 /// batch (`performance.batch_size`, default 1000) and the Kafka settings.
 pub fn run_settings(config: &ServiceConfig) -> (usize, KafkaDefaults) {
     let launcher = AppLauncher::new(config);
-    (launcher.batch_size, launcher.kafka)
+    (launcher.batch_size, launcher.kafka_defaults())
 }
 
 impl AppLauncher {
@@ -72,9 +73,18 @@ impl AppLauncher {
         if let Some(t) = p.batch_timeout {
             kafka.batch_timeout = t.0;
         }
+        // with regions, the primary region's cluster is used until a failover
+        if let Some(servers) = config
+            .regions
+            .as_ref()
+            .and_then(|r| r.primary.endpoints.kafka.clone())
+        {
+            kafka.client.remove("bootstrap_servers");
+            kafka.client.insert("bootstrap.servers".into(), servers);
+        }
         Self {
             batch_size: p.batch_size.unwrap_or(1000).max(1),
-            kafka,
+            kafka: std::sync::Mutex::new(kafka),
             connection_timeout: config
                 .velostream
                 .timeouts
@@ -85,12 +95,19 @@ impl AppLauncher {
     }
 }
 
+impl AppLauncher {
+    /// The Kafka settings applications are launched with now.
+    pub fn kafka_defaults(&self) -> KafkaDefaults {
+        self.kafka.lock().map(|k| k.clone()).unwrap_or_default()
+    }
+}
+
 impl Launcher for AppLauncher {
     fn launch(&self, path: &Path) -> Result<Vec<Job>, String> {
         let options = RunOptions {
             batch_size: self.batch_size,
             overrides: PropertyOverrides::new(),
-            kafka: self.kafka.clone(),
+            kafka: self.kafka_defaults(),
         };
         let app = Application::load(path, &options).map_err(|e| e.to_string())?;
         app.check().map_err(|e| e.to_string())?;
@@ -99,11 +116,11 @@ impl Launcher for AppLauncher {
 
     /// The configured Kafka cluster answers a metadata request.
     fn probe(&self) -> Vec<(String, Result<(), String>)> {
-        let servers = self
-            .kafka
+        let kafka = self.kafka_defaults();
+        let servers = kafka
             .client
             .get("bootstrap_servers")
-            .or_else(|| self.kafka.client.get("bootstrap.servers"))
+            .or_else(|| kafka.client.get("bootstrap.servers"))
             .cloned()
             .or_else(|| std::env::var("KAFKA_BROKERS").ok());
         let Some(servers) = servers else {
@@ -118,6 +135,15 @@ impl Launcher for AppLauncher {
             .map(|_| ())
             .map_err(|e| format!("{servers} not reachable: {e}"));
         vec![("kafka".to_string(), outcome)]
+    }
+
+    fn use_kafka(&self, bootstrap_servers: &str) {
+        if let Ok(mut kafka) = self.kafka.lock() {
+            kafka.client.remove("bootstrap_servers");
+            kafka
+                .client
+                .insert("bootstrap.servers".into(), bootstrap_servers.to_string());
+        }
     }
 }
 
@@ -138,14 +164,15 @@ mod tests {
         )
         .unwrap();
         let launcher = AppLauncher::new(&config);
-        let client = &launcher.kafka.client;
+        let kafka = launcher.kafka_defaults();
+        let client = &kafka.client;
         assert_eq!(client["compression_type"], "snappy");
         assert_eq!(client["compression.level"], "6");
         assert_eq!(client["max.in.flight.requests.per.connection"], "5");
         assert_eq!(client["queue.buffering.max.kbytes"], "1024");
         assert_eq!(client["linger_ms"], "100");
-        assert_eq!(launcher.kafka.batch_timeout, Duration::from_millis(200));
+        assert_eq!(kafka.batch_timeout, Duration::from_millis(200));
         assert_eq!(launcher.batch_size, 100_000);
-        assert_eq!(launcher.kafka.table_load_timeout, Duration::from_secs(120));
+        assert_eq!(kafka.table_load_timeout, Duration::from_secs(120));
     }
 }

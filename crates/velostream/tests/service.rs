@@ -494,3 +494,68 @@ fn ready_names_an_unreachable_kafka_cluster() {
     let (_, text) = request(metrics, "GET", "/metrics", "");
     assert!(text.contains("kafka_broker_availability 0"), "{text}");
 }
+
+#[test]
+fn active_passive_regions_fail_over_to_the_secondary_cluster() {
+    use velostream_connectors::kafka::admin;
+    let brokers = std::env::var("KAFKA_BROKERS").expect(
+        "KAFKA_BROKERS must name a broker: run scripts/test.sh, or scripts/kafka-broker.sh start",
+    );
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let topic = format!("failover-{nanos}");
+    admin::create_topic(&brokers, &topic, 1).unwrap();
+    let mut producer = rdkafka::ClientConfig::new();
+    producer.set("bootstrap.servers", &brokers);
+    let payloads: Vec<String> = (0..100).map(|i| format!("{{\"id\": {i}}}")).collect();
+    admin::produce(
+        &producer,
+        &topic,
+        payloads.iter().map(|p| (None, p.as_bytes(), None)),
+    )
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (health, metrics) = (free_port(), free_port());
+    let app = dir.path().join("copy.sql");
+    std::fs::write(
+        &app,
+        format!(
+            "CREATE STREAM events (id BIGINT) WITH ('events.type' = 'kafka_source', 'events.topic' = '{topic}',
+                'events.group.id' = 'failover-{nanos}', 'events.bounded' = 'true');
+             CREATE STREAM copied AS SELECT id FROM events WITH ('copied.type' = 'null');"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("regions.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "velostream:\n  timeouts:\n    connection_timeout: 1s\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  state_dir: {}\n  applications:\n    - {}\nregions:\n  primary:\n    name: east\n    endpoints:\n      kafka: 127.0.0.1:1\n  secondary:\n    name: west\n    endpoints:\n      kafka: {brokers}\n  failover:\n    strategy: active-passive\n    health_check_interval: 1s\n    failover_threshold: 2\n",
+            dir.path().join("state").display(),
+            app.display()
+        ),
+    )
+    .unwrap();
+    let _service = start(&[config], dir.path());
+    wait_for(health, "/health", 200, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, body) = request(health, "GET", "/jobs/copy", "");
+        if body.contains(r#""records_in":100"#) && body.contains(r#""state":"finished""#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never read through the secondary: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for(health, "/ready", 200, Duration::from_secs(10));
+    let (_, text) = request(metrics, "GET", "/metrics", "");
+    assert!(text.contains("kafka_broker_availability 1"), "{text}");
+    let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
+    assert!(log.contains("failing over to region west"), "{log}");
+}
