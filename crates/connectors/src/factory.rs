@@ -20,9 +20,10 @@ use crate::format::infer::{infer_schema, SAMPLE_RECORDS};
 use crate::format::RecordFormat;
 use crate::kafka::{self, KafkaDefaults};
 use crate::memory::NullSink;
+use crate::nexmark::{self, NexmarkConfig, NexmarkSource};
 
 /// Connector types that are part of the product but not in this build yet.
-const PLANNED: &[&str] = &["postgres_source", "postgres_sink", "nexmark"];
+const PLANNED: &[&str] = &["postgres_source", "postgres_sink"];
 
 const FILE_SOURCE_KEYS: &[&str] = &["type", "path", "format", "delimiter"];
 const STDIN_KEYS: &[&str] = &["type", "format", "delimiter"];
@@ -113,6 +114,14 @@ impl Connectors {
                 kafka::ReadMode::Group,
                 metrics,
             );
+        }
+        if kind == "nexmark" {
+            let config = NexmarkConfig::from_properties(&binding.name, props).map_err(err)?;
+            return Ok(Box::new(NexmarkSource::new(
+                config,
+                projected,
+                self.batch_size,
+            )));
         }
         let format = RecordFormat::from_properties(props).map_err(err)?;
         let decoder =
@@ -236,6 +245,11 @@ impl SourceResolver for Connectors {
         if kind == "kafka_source" {
             return kafka::infer_source_schema(name, props, &self.kafka);
         }
+        if kind == "nexmark" {
+            return Ok(nexmark::schema(
+                NexmarkConfig::from_properties(name, props)?.kind,
+            ));
+        }
         let format = RecordFormat::from_properties(props)?;
         match kind {
             "file_source" => {
@@ -269,7 +283,7 @@ fn unavailable(kind: &str, role: &str) -> String {
         format!("connector type '{kind}' is not available in this build yet")
     } else {
         let known = if role == "source" {
-            "file_source, stdin, kafka_source"
+            "file_source, stdin, kafka_source, nexmark"
         } else {
             "file_sink, stdout, null, kafka_sink"
         };

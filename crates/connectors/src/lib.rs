@@ -4,6 +4,7 @@
 //!   results, inferring schemas from samples.
 //! - [`file`]: line framing for files and standard input, and byte sinks.
 //! - [`kafka`]: Kafka sources and sinks (librdkafka).
+//! - [`nexmark`]: the Nexmark benchmark's event generator as a source.
 //! - [`memory`]: streams between statements of one application.
 //! - [`factory`]: builds all of the above from statement properties.
 
@@ -13,6 +14,7 @@ pub mod file;
 pub mod format;
 pub mod kafka;
 pub mod memory;
+pub mod nexmark;
 
 pub use factory::Connectors;
 pub use format::RecordFormat;

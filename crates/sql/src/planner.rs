@@ -267,7 +267,9 @@ impl<'a> ApplicationPlanner<'a> {
                 return Err(SqlError::new(format!("source '{name}' is declared without a connector"), decl.location)
                     .with_hint(format!("add WITH ('type' = 'file_source', 'path' = '...') to the declaration of {name}")));
             }
-            (SourceOrigin::External, properties, Some(schema.clone()))
+            // a declaration without columns leaves them to the connector
+            let schema = (!schema.fields().is_empty()).then(|| schema.clone());
+            (SourceOrigin::External, properties, schema)
         } else if let Some((index, schema)) = self.outputs.get(name) {
             (SourceOrigin::Statement(*index), own, Some(schema.clone()))
         } else if own.contains_key("type") {
@@ -290,6 +292,13 @@ impl<'a> ApplicationPlanner<'a> {
             SqlError::new(format!("source '{name}': {e}"), at)
         })?;
         properties.retain(|k, _| !EVENT_TIME_KEYS.contains(&k.as_str()));
+        let mut event_time = event_time;
+        if event_time.field.is_none()
+            && properties.get("type").map(String::as_str) == Some("nexmark")
+        {
+            // the generator's records carry their event time
+            event_time.field = Some("datetime".into());
+        }
 
         let declared = schema.is_some();
         let schema = match schema {

@@ -122,6 +122,11 @@ pub fn parse_statement(index: usize, raw: StatementTokens) -> Result<ParsedState
             let end = matching_paren(&tokens, pos + 1).ok_or_else(|| unclosed(&tokens[pos + 1]))?;
             stmt.properties = Properties::parse(&tokens[pos + 2..end - 1])?;
             pos = end;
+            if pos >= tokens.len() {
+                // `CREATE STREAM s WITH (...)`: a source whose connector knows its columns
+                stmt.kind = StatementKind::SourceDeclaration;
+                return Ok(stmt);
+            }
         }
         if !is_word(tok(&tokens, pos), "AS") {
             return Err(SqlError::new(

@@ -8,5 +8,6 @@ pub mod bench_kafka;
 pub mod conformance;
 pub mod kafka_tools;
 pub mod launcher;
+pub mod nexmark;
 pub mod preflight;
 pub mod progress;

@@ -11,7 +11,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use velostream::app::{run_jobs, AppError, Application, RunOptions};
 use velostream::conformance::{find_specs, run_spec_file};
 use velostream::progress::{human, Progress};
-use velostream::{bench, bench_kafka, kafka_tools};
+use velostream::{bench, bench_kafka, kafka_tools, nexmark};
 use velostream_connectors::kafka::KafkaDefaults;
 use velostream_sql::PropertyOverrides;
 
@@ -107,6 +107,9 @@ enum Command {
         #[arg(long, default_value = "http://localhost:9090/metrics")]
         metrics_url: String,
     },
+    /// The Nexmark event generator
+    #[command(subcommand)]
+    Nexmark(NexmarkCommand),
     /// The long-running service (configured by --config)
     Server {
         #[arg(long, value_name = "FILE")]
@@ -126,7 +129,38 @@ struct BenchRun {
 }
 
 #[derive(Subcommand)]
+enum NexmarkCommand {
+    /// Write N generated events as person.jsonl, auction.jsonl and bid.jsonl
+    Generate {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value = "nexmark-data")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Events per second of event time
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
+    /// Nexmark queries (benches/nexmark/*.sql) over the generator and JSON files
+    Nexmark {
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Comma-separated query names
+        #[arg(long, default_value = "q0,q1,q2,q3,q5,q7,q8")]
+        queries: String,
+        #[arg(long, default_value = "benches/nexmark")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        /// Only the in-process generator (no JSON files)
+        #[arg(long)]
+        generator_only: bool,
+    },
     /// Kafka -> filter + projection -> Kafka vs a plain librdkafka consume
     Kafka {
         #[arg(long, default_value_t = 1_000_000)]
@@ -211,6 +245,34 @@ fn main() -> ExitCode {
         })
         .map(|report| println!("{report}"))
         .map_err(Failure::Runtime),
+        Some(Command::Bench(BenchCommand::Nexmark {
+            events,
+            queries,
+            dir,
+            batch_size,
+            generator_only,
+        })) => nexmark::bench(nexmark::NexmarkBench {
+            queries_dir: dir,
+            queries: queries.split(',').map(|q| q.trim().to_string()).collect(),
+            events,
+            batch_size,
+            files: !generator_only,
+        })
+        .map(|report| println!("{report}"))
+        .map_err(Failure::Runtime),
+        Some(Command::Nexmark(NexmarkCommand::Generate {
+            events,
+            out,
+            seed,
+            rate,
+        })) => nexmark::generate(&out, events, seed, rate)
+            .map(|[p, a, b]| {
+                eprintln!(
+                    "wrote {p} persons, {a} auctions, {b} bids to {}",
+                    out.display()
+                )
+            })
+            .map_err(|e| Failure::Runtime(e.to_string())),
         Some(Command::Bench(which)) => bench::run_suite(bench_suite(which))
             .map(|report| println!("{report}"))
             .map_err(Failure::Runtime),
@@ -336,7 +398,9 @@ fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
                 run,
             )
         },
-        BenchCommand::Kafka { .. } => unreachable!("bench kafka is dispatched before file suites"),
+        BenchCommand::Kafka { .. } | BenchCommand::Nexmark { .. } => {
+            unreachable!("bench kafka and nexmark are dispatched before the file suites")
+        }
         BenchCommand::Interval { records, keys, run } => bench::Suite {
             second_stream: true,
             ..suite(

@@ -55,6 +55,7 @@ spec_tests! {
     row_functions => "row_functions.yaml",
     windows_more => "windows_more.yaml",
     joins => "joins.yaml",
+    nexmark => "nexmark.yaml",
 }
 
 #[test]

@@ -88,6 +88,8 @@ pub struct LookupJoinOperator {
     /// A table still being read: its source, the operators above its scan,
     /// and the schema they produce.
     feed: Option<(Box<dyn Source>, Pipeline, SchemaRef)>,
+    /// Stream batches waiting for a bounded table to be read to its end.
+    held: Vec<RecordBatch>,
 }
 
 impl LookupJoinOperator {
@@ -129,6 +131,7 @@ impl LookupJoinOperator {
             keep_unmatched,
             schema,
             feed,
+            held: Vec::new(),
         };
         op.apply(rows)?;
         Ok(op)
@@ -214,11 +217,11 @@ impl LookupJoinOperator {
 
     /// Applies what the table's source has: all of it when the source is
     /// bounded (it is then done), else every update available now.
-    fn pull_table(&mut self) -> Result<()> {
+    fn pull_table(&mut self, wait_for_end: bool) -> Result<()> {
         let Some((source, pipeline, schema)) = self.feed.as_mut() else {
             return Ok(());
         };
-        let bounded = source.is_bounded();
+        let bounded = source.is_bounded() && wait_for_end;
         let schema = schema.clone();
         let mut rows = Vec::new();
         let mut deletes = Vec::new();
@@ -289,7 +292,49 @@ impl Operator for LookupJoinOperator {
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
-        self.pull_table()?;
+        self.pull_table(false)?;
+        if self.waits_for_table() {
+            // the table is still being read: records wait for the whole of it
+            // (reading it to its end here could deadlock with the stream
+            // when both come from the same upstream statement)
+            self.held.push(batch);
+            return Ok(());
+        }
+        for held in std::mem::take(&mut self.held) {
+            self.probe(held, out)?;
+        }
+        self.probe(batch, out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        // the stream has ended: read a bounded table to its end, then
+        // join the records that waited for it
+        if self.waits_for_table() {
+            self.pull_table(true)?;
+        }
+        for held in std::mem::take(&mut self.held) {
+            self.probe(held, out)?;
+        }
+        Ok(())
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            windows: 0,
+            keys: self.index.len(),
+            rows: self.table.num_rows() + self.held.iter().map(|b| b.num_rows()).sum::<usize>(),
+        }
+    }
+}
+
+impl LookupJoinOperator {
+    /// True while a bounded table is still being read.
+    fn waits_for_table(&self) -> bool {
+        self.feed.as_ref().is_some_and(|(s, _, _)| s.is_bounded())
+    }
+
+    /// Joins `batch` with the table as it is now.
+    fn probe(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let (mut left, mut right): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
         if let Some(converter) = &self.converter {
             let keys = cast_keys(evaluate_all(&self.stream_keys, &batch)?, &self.key_types)?;
@@ -335,21 +380,5 @@ impl Operator for LookupJoinOperator {
             out,
         )?;
         Ok(())
-    }
-
-    fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<()> {
-        // a bounded table stream that no record looked at still runs to its end
-        if self.feed.as_ref().is_some_and(|(s, _, _)| s.is_bounded()) {
-            self.pull_table()?;
-        }
-        Ok(())
-    }
-
-    fn state_size(&self) -> StateSize {
-        StateSize {
-            windows: 0,
-            keys: self.index.len(),
-            rows: self.table.num_rows(),
-        }
     }
 }
