@@ -2,19 +2,23 @@
 //! jobs with the settings of the configuration.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use velostream_connectors::kafka::KafkaDefaults;
 use velostream_engine::Job;
 use velostream_server::config::ServiceConfig;
 use velostream_server::supervisor::Launcher;
-use velostream_sql::PropertyOverrides;
+use velostream_sql::{PropertyOverrides, StatementKind};
 
 use crate::app::{Application, RunOptions};
 
 /// Builds applications' jobs with the service's batch size and Kafka settings.
 pub struct AppLauncher {
     batch_size: usize,
+    /// How long an ad-hoc query (a bare SELECT) may run.
+    query_timeout: Option<Duration>,
     /// Behind a lock: a region failover changes the bootstrap servers.
     kafka: std::sync::Mutex<KafkaDefaults>,
     connection_timeout: Duration,
@@ -83,6 +87,7 @@ impl AppLauncher {
             kafka.client.insert("bootstrap.servers".into(), servers);
         }
         Self {
+            query_timeout: config.velostream.timeouts.query_timeout.map(|d| d.0),
             batch_size: p.batch_size.unwrap_or(1000).max(1),
             kafka: std::sync::Mutex::new(kafka),
             connection_timeout: config
@@ -93,6 +98,22 @@ impl AppLauncher {
                 .unwrap_or(Duration::from_secs(10)),
         }
     }
+}
+
+/// Cancels job `name` (at its next batch boundary) once `limit` has passed.
+fn stop_after(name: String, cancel: Arc<AtomicBool>, limit: Duration) {
+    let _ = std::thread::Builder::new()
+        .name(format!("timeout-{name}"))
+        .spawn(move || {
+            std::thread::sleep(limit);
+            if !cancel.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    component = "service",
+                    error_type = "query_timeout",
+                    "query {name} stopped after {limit:?} (timeouts.query_timeout)"
+                );
+            }
+        });
 }
 
 impl AppLauncher {
@@ -111,7 +132,16 @@ impl Launcher for AppLauncher {
         };
         let app = Application::load(path, &options).map_err(|e| e.to_string())?;
         app.check().map_err(|e| e.to_string())?;
-        app.build_jobs().map_err(|e| e.to_string())
+        let jobs = app.build_jobs().map_err(|e| e.to_string())?;
+        if let Some(limit) = self.query_timeout {
+            // ad-hoc queries (a bare SELECT) end after `timeouts.query_timeout`
+            for (job, plan) in jobs.iter().zip(&app.plans) {
+                if plan.kind == StatementKind::Select {
+                    stop_after(job.name.clone(), job.cancel_handle(), limit);
+                }
+            }
+        }
+        Ok(jobs)
     }
 
     /// The configured Kafka cluster answers a metadata request.

@@ -559,3 +559,49 @@ fn active_passive_regions_fail_over_to_the_secondary_cluster() {
     let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
     assert!(log.contains("failing over to region west"), "{log}");
 }
+
+#[test]
+fn an_ad_hoc_query_ends_after_the_query_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (health, metrics) = (free_port(), free_port());
+    let app = dir.path().join("peek.sql");
+    // an endless source, paced: only the timeout ends this query
+    std::fs::write(
+        &app,
+        "SELECT auction, price FROM bid WITH ('bid.type' = 'nexmark', 'bid.throttle' = 'true', 'bid.rate' = '1000');",
+    )
+    .unwrap();
+    let config = dir.path().join("timeout.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "velostream:\n  timeouts:\n    query_timeout: 1s\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  state_dir: {}\n  applications:\n    - {}\n",
+            dir.path().join("state").display(),
+            app.display()
+        ),
+    )
+    .unwrap();
+    let _service = start(&[config], dir.path());
+    wait_for(health, "/health", 200, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = request(health, "GET", "/jobs/peek", "");
+        if body.contains(r#""state":"finished""#) {
+            assert!(
+                !body.contains(r#""records_in":0"#),
+                "it ran before it was stopped: {body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the query was not stopped: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
+    assert!(
+        log.contains("stopped after 1s (timeouts.query_timeout)"),
+        "{log}"
+    );
+}
