@@ -112,19 +112,55 @@ fn provider(ciphers: &[String]) -> Result<CryptoProvider, String> {
     Ok(provider)
 }
 
-/// A TCP listener whose connections are TLS; failed handshakes are
-/// dropped (and logged) without disturbing other connections.
+/// A TCP listener whose connections are TLS. Handshakes run concurrently
+/// in their own tasks, so a slow or stalled client delays nobody else;
+/// failed handshakes are dropped and logged.
 pub struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
+    local: io::Result<std::net::SocketAddr>,
 }
 
 impl TlsListener {
+    /// Starts accepting on `tcp` (inside a tokio runtime).
     pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> Self {
-        Self {
-            tcp,
-            acceptor: TlsAcceptor::from(config),
-        }
+        let local = tcp.local_addr();
+        let acceptor = TlsAcceptor::from(config);
+        let (done, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, addr) = match tcp.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(
+                            component = "tls",
+                            error_type = "accept",
+                            "accepting a connection: {e}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, done) = (acceptor.clone(), done.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = done.send((tls, addr)).await;
+                        }
+                        Ok(Err(e)) => tracing::warn!(
+                            component = "tls",
+                            error_type = "handshake",
+                            "TLS handshake with {addr} failed: {e}"
+                        ),
+                        Err(_) => tracing::warn!(
+                            component = "tls",
+                            error_type = "handshake",
+                            "TLS handshake with {addr} timed out"
+                        ),
+                    }
+                });
+            }
+        });
+        Self { ready, local }
     }
 }
 
@@ -133,36 +169,17 @@ impl axum::serve::Listener for TlsListener {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, addr) = match self.tcp.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(
-                        component = "tls",
-                        error_type = "accept",
-                        "accepting a connection: {e}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => tracing::warn!(
-                    component = "tls",
-                    error_type = "handshake",
-                    "TLS handshake with {addr} failed: {e}"
-                ),
-                Err(_) => tracing::warn!(
-                    component = "tls",
-                    error_type = "handshake",
-                    "TLS handshake with {addr} timed out"
-                ),
-            }
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // the accepting task ended with the runtime: nothing comes any more
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        match &self.local {
+            Ok(a) => Ok(*a),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
     }
 }

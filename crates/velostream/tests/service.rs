@@ -377,6 +377,15 @@ fn mutual_tls_refuses_clients_without_a_certificate() {
         ok.starts_with("HTTP/1.1 200") && ok.contains(r#"{"status":"ok"}"#),
         "{ok}"
     );
+    // a client that connects and never says anything delays nobody
+    let _stalled = TcpStream::connect(("127.0.0.1", health)).unwrap();
+    let started = Instant::now();
+    let again = tls_get(health, "/health", &ca, Some((&client_cert, &client_key))).unwrap();
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a stalled handshake held up the port"
+    );
     let scraped = tls_get(metrics, "/metrics", &ca, Some((&client_cert, &client_key))).unwrap();
     assert!(
         scraped.contains("# TYPE process_cpu_seconds_total counter"),
