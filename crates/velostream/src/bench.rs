@@ -227,12 +227,7 @@ pub fn run_suite(suite: Suite) -> Result<String, String> {
     for m in &rows {
         report.push_str(&m.table_row(baseline));
     }
-    if let Some(peak) = peak_rss_bytes() {
-        report.push_str(&format!(
-            "\npeak RSS of the whole run: {:.0} MB\n",
-            peak as f64 / 1e6
-        ));
-    }
+    report.push_str(&peak_rss_line());
     Ok(report)
 }
 
@@ -296,6 +291,13 @@ pub fn generate_accounts(path: &Path, rows: u64) -> std::io::Result<()> {
         )?;
     }
     out.flush()
+}
+
+/// The report's closing line: peak memory of the whole run (empty where unknown).
+pub fn peak_rss_line() -> String {
+    peak_rss_bytes()
+        .map(|peak| format!("\npeak RSS of the whole run: {:.0} MB\n", peak as f64 / 1e6))
+        .unwrap_or_default()
 }
 
 /// Peak resident set size of this process (`VmHWM`), Linux only.

@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use velostream_connectors::kafka::admin;
 use velostream_sql::PropertyOverrides;
 
-use crate::bench::{generate_trades, measure_app, peak_rss_bytes, Clock, Measurement};
+use crate::bench::{generate_trades, measure_app, peak_rss_line, Clock, Measurement};
 use crate::progress::human;
 
 /// What `bench kafka` runs.
@@ -104,12 +104,7 @@ pub fn run(bench: KafkaBench) -> Result<String, String> {
     for m in [&plain, &pipeline] {
         report.push_str(&m.table_row(baseline));
     }
-    if let Some(peak) = peak_rss_bytes() {
-        report.push_str(&format!(
-            "\npeak RSS of the whole run: {:.0} MB\n",
-            peak as f64 / 1e6
-        ));
-    }
+    report.push_str(&peak_rss_line());
     Ok(report)
 }
 

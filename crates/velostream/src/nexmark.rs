@@ -12,7 +12,7 @@ use velostream_connectors::nexmark::generator::{Generator, Kind};
 use velostream_sql::PropertyOverrides;
 
 use crate::app::{run_jobs, Application, RunOptions};
-use crate::bench::{peak_rss_bytes, Clock, Measurement};
+use crate::bench::{peak_rss_line, Clock, Measurement};
 use crate::progress::human;
 
 /// The streams of the generator.
@@ -143,12 +143,7 @@ pub fn bench(b: NexmarkBench) -> Result<String, String> {
             m.p99_us as f64 / 1000.0
         ));
     }
-    if let Some(peak) = peak_rss_bytes() {
-        report.push_str(&format!(
-            "\npeak RSS of the whole run: {:.0} MB\n",
-            peak as f64 / 1e6
-        ));
-    }
+    report.push_str(&peak_rss_line());
     Ok(report)
 }
 
