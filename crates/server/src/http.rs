@@ -118,14 +118,7 @@ async fn list_jobs(State(s): State<Shared>) -> Json<Value> {
         .supervisor
         .applications()
         .into_iter()
-        .map(|(name, path, status, jobs)| {
-            json!({
-                "name": name,
-                "path": path,
-                "status": status,
-                "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
-            })
-        })
+        .map(|(name, path, status, jobs)| app_json(&name, &path, &status, &jobs))
         .collect();
     Json(json!({ "applications": apps }))
 }
@@ -137,13 +130,9 @@ async fn job_status(State(s): State<Shared>, Path(name): Path<String>) -> Respon
         .into_iter()
         .find(|(app, _, _, jobs)| *app == name || jobs.iter().any(|j| j.name == name));
     match found {
-        Some((app, path, status, jobs)) => Json(json!({
-            "name": app,
-            "path": path,
-            "status": status,
-            "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
-        }))
-        .into_response(),
+        Some((app, path, status, jobs)) => {
+            Json(app_json(&app, &path, &status, &jobs)).into_response()
+        }
         None => error(
             StatusCode::NOT_FOUND,
             &format!("no application or job named '{name}'"),
@@ -222,6 +211,16 @@ async fn metrics(State(s): State<Shared>) -> Response {
         s.metrics.render(&jobs),
     )
         .into_response()
+}
+
+/// An application with its status and jobs, as `/jobs` shows it.
+fn app_json(name: &str, path: &std::path::Path, status: &AppStatus, jobs: &[JobView]) -> Value {
+    json!({
+        "name": name,
+        "path": path,
+        "status": status,
+        "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
+    })
 }
 
 fn job_json(j: &JobView) -> Value {

@@ -71,6 +71,17 @@ struct App {
     thread: Option<JoinHandle<()>>,
 }
 
+impl App {
+    /// Asks the application's supervision and its jobs to stop (at their
+    /// next batch boundary: results flushed, positions committed).
+    fn signal_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for job in self.jobs.lock().map(|j| j.clone()).unwrap_or_default() {
+            job.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 pub struct Supervisor {
     launcher: Arc<dyn Launcher>,
     metrics: Arc<ServiceMetrics>,
@@ -151,10 +162,7 @@ impl Supervisor {
             let app = apps
                 .get_mut(name)
                 .ok_or_else(|| format!("no application named '{name}'"))?;
-            app.stop.store(true, Ordering::Relaxed);
-            for job in app.jobs.lock().map(|j| j.clone()).unwrap_or_default() {
-                job.cancel.store(true, Ordering::Relaxed);
-            }
+            app.signal_stop();
             app.thread.take()
         };
         if let Some(thread) = thread {
@@ -167,21 +175,15 @@ impl Supervisor {
     /// sinks flush, offsets commit.
     pub fn drain(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
+        // every application starts stopping at once; then each is awaited
         let names: Vec<String> = self
             .apps
             .lock()
-            .map(|a| a.keys().cloned().collect())
+            .map(|apps| {
+                apps.values().for_each(App::signal_stop);
+                apps.keys().cloned().collect()
+            })
             .unwrap_or_default();
-        for name in &names {
-            if let Ok(apps) = self.apps.lock() {
-                if let Some(app) = apps.get(name) {
-                    app.stop.store(true, Ordering::Relaxed);
-                    for job in app.jobs.lock().map(|j| j.clone()).unwrap_or_default() {
-                        job.cancel.store(true, Ordering::Relaxed);
-                    }
-                }
-            }
-        }
         for name in names {
             self.stop(&name, deadline.saturating_duration_since(Instant::now()))?;
         }

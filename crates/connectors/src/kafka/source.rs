@@ -105,6 +105,8 @@ pub struct KafkaSource {
     chunk: Vec<u8>,
     /// Raw payloads (for the `string` and `bytes` formats).
     raw: Vec<Option<Vec<u8>>>,
+    /// The projected `value` column of the `string` and `bytes` formats.
+    raw_schema: SchemaRef,
     columns: MessageColumns,
     pending: VecDeque<RecordBatch>,
     /// Partitions of the topic (from its metadata at start).
@@ -157,6 +159,14 @@ impl KafkaSource {
                     .map_err(|e| EngineError::connector(&name, e))?;
             }
         }
+        let raw_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            schema
+                .fields()
+                .iter()
+                .filter(|f| f.name() == "value")
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
         Ok(Self {
             columns: MessageColumns::for_schema(&schema, key_field.as_deref()),
             name,
@@ -170,6 +180,7 @@ impl KafkaSource {
             progress,
             chunk: Vec::new(),
             raw: Vec::new(),
+            raw_schema,
             pending: VecDeque::new(),
             end: None,
             ends: false,
@@ -277,7 +288,6 @@ impl KafkaSource {
 
     /// The payload columns of the messages just read, and which messages they are.
     fn decode(&mut self) -> Result<Option<(RecordBatch, Option<Vec<u32>>)>> {
-        let payload_schema = self.payload_schema();
         match self.format {
             KafkaFormat::String | KafkaFormat::Bytes => {
                 let values: ArrayRef = match self.format {
@@ -289,12 +299,12 @@ impl KafkaSource {
                     ),
                     _ => bytes_column(&self.raw),
                 };
-                let columns = match payload_schema.index_of("value") {
+                let columns = match self.raw_schema.index_of("value") {
                     Ok(_) => vec![values],
                     Err(_) => vec![],
                 };
                 let batch = RecordBatch::try_new_with_options(
-                    payload_schema,
+                    self.raw_schema.clone(),
                     columns,
                     &datafusion::arrow::array::RecordBatchOptions::new()
                         .with_row_count(Some(self.raw.len())),
@@ -316,21 +326,6 @@ impl KafkaSource {
                 let batch = concat_batches(&decoder.schema(), out.iter())?;
                 Ok(Some((batch, kept)))
             }
-        }
-    }
-
-    /// The projected columns that come from the payload.
-    fn payload_schema(&self) -> SchemaRef {
-        match &self.decoder {
-            Some(d) => d.schema(),
-            None => Arc::new(datafusion::arrow::datatypes::Schema::new(
-                self.schema
-                    .fields()
-                    .iter()
-                    .filter(|f| f.name() == "value")
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            )),
         }
     }
 }

@@ -134,6 +134,9 @@ pub struct NexmarkSource {
     config: NexmarkConfig,
     /// The projected columns.
     schema: SchemaRef,
+    /// Each projected column's position in the stream's full schema, found
+    /// once so that records are filled without comparing names.
+    slots: Vec<usize>,
     next_event: u64,
     batch_size: usize,
     started: Instant,
@@ -141,9 +144,16 @@ pub struct NexmarkSource {
 
 impl NexmarkSource {
     pub fn new(config: NexmarkConfig, schema: SchemaRef, batch_size: usize) -> Self {
+        let full = self::schema(config.kind);
+        let slots = schema
+            .fields()
+            .iter()
+            .map(|f| full.index_of(f.name()).unwrap_or(usize::MAX))
+            .collect();
         Self {
             config,
             schema,
+            slots,
             next_event: 0,
             batch_size,
             started: Instant::now(),
@@ -221,12 +231,7 @@ impl Source for NexmarkSource {
             std::thread::sleep(Duration::from_millis(5));
             return Ok(SourceEvent::Idle);
         }
-        let names: Vec<String> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let slots = &self.slots;
         let mut columns: Vec<Column> = self.schema.fields().iter().map(|f| Column::of(f)).collect();
         let g = self.config.generator;
         let mut rows = 0;
@@ -240,46 +245,49 @@ impl Source for NexmarkSource {
             match self.config.kind {
                 Kind::Person => {
                     let p = g.person(n);
-                    for (c, name) in columns.iter_mut().zip(&names) {
-                        match name.as_str() {
-                            "id" => c.int(p.id),
-                            "name" => c.text(&p.name),
-                            "emailaddress" => c.text(&p.email_address),
-                            "creditcard" => c.text(&p.credit_card),
-                            "city" => c.text(p.city),
-                            "state" => c.text(p.state),
-                            "datetime" => c.int(p.date_time),
+                    // slots follow `schema(Kind::Person)`
+                    for (c, slot) in columns.iter_mut().zip(slots) {
+                        match slot {
+                            0 => c.int(p.id),
+                            1 => c.text(&p.name),
+                            2 => c.text(&p.email_address),
+                            3 => c.text(&p.credit_card),
+                            4 => c.text(p.city),
+                            5 => c.text(p.state),
+                            6 => c.int(p.date_time),
                             _ => c.text(""),
                         }
                     }
                 }
                 Kind::Auction => {
                     let a = g.auction(n);
-                    for (c, name) in columns.iter_mut().zip(&names) {
-                        match name.as_str() {
-                            "id" => c.int(a.id),
-                            "itemname" => c.text(&a.item_name),
-                            "description" => c.text(&a.description),
-                            "initialbid" => c.int(a.initial_bid),
-                            "reserve" => c.int(a.reserve),
-                            "datetime" => c.int(a.date_time),
-                            "expires" => c.int(a.expires),
-                            "seller" => c.int(a.seller),
-                            "category" => c.int(a.category),
+                    // slots follow `schema(Kind::Auction)`
+                    for (c, slot) in columns.iter_mut().zip(slots) {
+                        match slot {
+                            0 => c.int(a.id),
+                            1 => c.text(&a.item_name),
+                            2 => c.text(&a.description),
+                            3 => c.int(a.initial_bid),
+                            4 => c.int(a.reserve),
+                            5 => c.int(a.date_time),
+                            6 => c.int(a.expires),
+                            7 => c.int(a.seller),
+                            8 => c.int(a.category),
                             _ => c.text(""),
                         }
                     }
                 }
                 Kind::Bid => {
                     let b = g.bid(n);
-                    for (c, name) in columns.iter_mut().zip(&names) {
-                        match name.as_str() {
-                            "auction" => c.int(b.auction),
-                            "bidder" => c.int(b.bidder),
-                            "price" => c.int(b.price),
-                            "channel" => c.text(&b.channel),
-                            "url" => c.text(&b.url),
-                            "datetime" => c.int(b.date_time),
+                    // slots follow `schema(Kind::Bid)`
+                    for (c, slot) in columns.iter_mut().zip(slots) {
+                        match slot {
+                            0 => c.int(b.auction),
+                            1 => c.int(b.bidder),
+                            2 => c.int(b.price),
+                            3 => c.text(&b.channel),
+                            4 => c.text(&b.url),
+                            5 => c.int(b.date_time),
                             _ => c.text(""),
                         }
                     }

@@ -224,7 +224,7 @@ impl LookupJoinOperator {
         let bounded = source.is_bounded() && wait_for_end;
         let schema = schema.clone();
         let mut rows = Vec::new();
-        let mut deletes = Vec::new();
+        let mut changes = Vec::new();
         let mut ended = false;
         loop {
             let event = match bounded {
@@ -238,9 +238,9 @@ impl LookupJoinOperator {
                     if !rows.is_empty() {
                         let applied = concat_batches(&schema, &rows)?;
                         rows.clear();
-                        deletes.push(Change::Upsert(applied));
+                        changes.push(Change::Upsert(applied));
                     }
-                    deletes.push(Change::Delete(keys));
+                    changes.push(Change::Delete(keys));
                 }
                 SourceEvent::Idle if bounded => {}
                 SourceEvent::Idle => break,
@@ -255,9 +255,9 @@ impl LookupJoinOperator {
             self.feed = None;
         }
         if !rows.is_empty() {
-            deletes.push(Change::Upsert(concat_batches(&schema, &rows)?));
+            changes.push(Change::Upsert(concat_batches(&schema, &rows)?));
         }
-        for change in deletes {
+        for change in changes {
             match change {
                 Change::Upsert(rows) => self.apply(rows)?,
                 Change::Delete(keys) => self.delete(&keys)?,
