@@ -15,6 +15,11 @@ velostream_prerequisites() {
     command -v make >/dev/null 2>&1 || missing+=(make)
     command -v perl >/dev/null 2>&1 || missing+=(perl)
     command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+    # checkpoints link the system RocksDB; its Rust bindings are generated with libclang
+    if command -v dpkg >/dev/null 2>&1; then
+        dpkg -s librocksdb-dev >/dev/null 2>&1 || missing+=(librocksdb-dev)
+        dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
         echo "installing ${missing[*]} ..." >&2
         apt-get update -qq && apt-get install -y -qq "${missing[@]}"

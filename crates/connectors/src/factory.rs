@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
 use velostream_sql::{SinkBinding, SourceBinding, SourceResolver};
 
+use crate::file::committed::FileSink;
 use crate::file::reader::LineSource;
 use crate::file::sink::WriterSink;
 use crate::format::decode::BatchDecoder;
@@ -43,6 +44,32 @@ pub struct Connectors {
     stdin_sample: Mutex<Option<Vec<u8>>>,
     /// Kafka client settings from the configuration.
     pub kafka: KafkaDefaults,
+    /// What sinks promise when the job checkpoints.
+    pub guarantee: Guarantee,
+}
+
+/// The delivery guarantee of sinks (`processing.guarantee`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guarantee {
+    /// Every result arrives; after a crash some may arrive twice.
+    #[default]
+    AtLeastOnce,
+    /// Results are published only with the checkpoint that covers them:
+    /// each arrives exactly once (needs checkpoints).
+    ExactlyOnce,
+}
+
+impl std::str::FromStr for Guarantee {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "at_least_once" => Ok(Self::AtLeastOnce),
+            "exactly_once" => Ok(Self::ExactlyOnce),
+            other => Err(format!(
+                "unknown guarantee '{other}': expected at_least_once or exactly_once"
+            )),
+        }
+    }
 }
 
 impl Connectors {
@@ -52,6 +79,7 @@ impl Connectors {
             batch_size: batch_size.max(1),
             stdin_sample: Mutex::new(None),
             kafka: KafkaDefaults::default(),
+            guarantee: Guarantee::default(),
         }
     }
 
@@ -185,6 +213,12 @@ impl Connectors {
         let props = &binding.properties;
         let err = |e: String| EngineError::connector(&binding.name, e);
         if props.get("type").map(String::as_str) == Some("kafka_sink") {
+            if self.guarantee == Guarantee::ExactlyOnce {
+                return Err(EngineError::NotSupported(format!(
+                    "{}: exactly-once delivery to Kafka (transactions) is not available yet; use at_least_once or a file_sink",
+                    binding.name
+                )));
+            }
             return kafka::open_sink(&binding.name, props, key, &self.kafka);
         }
         let format = RecordFormat::from_properties(props).map_err(err)?;
@@ -201,7 +235,12 @@ impl Connectors {
                         )))
                     }
                 };
-                Ok(Box::new(WriterSink::create_file(&path, format, append)?))
+                Ok(Box::new(FileSink::new(
+                    &path,
+                    format,
+                    append,
+                    self.guarantee == Guarantee::ExactlyOnce,
+                )?))
             }
             "stdout" => {
                 check_keys(props, STDOUT_KEYS, "stdout").map_err(err)?;

@@ -16,5 +16,5 @@ pub mod kafka;
 pub mod memory;
 pub mod nexmark;
 
-pub use factory::Connectors;
+pub use factory::{Connectors, Guarantee};
 pub use format::RecordFormat;

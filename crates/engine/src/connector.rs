@@ -50,7 +50,25 @@ pub trait Source: Send {
     fn commit(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Where the source stands after the records returned so far, for a
+    /// checkpoint (Kafka: the next offset per partition; a file: the byte
+    /// offset of its next record). `None`: the source cannot be replayed
+    /// (stdin, another statement's output), so it cannot be checkpointed.
+    fn position(&self) -> Option<Position> {
+        None
+    }
+    /// Continues from a position [`position`](Self::position) returned
+    /// earlier; called before the first poll of a recovering job.
+    fn seek(&mut self, _position: &Position) -> Result<()> {
+        Err(crate::EngineError::NotSupported(
+            "this source cannot resume from a checkpoint".into(),
+        ))
+    }
 }
+
+/// A source's or sink's part of a checkpoint, in the connector's own
+/// terms (kept readable in the checkpoint manifest).
+pub type Position = serde_json::Value;
 
 /// A consumer of result batches.
 pub trait Sink: Send {
@@ -60,6 +78,23 @@ pub trait Sink: Send {
     /// Flushes and releases the destination; called once at the end.
     fn close(&mut self) -> Result<()> {
         self.flush()
+    }
+    /// First phase of a checkpoint: make everything written so far durable
+    /// (or staged) and return what recovery needs to find this point again.
+    fn pre_commit(&mut self) -> Result<Option<Position>> {
+        self.flush()?;
+        Ok(None)
+    }
+    /// Second phase, once the checkpoint holding [`pre_commit`]'s state is
+    /// durable: publish what was staged.
+    fn commit_checkpoint(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// A job restored a checkpoint whose `pre_commit` returned `state`:
+    /// finish its commit if it was cut short and drop anything written
+    /// after it. Called before the first write.
+    fn recover(&mut self, _state: Option<&Position>) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
+use crate::checkpoint::{self, CheckpointSettings, Checkpointer};
 use crate::connector::{Sink, Source, SourceEvent};
 use crate::dead_letter;
-use crate::error::Result;
-use crate::metrics::JobMetrics;
+use crate::error::{EngineError, Result};
+use crate::metrics::{CheckpointReport, JobMetrics};
 use crate::operators::Pipeline;
 
 pub struct Job {
@@ -24,6 +25,7 @@ pub struct Job {
     hold: Arc<Hold>,
     dead_letters: Option<Box<dyn Sink>>,
     commit_interval: Duration,
+    checkpoints: Option<Checkpointer>,
 }
 
 /// Holding a job at a consistent point: `requested` asks for it, `held`
@@ -64,7 +66,29 @@ impl Job {
             hold: Arc::new(Hold::default()),
             dead_letters: None,
             commit_interval: Duration::from_secs(1),
+            checkpoints: None,
         }
+    }
+
+    /// Takes consistent checkpoints as `settings` say and recovers from
+    /// the newest one when the job starts. Fails when the job cannot be
+    /// checkpointed: its source cannot be replayed or an operator's state
+    /// cannot be captured yet.
+    pub fn with_checkpoints(mut self, settings: &CheckpointSettings) -> Result<Self> {
+        if self.source.position().is_none() {
+            return Err(EngineError::NotSupported(format!(
+                "job {}: checkpoints need a source that can be replayed from a position (Kafka, files, nexmark); this one cannot",
+                self.name
+            )));
+        }
+        if let Some(why) = self.pipeline.checkpoint_blocker() {
+            return Err(EngineError::NotSupported(format!(
+                "job {}: {why}",
+                self.name
+            )));
+        }
+        self.checkpoints = Some(Checkpointer::open(&self.name, settings)?);
+        Ok(self)
     }
 
     /// Sends rejected records (malformed, or late under the dead-letter
@@ -96,18 +120,21 @@ impl Job {
     /// groups emitted) and the sink flushed and closed.
     pub fn run(mut self) -> Result<JobSummary> {
         let started = Instant::now();
+        self.recover()?;
         let mut out: Vec<RecordBatch> = Vec::new();
         let mut last_commit = Instant::now();
         if let Some(count) = self.source.partition_count() {
             self.pipeline.declare_source_partitions(count);
         }
         while !self.cancel.load(Ordering::Relaxed) {
-            if last_commit.elapsed() >= self.commit_interval {
-                self.commit()?;
+            let checkpoint_due = self.checkpoints.as_ref().is_some_and(Checkpointer::due);
+            if checkpoint_due || last_commit.elapsed() >= self.commit_interval {
+                self.periodic_commit(checkpoint_due)?;
                 last_commit = Instant::now();
             }
             if self.hold.requested.load(Ordering::Relaxed) {
-                // a consistent point: everything read so far is out and committed
+                // a consistent point: everything read so far is out and
+                // committed (and checkpointed when the job checkpoints)
                 self.commit()?;
                 self.hold.held.store(true, Ordering::Relaxed);
                 while self.hold.requested.load(Ordering::Relaxed)
@@ -164,13 +191,122 @@ impl Job {
         })
     }
 
-    /// Flushes the sinks, then lets the source record what has been consumed.
+    /// Makes everything processed so far safe: with checkpoints, takes
+    /// one; without, flushes the sinks and lets the source record what has
+    /// been consumed.
     fn commit(&mut self) -> Result<()> {
+        if self.checkpoints.is_some() {
+            return self.checkpoint();
+        }
+        self.flush_sinks()?;
+        self.source.commit()
+    }
+
+    /// The commit that runs every `commit_interval`: between checkpoints
+    /// only the sinks are flushed (a source position may be committed only
+    /// once a checkpoint holds it).
+    fn periodic_commit(&mut self, checkpoint_due: bool) -> Result<()> {
+        if self.checkpoints.is_some() && !checkpoint_due {
+            self.flush_sinks()
+        } else {
+            self.commit()
+        }
+    }
+
+    fn flush_sinks(&mut self) -> Result<()> {
         self.sink.flush()?;
         if let Some(sink) = &mut self.dead_letters {
             sink.flush()?;
         }
-        self.source.commit()
+        Ok(())
+    }
+
+    /// Takes a checkpoint at this batch boundary: the sink pre-commits, the
+    /// operator state and source position are written durably, then the
+    /// sink publishes and the source commits.
+    fn checkpoint(&mut self) -> Result<()> {
+        let sink_state = self.sink.pre_commit()?;
+        if let Some(sink) = &mut self.dead_letters {
+            sink.flush()?;
+        }
+        let captured = checkpoint::Captured {
+            operators: checkpoint::capture_operators(&mut self.pipeline)?,
+            source: Some(self.source.position().ok_or_else(|| {
+                EngineError::State(format!(
+                    "job {}: the source could not tell its position for a checkpoint",
+                    self.name
+                ))
+            })?),
+            sink: sink_state,
+            records_in: JobMetrics::get(&self.metrics.records_in),
+        };
+        let Some(checkpoints) = &mut self.checkpoints else {
+            return Ok(());
+        };
+        let taken = checkpoints.write(captured)?;
+        self.sink.commit_checkpoint()?;
+        self.source.commit()?;
+        let duration_ms = taken.duration.as_secs_f64() * 1000.0;
+        if let Ok(mut d) = self.metrics.checkpoint_durations_ms.lock() {
+            if d.len() < 10_000 {
+                d.push(duration_ms);
+            }
+        }
+        self.report_checkpoint(taken.id, duration_ms as u64, taken.bytes, false);
+        tracing::debug!(
+            component = "checkpoint",
+            "job {}: checkpoint {} written ({} bytes, {duration_ms:.1} ms)",
+            self.name,
+            taken.id,
+            taken.bytes
+        );
+        Ok(())
+    }
+
+    fn report_checkpoint(&self, id: u64, duration_ms: u64, bytes: u64, restored: bool) {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if let Ok(mut last) = self.metrics.last_checkpoint.lock() {
+            *last = Some(CheckpointReport {
+                id,
+                at_ms,
+                duration_ms,
+                bytes,
+                restored,
+            });
+        }
+    }
+
+    /// Restores the newest usable checkpoint, if the job checkpoints and
+    /// has one: operator state, source position, sink.
+    fn recover(&mut self) -> Result<()> {
+        let Some(checkpoints) = &mut self.checkpoints else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let Some(recovered) = checkpoints.recover()? else {
+            return self.sink.recover(None);
+        };
+        let id = recovered.manifest.id;
+        let source = recovered.manifest.source.clone();
+        let sink = recovered.manifest.sink.clone();
+        let records = recovered.manifest.records_in;
+        let bytes = recovered.manifest.files.iter().map(|f| f.bytes).sum();
+        checkpoint::restore_operators(&mut self.pipeline, recovered)?;
+        if let Some(position) = &source {
+            self.source.seek(position)?;
+        }
+        self.sink.recover(sink.as_ref())?;
+        let took = started.elapsed();
+        self.report_checkpoint(id, took.as_millis() as u64, bytes, true);
+        tracing::info!(
+            component = "checkpoint",
+            "job {}: restored checkpoint {id} ({records} records read before it, {bytes} bytes of state) in {} ms",
+            self.name,
+            took.as_millis()
+        );
+        Ok(())
     }
 
     /// How often results are flushed and source positions committed.

@@ -6,6 +6,7 @@
 //! from a streaming plan → results go to a [`connector::Sink`].
 
 pub mod build;
+pub mod checkpoint;
 pub mod connector;
 pub mod dead_letter;
 pub mod error;

@@ -36,6 +36,22 @@ pub struct JobMetrics {
     pub batch_latency_us: Mutex<Vec<u32>>,
     /// Records not yet read per (topic, partition), as last seen by a Kafka source.
     pub source_lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// The newest checkpoint the job completed (or restored at start).
+    pub last_checkpoint: Mutex<Option<CheckpointReport>>,
+    /// Durations (ms) of checkpoints not yet taken by the metrics endpoint.
+    pub checkpoint_durations_ms: Mutex<Vec<f64>>,
+}
+
+/// One checkpoint, as the jobs API and logs report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointReport {
+    pub id: u64,
+    /// When it was taken (ms since the Unix epoch).
+    pub at_ms: i64,
+    pub duration_ms: u64,
+    pub bytes: u64,
+    /// True when the job restored it at start rather than taking it.
+    pub restored: bool,
 }
 
 /// How many per-batch latencies are kept.

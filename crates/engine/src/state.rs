@@ -2,10 +2,9 @@
 //!
 //! A stateful operator exposes its state as [`OperatorSnapshot`]: Arrow
 //! record batches (keys plus accumulator intermediate states), so the same
-//! encoding serves an in-memory backend, an on-disk checkpoint (Arrow IPC)
-//! and, later, a key-value store such as RocksDB.
+//! encoding serves both checkpoint backends (Arrow IPC files, RocksDB
+//! values; see [`crate::checkpoint`]).
 
-use std::collections::HashMap;
 use std::io::Cursor;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -13,7 +12,7 @@ use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 
 /// The state of one operator at one point of the stream.
 #[derive(Debug, Clone)]
@@ -49,34 +48,4 @@ pub trait Checkpointable {
     fn snapshot(&mut self) -> Result<OperatorSnapshot>;
     /// Replaces the (empty) state with a snapshot's.
     fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<()>;
-}
-
-/// Where snapshots are kept, by operator id (`<job>/<operator index>`).
-pub trait StateBackend: Send {
-    fn save(&mut self, operator_id: &str, snapshot: &OperatorSnapshot) -> Result<()>;
-    fn load(&self, operator_id: &str) -> Result<Option<OperatorSnapshot>>;
-}
-
-/// Keeps serialized snapshots in memory.
-#[derive(Default)]
-pub struct MemoryStateBackend {
-    snapshots: HashMap<String, Vec<u8>>,
-}
-
-impl StateBackend for MemoryStateBackend {
-    fn save(&mut self, operator_id: &str, snapshot: &OperatorSnapshot) -> Result<()> {
-        self.snapshots
-            .insert(operator_id.to_string(), snapshot.to_bytes()?);
-        Ok(())
-    }
-
-    fn load(&self, operator_id: &str) -> Result<Option<OperatorSnapshot>> {
-        self.snapshots
-            .get(operator_id)
-            .map(|b| {
-                OperatorSnapshot::from_bytes(b)
-                    .map_err(|e| EngineError::State(format!("{operator_id}: {e}")))
-            })
-            .transpose()
-    }
 }

@@ -28,6 +28,11 @@ pub struct WatermarkTracker {
     awaited: Vec<(usize, Instant)>,
     /// The watermark never goes back.
     current: Option<i64>,
+    /// Whether a record has arrived since the tracker was created or
+    /// restored. Waiting and idleness are measured from that first record:
+    /// a source that takes a while to start (joining a consumer group after
+    /// a restart) must not make every partition look idle.
+    delivering: bool,
 }
 
 impl WatermarkTracker {
@@ -38,6 +43,7 @@ impl WatermarkTracker {
             partitions: Vec::new(),
             awaited: Vec::new(),
             current: None,
+            delivering: false,
         }
     }
 
@@ -54,6 +60,19 @@ impl WatermarkTracker {
 
     /// Records that `partition` delivered an event at `event_time_ms`.
     pub fn observe(&mut self, partition: usize, event_time_ms: i64, now: Instant) {
+        if !self.delivering {
+            self.delivering = true;
+            for (_, since) in &mut self.awaited {
+                *since = now;
+            }
+            for p in self.partitions.iter_mut().flatten() {
+                p.last_seen = now;
+            }
+        }
+        self.record(partition, event_time_ms, now);
+    }
+
+    fn record(&mut self, partition: usize, event_time_ms: i64, now: Instant) {
         self.awaited.retain(|(p, _)| *p != partition);
         if self.partitions.len() <= partition {
             self.partitions.resize(partition + 1, None);
@@ -69,6 +88,9 @@ impl WatermarkTracker {
     /// Recomputes the watermark; returns it when it advanced.
     pub fn advance(&mut self, now: Instant) -> Option<i64> {
         let wait = self.idle_timeout.unwrap_or(FIRST_RECORD_WAIT);
+        if !self.delivering && !self.awaited.is_empty() {
+            return None;
+        }
         if self
             .awaited
             .iter()
@@ -106,12 +128,14 @@ impl WatermarkTracker {
         (self.current, partitions)
     }
 
-    /// Restores [`positions`](Self::positions); restored partitions count as just seen.
+    /// Restores [`positions`](Self::positions); restored partitions count
+    /// as seen when the first record after the restore arrives.
     pub fn restore(&mut self, current: Option<i64>, partitions: &[(usize, i64)], now: Instant) {
         self.current = current;
         for &(partition, max) in partitions {
-            self.observe(partition, max, now);
+            self.record(partition, max, now);
         }
+        self.delivering = false;
     }
 
     /// The current watermark, if any event has been seen.
@@ -123,6 +147,40 @@ impl WatermarkTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_for_partitions_starts_with_the_first_record() {
+        let start = Instant::now();
+        let mut w = WatermarkTracker::new(Duration::ZERO, None);
+        w.expect_partitions(2, start);
+        // the source took longer than the wait to deliver anything at all
+        let first = start + FIRST_RECORD_WAIT * 2;
+        w.observe(0, 5_000, first);
+        assert_eq!(
+            w.advance(first),
+            None,
+            "partition 1 has just started to be awaited"
+        );
+        let later = first + FIRST_RECORD_WAIT;
+        assert_eq!(w.advance(later), Some(5_000));
+    }
+
+    #[test]
+    fn a_restored_tracker_measures_idleness_from_the_first_record_after_restore() {
+        let start = Instant::now();
+        let mut w = WatermarkTracker::new(Duration::ZERO, Some(Duration::from_secs(5)));
+        w.restore(Some(1_000), &[(0, 1_000), (1, 9_000)], start);
+        w.expect_partitions(3, start);
+        let first = start + Duration::from_secs(30);
+        w.observe(1, 10_000, first);
+        // partitions 0 and 2 are not idle: nothing was delivered for 30 s
+        assert_eq!(w.advance(first), None);
+        w.observe(2, 2_000, first);
+        // partition 0 (restored at 1,000) still holds it where it was
+        assert_eq!(w.advance(first), None);
+        w.observe(0, 3_000, first);
+        assert_eq!(w.advance(first), Some(2_000));
+    }
 
     #[test]
     fn minimum_over_partitions_minus_the_bound() {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use common::{run, text};
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use velostream_engine::state::{MemoryStateBackend, StateBackend};
 use velostream_engine::PipelineBuilder;
 use velostream_sql::StreamingPlan;
 
@@ -59,26 +58,11 @@ fn restored_aggregate_matches_uninterrupted_run() {
         run(&mut before, vec![first_half()], false).is_empty(),
         "EMIT FINAL emits nothing before the end"
     );
-    let mut backend = MemoryStateBackend::default();
-    for (i, op) in before.operators_mut().iter_mut().enumerate() {
-        if let Some(state) = op.state() {
-            backend
-                .save(&format!("job/{i}"), &state.snapshot().unwrap())
-                .unwrap();
-        }
-    }
+    let saved = common::snapshot_all(&mut before);
     drop(before);
 
     let mut after = builder.build(&plan, true, Default::default()).unwrap();
-    let mut restored = 0;
-    for (i, op) in after.operators_mut().iter_mut().enumerate() {
-        if let Some(state) = op.state() {
-            state
-                .restore(backend.load(&format!("job/{i}")).unwrap().unwrap())
-                .unwrap();
-            restored += 1;
-        }
-    }
+    let restored = common::restore_all(&mut after, &saved);
     assert_eq!(restored, 1);
     let actual = run(&mut after, vec![second_half()], true);
 

@@ -10,7 +10,8 @@ use std::thread;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use velostream_connectors::memory::{stream_channel, ChannelSource, LatestPerKeySource};
-use velostream_connectors::Connectors;
+use velostream_connectors::{Connectors, Guarantee};
+use velostream_engine::checkpoint::CheckpointSettings;
 use velostream_engine::connector::{TableData, TableLoader};
 use velostream_engine::{
     EngineError, Job, JobMetrics, JobSummary, PipelineBuilder, Sink, Source, SourceEvent,
@@ -45,6 +46,10 @@ pub struct RunOptions {
     pub overrides: PropertyOverrides,
     /// Kafka client settings from the configuration (`velostream.kafka`).
     pub kafka: KafkaDefaults,
+    /// Checkpoint every job this way (`None`: no checkpoints).
+    pub checkpoints: Option<CheckpointSettings>,
+    /// What sinks promise across crashes.
+    pub guarantee: Guarantee,
 }
 
 impl Default for RunOptions {
@@ -53,6 +58,8 @@ impl Default for RunOptions {
             batch_size: 1000,
             overrides: PropertyOverrides::new(),
             kafka: KafkaDefaults::default(),
+            checkpoints: None,
+            guarantee: Guarantee::AtLeastOnce,
         }
     }
 }
@@ -62,6 +69,7 @@ pub struct Application {
     pub path: PathBuf,
     pub plans: Vec<StreamingPlan>,
     connectors: Arc<Connectors>,
+    checkpoints: Option<CheckpointSettings>,
 }
 
 impl Application {
@@ -88,6 +96,7 @@ impl Application {
         };
         let mut connectors = Connectors::new(base_dir, options.batch_size);
         connectors.kafka = options.kafka.clone();
+        connectors.guarantee = options.guarantee;
         let connectors = Arc::new(connectors);
         let statements = parse_application(text).map_err(render)?;
         let plans = ApplicationPlanner::new(connectors.as_ref())
@@ -104,6 +113,7 @@ impl Application {
             path: PathBuf::from(name),
             plans,
             connectors,
+            checkpoints: options.checkpoints.clone(),
         })
     }
 
@@ -324,6 +334,14 @@ impl Application {
                         .open_sink(dead_letter, &[])
                         .map_err(job_err)?,
                 );
+            }
+            if let Some(settings) = &self.checkpoints {
+                if !readers.is_empty() {
+                    return Err(job_err(EngineError::NotSupported(
+                        "checkpoints cover applications whose statements read external sources; here statements read each other's output in process, which a checkpoint cannot capture yet — write the intermediate result to a Kafka topic, or run without checkpoints".into(),
+                    )));
+                }
+                job = job.with_checkpoints(settings).map_err(job_err)?;
             }
             jobs.push(job);
         }

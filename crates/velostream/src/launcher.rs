@@ -1,14 +1,18 @@
 //! How the service starts an SQL application: load, check and build its
 //! jobs with the settings of the configuration.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use velostream_connectors::kafka::KafkaDefaults;
+use velostream_connectors::Guarantee;
+use velostream_engine::checkpoint::{BackendKind, CheckpointSettings};
 use velostream_engine::Job;
+use velostream_server::config::schema::{self, StateBackend};
 use velostream_server::config::ServiceConfig;
+use velostream_server::service::DEFAULT_STATE_DIR;
 use velostream_server::supervisor::Launcher;
 use velostream_sql::{PropertyOverrides, StatementKind};
 
@@ -22,13 +26,35 @@ pub struct AppLauncher {
     /// Behind a lock: a region failover changes the bootstrap servers.
     kafka: std::sync::Mutex<KafkaDefaults>,
     connection_timeout: Duration,
+    checkpoints: Option<CheckpointSettings>,
+    guarantee: Guarantee,
 }
 
 /// What running an application takes from a configuration: records per
-/// batch (`performance.batch_size`, default 1000) and the Kafka settings.
-pub fn run_settings(config: &ServiceConfig) -> (usize, KafkaDefaults) {
-    let launcher = AppLauncher::new(config);
-    (launcher.batch_size, launcher.kafka_defaults())
+/// batch (`performance.batch_size`, default 1000), the Kafka settings,
+/// checkpoints (`processing.*`, `state_dir`) and the delivery guarantee.
+pub fn run_settings(config: &ServiceConfig) -> RunOptions {
+    AppLauncher::new(config).options()
+}
+
+/// Checkpoint settings of a configuration: on when
+/// `processing.checkpoint_interval` is set.
+fn checkpoint_settings(config: &ServiceConfig) -> Option<CheckpointSettings> {
+    let v = &config.velostream;
+    let interval = v.processing.checkpoint_interval?.0;
+    let state_dir = v
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let mut settings = CheckpointSettings::new(state_dir, interval);
+    settings.backend = match v.processing.state_backend {
+        StateBackend::Memory => BackendKind::Memory,
+        StateBackend::Rocksdb => BackendKind::RocksDb,
+    };
+    if let Some(keep) = v.processing.checkpoint_retention {
+        settings.retain = keep.max(1) as usize;
+    }
+    Some(settings)
 }
 
 impl AppLauncher {
@@ -87,6 +113,11 @@ impl AppLauncher {
             kafka.client.insert("bootstrap.servers".into(), servers);
         }
         Self {
+            checkpoints: checkpoint_settings(config),
+            guarantee: match config.velostream.processing.guarantee {
+                schema::Guarantee::AtLeastOnce => Guarantee::AtLeastOnce,
+                schema::Guarantee::ExactlyOnce => Guarantee::ExactlyOnce,
+            },
             query_timeout: config.velostream.timeouts.query_timeout.map(|d| d.0),
             batch_size: p.batch_size.unwrap_or(1000).max(1),
             kafka: std::sync::Mutex::new(kafka),
@@ -121,16 +152,22 @@ impl AppLauncher {
     pub fn kafka_defaults(&self) -> KafkaDefaults {
         self.kafka.lock().map(|k| k.clone()).unwrap_or_default()
     }
+
+    /// The settings applications are launched with now.
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            batch_size: self.batch_size,
+            overrides: PropertyOverrides::new(),
+            kafka: self.kafka_defaults(),
+            checkpoints: self.checkpoints.clone(),
+            guarantee: self.guarantee,
+        }
+    }
 }
 
 impl Launcher for AppLauncher {
     fn launch(&self, path: &Path) -> Result<Vec<Job>, String> {
-        let options = RunOptions {
-            batch_size: self.batch_size,
-            overrides: PropertyOverrides::new(),
-            kafka: self.kafka_defaults(),
-        };
-        let app = Application::load(path, &options).map_err(|e| e.to_string())?;
+        let app = Application::load(path, &self.options()).map_err(|e| e.to_string())?;
         app.check().map_err(|e| e.to_string())?;
         let jobs = app.build_jobs().map_err(|e| e.to_string())?;
         if let Some(limit) = self.query_timeout {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -12,7 +13,8 @@ use velostream::app::{run_jobs, AppError, Application, RunOptions};
 use velostream::conformance::{find_specs, run_spec_file};
 use velostream::progress::{human, Progress};
 use velostream::{bench, bench_kafka, kafka_tools, nexmark};
-use velostream_connectors::kafka::KafkaDefaults;
+use velostream_connectors::Guarantee;
+use velostream_engine::checkpoint::{BackendKind, CheckpointSettings};
 use velostream_sql::PropertyOverrides;
 
 #[derive(Parser)]
@@ -27,6 +29,36 @@ struct Cli {
     config: Vec<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Checkpoints and recovery of `run` (the configuration's `processing.*`
+/// and `state_dir` apply too; flags win).
+#[derive(clap::Args, Default)]
+struct StateArgs {
+    /// Take a consistent checkpoint this often (e.g. 1s, 30s); a restarted
+    /// run resumes from the newest one
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    /// Where checkpoints live (default: velostream.state_dir, else /var/lib/velostream/state)
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// memory (snapshots written at checkpoints) or rocksdb
+    #[arg(long, value_name = "BACKEND")]
+    state_backend: Option<BackendKind>,
+    /// at_least_once (default) or exactly_once (results published with checkpoints)
+    #[arg(long, value_name = "GUARANTEE")]
+    guarantee: Option<Guarantee>,
+    /// Set existing checkpoints aside and start with empty state
+    #[arg(long)]
+    fresh_state: bool,
+    /// Restore this checkpoint instead of the newest (point-in-time restore)
+    #[arg(long, value_name = "ID")]
+    from_checkpoint: Option<u64>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    velostream_sql::duration::parse_shorthand(text.trim())
+        .ok_or_else(|| format!("'{text}' is not a duration; write 500ms, 1s, 30s or 5m"))
 }
 
 #[derive(Subcommand)]
@@ -47,6 +79,8 @@ enum Command {
         /// Override a property, e.g. --set trades.path=other.jsonl
         #[arg(long = "set", value_name = "NAME.KEY=VALUE")]
         set: Vec<String>,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Check an application: SQL, sources, sinks and operators
     Validate { app: PathBuf },
@@ -228,7 +262,14 @@ fn main() -> ExitCode {
             tracing::subscriber::set_global_default(velostream_server::logging::cli_subscriber());
     }
     let result = match cli.command {
-        Some(Command::Run { app, config, quiet, batch_size, set }) => run(app, config, quiet, batch_size, set),
+        Some(Command::Run {
+            app,
+            config,
+            quiet,
+            batch_size,
+            set,
+            state,
+        }) => run(app, config, quiet, batch_size, set, state),
         Some(Command::Validate { app }) => validate(app),
         Some(Command::Explain { app }) => explain(app),
         Some(Command::Test { specs }) => test(specs),
@@ -443,25 +484,28 @@ fn run(
     quiet: bool,
     batch_size: Option<usize>,
     set: Vec<String>,
+    state: StateArgs,
 ) -> Result<(), Failure> {
     // the same loader as the service: substitution, overrides, checks
-    let (configured_batch, kafka) = match &config {
+    let (mut options, configured_state_dir) = match &config {
         Some(path) => {
             let loaded = velostream_server::config::load(
                 std::slice::from_ref(path),
                 &velostream_server::config::Environment::from_process(),
             )
             .map_err(|e| Failure::Usage(e.to_string()))?;
-            let (batch, kafka) = velostream::launcher::run_settings(&loaded);
-            (loaded.performance.batch_size.map(|_| batch), kafka)
+            (
+                velostream::launcher::run_settings(&loaded),
+                loaded.velostream.state_dir.clone(),
+            )
         }
-        None => (None, KafkaDefaults::default()),
+        None => (RunOptions::default(), None),
     };
-    let options = RunOptions {
-        batch_size: batch_size.or(configured_batch).unwrap_or(1000),
-        overrides: parse_overrides(&set)?,
-        kafka,
-    };
+    if let Some(b) = batch_size {
+        options.batch_size = b.max(1);
+    }
+    options.overrides = parse_overrides(&set)?;
+    apply_state_args(&mut options, state, configured_state_dir)?;
     let application = Application::load(&app, &options)?;
     application.check()?;
     let jobs = application.build_jobs()?;
@@ -490,6 +534,53 @@ fn run(
                 human(s.records_in as f64 / secs)
             );
         }
+    }
+    Ok(())
+}
+
+/// Merges the checkpoint flags of `run` into the options.
+fn apply_state_args(
+    options: &mut RunOptions,
+    state: StateArgs,
+    configured_state_dir: Option<PathBuf>,
+) -> Result<(), Failure> {
+    if let Some(interval) = state.checkpoint_interval {
+        let dir = configured_state_dir
+            .unwrap_or_else(|| PathBuf::from(velostream_server::service::DEFAULT_STATE_DIR));
+        let settings = options
+            .checkpoints
+            .get_or_insert_with(|| CheckpointSettings::new(dir, interval));
+        settings.interval = interval;
+    }
+    let asked_for_state = state.state_dir.is_some()
+        || state.state_backend.is_some()
+        || state.fresh_state
+        || state.from_checkpoint.is_some();
+    match &mut options.checkpoints {
+        Some(settings) => {
+            if let Some(dir) = state.state_dir {
+                settings.state_dir = dir;
+            }
+            if let Some(backend) = state.state_backend {
+                settings.backend = backend;
+            }
+            settings.fresh = state.fresh_state;
+            settings.restore_from = state.from_checkpoint;
+        }
+        None if asked_for_state => {
+            return Err(Failure::Usage(
+                "--state-dir, --state-backend, --fresh-state and --from-checkpoint need checkpoints: add --checkpoint-interval (or processing.checkpoint_interval in the configuration)".into(),
+            ))
+        }
+        None => {}
+    }
+    if let Some(g) = state.guarantee {
+        options.guarantee = g;
+    }
+    if options.guarantee == Guarantee::ExactlyOnce && options.checkpoints.is_none() {
+        return Err(Failure::Usage(
+            "exactly_once publishes results with checkpoints: add --checkpoint-interval".into(),
+        ));
     }
     Ok(())
 }

@@ -2,5 +2,6 @@
 //! writes JSON Lines or CSV. Standard input and output reuse the same
 //! framing and encoding.
 
+pub mod committed;
 pub mod reader;
 pub mod sink;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::value::RawValue;
+use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
 use crate::format::decode::{BatchDecoder, Origin};
@@ -29,12 +30,16 @@ pub struct LineSource {
     buf: Vec<u8>,
     /// Line number of `buf[0]`.
     next_line: u64,
+    /// Byte offset in the stream of `buf[0]`.
+    buf_offset: u64,
     skip_header: bool,
     pending: VecDeque<RecordBatch>,
     /// `buf[pos..ready]` holds whole lines not decoded yet.
     pos: usize,
     ready: usize,
     eof: bool,
+    /// A file can be read again from an offset; stdin cannot.
+    replayable: bool,
     metrics: Arc<JobMetrics>,
 }
 
@@ -52,11 +57,13 @@ impl LineSource {
             decoder,
             buf: Vec::with_capacity(CHUNK_BYTES * 2),
             next_line: 1,
+            buf_offset: 0,
             skip_header: matches!(format, RecordFormat::Csv { header: true, .. }),
             pending: VecDeque::new(),
             pos: 0,
             ready: 0,
             eof: false,
+            replayable: false,
             metrics,
         }
     }
@@ -80,7 +87,9 @@ impl LineSource {
             } else {
                 Box::new(reader)
             };
-        Ok(Self::new(origin, reader, format, decoder, metrics))
+        let mut source = Self::new(origin, reader, format, decoder, metrics);
+        source.replayable = true;
+        Ok(source)
     }
 
     /// Makes `buf[..end]` (whole lines) the region to decode, skipping a
@@ -142,6 +151,7 @@ impl Source for LineSource {
             }
             // everything ready is decoded: drop it and read on
             self.buf.drain(..self.ready);
+            self.buf_offset += self.ready as u64;
             self.pos = 0;
             self.ready = 0;
             if self.eof {
@@ -174,6 +184,58 @@ impl Source for LineSource {
 
     fn is_bounded(&self) -> bool {
         true
+    }
+
+    /// The byte offset of the first record not returned yet. A decode
+    /// step yields at most one batch, so once the queue is empty every
+    /// decoded byte belongs to a returned batch.
+    fn position(&self) -> Option<Position> {
+        if !self.replayable || !self.pending.is_empty() {
+            return None; // stdin, or not at a batch boundary of the stream
+        }
+        Some(serde_json::json!({ "offset": self.buf_offset + self.pos as u64 }))
+    }
+
+    /// Skips to a byte offset [`position`](Source::position) returned
+    /// (reading past the bytes before it, counting their lines).
+    fn seek(&mut self, position: &Position) -> Result<()> {
+        let offset = position
+            .get("offset")
+            .and_then(|o| o.as_u64())
+            .ok_or_else(|| {
+                EngineError::State(format!(
+                    "{}: unusable file position {position}",
+                    self.origin
+                ))
+            })?;
+        if self.buf_offset != 0 || self.pos != 0 || !self.buf.is_empty() {
+            return Err(EngineError::State(format!(
+                "{}: seek after reading started",
+                self.origin
+            )));
+        }
+        let mut left = offset;
+        let mut chunk = vec![0u8; CHUNK_BYTES];
+        while left > 0 {
+            let want = left.min(CHUNK_BYTES as u64) as usize;
+            let n = self
+                .reader
+                .read(&mut chunk[..want])
+                .map_err(|e| EngineError::connector(&self.origin, format!("read failed: {e}")))?;
+            if n == 0 {
+                return Err(EngineError::State(format!(
+                    "{}: the checkpoint is at byte {offset}, but the file is shorter; was it replaced?",
+                    self.origin
+                )));
+            }
+            self.next_line += memchr::memchr_iter(b'\n', &chunk[..n]).count() as u64;
+            left -= n as u64;
+        }
+        self.buf_offset = offset;
+        if offset > 0 {
+            self.skip_header = false;
+        }
+        Ok(())
     }
 }
 

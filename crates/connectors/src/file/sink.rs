@@ -1,8 +1,6 @@
-//! Byte-stream sinks: a file (`file_sink`) or standard output.
+//! Standard output as a sink (files are [`super::committed::FileSink`]).
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::io::Write;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use velostream_engine::{EngineError, Result, Sink};
@@ -18,33 +16,6 @@ pub struct WriterSink<W: Write + Send> {
     buf: Vec<u8>,
     /// Flush after every batch (interactive output).
     eager: bool,
-}
-
-impl WriterSink<BufWriter<File>> {
-    /// Creates (or truncates, or appends to) the file at `path`.
-    pub fn create_file(path: &Path, format: RecordFormat, append: bool) -> Result<Self> {
-        let label = path.display().to_string();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                EngineError::connector("file_sink", format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(path)
-            .map_err(|e| {
-                EngineError::connector("file_sink", format!("cannot open {label}: {e}"))
-            })?;
-        Ok(Self::new(
-            label,
-            BufWriter::with_capacity(1 << 20, file),
-            format,
-            false,
-        ))
-    }
 }
 
 impl WriterSink<std::io::Stdout> {

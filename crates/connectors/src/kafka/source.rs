@@ -17,11 +17,13 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
 use super::columns::{bytes_column, tombstone, MessageColumns};
@@ -36,6 +38,11 @@ type Progress = Arc<Mutex<BTreeMap<i32, i64>>>;
 pub struct GroupContext {
     progress: Progress,
     metrics: Arc<JobMetrics>,
+    /// Offsets a restored checkpoint holds: a partition assigned to this
+    /// member starts there rather than at the group's committed offset
+    /// (which may be older when the job stopped between writing a
+    /// checkpoint and committing it). Kept until the next commit.
+    start_at: Progress,
 }
 
 impl ClientContext for GroupContext {
@@ -52,13 +59,63 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            if let Ok(mut progress) = self.progress.lock() {
-                for p in partitions.elements() {
-                    progress.remove(&p.partition());
+    /// Assigns what the group gives this member — from the restored
+    /// checkpoint's offsets where there are any — and forgets the progress
+    /// of partitions taken away.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let outcome = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Ok(start_at) = self.start_at.lock() {
+                    let assigned: Vec<(String, i32)> = partitions
+                        .elements()
+                        .iter()
+                        .map(|p| (p.topic().to_string(), p.partition()))
+                        .collect();
+                    for (topic, partition) in assigned {
+                        if let Some(&offset) = start_at.get(&partition) {
+                            let _ = partitions.set_partition_offset(
+                                &topic,
+                                partition,
+                                Offset::Offset(offset),
+                            );
+                        }
+                    }
+                }
+                if cooperative {
+                    consumer.incremental_assign(partitions)
+                } else {
+                    consumer.assign(partitions)
                 }
             }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Ok(mut progress) = self.progress.lock() {
+                    for p in partitions.elements() {
+                        progress.remove(&p.partition());
+                    }
+                }
+                if cooperative {
+                    consumer.incremental_unassign(partitions)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => Err(KafkaError::Rebalance(other.into())),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(
+                component = "kafka",
+                error_type = "rebalance",
+                "rebalance: {e}"
+            );
         }
     }
 }
@@ -148,6 +205,7 @@ impl KafkaSource {
             .create_with_context(GroupContext {
                 progress: progress.clone(),
                 metrics: metrics.clone(),
+                start_at: Progress::default(),
             })
             .map_err(|e| EngineError::connector(&name, format!("cannot create consumer: {e}")))?;
         match mode {
@@ -404,6 +462,56 @@ impl Source for KafkaSource {
         self.partition_count
     }
 
+    /// The next offset of each partition this member has read from:
+    /// `{"topic": …, "partitions": {"0": 1200, …}}`.
+    fn position(&self) -> Option<Position> {
+        if self.mode == ReadMode::Table {
+            return None; // a table is read whole on every start
+        }
+        let progress = self.progress.lock().ok()?;
+        let partitions: serde_json::Map<String, Position> = progress
+            .iter()
+            .map(|(p, o)| (p.to_string(), Position::from(*o)))
+            .collect();
+        Some(serde_json::json!({ "topic": self.topic, "partitions": partitions }))
+    }
+
+    /// Starts each partition at the checkpoint's offset when the group
+    /// assigns it (partitions the checkpoint does not know start at the
+    /// group's committed offset).
+    fn seek(&mut self, position: &Position) -> Result<()> {
+        let unusable =
+            || EngineError::State(format!("{}: unusable Kafka position {position}", self.name));
+        if position.get("topic").and_then(|t| t.as_str()) != Some(self.topic.as_str()) {
+            return Err(EngineError::State(format!(
+                "{}: the checkpoint was taken reading topic {}, the job now reads '{}'",
+                self.name,
+                position.get("topic").unwrap_or(&Position::Null),
+                self.topic
+            )));
+        }
+        let partitions = position
+            .get("partitions")
+            .and_then(|p| p.as_object())
+            .ok_or_else(unusable)?;
+        let mut offsets = BTreeMap::new();
+        for (partition, offset) in partitions {
+            let partition: i32 = partition.parse().map_err(|_| unusable())?;
+            offsets.insert(partition, offset.as_i64().ok_or_else(unusable)?);
+        }
+        self.progress
+            .lock()
+            .map_err(|_| poisoned())?
+            .extend(offsets.clone());
+        *self
+            .consumer
+            .context()
+            .start_at
+            .lock()
+            .map_err(|_| poisoned())? = offsets;
+        Ok(())
+    }
+
     fn commit(&mut self) -> Result<()> {
         if self.mode == ReadMode::Table {
             return Ok(()); // a table is read whole on every start
@@ -419,7 +527,13 @@ impl Source for KafkaSource {
                 .map_err(|e| EngineError::connector(&self.name, e))?;
         }
         match self.consumer.commit(&offsets, CommitMode::Sync) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // the group now holds checkpoint-consistent offsets
+                if let Ok(mut start_at) = self.consumer.context().start_at.lock() {
+                    start_at.clear();
+                }
+                Ok(())
+            }
             // a rebalance took the partitions away: their new owner goes on
             Err(KafkaError::ConsumerCommit(code))
                 if matches!(

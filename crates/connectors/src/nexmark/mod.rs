@@ -16,6 +16,7 @@ use datafusion::arrow::array::{
     ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, Result, Source, SourceEvent};
 
 use self::generator::{Generator, Kind};
@@ -138,6 +139,8 @@ pub struct NexmarkSource {
     /// once so that records are filled without comparing names.
     slots: Vec<usize>,
     next_event: u64,
+    /// The event the source started from (a restored checkpoint's).
+    resumed_at: u64,
     batch_size: usize,
     started: Instant,
 }
@@ -155,6 +158,7 @@ impl NexmarkSource {
             schema,
             slots,
             next_event: 0,
+            resumed_at: 0,
             batch_size,
             started: Instant::now(),
         }
@@ -166,7 +170,8 @@ impl NexmarkSource {
         if !self.config.throttle {
             return total;
         }
-        let due = (self.started.elapsed().as_secs_f64() * self.config.generator.rate as f64) as u64;
+        let due = self.resumed_at
+            + (self.started.elapsed().as_secs_f64() * self.config.generator.rate as f64) as u64;
         due.min(total)
     }
 }
@@ -308,6 +313,23 @@ impl Source for NexmarkSource {
         )
         .map_err(EngineError::from)?;
         Ok(SourceEvent::Batch(batch))
+    }
+
+    /// Events are a pure function of their number: the position is the
+    /// next event's number.
+    fn position(&self) -> Option<Position> {
+        Some(serde_json::json!({ "next_event": self.next_event }))
+    }
+
+    fn seek(&mut self, position: &Position) -> Result<()> {
+        let next = position
+            .get("next_event")
+            .and_then(|n| n.as_u64())
+            .ok_or_else(|| EngineError::State(format!("unusable nexmark position {position}")))?;
+        self.next_event = next;
+        self.resumed_at = next;
+        self.started = Instant::now();
+        Ok(())
     }
 
     fn is_bounded(&self) -> bool {

@@ -205,6 +205,10 @@ impl IntervalJoinOperator {
 }
 
 impl Operator for IntervalJoinOperator {
+    fn checkpoint_blocker(&self) -> Option<&'static str> {
+        Some("checkpoints do not capture an interval join's second stream yet (its position and buffered records); run this query without checkpoints")
+    }
+
     fn name(&self) -> &'static str {
         "interval_join"
     }

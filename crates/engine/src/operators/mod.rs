@@ -71,6 +71,12 @@ pub trait Operator: Send {
     fn state(&mut self) -> Option<&mut dyn Checkpointable> {
         None
     }
+
+    /// Why the operator's state cannot be checkpointed yet, when it cannot
+    /// (a job configured for checkpoints then refuses to start).
+    fn checkpoint_blocker(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Open windows (or sessions), keys (groups, partitions) and whole records an operator holds.
@@ -133,6 +139,14 @@ impl Pipeline {
         for op in &mut self.operators {
             op.on_source_partitions(count);
         }
+    }
+
+    /// The first reason an operator gives for not being checkpointable.
+    pub fn checkpoint_blocker(&self) -> Option<String> {
+        self.operators.iter().find_map(|op| {
+            op.checkpoint_blocker()
+                .map(|why| format!("{}: {why}", op.name()))
+        })
     }
 
     /// True when some operator wants no more input.

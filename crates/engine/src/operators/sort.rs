@@ -29,6 +29,10 @@ impl SortOperator {
 }
 
 impl Operator for SortOperator {
+    fn checkpoint_blocker(&self) -> Option<&'static str> {
+        Some("ORDER BY holds its whole bounded input until the end; checkpoints are for continuous queries")
+    }
+
     fn name(&self) -> &'static str {
         "sort"
     }

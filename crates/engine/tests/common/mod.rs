@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use velostream_engine::operators::Pipeline;
-use velostream_engine::state::{MemoryStateBackend, StateBackend};
+use velostream_engine::state::OperatorSnapshot;
 use velostream_engine::PipelineBuilder;
 use velostream_sql::{parse_application, ApplicationPlanner, SourceResolver, StreamingPlan};
 
@@ -61,29 +61,29 @@ pub fn text(batches: &[RecordBatch]) -> String {
     format!("{}\n{}", header.join("\n"), lines.join("\n"))
 }
 
-/// Snapshots every stateful operator of `pipeline` into a backend.
+/// Snapshots every stateful operator of `pipeline`, serialized as a
+/// checkpoint would keep them (by operator index).
 #[allow(dead_code)]
-pub fn snapshot_all(pipeline: &mut Pipeline) -> MemoryStateBackend {
-    let mut backend = MemoryStateBackend::default();
+pub fn snapshot_all(pipeline: &mut Pipeline) -> BTreeMap<usize, Vec<u8>> {
+    let mut saved = BTreeMap::new();
     for (i, op) in pipeline.operators_mut().iter_mut().enumerate() {
         if let Some(state) = op.state() {
-            backend
-                .save(&format!("op/{i}"), &state.snapshot().unwrap())
-                .unwrap();
+            saved.insert(i, state.snapshot().unwrap().to_bytes().unwrap());
         }
     }
-    backend
+    saved
 }
 
 /// Restores what [`snapshot_all`] saved into a fresh pipeline of the same plan;
 /// returns how many operators were restored.
 #[allow(dead_code)]
-pub fn restore_all(pipeline: &mut Pipeline, backend: &MemoryStateBackend) -> usize {
+pub fn restore_all(pipeline: &mut Pipeline, saved: &BTreeMap<usize, Vec<u8>>) -> usize {
     let mut restored = 0;
     for (i, op) in pipeline.operators_mut().iter_mut().enumerate() {
         if let Some(state) = op.state() {
+            let bytes = saved.get(&i).expect("saved");
             state
-                .restore(backend.load(&format!("op/{i}")).unwrap().expect("saved"))
+                .restore(OperatorSnapshot::from_bytes(bytes).unwrap())
                 .unwrap();
             restored += 1;
         }

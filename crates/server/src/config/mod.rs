@@ -97,8 +97,23 @@ fn read_document(file: &Path, env: Env<'_>) -> Result<Value, ConfigError> {
     })
 }
 
-/// Deserializes `value`, naming the key of the first error.
+/// Deserializes `value`, naming the key of the first error, then checks
+/// the rules that span keys.
 fn check(value: &Value, origin: &str) -> Result<ServiceConfig, ConfigError> {
+    let config: ServiceConfig = deserialize(value, origin)?;
+    let processing = &config.velostream.processing;
+    if processing.guarantee == schema::Guarantee::ExactlyOnce
+        && processing.checkpoint_interval.is_none()
+    {
+        return Err(ConfigError::Invalid {
+            file: origin.to_string(),
+            message: "velostream.processing.guarantee: exactly_once publishes results with checkpoints; set velostream.processing.checkpoint_interval too".into(),
+        });
+    }
+    Ok(config)
+}
+
+fn deserialize(value: &Value, origin: &str) -> Result<ServiceConfig, ConfigError> {
     serde_path_to_error::deserialize(value.clone()).map_err(|e| {
         let path = e.path().to_string();
         ConfigError::Invalid {

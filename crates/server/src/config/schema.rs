@@ -76,6 +76,11 @@ pub struct Processing {
     pub checkpoint_interval: Option<ConfigDuration>,
     #[serde(default)]
     pub state_backend: StateBackend,
+    /// Complete checkpoints kept per job (default 3).
+    pub checkpoint_retention: Option<u32>,
+    /// What sinks promise across crashes (default at_least_once).
+    #[serde(default)]
+    pub guarantee: Guarantee,
 }
 
 impl Default for Processing {
@@ -84,8 +89,19 @@ impl Default for Processing {
             parallelism: None,
             checkpoint_interval: None,
             state_backend: StateBackend::Memory,
+            checkpoint_retention: None,
+            guarantee: Guarantee::AtLeastOnce,
         }
     }
+}
+
+/// `processing.guarantee`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    #[default]
+    AtLeastOnce,
+    ExactlyOnce,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
