@@ -100,7 +100,7 @@ async fn checkpoint(State(s): State<Shared>) -> Response {
         Ok(Ok(jobs)) => Json(json!({
             "status": "held",
             "jobs": jobs,
-            "detail": "every job has flushed its results and committed its positions and is holding; copy the state directory, then POST /resume"
+            "detail": "every job has flushed its results, taken a checkpoint (when checkpoints are configured) and committed its positions, and is holding; copy the state directory, then POST /resume"
         }))
         .into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
@@ -236,7 +236,13 @@ fn job_json(j: &JobView) -> Value {
         "latency_p50_ms": m.latency_quantile(0.5).map(|us| us as f64 / 1000.0),
         "latency_p99_ms": m.latency_quantile(0.99).map(|us| us as f64 / 1000.0),
         "consumer_lag": m.source_lag().into_iter().map(|((topic, partition), lag)| json!({"topic": topic, "partition": partition, "lag": lag})).collect::<Vec<_>>(),
-        "last_checkpoint": Value::Null,
+        "last_checkpoint": m.last_checkpoint.lock().ok().and_then(|c| *c).map(|c| json!({
+            "id": c.id,
+            "at_ms": c.at_ms,
+            "duration_ms": c.duration_ms,
+            "bytes": c.bytes,
+            "restored": c.restored,
+        })),
     })
 }
 

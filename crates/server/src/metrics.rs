@@ -255,6 +255,12 @@ impl ServiceMetrics {
                     samples.len()
                 })
                 .unwrap_or(before.latencies);
+            if let Ok(mut durations) = m.checkpoint_durations_ms.lock() {
+                let histogram = self.checkpoint_duration.with_label_values(label);
+                for ms in durations.drain(..) {
+                    histogram.observe(ms);
+                }
+            }
             for ((topic, partition), lag) in m.source_lag() {
                 self.consumer_lag
                     .with_label_values(&[name.as_str(), &topic, &partition.to_string()])

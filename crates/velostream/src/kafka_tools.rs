@@ -113,3 +113,173 @@ pub fn consume(
     out.flush().map_err(|e| e.to_string())?;
     Ok(seen)
 }
+
+/// A consumer group's committed offsets, as `offsets export` writes them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct GroupOffsets {
+    pub group: String,
+    /// When they were read (ms since the Unix epoch).
+    pub exported_at_ms: i64,
+    pub offsets: Vec<PartitionOffset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset the group reads.
+    pub offset: i64,
+}
+
+fn group_consumer(brokers: &str, group: &str) -> Result<BaseConsumer, String> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| format!("cannot create consumer: {e}"))
+}
+
+/// The committed offsets of `group` on `topics` (every topic of the
+/// cluster when empty), for the guide's offset backup.
+pub fn export_offsets(
+    brokers: &str,
+    group: &str,
+    topics: &[String],
+) -> Result<GroupOffsets, String> {
+    use rdkafka::consumer::Consumer;
+    let timeout = Duration::from_secs(10);
+    let consumer = group_consumer(brokers, group)?;
+    let metadata = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|e| format!("{brokers} not reachable: {e}"))?;
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for topic in metadata.topics() {
+        if !topics.is_empty() && !topics.iter().any(|t| t == topic.name()) {
+            continue;
+        }
+        for p in topic.partitions() {
+            wanted.add_partition(topic.name(), p.id());
+        }
+    }
+    for t in topics {
+        if !metadata.topics().iter().any(|m| m.name() == t) {
+            return Err(format!("topic '{t}' does not exist"));
+        }
+    }
+    let committed = consumer
+        .committed_offsets(wanted, timeout)
+        .map_err(|e| format!("cannot read the offsets of group '{group}': {e}"))?;
+    let offsets = committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some(PartitionOffset {
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+                offset: o,
+            }),
+            _ => None,
+        })
+        .collect();
+    Ok(GroupOffsets {
+        group: group.to_string(),
+        exported_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+        offsets,
+    })
+}
+
+/// Commits exported offsets for `group` (the group's members must be
+/// stopped: a running member's next commit would overwrite them).
+pub fn import_offsets(
+    brokers: &str,
+    group: &str,
+    offsets: &[PartitionOffset],
+) -> Result<(), String> {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    if offsets.is_empty() {
+        return Err("the file holds no offsets".into());
+    }
+    let consumer = group_consumer(brokers, group)?;
+    let mut list = rdkafka::TopicPartitionList::new();
+    for o in offsets {
+        list.add_partition_offset(&o.topic, o.partition, rdkafka::Offset::Offset(o.offset))
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.commit(&list, CommitMode::Sync).map_err(|e| {
+        format!("cannot commit offsets for group '{group}' (are its members stopped?): {e}")
+    })
+}
+
+/// `velostream offsets …`
+#[derive(clap::Subcommand)]
+pub enum OffsetsCommand {
+    /// Write a consumer group's committed offsets as JSON (stdout or --to)
+    Export {
+        #[arg(long)]
+        group: String,
+        /// Only these topics (default: every topic the group has offsets on)
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Bootstrap servers (default: KAFKA_BROKERS, else localhost:9092)
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+    },
+    /// Commit offsets an export wrote for a group (its members must be stopped)
+    Import {
+        /// The export file
+        file: PathBuf,
+        /// The group to commit for (default: the exported group)
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        brokers: Option<String>,
+    },
+}
+
+impl OffsetsCommand {
+    pub fn run(self) -> Result<(), String> {
+        match self {
+            Self::Export {
+                group,
+                topics,
+                brokers: b,
+                to,
+            } => {
+                let exported = export_offsets(&brokers(b), &group, &topics)?;
+                let text = serde_json::to_string_pretty(&exported).map_err(|e| e.to_string())?;
+                match &to {
+                    Some(path) => std::fs::write(path, text + "\n")
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+                    None => println!("{text}"),
+                }
+                eprintln!(
+                    "exported {} partition offset(s) of group '{group}'",
+                    exported.offsets.len()
+                );
+                Ok(())
+            }
+            Self::Import {
+                file,
+                group,
+                brokers: b,
+            } => {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                let exported: GroupOffsets = serde_json::from_str(&text)
+                    .map_err(|e| format!("{} is not an offsets export: {e}", file.display()))?;
+                let group = group.unwrap_or(exported.group);
+                import_offsets(&brokers(b), &group, &exported.offsets)?;
+                eprintln!(
+                    "committed {} partition offset(s) for group '{group}'",
+                    exported.offsets.len()
+                );
+                Ok(())
+            }
+        }
+    }
+}

@@ -11,3 +11,4 @@ pub mod launcher;
 pub mod nexmark;
 pub mod preflight;
 pub mod progress;
+pub mod state_tools;

@@ -111,6 +111,12 @@ enum Command {
         /// JSON Lines file (default: stdin)
         file: Option<PathBuf>,
     },
+    /// Checkpoints in the state directory: list, back up, restore, reset
+    #[command(subcommand)]
+    State(velostream::state_tools::StateCommand),
+    /// Consumer-group offsets: export to and import from JSON
+    #[command(subcommand)]
+    Offsets(kafka_tools::OffsetsCommand),
     /// Print the messages of a Kafka topic from its start
     Consume {
         #[arg(long)]
@@ -347,6 +353,8 @@ fn main() -> ExitCode {
         )
         .map(|n| eprintln!("consumed {n} messages from {topic}"))
         .map_err(Failure::Runtime),
+        Some(Command::State(command)) => command.run().map_err(Failure::Runtime),
+        Some(Command::Offsets(command)) => command.run().map_err(Failure::Runtime),
         Some(Command::Check { config }) => match velostream::preflight::check(&config) {
             true => Ok(()),
             false => Err(Failure::Runtime("a pre-production check failed".into())),

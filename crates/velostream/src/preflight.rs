@@ -209,8 +209,23 @@ pub fn health(health_url: &str, metrics_url: &str) -> bool {
     errors == 0
 }
 
+/// POSTs to `path` of a running service (`http://host:port`); fails
+/// unless it answers 200.
+pub fn post(base: &str, path: &str) -> Result<(), String> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    match status_of("POST", &url)? {
+        200 => Ok(()),
+        code => Err(format!("POST {url} answered HTTP {code}")),
+    }
+}
+
 /// The status code of a plain-HTTP GET.
 fn get_status(url: &str) -> Result<u16, String> {
+    status_of("GET", url)
+}
+
+/// The status code of a plain-HTTP request without a body.
+fn status_of(method: &str, url: &str) -> Result<u16, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or("only http:// URLs are probed (use curl --cacert for TLS ports)")?;
@@ -228,7 +243,7 @@ fn get_status(url: &str) -> Result<u16, String> {
         .map_err(|e| e.to_string())?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut head = [0u8; 12];

@@ -145,6 +145,18 @@ fn the_service_of_the_guide() {
     );
     let (code, _) = request(health, "GET", "/jobs/nothing", "");
     assert_eq!(code, 404);
+    // processing.checkpoint_interval and state_backend: rocksdb of the
+    // guide: the finished job left a RocksDB checkpoint in the state directory
+    assert!(body.contains(r#""last_checkpoint":{"id":"#), "{body}");
+    let checkpoints = dir.path().join("state/totals/checkpoints");
+    let newest = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .expect("a checkpoint");
+    let manifest = std::fs::read_to_string(newest.join("manifest.json")).unwrap();
+    assert!(manifest.contains(r#""backend": "rocksdb""#), "{manifest}");
+    assert!(newest.join("rocksdb/CURRENT").exists());
 
     // deploy a second application through the API, then stop it
     let sql = format!(
