@@ -210,16 +210,31 @@ impl Connectors {
     /// Opens the sink of a statement (`key`: the result's key columns);
     /// without a `type` the results go to stdout.
     pub fn open_sink(&self, binding: &SinkBinding, key: &[String]) -> Result<Box<dyn Sink>> {
+        self.open_sink_as(binding, key, self.guarantee)
+    }
+
+    /// Opens a dead-letter sink: rejected records are delivered at least
+    /// once whatever the results' guarantee.
+    pub fn open_dead_letter_sink(&self, binding: &SinkBinding) -> Result<Box<dyn Sink>> {
+        self.open_sink_as(binding, &[], Guarantee::AtLeastOnce)
+    }
+
+    fn open_sink_as(
+        &self,
+        binding: &SinkBinding,
+        key: &[String],
+        guarantee: Guarantee,
+    ) -> Result<Box<dyn Sink>> {
         let props = &binding.properties;
         let err = |e: String| EngineError::connector(&binding.name, e);
         if props.get("type").map(String::as_str) == Some("kafka_sink") {
-            if self.guarantee == Guarantee::ExactlyOnce {
-                return Err(EngineError::NotSupported(format!(
-                    "{}: exactly-once delivery to Kafka (transactions) is not available yet; use at_least_once or a file_sink",
-                    binding.name
-                )));
-            }
-            return kafka::open_sink(&binding.name, props, key, &self.kafka);
+            return kafka::open_sink(
+                &binding.name,
+                props,
+                key,
+                &self.kafka,
+                guarantee == Guarantee::ExactlyOnce,
+            );
         }
         let format = RecordFormat::from_properties(props).map_err(err)?;
         match props.get("type").map(String::as_str).unwrap_or("stdout") {
@@ -239,7 +254,7 @@ impl Connectors {
                     &path,
                     format,
                     append,
-                    self.guarantee == Guarantee::ExactlyOnce,
+                    guarantee == Guarantee::ExactlyOnce,
                 )?))
             }
             "stdout" => {

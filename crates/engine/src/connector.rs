@@ -57,6 +57,18 @@ pub trait Source: Send {
     fn position(&self) -> Option<Position> {
         None
     }
+    /// The position the external system holds as committed for this
+    /// source (Kafka: the group's committed offsets), for a transactional
+    /// sink to tell which checkpoint its last committed transaction
+    /// matches. `None` when the source has no such notion.
+    fn committed_position(&self) -> Result<Option<Position>> {
+        Ok(None)
+    }
+    /// The concrete source, for a sink that commits the source's progress
+    /// together with its output (a Kafka transaction).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
     /// Continues from a position [`position`](Self::position) returned
     /// earlier; called before the first poll of a recovering job.
     fn seek(&mut self, _position: &Position) -> Result<()> {
@@ -86,9 +98,16 @@ pub trait Sink: Send {
         Ok(None)
     }
     /// Second phase, once the checkpoint holding [`pre_commit`]'s state is
-    /// durable: publish what was staged.
-    fn commit_checkpoint(&mut self) -> Result<()> {
+    /// durable: publish what was staged. `source` is the job's input, whose
+    /// position the checkpoint holds; a transactional sink commits that
+    /// position with its output.
+    fn commit_checkpoint(&mut self, _source: &dyn Source) -> Result<()> {
         Ok(())
+    }
+    /// True when the sink commits its output together with the source's
+    /// position (so a checkpoint counts only once that commit happened).
+    fn commits_source_position(&self) -> bool {
+        false
     }
     /// A job restored a checkpoint whose `pre_commit` returned `state`:
     /// finish its commit if it was cut short and drop anything written

@@ -244,7 +244,7 @@ impl Job {
             return Ok(());
         };
         let taken = checkpoints.write(captured)?;
-        self.sink.commit_checkpoint()?;
+        self.sink.commit_checkpoint(self.source.as_ref())?;
         self.source.commit()?;
         let duration_ms = taken.duration.as_secs_f64() * 1000.0;
         if let Ok(mut d) = self.metrics.checkpoint_durations_ms.lock() {
@@ -285,7 +285,20 @@ impl Job {
             return Ok(());
         };
         let started = Instant::now();
-        let Some(recovered) = checkpoints.recover()? else {
+        // A sink that commits the source position with its output (a Kafka
+        // transaction) may have died between writing a checkpoint and that
+        // commit: only the checkpoint whose position was committed matches
+        // the output, so that one is restored.
+        let committed = if self.sink.commits_source_position() {
+            Some(self.source.committed_position()?)
+        } else {
+            None
+        };
+        let Some(recovered) = checkpoints.recover_where(|m| match &committed {
+            None => true,
+            Some(c) => c.as_ref() == m.source.as_ref(),
+        })?
+        else {
             return self.sink.recover(None);
         };
         let id = recovered.manifest.id;

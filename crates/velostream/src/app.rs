@@ -331,7 +331,7 @@ impl Application {
             if let Some(dead_letter) = &plan.dead_letter {
                 job = job.with_dead_letter_sink(
                     self.connectors
-                        .open_sink(dead_letter, &[])
+                        .open_dead_letter_sink(dead_letter)
                         .map_err(job_err)?,
                 );
             }

@@ -23,6 +23,8 @@ pub struct Measurement {
     pub cpu_seconds: f64,
     pub p50_us: u32,
     pub p99_us: u32,
+    /// How long each checkpoint took (ms), when the run took any.
+    pub checkpoint_ms: Vec<f64>,
 }
 
 impl Measurement {
@@ -107,39 +109,43 @@ pub fn measure(
     inputs: &[(&str, PathBuf)],
     batch_size: usize,
 ) -> Result<Measurement, AppError> {
+    measure_app(
+        label,
+        sql,
+        RunOptions {
+            batch_size,
+            overrides: file_overrides(inputs),
+            ..RunOptions::default()
+        },
+    )
+}
+
+/// File sources for `inputs` (`name`, path) and a null `out` sink.
+pub fn file_overrides(inputs: &[(&str, PathBuf)]) -> PropertyOverrides {
     let mut overrides = PropertyOverrides::new();
-    let props = |pairs: &[(&str, &str)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>()
-    };
     for (name, file) in inputs {
         overrides.insert(
             name.to_string(),
-            props(&[
-                ("type", "file_source"),
-                ("path", &file.display().to_string()),
-                ("format", "jsonl"),
+            BTreeMap::from([
+                ("type".to_string(), "file_source".to_string()),
+                ("path".to_string(), file.display().to_string()),
+                ("format".to_string(), "jsonl".to_string()),
             ]),
         );
     }
-    overrides.insert("out".into(), props(&[("type", "null")]));
-    measure_app(label, sql, overrides, batch_size)
+    overrides.insert(
+        "out".into(),
+        BTreeMap::from([("type".to_string(), "null".to_string())]),
+    );
+    overrides
 }
 
-/// Runs the application `sql` with `overrides` and measures it.
+/// Runs the application `sql` with `options` and measures it.
 pub fn measure_app(
     label: &'static str,
     sql: &str,
-    overrides: PropertyOverrides,
-    batch_size: usize,
+    options: RunOptions,
 ) -> Result<Measurement, AppError> {
-    let options = RunOptions {
-        batch_size,
-        overrides,
-        ..RunOptions::default()
-    };
     let app = Application::from_text("bench.sql", sql, Path::new("."), &options)?;
     let jobs = app.build_jobs()?;
     let metrics: Vec<std::sync::Arc<JobMetrics>> = jobs.iter().map(|j| j.metrics()).collect();
@@ -153,6 +159,11 @@ pub fn measure_app(
         cpu_seconds,
         p50_us: metrics[0].latency_quantile(0.5).unwrap_or(0),
         p99_us: metrics[0].latency_quantile(0.99).unwrap_or(0),
+        checkpoint_ms: metrics[0]
+            .checkpoint_durations_ms
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default(),
     })
 }
 

@@ -90,8 +90,11 @@ pub fn run(bench: KafkaBench) -> Result<String, String> {
     let pipeline = measure_app(
         "Kafka → filter + projection → Kafka",
         PIPELINE,
-        overrides,
-        bench.batch_size,
+        crate::app::RunOptions {
+            batch_size: bench.batch_size,
+            overrides,
+            ..Default::default()
+        },
     )
     .map_err(|e| e.to_string())?;
 
@@ -139,5 +142,6 @@ fn plain_consume(brokers: &str, topic: &str, count: u64) -> Result<Measurement, 
         cpu_seconds,
         p50_us: 0,
         p99_us: 0,
+        checkpoint_ms: Vec::new(),
     })
 }

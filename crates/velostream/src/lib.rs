@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_checkpoint;
 pub mod bench_kafka;
 pub mod conformance;
 pub mod kafka_tools;
@@ -11,4 +12,5 @@ pub mod launcher;
 pub mod nexmark;
 pub mod preflight;
 pub mod progress;
+pub mod state_args;
 pub mod state_tools;

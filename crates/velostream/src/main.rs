@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -13,8 +12,6 @@ use velostream::app::{run_jobs, AppError, Application, RunOptions};
 use velostream::conformance::{find_specs, run_spec_file};
 use velostream::progress::{human, Progress};
 use velostream::{bench, bench_kafka, kafka_tools, nexmark};
-use velostream_connectors::Guarantee;
-use velostream_engine::checkpoint::{BackendKind, CheckpointSettings};
 use velostream_sql::PropertyOverrides;
 
 #[derive(Parser)]
@@ -29,36 +26,6 @@ struct Cli {
     config: Vec<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-/// Checkpoints and recovery of `run` (the configuration's `processing.*`
-/// and `state_dir` apply too; flags win).
-#[derive(clap::Args, Default)]
-struct StateArgs {
-    /// Take a consistent checkpoint this often (e.g. 1s, 30s); a restarted
-    /// run resumes from the newest one
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    checkpoint_interval: Option<Duration>,
-    /// Where checkpoints live (default: velostream.state_dir, else /var/lib/velostream/state)
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-    /// memory (snapshots written at checkpoints) or rocksdb
-    #[arg(long, value_name = "BACKEND")]
-    state_backend: Option<BackendKind>,
-    /// at_least_once (default) or exactly_once (results published with checkpoints)
-    #[arg(long, value_name = "GUARANTEE")]
-    guarantee: Option<Guarantee>,
-    /// Set existing checkpoints aside and start with empty state
-    #[arg(long)]
-    fresh_state: bool,
-    /// Restore this checkpoint instead of the newest (point-in-time restore)
-    #[arg(long, value_name = "ID")]
-    from_checkpoint: Option<u64>,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    velostream_sql::duration::parse_shorthand(text.trim())
-        .ok_or_else(|| format!("'{text}' is not a duration; write 500ms, 1s, 30s or 5m"))
 }
 
 #[derive(Subcommand)]
@@ -80,7 +47,7 @@ enum Command {
         #[arg(long = "set", value_name = "NAME.KEY=VALUE")]
         set: Vec<String>,
         #[command(flatten)]
-        state: StateArgs,
+        state: velostream::state_args::StateArgs,
     },
     /// Check an application: SQL, sources, sinks and operators
     Validate { app: PathBuf },
@@ -201,6 +168,9 @@ enum BenchCommand {
         #[arg(long)]
         generator_only: bool,
     },
+    /// Checkpoint overhead on the windowed benchmark (memory and rocksdb),
+    /// and recovery time of a job with many keys of state
+    Checkpoint(velostream::bench_checkpoint::CheckpointBench),
     /// Kafka -> filter + projection -> Kafka vs a plain librdkafka consume
     Kafka {
         #[arg(long, default_value_t = 1_000_000)]
@@ -279,6 +249,11 @@ fn main() -> ExitCode {
         Some(Command::Validate { app }) => validate(app),
         Some(Command::Explain { app }) => explain(app),
         Some(Command::Test { specs }) => test(specs),
+        Some(Command::Bench(BenchCommand::Checkpoint(bench))) => {
+            velostream::bench_checkpoint::run(&bench)
+                .map(|report| println!("{report}"))
+                .map_err(Failure::Runtime)
+        }
         Some(Command::Bench(BenchCommand::Kafka {
             records,
             brokers,
@@ -447,8 +422,10 @@ fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
                 run,
             )
         },
-        BenchCommand::Kafka { .. } | BenchCommand::Nexmark { .. } => {
-            unreachable!("bench kafka and nexmark are dispatched before the file suites")
+        BenchCommand::Kafka { .. } | BenchCommand::Nexmark { .. } | BenchCommand::Checkpoint(_) => {
+            unreachable!(
+                "bench kafka, nexmark and checkpoint are dispatched before the file suites"
+            )
         }
         BenchCommand::Interval { records, keys, run } => bench::Suite {
             second_stream: true,
@@ -492,7 +469,7 @@ fn run(
     quiet: bool,
     batch_size: Option<usize>,
     set: Vec<String>,
-    state: StateArgs,
+    state: velostream::state_args::StateArgs,
 ) -> Result<(), Failure> {
     // the same loader as the service: substitution, overrides, checks
     let (mut options, configured_state_dir) = match &config {
@@ -513,7 +490,9 @@ fn run(
         options.batch_size = b.max(1);
     }
     options.overrides = parse_overrides(&set)?;
-    apply_state_args(&mut options, state, configured_state_dir)?;
+    state
+        .apply(&mut options, configured_state_dir)
+        .map_err(Failure::Usage)?;
     let application = Application::load(&app, &options)?;
     application.check()?;
     let jobs = application.build_jobs()?;
@@ -542,53 +521,6 @@ fn run(
                 human(s.records_in as f64 / secs)
             );
         }
-    }
-    Ok(())
-}
-
-/// Merges the checkpoint flags of `run` into the options.
-fn apply_state_args(
-    options: &mut RunOptions,
-    state: StateArgs,
-    configured_state_dir: Option<PathBuf>,
-) -> Result<(), Failure> {
-    if let Some(interval) = state.checkpoint_interval {
-        let dir = configured_state_dir
-            .unwrap_or_else(|| PathBuf::from(velostream_server::service::DEFAULT_STATE_DIR));
-        let settings = options
-            .checkpoints
-            .get_or_insert_with(|| CheckpointSettings::new(dir, interval));
-        settings.interval = interval;
-    }
-    let asked_for_state = state.state_dir.is_some()
-        || state.state_backend.is_some()
-        || state.fresh_state
-        || state.from_checkpoint.is_some();
-    match &mut options.checkpoints {
-        Some(settings) => {
-            if let Some(dir) = state.state_dir {
-                settings.state_dir = dir;
-            }
-            if let Some(backend) = state.state_backend {
-                settings.backend = backend;
-            }
-            settings.fresh = state.fresh_state;
-            settings.restore_from = state.from_checkpoint;
-        }
-        None if asked_for_state => {
-            return Err(Failure::Usage(
-                "--state-dir, --state-backend, --fresh-state and --from-checkpoint need checkpoints: add --checkpoint-interval (or processing.checkpoint_interval in the configuration)".into(),
-            ))
-        }
-        None => {}
-    }
-    if let Some(g) = state.guarantee {
-        options.guarantee = g;
-    }
-    if options.guarantee == Guarantee::ExactlyOnce && options.checkpoints.is_none() {
-        return Err(Failure::Usage(
-            "exactly_once publishes results with checkpoints: add --checkpoint-interval".into(),
-        ));
     }
     Ok(())
 }

@@ -199,5 +199,6 @@ fn run(
         cpu_seconds,
         p50_us: last.latency_quantile(0.5).unwrap_or(0),
         p99_us: last.latency_quantile(0.99).unwrap_or(0),
+        checkpoint_ms: Vec::new(),
     })
 }

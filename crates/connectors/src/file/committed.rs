@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use datafusion::arrow::record_batch::RecordBatch;
 use velostream_engine::connector::Position;
-use velostream_engine::{EngineError, Result, Sink};
+use velostream_engine::{EngineError, Result, Sink, Source};
 
 use crate::format::encode::BatchEncoder;
 use crate::format::RecordFormat;
@@ -179,7 +179,7 @@ impl Sink for FileSink {
         }))
     }
 
-    fn commit_checkpoint(&mut self) -> Result<()> {
+    fn commit_checkpoint(&mut self, _source: &dyn Source) -> Result<()> {
         if !self.staged {
             return Ok(());
         }

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod columns;
 pub mod config;
+mod group;
 pub mod sink;
 pub mod source;
 
@@ -286,6 +287,7 @@ pub fn open_sink(
     props: &BTreeMap<String, String>,
     key: &[String],
     defaults: &KafkaDefaults,
+    exactly_once: bool,
 ) -> Result<Box<dyn Sink>> {
     let err = |e: String| EngineError::connector(name, e);
     let settings = sink_settings(props, defaults).map_err(err)?;
@@ -308,6 +310,13 @@ pub fn open_sink(
         settings.client_config(),
         format,
         key.to_vec(),
+        // stable per job, so a restarted job fences its earlier incarnation
+        exactly_once.then(|| {
+            props
+                .get("transactional.id")
+                .cloned()
+                .unwrap_or_else(|| format!("velostream-{name}"))
+        }),
     )?))
 }
 

@@ -26,7 +26,8 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
-use velostream_engine::{EngineError, Result, Sink};
+use velostream_engine::connector::Position;
+use velostream_engine::{EngineError, Result, Sink, Source};
 use velostream_sql::windowing::{window_role, EVENT_TIME};
 
 use crate::format::encode::BatchEncoder;
@@ -34,6 +35,9 @@ use crate::format::RecordFormat;
 
 /// How long a flush waits for outstanding deliveries.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long transaction calls (init, commit, abort) may take.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Delivery outcomes, shared with librdkafka's callback thread.
 #[derive(Default)]
@@ -67,6 +71,9 @@ impl ProducerContext for DeliveryContext {
 }
 
 pub struct KafkaSink {
+    /// Exactly-once: the producer's `transactional.id`; a transaction is
+    /// open between checkpoints.
+    transactional_id: Option<String>,
     name: String,
     topic: String,
     producer: BaseProducer<DeliveryContext>,
@@ -84,12 +91,28 @@ impl KafkaSink {
         config: rdkafka::ClientConfig,
         format: RecordFormat,
         key_columns: Vec<String>,
+        transactional_id: Option<String>,
     ) -> Result<Self> {
+        let mut config = config;
+        if let Some(id) = &transactional_id {
+            config.set("transactional.id", id);
+        }
         let deliveries = Arc::new(Deliveries::default());
-        let producer = config
+        let producer: BaseProducer<DeliveryContext> = config
             .create_with_context(DeliveryContext(deliveries.clone()))
             .map_err(|e| EngineError::connector(name, format!("cannot create producer: {e}")))?;
+        if transactional_id.is_some() {
+            // fences an earlier incarnation of this job and aborts the
+            // transaction it left open
+            producer
+                .init_transactions(TRANSACTION_TIMEOUT)
+                .and_then(|()| producer.begin_transaction())
+                .map_err(|e| {
+                    EngineError::connector(name, format!("cannot start a transaction: {e}"))
+                })?;
+        }
         Ok(Self {
+            transactional_id,
             name: name.to_string(),
             topic: topic.to_string(),
             producer,
@@ -201,6 +224,64 @@ impl Sink for KafkaSink {
             EngineError::connector(&self.name, format!("flushing to '{}': {e}", self.topic))
         })?;
         self.check_deliveries()
+    }
+
+    fn pre_commit(&mut self) -> Result<Option<Position>> {
+        self.flush()?;
+        Ok(self
+            .transactional_id
+            .as_ref()
+            .map(|id| serde_json::json!({ "transactional_id": id })))
+    }
+
+    /// Commits the open transaction — with the Kafka source's offsets when
+    /// the job reads Kafka, so output and input progress become visible
+    /// together — and opens the next one.
+    fn commit_checkpoint(&mut self, source: &dyn Source) -> Result<()> {
+        if self.transactional_id.is_none() {
+            return Ok(());
+        }
+        let failed = |what: &str, e: KafkaError| {
+            EngineError::connector(&self.name, format!("{what} the transaction: {e}"))
+        };
+        if let Some(kafka) = source
+            .as_any()
+            .and_then(|s| s.downcast_ref::<super::source::KafkaSource>())
+        {
+            let (offsets, group) = kafka.transaction_offsets()?;
+            if offsets.count() > 0 {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
+                    .map_err(|e| failed("cannot add the consumed offsets to", e))?;
+            }
+        }
+        self.producer
+            .commit_transaction(TRANSACTION_TIMEOUT)
+            .map_err(|e| failed("cannot commit", e))?;
+        self.producer
+            .begin_transaction()
+            .map_err(|e| failed("cannot begin", e))
+    }
+
+    fn commits_source_position(&self) -> bool {
+        self.transactional_id.is_some()
+    }
+
+    /// Anything written since the last checkpoint is not part of one: its
+    /// transaction is aborted.
+    fn close(&mut self) -> Result<()> {
+        self.flush()?;
+        if self.transactional_id.is_some() {
+            self.producer
+                .abort_transaction(TRANSACTION_TIMEOUT)
+                .map_err(|e| {
+                    EngineError::connector(
+                        &self.name,
+                        format!("cannot abort the open transaction: {e}"),
+                    )
+                })?;
+        }
+        Ok(())
     }
 }
 

@@ -11,114 +11,23 @@
 //! never committed over the new owner's.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
 use super::columns::{bytes_column, tombstone, MessageColumns};
+use super::group::{GroupContext, Progress};
 use super::{admin, KafkaFormat};
 use crate::format::decode::{BatchDecoder, Origin};
-
-/// Next offset to commit, per partition, of the records handed out so far.
-type Progress = Arc<Mutex<BTreeMap<i32, i64>>>;
-
-/// Forgets the progress of revoked partitions; publishes consumer lag
-/// from librdkafka's periodic statistics (no extra broker round trips).
-pub struct GroupContext {
-    progress: Progress,
-    metrics: Arc<JobMetrics>,
-    /// Offsets a restored checkpoint holds: a partition assigned to this
-    /// member starts there rather than at the group's committed offset
-    /// (which may be older when the job stopped between writing a
-    /// checkpoint and committing it). Kept until the next commit.
-    start_at: Progress,
-}
-
-impl ClientContext for GroupContext {
-    fn stats(&self, statistics: Statistics) {
-        for (topic, t) in &statistics.topics {
-            for (&partition, p) in &t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics
-                        .set_source_lag(topic, partition, p.consumer_lag);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for GroupContext {
-    /// Assigns what the group gives this member — from the restored
-    /// checkpoint's offsets where there are any — and forgets the progress
-    /// of partitions taken away.
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        partitions: &mut TopicPartitionList,
-    ) {
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
-        let outcome = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if let Ok(start_at) = self.start_at.lock() {
-                    let assigned: Vec<(String, i32)> = partitions
-                        .elements()
-                        .iter()
-                        .map(|p| (p.topic().to_string(), p.partition()))
-                        .collect();
-                    for (topic, partition) in assigned {
-                        if let Some(&offset) = start_at.get(&partition) {
-                            let _ = partitions.set_partition_offset(
-                                &topic,
-                                partition,
-                                Offset::Offset(offset),
-                            );
-                        }
-                    }
-                }
-                if cooperative {
-                    consumer.incremental_assign(partitions)
-                } else {
-                    consumer.assign(partitions)
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                if let Ok(mut progress) = self.progress.lock() {
-                    for p in partitions.elements() {
-                        progress.remove(&p.partition());
-                    }
-                }
-                if cooperative {
-                    consumer.incremental_unassign(partitions)
-                } else {
-                    consumer.unassign()
-                }
-            }
-            other => Err(KafkaError::Rebalance(other.into())),
-        };
-        if let Err(e) = outcome {
-            tracing::warn!(
-                component = "kafka",
-                error_type = "rebalance",
-                "rebalance: {e}"
-            );
-        }
-    }
-}
 
 /// How the source reads its topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +158,24 @@ impl KafkaSource {
             batch_timeout,
             held_tombstone: None,
         })
+    }
+
+    /// The offsets of the records handed out so far and the consumer's
+    /// group metadata: what a transactional producer commits with its
+    /// output (`send_offsets_to_transaction`).
+    pub fn transaction_offsets(
+        &self,
+    ) -> Result<(TopicPartitionList, rdkafka::consumer::ConsumerGroupMetadata)> {
+        let metadata = self.consumer.group_metadata().ok_or_else(|| {
+            EngineError::connector(&self.name, "the consumer has no group metadata")
+        })?;
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, &next) in self.progress.lock().map_err(|_| poisoned())?.iter() {
+            offsets
+                .add_partition_offset(&self.topic, partition, Offset::Offset(next))
+                .map_err(|e| EngineError::connector(&self.name, e))?;
+        }
+        Ok((offsets, metadata))
     }
 
     pub fn consumer(&self) -> &BaseConsumer<GroupContext> {
@@ -474,6 +401,42 @@ impl Source for KafkaSource {
             .map(|(p, o)| (p.to_string(), Position::from(*o)))
             .collect();
         Some(serde_json::json!({ "topic": self.topic, "partitions": partitions }))
+    }
+
+    /// The group's committed offsets on the topic, in the form of
+    /// [`position`](Source::position).
+    fn committed_position(&self) -> Result<Option<Position>> {
+        if self.mode == ReadMode::Table {
+            return Ok(None);
+        }
+        let timeout = Duration::from_secs(10);
+        let partitions = admin::partitions(&self.consumer, &self.topic, timeout)
+            .map_err(|e| EngineError::connector(&self.name, e))?;
+        let mut wanted = TopicPartitionList::new();
+        for p in partitions {
+            wanted.add_partition(&self.topic, p);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(wanted, timeout)
+            .map_err(|e| {
+                EngineError::connector(&self.name, format!("cannot read committed offsets: {e}"))
+            })?;
+        let partitions: serde_json::Map<String, Position> = committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition().to_string(), Position::from(o))),
+                _ => None,
+            })
+            .collect();
+        Ok(Some(
+            serde_json::json!({ "topic": self.topic, "partitions": partitions }),
+        ))
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     /// Starts each partition at the checkpoint's offset when the group

@@ -39,7 +39,7 @@ pub struct CheckpointSettings {
     pub state_dir: PathBuf,
     /// Time between checkpoints.
     pub interval: Duration,
-    /// Complete checkpoints kept per job (at least one).
+    /// Complete checkpoints kept per job (at least two are kept).
     pub retain: usize,
     pub backend: BackendKind,
     /// Set aside existing checkpoints and start with empty state.
@@ -148,6 +148,16 @@ impl Checkpointer {
     /// The checkpoint to recover from: the one asked for, or the newest
     /// that verifies (damaged ones are reported and skipped).
     pub fn recover(&mut self) -> Result<Option<Recovered>> {
+        self.recover_where(|_| true)
+    }
+
+    /// Like [`recover`](Self::recover), but only a checkpoint whose
+    /// manifest satisfies `matches` is restored; newer ones that do not
+    /// are reported and skipped (none matching: start empty).
+    pub fn recover_where(
+        &mut self,
+        matches: impl Fn(&Manifest) -> bool,
+    ) -> Result<Option<Recovered>> {
         let ids = self.store.ids()?;
         if let Some(id) = self.settings.restore_from {
             if !ids.contains(&id) {
@@ -159,9 +169,18 @@ impl Checkpointer {
             }
             return self.read(id).map(Some);
         }
+        let mut unmatched = 0;
         for &id in ids.iter().rev() {
             match self.read(id) {
-                Ok(recovered) => return Ok(Some(recovered)),
+                Ok(recovered) if matches(&recovered.manifest) => return Ok(Some(recovered)),
+                Ok(_) => {
+                    unmatched += 1;
+                    tracing::warn!(
+                        component = "checkpoint",
+                        "job {}: checkpoint {id} is complete but its output was never committed (the job stopped between the two); using the one before it",
+                        self.job
+                    );
+                }
                 Err(e) => tracing::error!(
                     component = "checkpoint",
                     error_type = "damaged_checkpoint",
@@ -169,6 +188,9 @@ impl Checkpointer {
                     self.job
                 ),
             }
+        }
+        if unmatched > 0 {
+            return Ok(None); // no committed output yet: start from the beginning
         }
         if !ids.is_empty() {
             return Err(EngineError::State(format!(
@@ -233,7 +255,9 @@ impl Checkpointer {
         let bytes = self.store.seal(&tmp, manifest, &files)?;
         self.next_id += 1;
         self.last = Instant::now();
-        self.store.prune(self.settings.retain)?;
+        // two at least: a sink committing with the source position may
+        // need the one before the newest (see `recover_where`)
+        self.store.prune(self.settings.retain.max(2))?;
         Ok(Taken {
             id,
             duration: started.elapsed(),
