@@ -166,7 +166,11 @@ impl Job {
                         break;
                     }
                 }
-                SourceEvent::Idle | SourceEvent::Deletes(_) => {}
+                SourceEvent::Idle => {
+                    self.pipeline.idle(&mut out)?;
+                    self.deliver(&mut out)?;
+                }
+                SourceEvent::Deletes(_) => {}
                 SourceEvent::End => break,
             }
         }

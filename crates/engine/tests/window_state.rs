@@ -92,3 +92,30 @@ fn sessions_survive_a_snapshot() {
         "10 keys x 2 sessions"
     );
 }
+
+#[test]
+fn processing_time_windows_close_on_the_clock_without_input() {
+    let plan = common::plan(
+        "SELECT k, COUNT(*) AS n FROM t GROUP BY k WINDOW TUMBLING(PROCTIME(), 100ms) WITH ('t.type' = 'test')",
+        schema(),
+    );
+    let mut pipeline = PipelineBuilder::new()
+        .build(&plan, false, Default::default())
+        .unwrap();
+    let out = common::run(&mut pipeline, vec![batch(0)], false);
+    assert!(out.is_empty(), "the window is still open");
+    let mut emitted = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while emitted.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the window never closed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        pipeline.idle(&mut emitted).unwrap();
+    }
+    // the event times in `at` (0..100) play no part: all 100 records were
+    // processed at one moment, so each key has its 10 in one window
+    assert_eq!(emitted.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+    assert_eq!(pipeline.state_size().windows, 0);
+}

@@ -231,7 +231,7 @@ impl StreamNode {
                 event_time,
                 ..
             } => {
-                let time = time_column.as_deref().unwrap_or("arrival time");
+                let time = time_column.as_deref().unwrap_or("processing time");
                 let what = window
                     .as_ref()
                     .map(|w| format!("WindowAssign {w}"))

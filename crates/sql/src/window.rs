@@ -26,6 +26,9 @@ pub struct WindowSpec {
     /// Event-time column named in the clause; `None` means the source's
     /// event time (`_event_time`).
     pub time_column: Option<String>,
+    /// `PROCTIME()` as the time argument: windows on the time each record
+    /// is processed (wall clock), closed as that clock passes their end.
+    pub processing_time: bool,
     pub location: Location,
 }
 
@@ -49,11 +52,11 @@ impl fmt::Display for EmitMode {
 
 impl fmt::Display for WindowSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let col = self
-            .time_column
-            .as_ref()
-            .map(|c| format!("{c}, "))
-            .unwrap_or_default();
+        let col = match (&self.time_column, self.processing_time) {
+            (_, true) => "PROCTIME(), ".to_string(),
+            (Some(c), false) => format!("{c}, "),
+            (None, false) => String::new(),
+        };
         match &self.kind {
             WindowKind::Tumbling { size } => write!(f, "TUMBLING({col}{})", format_duration(*size)),
             WindowKind::Sliding { size, advance } => write!(
@@ -94,7 +97,11 @@ pub fn parse_window(tokens: &[TokenWithSpan]) -> Result<WindowSpec> {
         match (name.as_str(), args.len()) {
             ("TUMBLING", 1) | ("SESSION", 1) | ("SLIDING" | "HOPPING", 2) => (None, &args[..]),
             ("TUMBLING", 2) | ("SESSION", 2) | ("SLIDING" | "HOPPING", 3) => {
-                (Some(column_arg(args[0])?), &args[1..])
+                if is_proctime(args[0]) {
+                    (None, &args[1..])
+                } else {
+                    (Some(column_arg(args[0])?), &args[1..])
+                }
             }
             ("TUMBLING", _) => {
                 return Err(arity_error("a size, optionally preceded by a time column"))
@@ -108,6 +115,7 @@ pub fn parse_window(tokens: &[TokenWithSpan]) -> Result<WindowSpec> {
                 ))
             }
         };
+    let processing_time = args.len() > durations.len() && is_proctime(args[0]);
     let durations = durations
         .iter()
         .map(|arg| duration_arg(arg))
@@ -136,6 +144,7 @@ pub fn parse_window(tokens: &[TokenWithSpan]) -> Result<WindowSpec> {
     Ok(WindowSpec {
         kind,
         time_column,
+        processing_time,
         location,
     })
 }
@@ -163,6 +172,15 @@ fn split_args(tokens: &[TokenWithSpan]) -> Vec<&[TokenWithSpan]> {
 
 /// A column name, optionally qualified (`o.ts`: the qualifier names the
 /// stream the column belongs to, which is the windowed stream).
+/// `PROCTIME()`: the processing-time argument of a window.
+fn is_proctime(arg: &[TokenWithSpan]) -> bool {
+    matches!(
+        arg,
+        [name, TokenWithSpan { token: Token::LParen, .. }, TokenWithSpan { token: Token::RParen, .. }]
+            if is_word(&name.token, "PROCTIME")
+    )
+}
+
 fn column_arg(arg: &[TokenWithSpan]) -> Result<String> {
     match arg {
         [TokenWithSpan {
@@ -180,7 +198,7 @@ fn column_arg(arg: &[TokenWithSpan]) -> Result<String> {
             ..
         }] => Ok(w.value.clone()),
         _ => Err(SqlError::new(
-            "expected an event-time column name as the first window argument",
+            "expected an event-time column name (or PROCTIME()) as the first window argument",
             arg.first().map(loc).unwrap_or_default(),
         )),
     }
@@ -308,6 +326,7 @@ pub fn parse_table_function(tokens: &[TokenWithSpan]) -> Result<(TokenWithSpan, 
         WindowSpec {
             kind,
             time_column: Some(time_column),
+            processing_time: false,
             location,
         },
     ))

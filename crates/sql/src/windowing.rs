@@ -119,17 +119,23 @@ pub fn window_assign(
     window: Option<&WindowSpec>,
 ) -> Result<StreamNode> {
     let location = window.map(|w| w.location).unwrap_or_default();
-    // without an event-time field, a Kafka record's time is its message timestamp
-    let time_column = window
-        .and_then(|w| w.time_column.clone())
-        .or_else(|| binding.event_time.field.clone())
-        .or_else(|| {
-            binding
-                .schema
-                .field_with_name(crate::system_columns::TIMESTAMP)
-                .ok()
-                .map(|f| f.name().clone())
-        });
+    // without an event-time field, a Kafka record's time is its message
+    // timestamp; PROCTIME() windows read no time column (arrival time)
+    let processing_time = window.is_some_and(|w| w.processing_time);
+    let time_column = if processing_time {
+        None
+    } else {
+        window
+            .and_then(|w| w.time_column.clone())
+            .or_else(|| binding.event_time.field.clone())
+            .or_else(|| {
+                binding
+                    .schema
+                    .field_with_name(crate::system_columns::TIMESTAMP)
+                    .ok()
+                    .map(|f| f.name().clone())
+            })
+    };
     let mut decode: Vec<Field> = projected
         .fields()
         .iter()

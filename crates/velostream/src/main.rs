@@ -158,7 +158,10 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10_000_000)]
         events: u64,
         /// Comma-separated query names
-        #[arg(long, default_value = "q0,q1,q2,q3,q5,q7,q8")]
+        #[arg(
+            long,
+            default_value = "q0,q1,q2,q3,q4,q5,q7,q8,q10,q11,q12,q13,q14,q15,q16,q17,q20,q21,q22"
+        )]
         queries: String,
         #[arg(long, default_value = "benches/nexmark")]
         dir: PathBuf,
@@ -233,6 +236,8 @@ fn main() -> ExitCode {
     let serving = matches!(cli.command, Some(Command::Server { .. }))
         || (cli.command.is_none() && !cli.config.is_empty());
     if !serving {
+        // (the service keeps ignoring SIGPIPE: a client hanging up must not end it)
+        restore_sigpipe();
         // warnings of the engine and connectors as `warning: ...` lines on stderr
         let _ =
             tracing::subscriber::set_global_default(velostream_server::logging::cli_subscriber());
@@ -439,6 +444,17 @@ fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
                 run,
             )
         },
+    }
+}
+
+/// Output piped into a reader that stops early (`velostream explain app.sql
+/// | head`) ends the process quietly, as other command-line tools do,
+/// instead of failing a write (the Rust runtime ignores SIGPIPE).
+fn restore_sigpipe() {
+    // SAFETY: called at the start of `main`, before any thread exists, and
+    // SIG_DFL is a valid disposition for SIGPIPE; `signal` touches no Rust state.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

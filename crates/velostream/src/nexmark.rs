@@ -120,7 +120,14 @@ pub fn bench(b: NexmarkBench) -> Result<String, String> {
         let sql = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         for (label, files) in &sources {
-            let m = run(query, &sql, b.events, files.as_deref(), b.batch_size)?;
+            let m = run(
+                query,
+                &sql,
+                &b.queries_dir,
+                b.events,
+                files.as_deref(),
+                b.batch_size,
+            )?;
             eprintln!(
                 "  {query} ({label}): {} events/s, {} per core",
                 human(m.rate()),
@@ -148,9 +155,11 @@ pub fn bench(b: NexmarkBench) -> Result<String, String> {
 }
 
 /// One run of `sql` over `events` events; results go to a null sink.
+/// Relative paths in the query (q13's side table) resolve against `dir`.
 fn run(
     query: &str,
     sql: &str,
+    dir: &Path,
     events: u64,
     files: Option<&Path>,
     batch_size: usize,
@@ -182,7 +191,7 @@ fn run(
         overrides,
         ..RunOptions::default()
     };
-    let app = Application::from_text(&format!("{query}.sql"), sql, Path::new("."), &options)
+    let app = Application::from_text(&format!("{query}.sql"), sql, dir, &options)
         .map_err(|e| e.to_string())?;
     let jobs = app.build_jobs().map_err(|e| e.to_string())?;
     let last = jobs

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{cast, filter, take};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -149,13 +149,18 @@ impl GroupedAggregates {
         }
         self.group_of_row = group_of_row;
 
-        for (call_index, call) in self.calls.iter().enumerate() {
-            let reorder = |a: ArrayRef| -> Result<ArrayRef> {
-                Ok(match &order {
-                    Some(o) => take(&a, o, None)?,
-                    None => a,
-                })
-            };
+        let reorder = |a: ArrayRef| -> Result<ArrayRef> {
+            Ok(match &order {
+                Some(o) => take(&a, o, None)?,
+                None => a,
+            })
+        };
+        // Every call's arguments for the whole batch, rows grouped; a FILTER
+        // clause is applied once to the whole batch, each group's rows stay
+        // contiguous in the result at offsets counted from the mask.
+        let mut prepared: Vec<(Vec<ArrayRef>, std::borrow::Cow<'_, [usize]>)> =
+            Vec::with_capacity(self.calls.len());
+        for call in self.calls.iter() {
             let args = call
                 .args
                 .iter()
@@ -166,22 +171,34 @@ impl GroupedAggregates {
                         .and_then(reorder)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let mask = match &call.filter {
-                Some(f) => Some(reorder(f.evaluate(batch)?.into_array(rows)?)?),
-                None => None,
-            };
-            for (slot, &g) in touched.iter().enumerate() {
-                let (start, len) = (offsets[slot], offsets[slot + 1] - offsets[slot]);
-                let mut slices: Vec<ArrayRef> = args.iter().map(|a| a.slice(start, len)).collect();
-                if let Some(mask) = &mask {
-                    let m = mask.slice(start, len);
-                    let m = m.as_boolean();
-                    slices = slices
+            prepared.push(match &call.filter {
+                None => (args, std::borrow::Cow::Borrowed(&offsets[..])),
+                Some(f) => {
+                    let mask = reorder(f.evaluate(batch)?.into_array(rows)?)?;
+                    let mask = mask.as_boolean();
+                    let args = args
                         .iter()
-                        .map(|s| filter(s, m))
-                        .collect::<std::result::Result<_, _>>()?;
+                        .map(|a| filter(a, mask))
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    (
+                        args,
+                        std::borrow::Cow::Owned(filtered_offsets(mask, &offsets)),
+                    )
                 }
-                self.accumulators[g][call_index].update_batch(&slices)?;
+            });
+        }
+        // group by group, so each group's accumulators are visited together
+        let mut slices: Vec<ArrayRef> = Vec::new();
+        for (slot, &g) in touched.iter().enumerate() {
+            let accumulators = &mut self.accumulators[g];
+            for ((args, offsets), accumulator) in prepared.iter().zip(accumulators.iter_mut()) {
+                let (start, len) = (offsets[slot], offsets[slot + 1] - offsets[slot]);
+                if len == 0 {
+                    continue; // every row of the group was filtered out
+                }
+                slices.clear();
+                slices.extend(args.iter().map(|a| a.slice(start, len)));
+                accumulator.update_batch(&slices)?;
             }
         }
 
@@ -322,4 +339,23 @@ pub fn conform(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Group boundaries after filtering with `mask`: for each boundary in
+/// `offsets` (row positions), how many rows before it the mask keeps
+/// (a NULL in the mask drops its row, as `filter` does).
+fn filtered_offsets(mask: &BooleanArray, offsets: &[usize]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(offsets.len());
+    let mut kept = 0;
+    let mut row = 0;
+    for &boundary in offsets {
+        while row < boundary {
+            if mask.is_valid(row) && mask.value(row) {
+                kept += 1;
+            }
+            row += 1;
+        }
+        out.push(kept);
+    }
+    out
 }

@@ -47,6 +47,11 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// The source has nothing right now; time may still pass (a
+    /// processing-time window closes on the clock). A watermark produced
+    /// here is taken with [`take_watermark`](Self::take_watermark).
+    fn on_idle(&mut self) {}
+
     /// The job's source reads `count` partitions (numbered by `_partition`).
     fn on_source_partitions(&mut self, _count: usize) {}
 
@@ -132,6 +137,15 @@ impl Pipeline {
                 rows: acc.rows + s.rows,
             }
         })
+    }
+
+    /// Lets time pass while the source is idle: watermarks operators
+    /// produce from the clock flow downstream (closed windows emit).
+    pub fn idle(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        for op in &mut self.operators {
+            op.on_idle();
+        }
+        self.run_from(0, Vec::new(), out)
     }
 
     /// Tells every operator how many partitions the source reads.

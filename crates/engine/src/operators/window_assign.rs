@@ -71,6 +71,11 @@ impl WindowAssignOperator {
             Some(name) => Some((input.index_of(name)?, name.to_string())),
             None => None,
         };
+        // processing time is one clock, whatever the partition
+        let partition = time
+            .is_some()
+            .then(|| input.index_of(PARTITION_COLUMN).ok())
+            .flatten();
         let columns = schema
             .fields()
             .iter()
@@ -89,7 +94,7 @@ impl WindowAssignOperator {
             time,
             format: event_time.format.clone(),
             window,
-            partition: input.index_of(PARTITION_COLUMN).ok(),
+            partition,
             watermarks: WatermarkTracker::new(lag, event_time.idle_timeout),
             emitted: None,
             late_data: event_time.late_data,
@@ -126,15 +131,17 @@ impl WindowAssignOperator {
     fn event_times(&self, batch: &RecordBatch) -> Result<Int64Array> {
         match &self.time {
             Some((index, _)) => event_millis(batch.column(*index), &self.format),
-            None => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
-                Ok(Int64Array::from(vec![now; batch.num_rows()]))
-            }
+            None => Ok(Int64Array::from(vec![wall_clock_ms(); batch.num_rows()])),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch now: the processing time of a record.
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Operator for WindowAssignOperator {
@@ -257,6 +264,19 @@ impl Operator for WindowAssignOperator {
 
     fn take_watermark(&mut self) -> Option<i64> {
         self.emitted.take()
+    }
+
+    /// Processing time passes without input too: the watermark follows
+    /// the clock, so windows close when their end has passed.
+    fn on_idle(&mut self) {
+        if self.time.is_some() {
+            return;
+        }
+        let now = wall_clock_ms();
+        self.watermarks.observe(0, now, Instant::now());
+        if let Some(advanced) = self.watermarks.advance(Instant::now()) {
+            self.emitted = Some(advanced);
+        }
     }
 }
 
