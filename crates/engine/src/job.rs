@@ -230,9 +230,10 @@ impl Job {
     /// sink publishes and the source commits.
     fn checkpoint(&mut self) -> Result<()> {
         let sink_state = self.sink.pre_commit()?;
-        if let Some(sink) = &mut self.dead_letters {
-            sink.flush()?;
-        }
+        let dead_letter_state = match &mut self.dead_letters {
+            Some(sink) => sink.pre_commit()?,
+            None => None,
+        };
         let captured = checkpoint::Captured {
             operators: checkpoint::capture_operators(&mut self.pipeline)?,
             source: Some(self.source.position().ok_or_else(|| {
@@ -242,6 +243,7 @@ impl Job {
                 ))
             })?),
             sink: sink_state,
+            dead_letter_sink: dead_letter_state,
             records_in: JobMetrics::get(&self.metrics.records_in),
         };
         let Some(checkpoints) = &mut self.checkpoints else {
@@ -249,6 +251,9 @@ impl Job {
         };
         let taken = checkpoints.write(captured)?;
         self.sink.commit_checkpoint(self.source.as_ref())?;
+        if let Some(sink) = &mut self.dead_letters {
+            sink.commit_checkpoint(self.source.as_ref())?;
+        }
         self.source.commit()?;
         let duration_ms = taken.duration.as_secs_f64() * 1000.0;
         if let Ok(mut d) = self.metrics.checkpoint_durations_ms.lock() {
@@ -303,11 +308,15 @@ impl Job {
             Some(c) => c.as_ref() == m.source.as_ref(),
         })?
         else {
+            if let Some(sink) = &mut self.dead_letters {
+                sink.recover(None)?;
+            }
             return self.sink.recover(None);
         };
         let id = recovered.manifest.id;
         let source = recovered.manifest.source.clone();
         let sink = recovered.manifest.sink.clone();
+        let dead_letter_sink = recovered.manifest.dead_letter_sink.clone();
         let records = recovered.manifest.records_in;
         let bytes = recovered.manifest.files.iter().map(|f| f.bytes).sum();
         checkpoint::restore_operators(&mut self.pipeline, recovered)?;
@@ -315,6 +324,10 @@ impl Job {
             self.source.seek(position)?;
         }
         self.sink.recover(sink.as_ref())?;
+        // rejected records are cut back like results: the replay rejects them again
+        if let Some(letters) = &mut self.dead_letters {
+            letters.recover(dead_letter_sink.as_ref())?;
+        }
         let took = started.elapsed();
         self.report_checkpoint(id, took.as_millis() as u64, bytes, true);
         tracing::info!(

@@ -29,7 +29,11 @@ fn append(path: &Path, from: usize, to: usize) {
         .open(path)
         .unwrap();
     for i in from..to {
-        writeln!(f, r#"{{"id": {i}, "qty": {}}}"#, i % 7).unwrap();
+        if i % 100 == 50 {
+            writeln!(f, "not json {i}").unwrap(); // rejected, to the dead-letter file
+        } else {
+            writeln!(f, r#"{{"id": {i}, "qty": {}}}"#, i % 7).unwrap();
+        }
     }
 }
 
@@ -52,22 +56,28 @@ fn backup_and_point_in_time_restore_of_checkpoints() {
         d.join("app.sql"),
         "-- @name: big\nCREATE STREAM big AS SELECT id, qty * 2 AS q FROM input WHERE qty > 0
          WITH ('input.type' = 'file_source', 'input.path' = 'input.jsonl',
-               'big.type' = 'file_sink', 'big.path' = 'out.jsonl');",
+               'big.type' = 'file_sink', 'big.path' = 'out.jsonl',
+               'dead_letter.type' = 'file_sink', 'dead_letter.path' = 'rejects.jsonl');",
     )
     .unwrap();
     let lines = |p: &str| std::fs::read_to_string(d.join(p)).unwrap().lines().count();
 
     append(&d.join("input.jsonl"), 0, 1000);
-    assert!(velostream(RUN, d).contains("1000 records in"));
+    assert!(velostream(RUN, d).contains("990 records in"));
     let first = lines("out.jsonl");
     std::thread::sleep(std::time::Duration::from_millis(50));
     let between = chrono::Utc::now().timestamp_millis();
     std::thread::sleep(std::time::Duration::from_millis(50));
     // the file grew: the next run reads only the new records
     append(&d.join("input.jsonl"), 1000, 1500);
-    assert!(velostream(RUN, d).contains("500 records in"));
+    assert!(velostream(RUN, d).contains("495 records in"));
     let both = lines("out.jsonl");
     assert!(both > first);
+    assert_eq!(
+        lines("rejects.jsonl"),
+        15,
+        "the second run added to the first's rejects"
+    );
 
     let listed = velostream(&["state", "list", "--state-dir", "state"], d);
     assert!(listed.contains("big\n"), "{listed}");
@@ -107,8 +117,10 @@ fn backup_and_point_in_time_restore_of_checkpoints() {
         restored.contains("big: restored up to checkpoint 1"),
         "{restored}"
     );
-    assert!(velostream(RUN, d).contains("500 records in"));
+    assert!(velostream(RUN, d).contains("495 records in"));
     assert_eq!(lines("out.jsonl"), both);
+    // rejected records were cut back with the results: each one once
+    assert_eq!(lines("rejects.jsonl"), 15, "one per 100 records");
     let ids: std::collections::BTreeSet<i64> = std::fs::read_to_string(d.join("out.jsonl"))
         .unwrap()
         .lines()
@@ -125,7 +137,7 @@ fn backup_and_point_in_time_restore_of_checkpoints() {
         &["state", "reset", "--state-dir", "state", "--job", "big"],
         d,
     );
-    assert!(velostream(RUN, d).contains("1500 records in"));
+    assert!(velostream(RUN, d).contains("1485 records in"));
     assert_eq!(
         lines("out.jsonl"),
         both,

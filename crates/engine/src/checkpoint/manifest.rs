@@ -31,6 +31,9 @@ pub struct Manifest {
     pub source: Option<Position>,
     /// What the sink needs to find this point again.
     pub sink: Option<Position>,
+    /// The same for the dead-letter sink, when the job has one.
+    #[serde(default)]
+    pub dead_letter_sink: Option<Position>,
     /// Records read up to this point (for reporting).
     pub records_in: u64,
     /// Every file of the checkpoint but the manifest, with its checksum.

@@ -73,6 +73,7 @@ pub struct Captured {
     pub operators: Vec<(usize, &'static str, OperatorSnapshot)>,
     pub source: Option<Position>,
     pub sink: Option<Position>,
+    pub dead_letter_sink: Option<Position>,
     pub records_in: u64,
 }
 
@@ -249,6 +250,7 @@ impl Checkpointer {
             operators,
             source: captured.source,
             sink: captured.sink,
+            dead_letter_sink: captured.dead_letter_sink,
             records_in: captured.records_in,
             files: Vec::new(),
         };
