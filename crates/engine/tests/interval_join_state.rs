@@ -1,20 +1,22 @@
 //! The interval join keeps only the other stream's records that a later
-//! driving record can still reach: its state is bounded by the interval.
+//! driving record can still reach: its state is bounded by the interval,
+//! and it survives a snapshot (buffer, other stream's position and event
+//! time) with the results of an uninterrupted run.
 
 mod common;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use velostream_engine::connector::{Source, SourceEvent, TableData, TableLoader};
+use velostream_engine::connector::{Position, Source, SourceEvent, TableData, TableLoader};
 use velostream_engine::{JobMetrics, PipelineBuilder, Result};
 
 use common::{timed_batch as batch, timed_schema as schema};
 
-/// The other stream: batches handed out one poll at a time, counting polls.
-struct Batches(VecDeque<RecordBatch>);
+/// The other stream: batches handed out one poll at a time; its position
+/// is the number handed out.
+struct Batches(Vec<RecordBatch>, usize);
 
 impl Source for Batches {
     fn schema(&self) -> SchemaRef {
@@ -22,14 +24,26 @@ impl Source for Batches {
     }
 
     fn poll_batch(&mut self) -> Result<SourceEvent> {
-        Ok(match self.0.pop_front() {
-            Some(b) => SourceEvent::Batch(b),
+        Ok(match self.0.get(self.1) {
+            Some(b) => {
+                self.1 += 1;
+                SourceEvent::Batch(b.clone())
+            }
             None => SourceEvent::End,
         })
     }
 
     fn is_bounded(&self) -> bool {
         true
+    }
+
+    fn position(&self) -> Option<Position> {
+        Some(Position::from(self.1))
+    }
+
+    fn seek(&mut self, position: &Position) -> Result<()> {
+        self.1 = position.as_u64().unwrap_or_default() as usize;
+        Ok(())
     }
 }
 
@@ -53,6 +67,7 @@ impl TableLoader for OtherStream {
     ) -> Result<Box<dyn Source>> {
         Ok(Box::new(Batches(
             (0..100).map(|i| batch(i * 100)).collect(),
+            0,
         )))
     }
 }
@@ -84,4 +99,34 @@ fn buffered_records_expire_with_the_driving_stream() {
         rows > 100 * 100 * 5 - 1000 && rows <= 100 * 100 * 6,
         "{rows} rows"
     );
+}
+
+#[test]
+fn an_interval_join_resumes_from_a_snapshot_with_the_same_results() {
+    for join in ["JOIN", "FULL JOIN"] {
+        let plan = common::plan(
+            &format!(
+                "SELECT a.k, a.at, b.at AS other_at FROM a {join} b ON a.k = b.k AND b.at BETWEEN a.at AND a.at + 50 \
+                 WITH ('a.type' = 'test', 'b.type' = 'test')"
+            ),
+            schema(),
+        );
+        let build = || {
+            PipelineBuilder::new()
+                .with_table_loader(Arc::new(OtherStream))
+                .build(&plan, true, Default::default())
+                .unwrap()
+        };
+        let input: Vec<RecordBatch> = (0..60).map(|i| batch(i * 100)).collect();
+        let expected = common::run(&mut build(), input.clone(), true);
+
+        let mut before = build();
+        let mut actual = common::run(&mut before, input[..25].to_vec(), false);
+        let saved = common::snapshot_all(&mut before);
+        drop(before);
+        let mut after = build();
+        assert_eq!(common::restore_all(&mut after, &saved), 1, "{join}");
+        actual.extend(common::run(&mut after, input[25..].to_vec(), true));
+        assert_eq!(common::text(&actual), common::text(&expected), "{join}");
+    }
 }

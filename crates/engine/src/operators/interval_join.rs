@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array,
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array,
 };
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::row::RowConverter;
 use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::HashMap;
@@ -21,7 +21,8 @@ use hashbrown::HashMap;
 use super::join_output::{cast_keys, emit_pairs, key_converter, millis_of};
 use super::{evaluate_all, Operator, Pipeline, StateSize};
 use crate::connector::{Source, SourceEvent};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
+use crate::state::{Checkpointable, OperatorSnapshot};
 
 /// The join's fixed parts, as the pipeline builder finds them.
 pub struct IntervalJoinSpec {
@@ -205,10 +206,6 @@ impl IntervalJoinOperator {
 }
 
 impl Operator for IntervalJoinOperator {
-    fn checkpoint_blocker(&self) -> Option<&'static str> {
-        Some("checkpoints do not capture an interval join's second stream yet (its position and buffered records); run this query without checkpoints")
-    }
-
     fn name(&self) -> &'static str {
         "interval_join"
     }
@@ -270,6 +267,10 @@ impl Operator for IntervalJoinOperator {
         Ok(())
     }
 
+    fn state(&mut self) -> Option<&mut dyn Checkpointable> {
+        Some(self)
+    }
+
     fn state_size(&self) -> StateSize {
         StateSize {
             windows: 0,
@@ -277,4 +278,118 @@ impl Operator for IntervalJoinOperator {
             rows: self.buffer.num_rows(),
         }
     }
+}
+
+/// Schema metadata keys of an interval join's snapshot.
+const OTHER_POSITION: &str = "other_position";
+const OTHER_MAX: &str = "other_max";
+const LEFT_MAX: &str = "left_max";
+const OTHER_DONE: &str = "other_done";
+const OTHER_OPERATOR: &str = "other_operator_";
+
+/// The buffered records of the other stream with their times and whether
+/// each met a driving record (two extra columns), and — in the schema's
+/// metadata — where the other stream stands, how far both streams got, and
+/// the state of the other stream's own operators (its event time), so a
+/// restored join reads the other stream on from exactly there.
+impl Checkpointable for IntervalJoinOperator {
+    fn snapshot(&mut self) -> Result<OperatorSnapshot> {
+        let position = self.other.position().ok_or_else(|| {
+            EngineError::State(
+                "the interval join's other stream cannot be replayed from a position".into(),
+            )
+        })?;
+        let mut metadata = std::collections::HashMap::new();
+        metadata.insert(OTHER_POSITION.to_string(), position.to_string());
+        metadata.insert(OTHER_DONE.to_string(), self.other_done.to_string());
+        for (key, value) in [(OTHER_MAX, self.other_max), (LEFT_MAX, self.left_max)] {
+            if let Some(v) = value {
+                metadata.insert(key.to_string(), v.to_string());
+            }
+        }
+        for (i, op) in self.other_pipeline.operators_mut().iter_mut().enumerate() {
+            if let Some(state) = op.state() {
+                let bytes = state.snapshot()?.to_bytes()?;
+                metadata.insert(format!("{OTHER_OPERATOR}{i}"), to_hex(&bytes));
+            }
+        }
+        let mut fields: Vec<Field> = self
+            .other_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("__other_time", DataType::Int64, false));
+        fields.push(Field::new("__other_matched", DataType::Boolean, false));
+        let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
+        let mut columns = self.buffer.columns().to_vec();
+        columns.push(Arc::new(Int64Array::from(self.times.clone())));
+        columns.push(Arc::new(BooleanArray::from(self.matched.clone())));
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        Ok(OperatorSnapshot {
+            schema,
+            batches: vec![batch],
+        })
+    }
+
+    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<()> {
+        let meta = snapshot.schema.metadata();
+        let bad = |what: &str| EngineError::State(format!("interval join snapshot: {what}"));
+        let number = |key: &str| -> Result<Option<i64>> {
+            meta.get(key)
+                .map(|v| v.parse().map_err(|_| bad(key)))
+                .transpose()
+        };
+        let position: crate::connector::Position = meta
+            .get(OTHER_POSITION)
+            .and_then(|p| serde_json::from_str(p).ok())
+            .ok_or_else(|| bad("no position of the other stream"))?;
+        self.other.seek(&position)?;
+        self.other_done = meta.get(OTHER_DONE).is_some_and(|d| d == "true");
+        self.other_max = number(OTHER_MAX)?;
+        self.left_max = number(LEFT_MAX)?;
+        for (i, op) in self.other_pipeline.operators_mut().iter_mut().enumerate() {
+            if let Some(state) = op.state() {
+                let bytes = meta
+                    .get(&format!("{OTHER_OPERATOR}{i}"))
+                    .and_then(|h| from_hex(h))
+                    .ok_or_else(|| bad("no state for the other stream's operators"))?;
+                state.restore(OperatorSnapshot::from_bytes(&bytes)?)?;
+            }
+        }
+        let n = self.other_schema.fields().len();
+        let mut buffers = vec![RecordBatch::new_empty(self.other_schema.clone())];
+        let mut times = Vec::new();
+        let mut matched = Vec::new();
+        for batch in &snapshot.batches {
+            buffers.push(RecordBatch::try_new(
+                self.other_schema.clone(),
+                batch.columns()[..n].to_vec(),
+            )?);
+            times.extend(batch.column(n).as_primitive::<Int64Type>().values().iter());
+            matched.extend(
+                batch
+                    .column(n + 1)
+                    .as_boolean()
+                    .iter()
+                    .map(|m| m == Some(true)),
+            );
+        }
+        let buffer = concat_batches(&self.other_schema, &buffers)?;
+        self.rebuild(buffer, times, matched)
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
 }
