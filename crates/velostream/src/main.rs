@@ -148,6 +148,17 @@ enum NexmarkCommand {
         /// Events per second of event time
         #[arg(long, default_value_t = 10_000)]
         rate: u64,
+        /// Produce to the Kafka topics <prefix>person, <prefix>auction and
+        /// <prefix>bid on these brokers instead of writing files (`--kafka`
+        /// alone: KAFKA_BROKERS, else localhost:9092)
+        #[arg(long, value_name = "BROKERS", num_args = 0..=1, default_missing_value = "")]
+        kafka: Option<String>,
+        /// Topic name prefix for --kafka
+        #[arg(long, default_value = "nexmark-")]
+        topic_prefix: String,
+        /// Partitions of topics --kafka creates
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
     },
 }
 
@@ -170,6 +181,10 @@ enum BenchCommand {
         /// Only the in-process generator (no JSON files)
         #[arg(long)]
         generator_only: bool,
+        /// Also run over the events produced to Kafka topics on these
+        /// brokers (`--kafka` alone: KAFKA_BROKERS, else localhost:9092)
+        #[arg(long, value_name = "BROKERS", num_args = 0..=1, default_missing_value = "")]
+        kafka: Option<String>,
     },
     /// Checkpoint overhead on the windowed benchmark (memory and rocksdb),
     /// and recovery time of a job with many keys of state
@@ -278,20 +293,41 @@ fn main() -> ExitCode {
             dir,
             batch_size,
             generator_only,
+            kafka,
         })) => nexmark::bench(nexmark::NexmarkBench {
             queries_dir: dir,
             queries: queries.split(',').map(|q| q.trim().to_string()).collect(),
             events,
             batch_size,
             files: !generator_only,
+            kafka: kafka.map(|b| kafka_tools::brokers(Some(b).filter(|b| !b.is_empty()))),
         })
         .map(|report| println!("{report}"))
         .map_err(Failure::Runtime),
         Some(Command::Nexmark(NexmarkCommand::Generate {
             events,
+            seed,
+            rate,
+            kafka: Some(brokers),
+            topic_prefix,
+            partitions,
+            ..
+        })) => {
+            let brokers = kafka_tools::brokers(Some(brokers).filter(|b| !b.is_empty()));
+            nexmark::generate_to_kafka(&brokers, &topic_prefix, events, seed, rate, partitions)
+                .map(|[p, a, b]| {
+                    eprintln!(
+                        "produced {p} persons, {a} auctions, {b} bids to {topic_prefix}person, {topic_prefix}auction, {topic_prefix}bid"
+                    )
+                })
+                .map_err(Failure::Runtime)
+        }
+        Some(Command::Nexmark(NexmarkCommand::Generate {
+            events,
             out,
             seed,
             rate,
+            ..
         })) => nexmark::generate(&out, events, seed, rate)
             .map(|[p, a, b]| {
                 eprintln!(

@@ -1,8 +1,9 @@
 //! Nexmark: `velostream nexmark generate` writes the generator's three
-//! streams as JSON Lines, and `velostream bench nexmark` runs the queries of
-//! `benches/nexmark/` over N events from the in-process generator and from
-//! those files, reporting events/s, events/s per core, batch latency and
-//! peak memory as a Markdown table.
+//! streams as JSON Lines files or Kafka topics, and `velostream bench
+//! nexmark` runs the queries of `benches/nexmark/` over N events from the
+//! in-process generator, from those files and optionally from Kafka,
+//! reporting events/s, events/s per core, batch latency and peak memory as
+//! a Markdown table.
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -22,30 +23,30 @@ pub const STREAMS: [(&str, Kind); 3] = [
     ("bid", Kind::Bid),
 ];
 
-/// Writes `events` events as `person.jsonl`, `auction.jsonl` and `bid.jsonl` in `dir`.
-pub fn generate(dir: &Path, events: u64, seed: u64, rate: u64) -> std::io::Result<[u64; 3]> {
-    std::fs::create_dir_all(dir)?;
+/// Calls `emit(stream, line)` for each of `events` events in order, with
+/// the event as one JSON line (no line break); `stream` indexes [`STREAMS`].
+fn each_event(
+    events: u64,
+    seed: u64,
+    rate: u64,
+    mut emit: impl FnMut(usize, &str) -> std::io::Result<()>,
+) -> std::io::Result<[u64; 3]> {
     let g = Generator { seed, rate };
-    let open = |name: &str| -> std::io::Result<BufWriter<std::fs::File>> {
-        Ok(BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(dir.join(format!("{name}.jsonl")))?,
-        ))
-    };
-    let (mut people, mut auctions, mut bids) = (open("person")?, open("auction")?, open("bid")?);
     let mut counts = [0u64; 3];
     let time = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
             .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
             .unwrap_or_default()
     };
+    let mut line = String::new();
     for n in 0..events {
-        match Kind::of(n) {
+        use std::fmt::Write as _;
+        line.clear();
+        let stream = match Kind::of(n) {
             Kind::Person => {
                 let p = g.person(n);
-                counts[0] += 1;
-                writeln!(
-                    people,
+                let _ = write!(
+                    line,
                     r#"{{"id":{},"name":"{}","emailaddress":"{}","creditcard":"{}","city":"{}","state":"{}","datetime":"{}","extra":""}}"#,
                     p.id,
                     p.name,
@@ -54,13 +55,13 @@ pub fn generate(dir: &Path, events: u64, seed: u64, rate: u64) -> std::io::Resul
                     p.city,
                     p.state,
                     time(p.date_time)
-                )?;
+                );
+                0
             }
             Kind::Auction => {
                 let a = g.auction(n);
-                counts[1] += 1;
-                writeln!(
-                    auctions,
+                let _ = write!(
+                    line,
                     r#"{{"id":{},"itemname":"{}","description":"{}","initialbid":{},"reserve":{},"datetime":"{}","expires":"{}","seller":{},"category":{},"extra":""}}"#,
                     a.id,
                     a.item_name,
@@ -71,13 +72,13 @@ pub fn generate(dir: &Path, events: u64, seed: u64, rate: u64) -> std::io::Resul
                     time(a.expires),
                     a.seller,
                     a.category
-                )?;
+                );
+                1
             }
             Kind::Bid => {
                 let b = g.bid(n);
-                counts[2] += 1;
-                writeln!(
-                    bids,
+                let _ = write!(
+                    line,
                     r#"{{"auction":{},"bidder":{},"price":{},"channel":"{}","url":"{}","datetime":"{}","extra":""}}"#,
                     b.auction,
                     b.bidder,
@@ -85,14 +86,105 @@ pub fn generate(dir: &Path, events: u64, seed: u64, rate: u64) -> std::io::Resul
                     b.channel,
                     b.url,
                     time(b.date_time)
-                )?;
+                );
+                2
             }
-        }
-    }
-    for w in [&mut people, &mut auctions, &mut bids] {
-        w.flush()?;
+        };
+        counts[stream] += 1;
+        emit(stream, &line)?;
     }
     Ok(counts)
+}
+
+/// Writes `events` events as `person.jsonl`, `auction.jsonl` and `bid.jsonl` in `dir`.
+pub fn generate(dir: &Path, events: u64, seed: u64, rate: u64) -> std::io::Result<[u64; 3]> {
+    std::fs::create_dir_all(dir)?;
+    let mut files = STREAMS
+        .iter()
+        .map(|(name, _)| {
+            Ok(BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(dir.join(format!("{name}.jsonl")))?,
+            ))
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let counts = each_event(events, seed, rate, |stream, line| {
+        writeln!(files[stream], "{line}")
+    })?;
+    for f in &mut files {
+        f.flush()?;
+    }
+    Ok(counts)
+}
+
+/// Messages produced per call to the broker while generating to Kafka.
+const KAFKA_CHUNK: usize = 100_000;
+
+/// Produces `events` events to the topics `<prefix>person`,
+/// `<prefix>auction` and `<prefix>bid` (created with `partitions`
+/// partitions when missing), one JSON message per event keyed by its id
+/// (bids by auction); the event time is the `datetime` field.
+pub fn generate_to_kafka(
+    brokers: &str,
+    prefix: &str,
+    events: u64,
+    seed: u64,
+    rate: u64,
+    partitions: i32,
+) -> Result<[u64; 3], String> {
+    let topics: Vec<String> = STREAMS
+        .iter()
+        .map(|(name, _)| format!("{prefix}{name}"))
+        .collect();
+    for topic in &topics {
+        velostream_connectors::kafka::admin::create_topic(brokers, topic, partitions)?;
+    }
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000");
+    let mut pending: Vec<Vec<String>> = vec![Vec::new(); 3];
+    let flush = |stream: usize, lines: &mut Vec<String>| -> Result<(), String> {
+        velostream_connectors::kafka::admin::produce(
+            &config,
+            &topics[stream],
+            lines.iter().map(|l| (message_key(l), l.as_bytes(), None)),
+        )?;
+        lines.clear();
+        Ok(())
+    };
+    let mut failure = None;
+    let counts = each_event(events, seed, rate, |stream, line| {
+        pending[stream].push(line.to_string());
+        if pending[stream].len() >= KAFKA_CHUNK {
+            if let Err(e) = flush(stream, &mut pending[stream]) {
+                failure = Some(e);
+                return Err(std::io::Error::other("produce failed"));
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| failure.take().unwrap_or_else(|| e.to_string()))?;
+    for (stream, lines) in pending.iter_mut().enumerate() {
+        flush(stream, lines)?;
+    }
+    Ok(counts)
+}
+
+/// A suffix no earlier run used (consumer groups of benchmark runs).
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The id a message is keyed by: the first number of the JSON line
+/// (`id` of persons and auctions, `auction` of bids).
+fn message_key(line: &str) -> Option<&[u8]> {
+    let start = line.find(':')? + 1;
+    let end = start + line[start..].find(',')?;
+    Some(&line.as_bytes()[start..end])
 }
 
 /// What `bench nexmark` runs.
@@ -103,31 +195,41 @@ pub struct NexmarkBench {
     pub batch_size: usize,
     /// Also run over JSON Lines files of the same events.
     pub files: bool,
+    /// Also run over the same events in Kafka topics on these brokers.
+    pub kafka: Option<String>,
+}
+
+/// Where a run's events come from.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Generator,
+    Files(&'a Path),
+    /// Brokers and topic prefix.
+    Kafka(&'a str, &'a str),
 }
 
 /// Runs every query over the generator (and the files) and returns the report.
 pub fn bench(b: NexmarkBench) -> Result<String, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut sources: Vec<(&str, Option<PathBuf>)> = vec![("generator", None)];
+    let mut sources: Vec<(&str, Input)> = vec![("generator", Input::Generator)];
     if b.files {
         eprintln!("writing {} events as JSON Lines ...", b.events);
         generate(dir.path(), b.events, 0, 10_000).map_err(|e| e.to_string())?;
-        sources.push(("JSON files", Some(dir.path().to_path_buf())));
+        sources.push(("JSON files", Input::Files(dir.path())));
+    }
+    let prefix = format!("nexmark-bench-{}-", std::process::id());
+    if let Some(brokers) = &b.kafka {
+        eprintln!("producing {} events to Kafka ({prefix}*) ...", b.events);
+        generate_to_kafka(brokers, &prefix, b.events, 0, 10_000, 3)?;
+        sources.push(("Kafka (JSON)", Input::Kafka(brokers, &prefix)));
     }
     let mut rows = Vec::new();
     for query in &b.queries {
         let path = b.queries_dir.join(format!("{query}.sql"));
         let sql = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        for (label, files) in &sources {
-            let m = run(
-                query,
-                &sql,
-                &b.queries_dir,
-                b.events,
-                files.as_deref(),
-                b.batch_size,
-            )?;
+        for (label, input) in &sources {
+            let m = run(query, &sql, &b.queries_dir, b.events, *input, b.batch_size)?;
             eprintln!(
                 "  {query} ({label}): {} events/s, {} per core",
                 human(m.rate()),
@@ -161,7 +263,7 @@ fn run(
     sql: &str,
     dir: &Path,
     events: u64,
-    files: Option<&Path>,
+    input: Input,
     batch_size: usize,
 ) -> Result<Measurement, String> {
     let mut overrides = PropertyOverrides::new();
@@ -172,15 +274,29 @@ fn run(
             .collect()
     };
     for (name, _) in STREAMS {
-        let source = match files {
-            None => props(&[("type", "nexmark".into()), ("events", events.to_string())]),
-            Some(dir) => props(&[
+        let source = match input {
+            Input::Generator => {
+                props(&[("type", "nexmark".into()), ("events", events.to_string())])
+            }
+            Input::Files(dir) => props(&[
                 ("type", "file_source".into()),
                 (
                     "path",
                     dir.join(format!("{name}.jsonl")).display().to_string(),
                 ),
                 ("format", "jsonl".into()),
+            ]),
+            Input::Kafka(brokers, prefix) => props(&[
+                ("type", "kafka_source".into()),
+                ("topic", format!("{prefix}{name}")),
+                ("bootstrap.servers", brokers.to_string()),
+                ("bounded", "true".into()),
+                // every run reads the topics from the start
+                (
+                    "group.id",
+                    format!("{prefix}{query}-{name}-{}", unique_suffix()),
+                ),
+                ("event.time.field", "datetime".into()),
             ]),
         };
         overrides.insert(name.to_string(), source);

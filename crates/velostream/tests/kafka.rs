@@ -341,3 +341,41 @@ fn a_compacted_topic_is_a_table_whose_tombstones_delete() {
         ]
     );
 }
+
+#[test]
+fn nexmark_events_generated_to_kafka_are_read_back_by_a_query() {
+    let prefix = unique("nexmark");
+    let prefix = format!("{prefix}-");
+    let out = Command::new(env!("CARGO_BIN_EXE_velostream"))
+        .args([
+            "nexmark",
+            "generate",
+            "--events",
+            "1000",
+            "--kafka",
+            &brokers(),
+        ])
+        .args(["--topic-prefix", &prefix])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("produced 20 persons, 60 auctions, 920 bids"),
+        "{stderr}"
+    );
+    let bids = read_all(&format!("{prefix}bid"), 920);
+    assert_eq!(bids.len(), 920);
+    // keyed by auction, as the first field of each bid
+    let (key, payload) = &bids[0];
+    let bid: serde_json::Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(key, &bid["auction"].to_string());
+    // a Nexmark query over the topics
+    let stderr = run_app(&format!(
+        "CREATE STREAM bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, datetime TIMESTAMP, extra VARCHAR)
+           WITH ('bid.type' = 'kafka_source', 'bid.topic' = '{prefix}bid', 'bid.bounded' = 'true',
+                 'bid.group.id' = '{prefix}q', 'bid.event.time.field' = 'datetime');
+         CREATE STREAM q2 AS SELECT auction, price FROM bid WHERE auction % 123 = 0 WITH ('q2.type' = 'null');"
+    ));
+    assert!(stderr.contains("920 records in"), "{stderr}");
+}
