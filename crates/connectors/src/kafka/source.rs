@@ -5,10 +5,12 @@
 //! framed one per line and decoded together by the shared record decoder,
 //! and the system columns are appended. Offsets are committed only through
 //! [`Source::commit`], which the job calls after the results of every
-//! record returned so far have been flushed to the sinks — a record is
-//! never marked consumed before its results are out (at-least-once).
-//! Partitions revoked in a rebalance are forgotten, so their progress is
-//! never committed over the new owner's.
+//! record returned so far have been flushed to the sinks (and, when the
+//! job checkpoints, once a checkpoint holding them is durable) — a record
+//! is never marked consumed before its results are out. Partitions revoked
+//! in a rebalance are forgotten, so their progress is never committed over
+//! the new owner's; a job restoring a checkpoint starts each partition at
+//! the checkpoint's offset (see `group.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
