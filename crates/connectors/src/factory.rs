@@ -259,6 +259,11 @@ impl Connectors {
             }
             "stdout" => {
                 check_keys(props, STDOUT_KEYS, "stdout").map_err(err)?;
+                if guarantee == Guarantee::ExactlyOnce {
+                    return Err(err(
+                        "results printed to stdout cannot be taken back after a crash, so they cannot be exactly-once; write them to a file_sink or kafka_sink, or use at_least_once".into(),
+                    ));
+                }
                 Ok(Box::new(WriterSink::stdout(format)))
             }
             "null" | "blackhole" => {
