@@ -156,7 +156,7 @@ fn run_with_kills(app: &Path, state: &Path, backend: &str, guarantee: &str, seed
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let delay = Duration::from_millis(rng.below(1_000));
+            let delay = Duration::from_millis(rng.below(700));
             std::thread::sleep(delay);
             if child.try_wait().unwrap().is_none() {
                 child.kill().unwrap(); // SIGKILL: no flush, no commit, no goodbye
