@@ -12,13 +12,13 @@ use crate::checkpoint::{self, CheckpointSettings, Checkpointer};
 use crate::connector::{Sink, Source, SourceEvent};
 use crate::dead_letter;
 use crate::error::{EngineError, Result};
+use crate::execution::Execution;
 use crate::metrics::{CheckpointReport, JobMetrics};
-use crate::operators::Pipeline;
 
 pub struct Job {
     pub name: String,
     source: Box<dyn Source>,
-    pipeline: Pipeline,
+    pipeline: Execution,
     sink: Box<dyn Sink>,
     metrics: Arc<JobMetrics>,
     cancel: Arc<AtomicBool>,
@@ -52,14 +52,14 @@ impl Job {
     pub fn new(
         name: String,
         source: Box<dyn Source>,
-        pipeline: Pipeline,
+        pipeline: impl Into<Execution>,
         sink: Box<dyn Sink>,
         metrics: Arc<JobMetrics>,
     ) -> Self {
         Self {
             name,
             source,
-            pipeline,
+            pipeline: pipeline.into(),
             sink,
             metrics,
             cancel: Arc::new(AtomicBool::new(false)),
@@ -124,7 +124,7 @@ impl Job {
         let mut out: Vec<RecordBatch> = Vec::new();
         let mut last_commit = Instant::now();
         if let Some(count) = self.source.partition_count() {
-            self.pipeline.declare_source_partitions(count);
+            self.pipeline.declare_source_partitions(count)?;
         }
         while !self.cancel.load(Ordering::Relaxed) {
             let checkpoint_due = self.checkpoints.as_ref().is_some_and(Checkpointer::due);
@@ -199,6 +199,9 @@ impl Job {
     /// one; without, flushes the sinks and lets the source record what has
     /// been consumed.
     fn commit(&mut self) -> Result<()> {
+        let mut in_flight = Vec::new();
+        self.pipeline.drain(&mut in_flight)?;
+        self.deliver(&mut in_flight)?;
         if self.checkpoints.is_some() {
             return self.checkpoint();
         }
@@ -235,7 +238,7 @@ impl Job {
             None => None,
         };
         let captured = checkpoint::Captured {
-            operators: checkpoint::capture_operators(&mut self.pipeline)?,
+            operators: self.pipeline.capture()?,
             source: Some(self.source.position().ok_or_else(|| {
                 EngineError::State(format!(
                     "job {}: the source could not tell its position for a checkpoint",
@@ -319,7 +322,7 @@ impl Job {
         let dead_letter_sink = recovered.manifest.dead_letter_sink.clone();
         let records = recovered.manifest.records_in;
         let bytes = recovered.manifest.files.iter().map(|f| f.bytes).sum();
-        checkpoint::restore_operators(&mut self.pipeline, recovered)?;
+        self.pipeline.restore(recovered)?;
         if let Some(position) = &source {
             self.source.seek(position)?;
         }

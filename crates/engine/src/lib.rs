@@ -10,9 +10,11 @@ pub mod checkpoint;
 pub mod connector;
 pub mod dead_letter;
 pub mod error;
+pub mod execution;
 pub mod job;
 pub mod metrics;
 pub mod operators;
+pub mod parallel;
 pub mod state;
 pub mod watermark;
 

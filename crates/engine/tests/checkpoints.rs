@@ -13,6 +13,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use velostream_engine::checkpoint::{BackendKind, CheckpointSettings};
 use velostream_engine::connector::Position;
+use velostream_engine::execution::Execution;
+use velostream_engine::parallel::{self, ParallelPipeline};
 use velostream_engine::{EngineError, Job, PipelineBuilder, Result, Sink, Source, SourceEvent};
 
 use common::{text, timed_batch, timed_schema};
@@ -89,8 +91,28 @@ fn job(
     sink: &Collect,
     settings: &CheckpointSettings,
 ) -> Result<Job> {
+    job_with(sql, fail_at, sink, settings, 1)
+}
+
+/// The job with `parallelism` pipelines (keyed by `k`) when above 1.
+fn job_with(
+    sql: &str,
+    fail_at: Option<usize>,
+    sink: &Collect,
+    settings: &CheckpointSettings,
+    parallelism: usize,
+) -> Result<Job> {
     let plan = common::plan(sql, timed_schema());
-    let pipeline = PipelineBuilder::new().build(&plan, true, Default::default())?;
+    let build = || PipelineBuilder::new().build(&plan, true, Default::default());
+    let pipeline: Execution = if parallelism > 1 {
+        let partitioning = parallel::partitioning(&plan).expect("keyed by k");
+        let pipelines = (0..parallelism)
+            .map(|_| build())
+            .collect::<Result<Vec<_>>>()?;
+        ParallelPipeline::new("totals", pipelines, &partitioning)?.into()
+    } else {
+        build()?.into()
+    };
     let source = Batches {
         batches: input(),
         next: 0,
@@ -197,4 +219,36 @@ fn a_changed_query_is_refused_until_started_fresh() {
         .run()
         .unwrap();
     assert!(dir.path().join("totals/discarded").exists());
+}
+
+#[test]
+fn a_parallel_job_resumes_from_its_checkpoint_with_exactly_the_same_results() {
+    for backend in [BackendKind::Memory, BackendKind::RocksDb] {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path(), backend);
+        let sink = Collect::default();
+        for fail_at in [6, 15] {
+            job_with(SQL, Some(fail_at), &sink, &settings, 2)
+                .unwrap()
+                .run()
+                .unwrap_err();
+        }
+        let summary = job_with(SQL, None, &sink, &settings, 2)
+            .unwrap()
+            .run()
+            .unwrap();
+        assert!(summary.records_in < 2000, "{backend:?}: {summary:?}");
+        assert_eq!(
+            text(&sink.0.lock().unwrap()),
+            uninterrupted(),
+            "{backend:?}"
+        );
+        // a checkpoint of two pipelines does not restore into one
+        let err = job(SQL, None, &sink, &settings)
+            .unwrap()
+            .run()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("query changed"), "{err}");
+    }
 }

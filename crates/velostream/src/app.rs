@@ -13,6 +13,8 @@ use velostream_connectors::memory::{stream_channel, ChannelSource, LatestPerKeyS
 use velostream_connectors::{Connectors, Guarantee};
 use velostream_engine::checkpoint::CheckpointSettings;
 use velostream_engine::connector::{TableData, TableLoader};
+use velostream_engine::execution::Execution;
+use velostream_engine::parallel::{self, ParallelPipeline, Partitioning};
 use velostream_engine::{
     EngineError, Job, JobMetrics, JobSummary, PipelineBuilder, Sink, Source, SourceEvent,
 };
@@ -50,6 +52,9 @@ pub struct RunOptions {
     pub checkpoints: Option<CheckpointSettings>,
     /// What sinks promise across crashes.
     pub guarantee: Guarantee,
+    /// Pipelines per job (`processing.parallelism`); jobs whose plan cannot
+    /// be divided run on one.
+    pub parallelism: usize,
 }
 
 impl Default for RunOptions {
@@ -60,6 +65,7 @@ impl Default for RunOptions {
             kafka: KafkaDefaults::default(),
             checkpoints: None,
             guarantee: Guarantee::AtLeastOnce,
+            parallelism: 1,
         }
     }
 }
@@ -70,6 +76,7 @@ pub struct Application {
     pub plans: Vec<StreamingPlan>,
     connectors: Arc<Connectors>,
     checkpoints: Option<CheckpointSettings>,
+    parallelism: usize,
 }
 
 impl Application {
@@ -114,6 +121,7 @@ impl Application {
             plans,
             connectors,
             checkpoints: options.checkpoints.clone(),
+            parallelism: options.parallelism.max(1),
         })
     }
 
@@ -287,10 +295,33 @@ impl Application {
                         .map(|c| (b.name.clone(), c))
                 })
                 .collect();
-            let pipeline = self
-                .builder(plan, Some(tables))
-                .build(plan, bounded[i], metrics.clone())
-                .map_err(job_err)?;
+            // statements connected in process keep one thread each: their
+            // results' timing feeds the tables of the statements after them
+            let in_process = !tables.is_empty()
+                || readers.contains_key(&plan.statement)
+                || plan
+                    .sources
+                    .iter()
+                    .any(|s| matches!(s.origin, SourceOrigin::Statement(_)));
+            let pipeline: Execution = match self.partitioning(plan, in_process) {
+                Some(partitioning) => {
+                    let pipelines = (0..self.parallelism)
+                        .map(|_| {
+                            self.builder(plan, None)
+                                .build(plan, bounded[i], metrics.clone())
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(job_err)?;
+                    ParallelPipeline::new(&plan.name, pipelines, &partitioning)
+                        .map_err(job_err)?
+                        .into()
+                }
+                None => self
+                    .builder(plan, Some(tables))
+                    .build(plan, bounded[i], metrics.clone())
+                    .map_err(job_err)?
+                    .into(),
+            };
             let stream = plan
                 .sources
                 .first()
@@ -370,6 +401,29 @@ fn scan_schema(plan: &StreamingPlan) -> datafusion::arrow::datatypes::SchemaRef 
 }
 
 impl Application {
+    /// How `plan`'s rows are divided among `parallelism` pipelines, or
+    /// `None` to run it on one (logged with the reason).
+    fn partitioning(&self, plan: &StreamingPlan, in_process: bool) -> Option<Partitioning> {
+        if self.parallelism <= 1 {
+            return None;
+        }
+        let why = if in_process {
+            "it reads or feeds another statement of the application in process".to_string()
+        } else {
+            match parallel::partitioning(plan) {
+                Ok(p) => return Some(p),
+                Err(why) => why,
+            }
+        };
+        tracing::info!(
+            component = "job",
+            "job {} runs on one thread ({} asked for): {why}",
+            plan.name,
+            self.parallelism
+        );
+        None
+    }
+
     /// A Kafka source read by several statements gets one consumer group per
     /// statement (`<group.id>-<job>`), so each statement sees every record
     /// instead of the statements splitting the partitions between them.

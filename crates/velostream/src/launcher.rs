@@ -28,6 +28,8 @@ pub struct AppLauncher {
     connection_timeout: Duration,
     checkpoints: Option<CheckpointSettings>,
     guarantee: Guarantee,
+    /// `processing.parallelism` (at least 1).
+    parallelism: usize,
 }
 
 /// What running an application takes from a configuration: records per
@@ -113,6 +115,7 @@ impl AppLauncher {
             kafka.client.insert("bootstrap.servers".into(), servers);
         }
         Self {
+            parallelism: config.velostream.processing.parallelism.unwrap_or(1).max(1) as usize,
             checkpoints: checkpoint_settings(config),
             guarantee: match config.velostream.processing.guarantee {
                 schema::Guarantee::AtLeastOnce => Guarantee::AtLeastOnce,
@@ -161,6 +164,7 @@ impl AppLauncher {
             kafka: self.kafka_defaults(),
             checkpoints: self.checkpoints.clone(),
             guarantee: self.guarantee,
+            parallelism: self.parallelism,
         }
     }
 }

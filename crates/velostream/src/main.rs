@@ -185,6 +185,9 @@ enum BenchCommand {
         /// brokers (`--kafka` alone: KAFKA_BROKERS, else localhost:9092)
         #[arg(long, value_name = "BROKERS", num_args = 0..=1, default_missing_value = "")]
         kafka: Option<String>,
+        /// Also run each query over the generator with N pipelines per job
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        parallelism: usize,
     },
     /// Checkpoint overhead on the windowed benchmark (memory and rocksdb),
     /// and recovery time of a job with many keys of state
@@ -294,6 +297,7 @@ fn main() -> ExitCode {
             batch_size,
             generator_only,
             kafka,
+            parallelism,
         })) => nexmark::bench(nexmark::NexmarkBench {
             queries_dir: dir,
             queries: queries.split(',').map(|q| q.trim().to_string()).collect(),
@@ -301,6 +305,7 @@ fn main() -> ExitCode {
             batch_size,
             files: !generator_only,
             kafka: kafka.map(|b| kafka_tools::brokers(Some(b).filter(|b| !b.is_empty()))),
+            parallelism,
         })
         .map(|report| println!("{report}"))
         .map_err(Failure::Runtime),

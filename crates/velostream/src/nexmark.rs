@@ -197,12 +197,17 @@ pub struct NexmarkBench {
     pub files: bool,
     /// Also run over the same events in Kafka topics on these brokers.
     pub kafka: Option<String>,
+    /// Also run each query over the generator with this many pipelines
+    /// per job (`processing.parallelism`), when above 1.
+    pub parallelism: usize,
 }
 
 /// Where a run's events come from.
 #[derive(Clone, Copy)]
 enum Input<'a> {
     Generator,
+    /// The generator, with this many pipelines per job.
+    Parallel(usize),
     Files(&'a Path),
     /// Brokers and topic prefix.
     Kafka(&'a str, &'a str),
@@ -211,7 +216,11 @@ enum Input<'a> {
 /// Runs every query over the generator (and the files) and returns the report.
 pub fn bench(b: NexmarkBench) -> Result<String, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let parallel_label = format!("generator, {} pipelines", b.parallelism);
     let mut sources: Vec<(&str, Input)> = vec![("generator", Input::Generator)];
+    if b.parallelism > 1 {
+        sources.push((&parallel_label, Input::Parallel(b.parallelism)));
+    }
     if b.files {
         eprintln!("writing {} events as JSON Lines ...", b.events);
         generate(dir.path(), b.events, 0, 10_000).map_err(|e| e.to_string())?;
@@ -235,7 +244,7 @@ pub fn bench(b: NexmarkBench) -> Result<String, String> {
                 human(m.rate()),
                 human(m.rate_per_core())
             );
-            rows.push((query.clone(), *label, m));
+            rows.push((query.clone(), label.to_string(), m));
         }
     }
     let mut report = format!(
@@ -275,7 +284,7 @@ fn run(
     };
     for (name, _) in STREAMS {
         let source = match input {
-            Input::Generator => {
+            Input::Generator | Input::Parallel(_) => {
                 props(&[("type", "nexmark".into()), ("events", events.to_string())])
             }
             Input::Files(dir) => props(&[
@@ -305,6 +314,10 @@ fn run(
     let options = RunOptions {
         batch_size,
         overrides,
+        parallelism: match input {
+            Input::Parallel(n) => n,
+            _ => 1,
+        },
         ..RunOptions::default()
     };
     let app = Application::from_text(&format!("{query}.sql"), sql, dir, &options)

@@ -1,6 +1,7 @@
-//! The checkpoint flags of `velostream run`: `--checkpoint-interval`,
-//! `--state-dir`, `--state-backend`, `--guarantee`, `--fresh-state`,
-//! `--from-checkpoint`, merged over what `--config` says.
+//! The processing flags of `velostream run` — checkpoints
+//! (`--checkpoint-interval`, `--state-dir`, `--state-backend`,
+//! `--fresh-state`, `--from-checkpoint`), `--guarantee` and
+//! `--parallelism` — merged over what `--config` says.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +31,10 @@ pub struct StateArgs {
     /// Set existing checkpoints aside and start with empty state
     #[arg(long)]
     fresh_state: bool,
+    /// Pipelines per job (default: processing.parallelism, else 1); a job
+    /// whose plan cannot be divided runs on one
+    #[arg(long, value_name = "N")]
+    parallelism: Option<usize>,
     /// Restore this checkpoint instead of the newest (point-in-time restore)
     #[arg(long, value_name = "ID")]
     from_checkpoint: Option<u64>,
@@ -79,6 +84,9 @@ impl StateArgs {
         }
         None => {}
     }
+        if let Some(n) = state.parallelism {
+            options.parallelism = n.max(1);
+        }
         if let Some(g) = state.guarantee {
             options.guarantee = g;
         }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use velostream::conformance::{find_specs, run_spec_file, spec};
+use velostream::conformance::{find_specs, run_spec_file, run_spec_file_with, spec};
 
 fn spec_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance")
@@ -21,6 +21,29 @@ fn run(file: &str) {
         "{} of {} cases failed:\n\n{}",
         failures.len(),
         outcomes.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// Every spec gives the same rows (in any order) with two pipelines per
+/// job (`processing.parallelism: 2`) as with one.
+#[test]
+fn every_spec_passes_with_two_pipelines_per_job() {
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for path in find_specs(&[spec_dir()]) {
+        for o in run_spec_file_with(&path, 2) {
+            cases += 1;
+            if let Some(f) = &o.failure {
+                failures.push(format!("FAIL {}::{}\n{f}", path.display(), o.name));
+            }
+        }
+    }
+    assert!(cases > 200, "{cases} cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases failed with parallelism 2:\n\n{}",
+        failures.len(),
         failures.join("\n\n")
     );
 }

@@ -345,7 +345,7 @@ pub fn restore_operators(
                 .join("; ")
         };
         return Err(EngineError::State(format!(
-            "job {}: the query changed since checkpoint {} was taken and its state no longer fits.\n  checkpoint: {}\n  query now:  {}\n  hint: run with --fresh-state (or `velostream state reset`) to set the old state aside and start empty",
+            "job {}: the query changed since checkpoint {} was taken and its state no longer fits.\n  checkpoint: {}\n  query now:  {}\n  hint: run with --fresh-state (or `velostream state reset`) to set the old state aside and start empty; if only processing.parallelism changed, run with the parallelism the checkpoint was taken with",
             manifest.job,
             manifest.id,
             describe(&manifest.operators),

@@ -173,10 +173,22 @@ impl Pipeline {
     fn run_from(
         &mut self,
         start: usize,
-        mut batches: Vec<RecordBatch>,
+        batches: Vec<RecordBatch>,
         out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
-        let mut watermark = None;
+        self.run_with(start, batches, None, out).map(|_| ())
+    }
+
+    /// [`run_from`](Self::run_from) with a watermark produced upstream of
+    /// these operators applied after `batches`; returns the watermark that
+    /// leaves the last operator.
+    fn run_with(
+        &mut self,
+        start: usize,
+        mut batches: Vec<RecordBatch>,
+        mut watermark: Option<i64>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<Option<i64>> {
         for op in &mut self.operators[start..] {
             let mut next = Vec::with_capacity(batches.len());
             for batch in batches {
@@ -193,7 +205,41 @@ impl Pipeline {
             batches = next;
         }
         out.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
-        Ok(())
+        Ok(watermark)
+    }
+
+    /// Splits off the operators from `at` on into a pipeline of their own
+    /// (the keyed part of a parallel job).
+    pub fn split_off(&mut self, at: usize) -> Pipeline {
+        Pipeline::new(self.operators.split_off(at.min(self.operators.len())))
+    }
+
+    /// Like [`process`](Self::process), returning the watermark the batch
+    /// moved past the last operator (for stages that continue elsewhere).
+    pub fn process_staged(
+        &mut self,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<Option<i64>> {
+        self.run_with(0, vec![batch], None, out)
+    }
+
+    /// Like [`idle`](Self::idle), returning the watermark that came of it.
+    pub fn idle_staged(&mut self, out: &mut Vec<RecordBatch>) -> Result<Option<i64>> {
+        for op in &mut self.operators {
+            op.on_idle();
+        }
+        self.run_with(0, Vec::new(), None, out)
+    }
+
+    /// Batches from an earlier stage, then the watermark that stage passed on.
+    pub fn accept(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        watermark: Option<i64>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        self.run_with(0, batches, watermark, out).map(|_| ())
     }
 }
 

@@ -1,0 +1,495 @@
+//! One job's pipeline on several threads (`processing.parallelism`).
+//!
+//! The job thread keeps reading and decoding its source and runs the
+//! operators up to event-time assignment, so lateness and the watermark are
+//! decided once over all records, exactly as with one thread. The rest of
+//! the pipeline runs in N copies, each on its own thread: a pipeline
+//! without keyed state gets contiguous row ranges of each batch; a keyed
+//! aggregation gets rows by a hash of key columns that every group key
+//! includes, so a group lives in exactly one copy. Every copy receives the
+//! watermark. Results are collected in worker order, one batch behind, so
+//! decoding the next batch overlaps processing the last.
+//!
+//! Checkpoints hold the job thread's operator state (numbered as in one
+//! pipeline) and each copy's (from `(worker + 1) * WORKER_STRIDE`), so they
+//! restore only into the same number of copies.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use velostream_sql::{StreamNode, StreamingPlan};
+
+use crate::checkpoint::{self, Recovered};
+use crate::error::{EngineError, Result};
+use crate::operators::{Pipeline, StateSize};
+use crate::state::OperatorSnapshot;
+
+/// Operator numbers of worker `w` start at `w * WORKER_STRIDE` in checkpoints.
+pub const WORKER_STRIDE: usize = 1000;
+
+/// How a batch's rows are divided among the workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Partitioning {
+    /// Contiguous row ranges (no keyed state).
+    Rows,
+    /// By a hash of these source columns (every group key includes them).
+    Keys(Vec<String>),
+}
+
+/// Whether `plan` can run on several pipelines, and how its rows are
+/// divided; `Err` says why it cannot.
+pub fn partitioning(plan: &StreamingPlan) -> std::result::Result<Partitioning, String> {
+    let flow = plan.root.flow();
+    let Some(StreamNode::Scan { schema: scan, .. }) = flow.first() else {
+        return Err("the query does not start with a scan".into());
+    };
+    for node in &flow[1..] {
+        match node {
+            StreamNode::RowWindow { .. } => {
+                return Err("row functions keep per-partition order".into())
+            }
+            StreamNode::IntervalJoin { .. } => {
+                return Err("an interval join reads a second stream".into())
+            }
+            StreamNode::WindowAssign { .. }
+            | StreamNode::Filter { .. }
+            | StreamNode::Project { .. }
+            | StreamNode::LookupJoin { .. }
+            | StreamNode::Aggregate { .. } => {}
+            _ => return Err("LIMIT and ORDER BY need every record in one place".into()),
+        }
+    }
+    // columns of the scan still carried unchanged by name
+    let mut carried: Vec<String> = scan.fields().iter().map(|f| f.name().clone()).collect();
+    for node in &flow[1..] {
+        match node {
+            StreamNode::WindowAssign { .. } | StreamNode::Filter { .. } => {}
+            StreamNode::Project { exprs, .. } => carried.retain(|name| {
+                exprs.iter().any(
+                    |e| matches!(e, datafusion::logical_expr::Expr::Column(c) if &c.name == name),
+                )
+            }),
+            StreamNode::LookupJoin { table_schema, .. } => {
+                // a table column of the same name would make the key ambiguous
+                carried.retain(|name| table_schema.fields().iter().all(|f| f.name() != name));
+            }
+            StreamNode::Aggregate { group_exprs, .. } => {
+                let keys: Vec<String> = group_exprs
+                    .iter()
+                    .filter_map(|e| match e {
+                        datafusion::logical_expr::Expr::Column(c) if carried.contains(&c.name) => {
+                            Some(c.name.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                return if keys.is_empty() {
+                    Err("no group key is a column of the source, so groups cannot be divided among threads".into())
+                } else {
+                    Ok(Partitioning::Keys(keys))
+                };
+            }
+            _ => unreachable!("checked above"),
+        }
+    }
+    Ok(Partitioning::Rows)
+}
+
+enum Command {
+    /// Rows from the job's stage, then the watermark it passed on.
+    Accept(Vec<RecordBatch>, Option<i64>),
+    Finish,
+    Idle,
+    Capture,
+    Restore(Box<Recovered>),
+}
+
+#[derive(Default)]
+struct Reply {
+    out: Vec<RecordBatch>,
+    size: StateSize,
+    snapshots: Vec<(usize, &'static str, OperatorSnapshot)>,
+}
+
+struct Worker {
+    commands: SyncSender<Command>,
+    replies: Receiver<Result<Reply>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn start(name: String, mut pipeline: Pipeline) -> Result<Self> {
+        let (commands, inbox) = sync_channel::<Command>(1);
+        let (outbox, replies) = sync_channel::<Result<Reply>>(1);
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                for command in inbox {
+                    let mut reply = Reply::default();
+                    let done = match command {
+                        Command::Accept(batches, watermark) => {
+                            pipeline.accept(batches, watermark, &mut reply.out)
+                        }
+                        Command::Finish => pipeline.finish(&mut reply.out),
+                        Command::Idle => pipeline.idle(&mut reply.out),
+                        Command::Capture => checkpoint::capture_operators(&mut pipeline)
+                            .map(|s| reply.snapshots = s),
+                        Command::Restore(recovered) => {
+                            checkpoint::restore_operators(&mut pipeline, *recovered)
+                        }
+                    };
+                    reply.size = pipeline.state_size();
+                    if outbox.send(done.map(|()| reply)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(EngineError::Io)?;
+        Ok(Self {
+            commands,
+            replies,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, command: Command) -> Result<()> {
+        self.commands
+            .send(command)
+            .map_err(|_| EngineError::State("a pipeline worker stopped".into()))
+    }
+
+    fn reply(&self) -> Result<Reply> {
+        self.replies
+            .recv()
+            .map_err(|_| EngineError::State("a pipeline worker stopped".into()))?
+    }
+}
+
+/// N pipelines of one plan behind the interface of one: the operators up
+/// to event-time assignment run on the job's thread (so lateness and the
+/// watermark are decided once, over all records), the rest on N workers.
+pub struct ParallelPipeline {
+    /// Event time, watermark and window assignment, on the job's thread.
+    stage: Pipeline,
+    workers: Vec<Worker>,
+    /// Columns hashed to choose a row's worker (`Keys`), resolved against
+    /// the first batch.
+    key_names: Option<Vec<String>>,
+    key_columns: Option<Vec<usize>>,
+    converter: Option<RowConverter>,
+    /// Workers holding rows whose results were not collected yet.
+    busy: Vec<usize>,
+    size: StateSize,
+}
+
+/// Where the job's stage ends: after the event-time operator, if any.
+fn stage_end(pipeline: &Pipeline) -> usize {
+    pipeline
+        .operators()
+        .iter()
+        .position(|op| op.name() == "window_assign")
+        .map_or(0, |i| i + 1)
+}
+
+impl ParallelPipeline {
+    /// Runs `pipelines` (built from one plan): the first one's leading
+    /// stage on the job's thread, the rest of each on its own thread.
+    pub fn new(job: &str, pipelines: Vec<Pipeline>, partitioning: &Partitioning) -> Result<Self> {
+        let mut stage = None;
+        let mut workers = Vec::with_capacity(pipelines.len());
+        for (i, mut pipeline) in pipelines.into_iter().enumerate() {
+            let rest = pipeline.split_off(stage_end(&pipeline));
+            if stage.is_none() {
+                stage = Some(pipeline);
+            }
+            workers.push(Worker::start(format!("job-{job}-{i}"), rest)?);
+        }
+        Ok(Self {
+            stage: stage.ok_or_else(|| EngineError::Plan("no pipeline to run".into()))?,
+            workers,
+            key_names: match partitioning {
+                Partitioning::Rows => None,
+                Partitioning::Keys(names) => Some(names.clone()),
+            },
+            key_columns: None,
+            converter: None,
+            busy: Vec::new(),
+            size: StateSize::default(),
+        })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Collects the results of the rows in flight, in worker order.
+    fn collect(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let mut first_error = None;
+        let mut sizes = Vec::new();
+        for w in std::mem::take(&mut self.busy) {
+            match self.workers[w].reply() {
+                Ok(reply) => {
+                    out.extend(reply.out);
+                    sizes.push(reply.size);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if !sizes.is_empty() {
+            self.size = sum(std::iter::once(self.stage.state_size()).chain(sizes));
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Sends `command` to every worker and gathers the replies (after
+    /// collecting whatever was in flight into `out`).
+    fn broadcast(
+        &mut self,
+        command: impl Fn() -> Command,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<Vec<Reply>> {
+        self.collect(out)?;
+        for w in &self.workers {
+            w.send(command())?;
+        }
+        let replies = self
+            .workers
+            .iter()
+            .map(Worker::reply)
+            .collect::<Result<Vec<_>>>()?;
+        self.size =
+            sum(std::iter::once(self.stage.state_size()).chain(replies.iter().map(|r| r.size)));
+        Ok(replies)
+    }
+
+    /// Which worker each row goes to.
+    fn assign(&mut self, batch: &RecordBatch) -> Result<Vec<Vec<u32>>> {
+        let n = self.workers.len();
+        let mut parts = vec![Vec::new(); n];
+        let rows = batch.num_rows();
+        let Some(names) = &self.key_names else {
+            let per = rows.div_ceil(n).max(1);
+            for row in 0..rows {
+                parts[row / per].push(row as u32);
+            }
+            return Ok(parts);
+        };
+        if self.key_columns.is_none() {
+            let schema = batch.schema();
+            self.key_columns = Some(
+                names
+                    .iter()
+                    .map(|n| schema.index_of(n))
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+            );
+        }
+        let keys: Vec<_> = self
+            .key_columns
+            .iter()
+            .flatten()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        if self.converter.is_none() {
+            let fields = keys
+                .iter()
+                .map(|k| SortField::new(k.data_type().clone()))
+                .collect();
+            self.converter = Some(RowConverter::new(fields)?);
+        }
+        let converted = self
+            .converter
+            .as_ref()
+            .expect("created above")
+            .convert_columns(&keys)?;
+        for (row, key) in converted.iter().enumerate() {
+            parts[(fnv1a(key.as_ref()) % n as u64) as usize].push(row as u32);
+        }
+        Ok(parts)
+    }
+
+    /// Hands the stage's output rows and watermark to the workers: each
+    /// its rows, and the watermark to all.
+    fn dispatch(&mut self, staged: Vec<RecordBatch>, watermark: Option<i64>) -> Result<()> {
+        let n = self.workers.len();
+        let mut per_worker: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+        for batch in staged {
+            for (w, rows) in self.assign(&batch)?.into_iter().enumerate() {
+                if rows.is_empty() {
+                    continue;
+                }
+                per_worker[w].push(if rows.len() == batch.num_rows() {
+                    batch.clone()
+                } else {
+                    take_record_batch(&batch, &UInt32Array::from(rows))?
+                });
+            }
+        }
+        for (w, batches) in per_worker.into_iter().enumerate() {
+            if batches.is_empty() && watermark.is_none() {
+                continue;
+            }
+            self.workers[w].send(Command::Accept(batches, watermark))?;
+            self.busy.push(w);
+        }
+        Ok(())
+    }
+
+    pub fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let mut staged = Vec::new();
+        let watermark = self.stage.process_staged(batch, &mut staged)?;
+        self.collect(out)?;
+        self.dispatch(staged, watermark)
+    }
+
+    pub fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let mut staged = Vec::new();
+        self.stage.finish(&mut staged)?;
+        self.collect(out)?;
+        self.dispatch(staged, None)?;
+        for reply in self.broadcast(|| Command::Finish, out)? {
+            out.extend(reply.out);
+        }
+        Ok(())
+    }
+
+    pub fn idle(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let mut staged = Vec::new();
+        let watermark = self.stage.idle_staged(&mut staged)?;
+        self.collect(out)?;
+        self.dispatch(staged, watermark)?;
+        for reply in self.broadcast(|| Command::Idle, out)? {
+            out.extend(reply.out);
+        }
+        Ok(())
+    }
+
+    /// Collects what is in flight (before a checkpoint or a hold).
+    pub fn drain(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.collect(out)
+    }
+
+    /// Event time is assigned on the job's thread, so only its stage
+    /// tracks the source's partitions.
+    pub fn declare_source_partitions(&mut self, count: usize) {
+        self.stage.declare_source_partitions(count);
+    }
+
+    /// State held by the stage and all workers, as of their last reply.
+    pub fn state_size(&self) -> StateSize {
+        self.size
+    }
+
+    /// The stage's operator state (numbered as in a single pipeline) and
+    /// every worker's (from `(worker + 1) * WORKER_STRIDE`). In-flight
+    /// results must have been drained.
+    pub fn capture(&mut self) -> Result<Vec<(usize, &'static str, OperatorSnapshot)>> {
+        let mut in_flight = Vec::new();
+        let replies = self.broadcast(|| Command::Capture, &mut in_flight)?;
+        if !in_flight.is_empty() {
+            return Err(EngineError::State(
+                "results in flight were not delivered before a checkpoint".into(),
+            ));
+        }
+        let mut all = checkpoint::capture_operators(&mut self.stage)?;
+        for (w, reply) in replies.into_iter().enumerate() {
+            all.extend(
+                reply
+                    .snapshots
+                    .into_iter()
+                    .map(|(i, name, s)| ((w + 1) * WORKER_STRIDE + i, name, s)),
+            );
+        }
+        Ok(all)
+    }
+
+    /// Gives the stage and each worker their part of a checkpoint.
+    pub fn restore(&mut self, recovered: Recovered) -> Result<()> {
+        let n = self.workers.len();
+        let workers_in_checkpoint = recovered
+            .manifest
+            .operators
+            .iter()
+            .map(|o| o.index / WORKER_STRIDE)
+            .max()
+            .unwrap_or(0);
+        if workers_in_checkpoint != n {
+            return Err(EngineError::State(format!(
+                "job {}: checkpoint {} was taken with processing.parallelism {} and the job now runs {n} pipelines; run it with the same parallelism, or start fresh with --fresh-state",
+                recovered.manifest.job,
+                recovered.manifest.id,
+                workers_in_checkpoint.max(1)
+            )));
+        }
+        let Recovered {
+            manifest,
+            mut operators,
+        } = recovered;
+        let mut part = |group: usize| {
+            let mut m = manifest.clone();
+            m.operators = manifest
+                .operators
+                .iter()
+                .filter(|o| o.index / WORKER_STRIDE == group)
+                .map(|o| checkpoint::manifest::OperatorEntry {
+                    index: o.index % WORKER_STRIDE,
+                    ..o.clone()
+                })
+                .collect();
+            let mine = m
+                .operators
+                .iter()
+                .filter_map(|o| {
+                    operators
+                        .remove(&(group * WORKER_STRIDE + o.index))
+                        .map(|s| (o.index, s))
+                })
+                .collect();
+            Recovered {
+                manifest: m,
+                operators: mine,
+            }
+        };
+        checkpoint::restore_operators(&mut self.stage, part(0))?;
+        for (w, worker) in self.workers.iter().enumerate() {
+            worker.send(Command::Restore(Box::new(part(w + 1))))?;
+        }
+        for worker in &self.workers {
+            worker.reply()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ParallelPipeline {
+    fn drop(&mut self) {
+        for mut w in std::mem::take(&mut self.workers) {
+            drop(w.commands);
+            while w.replies.recv().is_ok() {}
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn sum(sizes: impl Iterator<Item = StateSize>) -> StateSize {
+    sizes.fold(StateSize::default(), |a, s| StateSize {
+        windows: a.windows + s.windows,
+        keys: a.keys + s.keys,
+        rows: a.rows + s.rows,
+    })
+}
+
+/// FNV-1a: a fixed, fast hash of a key's row encoding (the same key goes
+/// to the same worker in every run, so checkpoints line up).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
