@@ -183,7 +183,8 @@ pub struct ParallelPipeline {
     converter: Option<RowConverter>,
     /// Workers holding rows whose results were not collected yet.
     busy: Vec<usize>,
-    size: StateSize,
+    /// Each worker's state as of its last reply.
+    sizes: Vec<StateSize>,
 }
 
 /// Where the job's stage ends: after the event-time operator, if any.
@@ -199,8 +200,9 @@ impl ParallelPipeline {
     /// Runs `pipelines` (built from one plan): the first one's leading
     /// stage on the job's thread, the rest of each on its own thread.
     pub fn new(job: &str, pipelines: Vec<Pipeline>, partitioning: &Partitioning) -> Result<Self> {
+        let n = pipelines.len();
         let mut stage = None;
-        let mut workers = Vec::with_capacity(pipelines.len());
+        let mut workers = Vec::with_capacity(n);
         for (i, mut pipeline) in pipelines.into_iter().enumerate() {
             let rest = pipeline.split_off(stage_end(&pipeline));
             if stage.is_none() {
@@ -218,7 +220,7 @@ impl ParallelPipeline {
             key_columns: None,
             converter: None,
             busy: Vec::new(),
-            size: StateSize::default(),
+            sizes: vec![StateSize::default(); n],
         })
     }
 
@@ -229,20 +231,16 @@ impl ParallelPipeline {
     /// Collects the results of the rows in flight, in worker order.
     fn collect(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
         let mut first_error = None;
-        let mut sizes = Vec::new();
         for w in std::mem::take(&mut self.busy) {
             match self.workers[w].reply() {
                 Ok(reply) => {
                     out.extend(reply.out);
-                    sizes.push(reply.size);
+                    self.sizes[w] = reply.size;
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
-        }
-        if !sizes.is_empty() {
-            self.size = sum(std::iter::once(self.stage.state_size()).chain(sizes));
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -263,8 +261,9 @@ impl ParallelPipeline {
             .iter()
             .map(Worker::reply)
             .collect::<Result<Vec<_>>>()?;
-        self.size =
-            sum(std::iter::once(self.stage.state_size()).chain(replies.iter().map(|r| r.size)));
+        for (w, reply) in replies.iter().enumerate() {
+            self.sizes[w] = reply.size;
+        }
         Ok(replies)
     }
 
@@ -382,7 +381,7 @@ impl ParallelPipeline {
 
     /// State held by the stage and all workers, as of their last reply.
     pub fn state_size(&self) -> StateSize {
-        self.size
+        sum(std::iter::once(self.stage.state_size()).chain(self.sizes.iter().copied()))
     }
 
     /// The stage's operator state (numbered as in a single pipeline) and
