@@ -5,6 +5,7 @@
 pub mod app;
 pub mod bench;
 pub mod bench_checkpoint;
+pub mod bench_cli;
 pub mod bench_kafka;
 pub mod conformance;
 pub mod kafka_tools;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use velostream::app::{run_jobs, AppError, Application, RunOptions};
+use velostream::bench_cli::{bench_suite, BenchCommand};
 use velostream::conformance::{find_specs, run_spec_file};
 use velostream::progress::{human, Progress};
 use velostream::{bench, bench_kafka, kafka_tools, nexmark};
@@ -124,17 +125,6 @@ enum Command {
     },
 }
 
-/// Settings every benchmark takes.
-#[derive(clap::Args)]
-struct BenchRun {
-    /// Records per batch
-    #[arg(long, default_value_t = 1000)]
-    batch_size: usize,
-    /// Runs per query (the median is reported)
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-}
-
 #[derive(Subcommand)]
 enum NexmarkCommand {
     /// Write N generated events as person.jsonl, auction.jsonl and bid.jsonl
@@ -159,93 +149,6 @@ enum NexmarkCommand {
         /// Partitions of topics --kafka creates
         #[arg(long, default_value_t = 3)]
         partitions: i32,
-    },
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Nexmark queries (benches/nexmark/*.sql) over the generator and JSON files
-    Nexmark {
-        #[arg(long, default_value_t = 10_000_000)]
-        events: u64,
-        /// Comma-separated query names
-        #[arg(
-            long,
-            default_value = "q0,q1,q2,q3,q4,q5,q7,q8,q10,q11,q12,q13,q14,q15,q16,q17,q20,q21,q22"
-        )]
-        queries: String,
-        #[arg(long, default_value = "benches/nexmark")]
-        dir: PathBuf,
-        #[arg(long, default_value_t = 1000)]
-        batch_size: usize,
-        /// Only the in-process generator (no JSON files)
-        #[arg(long)]
-        generator_only: bool,
-        /// Also run over the events produced to Kafka topics on these
-        /// brokers (`--kafka` alone: KAFKA_BROKERS, else localhost:9092)
-        #[arg(long, value_name = "BROKERS", num_args = 0..=1, default_missing_value = "")]
-        kafka: Option<String>,
-        /// Also run each query over the generator with N pipelines per job
-        #[arg(long, value_name = "N", default_value_t = 1)]
-        parallelism: usize,
-    },
-    /// Checkpoint overhead on the windowed benchmark (memory and rocksdb),
-    /// and recovery time of a job with many keys of state
-    Checkpoint(velostream::bench_checkpoint::CheckpointBench),
-    /// Kafka -> filter + projection -> Kafka vs a plain librdkafka consume
-    Kafka {
-        #[arg(long, default_value_t = 1_000_000)]
-        records: u64,
-        /// Bootstrap servers (default: KAFKA_BROKERS, else localhost:9092)
-        #[arg(long)]
-        brokers: Option<String>,
-        #[arg(long, default_value_t = 3)]
-        partitions: i32,
-        #[arg(long, default_value_t = 1000)]
-        batch_size: usize,
-    },
-    /// Stateless pipeline (filter + projection) vs decode-only, on JSON Lines
-    Stateless {
-        #[arg(long, default_value_t = 1_000_000)]
-        records: u64,
-        #[command(flatten)]
-        run: BenchRun,
-        /// Use this JSON Lines file of trades instead of generating one
-        #[arg(long)]
-        file: Option<PathBuf>,
-    },
-    /// Tumbling and sliding window aggregates vs the stateless pipeline
-    Window {
-        #[arg(long, default_value_t = 5_000_000)]
-        records: u64,
-        /// Distinct group keys (symbols)
-        #[arg(long, default_value_t = 1000)]
-        keys: u64,
-        #[command(flatten)]
-        run: BenchRun,
-        /// Use this JSON Lines file of trades instead of generating one
-        #[arg(long)]
-        file: Option<PathBuf>,
-    },
-    /// Stream–table enrichment vs the stateless pipeline
-    Join {
-        #[arg(long, default_value_t = 5_000_000)]
-        records: u64,
-        /// Rows of the table (and distinct keys in the stream)
-        #[arg(long, default_value_t = 100_000)]
-        table_rows: u64,
-        #[command(flatten)]
-        run: BenchRun,
-    },
-    /// Interval join of two generated streams vs the stateless pipeline
-    Interval {
-        /// Records in each stream
-        #[arg(long, default_value_t = 2_000_000)]
-        records: u64,
-        #[arg(long, default_value_t = 1000)]
-        keys: u64,
-        #[command(flatten)]
-        run: BenchRun,
     },
 }
 
@@ -402,89 +305,6 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// What each `bench` subcommand measures.
-fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
-    let suite =
-        |title, queries, baseline, baseline_label, records, keys, run: BenchRun| bench::Suite {
-            title,
-            queries,
-            baseline,
-            baseline_label,
-            records,
-            keys,
-            batch_size: run.batch_size,
-            runs: run.runs,
-            file: None,
-            table_rows: 0,
-            second_stream: false,
-        };
-    let against_stateless = "stateless pipeline";
-    match which {
-        BenchCommand::Stateless { records, run, file } => bench::Suite {
-            file,
-            ..suite(
-                "Stateless throughput",
-                bench::QUERIES,
-                1,
-                "decode-only (same columns)",
-                records,
-                8,
-                run,
-            )
-        },
-        BenchCommand::Window {
-            records,
-            keys,
-            run,
-            file,
-        } => bench::Suite {
-            file,
-            ..suite(
-                "Windowed aggregation",
-                bench::WINDOW_QUERIES,
-                0,
-                against_stateless,
-                records,
-                keys,
-                run,
-            )
-        },
-        BenchCommand::Join {
-            records,
-            table_rows,
-            run,
-        } => bench::Suite {
-            table_rows,
-            ..suite(
-                "Stream–table join",
-                bench::JOIN_QUERIES,
-                0,
-                against_stateless,
-                records,
-                table_rows,
-                run,
-            )
-        },
-        BenchCommand::Kafka { .. } | BenchCommand::Nexmark { .. } | BenchCommand::Checkpoint(_) => {
-            unreachable!(
-                "bench kafka, nexmark and checkpoint are dispatched before the file suites"
-            )
-        }
-        BenchCommand::Interval { records, keys, run } => bench::Suite {
-            second_stream: true,
-            ..suite(
-                "Interval join of two streams",
-                bench::INTERVAL_QUERIES,
-                0,
-                against_stateless,
-                records,
-                keys,
-                run,
-            )
-        },
     }
 }
 
