@@ -276,9 +276,7 @@ impl Job {
     }
 
     fn report_checkpoint(&self, id: u64, duration_ms: u64, bytes: u64, restored: bool) {
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let at_ms = crate::watermark::wall_clock_ms();
         if let Ok(mut last) = self.metrics.last_checkpoint.lock() {
             *last = Some(CheckpointReport {
                 id,

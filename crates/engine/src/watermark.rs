@@ -9,6 +9,14 @@
 
 use std::time::{Duration, Instant};
 
+/// Milliseconds since the Unix epoch now: processing time, and the time
+/// stamps of checkpoints.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct PartitionState {
     max_event_time: i64,

@@ -8,9 +8,8 @@
 //! is self-contained and the working copy is rewritten at the next one.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use velostream_engine::checkpoint::store::CheckpointStore;
+use velostream_engine::checkpoint::{self, store::CheckpointStore};
 
 /// One job directory of a state directory and its complete checkpoints.
 struct JobState {
@@ -139,26 +138,14 @@ pub fn reset(state_dir: &Path, job: &str) -> Result<Option<PathBuf>, String> {
     set_aside(&state_dir.join(job))
 }
 
-/// Moves a job's `checkpoints` (and working RocksDB) into `discarded/`.
+/// Moves a job's `checkpoints` (and its working RocksDB, which the next
+/// checkpoint would rewrite anyway) into `discarded/`; returns where the
+/// checkpoints went.
 fn set_aside(job_dir: &Path) -> Result<Option<PathBuf>, String> {
-    let checkpoints = job_dir.join("checkpoints");
-    if !checkpoints.exists() {
-        return Ok(None);
-    }
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let target = job_dir
-        .join("discarded")
-        .join(format!("checkpoints-{stamp}"));
-    let fail = |e: std::io::Error| format!("cannot set {} aside: {e}", checkpoints.display());
-    std::fs::create_dir_all(&target).map_err(fail)?;
-    std::fs::rename(&checkpoints, target.join("checkpoints")).map_err(fail)?;
-    let working = job_dir.join("rocksdb");
-    if working.exists() {
-        std::fs::rename(&working, target.join("rocksdb")).map_err(fail)?;
-    }
-    Ok(Some(target))
+    let why = "state set aside by a velostream state command";
+    let moved = checkpoint::set_aside(job_dir, "checkpoints", why).map_err(|e| e.to_string())?;
+    checkpoint::set_aside(job_dir, "rocksdb", why).map_err(|e| e.to_string())?;
+    Ok(moved)
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {

@@ -21,7 +21,7 @@ pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub use backend::BackendKind;
 use backend::StateBackend;
@@ -31,6 +31,7 @@ use store::CheckpointStore;
 use crate::connector::Position;
 use crate::error::{EngineError, Result};
 use crate::state::OperatorSnapshot;
+use crate::watermark::wall_clock_ms;
 
 /// How a job checkpoints (from `processing.*` or the command line).
 #[derive(Debug, Clone)]
@@ -243,9 +244,7 @@ impl Checkpointer {
             format: manifest::FORMAT,
             id,
             job: self.job.clone(),
-            created_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            created_at_ms: wall_clock_ms(),
             backend: self.backend.kind().name().to_string(),
             operators,
             source: captured.source,
@@ -279,15 +278,13 @@ pub fn state_columns(snapshot: &OperatorSnapshot) -> Vec<String> {
 }
 
 /// Moves `parent/name` into `parent/discarded/` (nothing is deleted: an
-/// operator can still copy it back).
-fn set_aside(parent: &Path, name: &str, why: &str) -> Result<()> {
+/// operator can still copy it back); returns where it went, if it existed.
+pub fn set_aside(parent: &Path, name: &str, why: &str) -> Result<Option<PathBuf>> {
     let from = parent.join(name);
     if !from.exists() {
-        return Ok(());
+        return Ok(None);
     }
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let stamp = wall_clock_ms();
     let to_dir = parent.join("discarded");
     std::fs::create_dir_all(&to_dir)?;
     let to = to_dir.join(format!("{name}-{stamp}"));
@@ -298,7 +295,7 @@ fn set_aside(parent: &Path, name: &str, why: &str) -> Result<()> {
         from.display(),
         to.display()
     );
-    Ok(())
+    Ok(Some(to))
 }
 
 /// Snapshots every stateful operator of `pipeline`.

@@ -10,7 +10,7 @@
 //! depend on where batches are cut within that bound.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, TimestampMillisecondArray, UInt32Array,
@@ -28,7 +28,7 @@ use crate::dead_letter::{row_as_json, DeadLetter};
 use crate::error::{EngineError, Result};
 use crate::metrics::JobMetrics;
 use crate::state::{Checkpointable, OperatorSnapshot};
-use crate::watermark::WatermarkTracker;
+use crate::watermark::{wall_clock_ms, WatermarkTracker};
 
 /// The column that numbers a record's source partition (Kafka sources
 /// provide it); without it a source is one partition.
@@ -134,14 +134,6 @@ impl WindowAssignOperator {
             None => Ok(Int64Array::from(vec![wall_clock_ms(); batch.num_rows()])),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch now: the processing time of a record.
-fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Operator for WindowAssignOperator {
