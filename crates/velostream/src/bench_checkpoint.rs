@@ -194,14 +194,14 @@ fn recovery(dir: &Path, backend: BackendKind, bench: &CheckpointBench) -> Result
     let metrics = jobs[0].metrics();
     let runner = std::thread::spawn(move || run_jobs(jobs));
     let mut first_result = None;
-    while !runner.is_finished() || first_result.is_none() {
-        if first_result.is_none() && metrics.records_out.load(Ordering::Relaxed) > 0 {
+    while first_result.is_none() {
+        if metrics.records_out.load(Ordering::Relaxed) > 0 {
             first_result = Some(started.elapsed());
-        }
-        if runner.is_finished() && first_result.is_none() {
+        } else if runner.is_finished() {
             break;
+        } else {
+            std::thread::sleep(Duration::from_micros(200));
         }
-        std::thread::sleep(Duration::from_micros(200));
     }
     let summaries = runner
         .join()

@@ -167,19 +167,13 @@ pub fn export_offsets(
             return Err(format!("topic '{t}' does not exist"));
         }
     }
-    let committed = consumer
-        .committed_offsets(wanted, timeout)
-        .map_err(|e| format!("cannot read the offsets of group '{group}': {e}"))?;
-    let offsets = committed
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            rdkafka::Offset::Offset(o) => Some(PartitionOffset {
-                topic: e.topic().to_string(),
-                partition: e.partition(),
-                offset: o,
-            }),
-            _ => None,
+    let offsets = admin::committed_offsets(&consumer, wanted, timeout)
+        .map_err(|e| format!("cannot read the offsets of group '{group}': {e}"))?
+        .into_iter()
+        .map(|(topic, partition, offset)| PartitionOffset {
+            topic,
+            partition,
+            offset,
         })
         .collect();
     Ok(GroupOffsets {

@@ -20,11 +20,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::ClientConfig;
 use velostream_connectors::kafka::admin;
 
 mod kafka_support;
-use kafka_support::{brokers, read_all, unique};
+use kafka_support::{brokers, produce, read_all, unique};
 
 const RECORDS: i64 = 1_000_000;
 const SYMBOLS: i64 = 100;
@@ -60,20 +59,7 @@ fn produce_input(topic: &str) -> Expected {
             ts,
         ));
     }
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "50")
-        .set("batch.num.messages", "10000");
-    let sent = admin::produce(
-        &config,
-        topic,
-        messages
-            .iter()
-            .map(|(k, v, t)| (Some(k.as_bytes()), v.as_bytes(), Some(*t))),
-    )
-    .unwrap();
-    assert_eq!(sent, RECORDS as u64);
+    produce(topic, &messages);
     expected
 }
 

@@ -16,6 +16,25 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::sink::{Deliveries, DeliveryContext};
 
+/// The offsets the consumer's group has committed on the partitions of
+/// `wanted`, as `(topic, partition, next offset)`; partitions without a
+/// committed offset are left out.
+pub fn committed_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    wanted: TopicPartitionList,
+    timeout: Duration,
+) -> Result<Vec<(String, i32, i64)>, KafkaError> {
+    Ok(consumer
+        .committed_offsets(wanted, timeout)?
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.topic().to_string(), e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The partitions of `topic`. (End offsets are not asked of the broker:
 /// some Kafka-protocol brokers report them wrongly for batched writes, so
 /// reads that stop at the end use librdkafka's end-of-partition events.)

@@ -418,20 +418,17 @@ impl Source for KafkaSource {
         for p in partitions {
             wanted.add_partition(&self.topic, p);
         }
-        let committed = self
-            .consumer
-            .committed_offsets(wanted, timeout)
-            .map_err(|e| {
-                EngineError::connector(&self.name, format!("cannot read committed offsets: {e}"))
-            })?;
-        let partitions: serde_json::Map<String, Position> = committed
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition().to_string(), Position::from(o))),
-                _ => None,
-            })
-            .collect();
+        let partitions: serde_json::Map<String, Position> =
+            admin::committed_offsets(&self.consumer, wanted, timeout)
+                .map_err(|e| {
+                    EngineError::connector(
+                        &self.name,
+                        format!("cannot read committed offsets: {e}"),
+                    )
+                })?
+                .into_iter()
+                .map(|(_, partition, offset)| (partition.to_string(), Position::from(offset)))
+                .collect();
         Ok(Some(
             serde_json::json!({ "topic": self.topic, "partitions": partitions }),
         ))
