@@ -47,24 +47,9 @@ pub fn partitioning(plan: &StreamingPlan) -> std::result::Result<Partitioning, S
     let Some(StreamNode::Scan { schema: scan, .. }) = flow.first() else {
         return Err("the query does not start with a scan".into());
     };
-    for node in &flow[1..] {
-        match node {
-            StreamNode::RowWindow { .. } => {
-                return Err("row functions keep per-partition order".into())
-            }
-            StreamNode::IntervalJoin { .. } => {
-                return Err("an interval join reads a second stream".into())
-            }
-            StreamNode::WindowAssign { .. }
-            | StreamNode::Filter { .. }
-            | StreamNode::Project { .. }
-            | StreamNode::LookupJoin { .. }
-            | StreamNode::Aggregate { .. } => {}
-            _ => return Err("LIMIT and ORDER BY need every record in one place".into()),
-        }
-    }
     // columns of the scan still carried unchanged by name
     let mut carried: Vec<String> = scan.fields().iter().map(|f| f.name().clone()).collect();
+    let mut keys = None;
     for node in &flow[1..] {
         match node {
             StreamNode::WindowAssign { .. } | StreamNode::Filter { .. } => {}
@@ -78,7 +63,7 @@ pub fn partitioning(plan: &StreamingPlan) -> std::result::Result<Partitioning, S
                 carried.retain(|name| table_schema.fields().iter().all(|f| f.name() != name));
             }
             StreamNode::Aggregate { group_exprs, .. } => {
-                let keys: Vec<String> = group_exprs
+                let columns: Vec<String> = group_exprs
                     .iter()
                     .filter_map(|e| match e {
                         datafusion::logical_expr::Expr::Column(c) if carried.contains(&c.name) => {
@@ -87,16 +72,21 @@ pub fn partitioning(plan: &StreamingPlan) -> std::result::Result<Partitioning, S
                         _ => None,
                     })
                     .collect();
-                return if keys.is_empty() {
-                    Err("no group key is a column of the source, so groups cannot be divided among threads".into())
-                } else {
-                    Ok(Partitioning::Keys(keys))
-                };
+                if columns.is_empty() {
+                    return Err("no group key is a column of the source, so groups cannot be divided among threads".into());
+                }
+                keys = Some(columns);
             }
-            _ => unreachable!("checked above"),
+            StreamNode::RowWindow { .. } => {
+                return Err("row functions keep per-partition order".into())
+            }
+            StreamNode::IntervalJoin { .. } => {
+                return Err("an interval join reads a second stream".into())
+            }
+            _ => return Err("LIMIT and ORDER BY need every record in one place".into()),
         }
     }
-    Ok(Partitioning::Rows)
+    Ok(keys.map_or(Partitioning::Rows, Partitioning::Keys))
 }
 
 enum Command {
