@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit and conformance tests, the
 # independent check of the conformance expectations with DuckDB, and the
-# Kafka end-to-end tests against a real broker (started here, stopped after).
+# Kafka and PostgreSQL end-to-end tests against a real broker and a real
+# PostgreSQL server (started here, stopped after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -20,15 +21,21 @@ if ! python3 -c "import duckdb, yaml" >/dev/null 2>&1; then
 fi
 python3 tests/conformance/verify_with_duckdb.py tests/conformance
 
-echo "== Kafka broker for the end-to-end tests"
-# a broker this script starts is stopped however the run ends
+echo "== Kafka broker and PostgreSQL for the end-to-end tests"
+# what this script starts is stopped however the run ends
 EXTERNAL_KAFKA="${KAFKA_BROKERS:-}"
-if [ -z "$EXTERNAL_KAFKA" ]; then
-    trap 'env -u KAFKA_BROKERS scripts/kafka-broker.sh stop || true' EXIT
-fi
+EXTERNAL_POSTGRES="${VELOSTREAM_TEST_POSTGRES:-}"
+stop_services() {
+    [ -n "$EXTERNAL_KAFKA" ] || env -u KAFKA_BROKERS scripts/kafka-broker.sh stop || true
+    [ -n "$EXTERNAL_POSTGRES" ] || env -u VELOSTREAM_TEST_POSTGRES scripts/postgres.sh stop || true
+}
+trap stop_services EXIT
 scripts/kafka-broker.sh start
 KAFKA_BROKERS="$(scripts/kafka-broker.sh address)"
 export KAFKA_BROKERS
+scripts/postgres.sh start
+VELOSTREAM_TEST_POSTGRES="$(scripts/postgres.sh url)"
+export VELOSTREAM_TEST_POSTGRES
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -22,9 +22,8 @@ use crate::format::RecordFormat;
 use crate::kafka::{self, KafkaDefaults};
 use crate::memory::NullSink;
 use crate::nexmark::{self, NexmarkConfig, NexmarkSource};
-
-/// Connector types that are part of the product but not in this build yet.
-const PLANNED: &[&str] = &["postgres_source", "postgres_sink"];
+use crate::postgres::{self, connection::DatabaseDefaults};
+use velostream_engine::connector::{KeyLookup, LookupCache};
 
 const FILE_SOURCE_KEYS: &[&str] = &["type", "path", "format", "delimiter"];
 const STDIN_KEYS: &[&str] = &["type", "format", "delimiter"];
@@ -46,6 +45,10 @@ pub struct Connectors {
     pub kafka: KafkaDefaults,
     /// What sinks promise when the job checkpoints.
     pub guarantee: Guarantee,
+    /// PostgreSQL connection settings from the configuration (or `DB_*`).
+    pub database: DatabaseDefaults,
+    /// How joins cache looked-up table rows (`performance.cache`).
+    pub lookup_cache: LookupCache,
 }
 
 /// The delivery guarantee of sinks (`processing.guarantee`).
@@ -80,6 +83,8 @@ impl Connectors {
             stdin_sample: Mutex::new(None),
             kafka: KafkaDefaults::default(),
             guarantee: Guarantee::default(),
+            database: DatabaseDefaults::from_env(),
+            lookup_cache: LookupCache::default(),
         }
     }
 
@@ -140,6 +145,17 @@ impl Connectors {
                 self.batch_size,
                 &self.kafka,
                 kafka::ReadMode::Group,
+                metrics,
+            );
+        }
+        if kind == "postgres_source" {
+            return postgres::open_source(
+                &binding.name,
+                props,
+                &binding.schema,
+                projected,
+                self.batch_size,
+                &self.database,
                 metrics,
             );
         }
@@ -207,6 +223,28 @@ impl Connectors {
         self.open_source(binding, projected, metrics)
     }
 
+    /// Opens source `binding` for key lookups when it is a table too large
+    /// or remote to read whole (PostgreSQL); `None` for other sources.
+    pub fn open_lookup(
+        &self,
+        binding: &SourceBinding,
+        projected: SchemaRef,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Option<Box<dyn KeyLookup>>> {
+        if binding.properties.get("type").map(String::as_str) != Some("postgres_source") {
+            return Ok(None);
+        }
+        postgres::open_lookup(
+            &binding.name,
+            &binding.properties,
+            &binding.schema,
+            projected,
+            &self.database,
+            metrics,
+        )
+        .map(Some)
+    }
+
     /// Opens the sink of a statement (`key`: the result's key columns);
     /// without a `type` the results go to stdout.
     pub fn open_sink(&self, binding: &SinkBinding, key: &[String]) -> Result<Box<dyn Sink>> {
@@ -233,6 +271,15 @@ impl Connectors {
                 props,
                 key,
                 &self.kafka,
+                guarantee == Guarantee::ExactlyOnce,
+            );
+        }
+        if props.get("type").map(String::as_str) == Some("postgres_sink") {
+            return postgres::open_sink(
+                &binding.name,
+                props,
+                key,
+                &self.database,
                 guarantee == Guarantee::ExactlyOnce,
             );
         }
@@ -281,6 +328,9 @@ impl Connectors {
         if props.get("type").map(String::as_str) == Some("kafka_sink") {
             return kafka::check_sink(props, &self.kafka).map_err(err);
         }
+        if props.get("type").map(String::as_str) == Some("postgres_sink") {
+            return postgres::check_sink(props).map_err(err);
+        }
         RecordFormat::from_properties(props).map_err(err)?;
         match props.get("type").map(String::as_str).unwrap_or("stdout") {
             "file_sink" | "file" => {
@@ -303,6 +353,9 @@ impl SourceResolver for Connectors {
         let kind = source_type(props)?;
         if kind == "kafka_source" {
             return kafka::infer_source_schema(name, props, &self.kafka);
+        }
+        if kind == "postgres_source" {
+            return postgres::infer_source_schema(props, &self.database);
         }
         if kind == "nexmark" {
             return Ok(nexmark::schema(
@@ -338,20 +391,16 @@ fn source_type(props: &BTreeMap<String, String>) -> std::result::Result<&str, St
 }
 
 fn unavailable(kind: &str, role: &str) -> String {
-    if PLANNED.contains(&kind) {
-        format!("connector type '{kind}' is not available in this build yet")
+    let known = if role == "source" {
+        "file_source, stdin, kafka_source, postgres_source, nexmark"
     } else {
-        let known = if role == "source" {
-            "file_source, stdin, kafka_source, nexmark"
-        } else {
-            "file_sink, stdout, null, kafka_sink"
-        };
-        format!("unknown {role} type '{kind}'; expected one of: {known}")
-    }
+        "file_sink, stdout, null, kafka_sink, postgres_sink"
+    };
+    format!("unknown {role} type '{kind}'; expected one of: {known}")
 }
 
 /// Unknown keys are errors: a misspelt key would otherwise be ignored.
-fn check_keys(
+pub(crate) fn check_keys(
     props: &BTreeMap<String, String>,
     allowed: &[&str],
     connector: &str,

@@ -4,6 +4,7 @@
 //!   results, inferring schemas from samples.
 //! - [`file`]: line framing for files and standard input, and byte sinks.
 //! - [`kafka`]: Kafka sources and sinks (librdkafka).
+//! - [`postgres`]: PostgreSQL sources, key lookups for joins, and sinks.
 //! - [`nexmark`]: the Nexmark benchmark's event generator as a source.
 //! - [`memory`]: streams between statements of one application.
 //! - [`factory`]: builds all of the above from statement properties.
@@ -15,6 +16,7 @@ pub mod format;
 pub mod kafka;
 pub mod memory;
 pub mod nexmark;
+pub mod postgres;
 
 pub use factory::{Connectors, Guarantee};
 pub use format::RecordFormat;

@@ -23,6 +23,7 @@ use crate::connector::{TableData, TableLoader};
 use crate::error::{EngineError, Result};
 use crate::metrics::JobMetrics;
 use crate::operators::aggregate::AggregateOperator;
+use crate::operators::cached_lookup_join::{CachedLookupJoinOperator, LookupTable};
 use crate::operators::filter::FilterOperator;
 use crate::operators::grouped::AggregateCall;
 use crate::operators::interval_join::{IntervalJoinOperator, IntervalJoinSpec};
@@ -241,6 +242,13 @@ impl PipelineBuilder {
                 pipeline,
                 schema: schema.inner().clone(),
             }),
+            TableData::Lookup { lookup, cache } => Ok(JoinTable::Lookup(LookupTable {
+                lookup,
+                cache,
+                pipeline,
+                key_columns: Vec::new(),
+                schema: schema.inner().clone(),
+            })),
         }
     }
 
@@ -449,6 +457,28 @@ impl PipelineBuilder {
                         Some(f) => Some(self.state.create_physical_expr(f.clone(), schema)?),
                         None => None,
                     };
+                    if let JoinTable::Lookup(mut lookup) = table {
+                        if versioned.is_some() {
+                            return Err(EngineError::Plan(
+                                "a looked-up table (PostgreSQL) is met as it is now, so FOR SYSTEM_TIME AS OF an event time cannot pick its versions; read the table's changes from a Kafka topic or a file for a versioned join, or drop FOR SYSTEM_TIME AS OF".into(),
+                            ));
+                        }
+                        lookup.key_columns = lookup_key_columns(&table_keys)?;
+                        let key_types = table_keys
+                            .iter()
+                            .map(|k| Ok(k.get_type(table_schema)?))
+                            .collect::<Result<Vec<_>>>()?;
+                        operators.push(Box::new(CachedLookupJoinOperator::new(
+                            self.physical_exprs(&stream_keys, input_schema)?,
+                            lookup,
+                            self.physical_exprs(&table_keys, table_schema)?,
+                            key_types,
+                            filter,
+                            *keep_unmatched,
+                            schema.inner().clone(),
+                        )?));
+                        continue;
+                    }
                     let versions = match versioned {
                         Some((stream_time, table_time)) => Some(VersionTimes {
                             stream_time: self
@@ -551,4 +581,19 @@ impl PipelineBuilder {
         }
         Ok(Pipeline::new(operators))
     }
+}
+
+/// The source column names of a looked-up table's join keys: the table is
+/// asked by column, so each key must be one of its columns.
+fn lookup_key_columns(table_keys: &[Expr]) -> Result<Vec<String>> {
+    table_keys
+        .iter()
+        .map(|k| match k {
+            Expr::Column(c) => Ok(c.name.clone()),
+            Expr::Cast(c) => lookup_key_columns(std::slice::from_ref(&c.expr)).map(|mut v| v.remove(0)),
+            other => Err(EngineError::Plan(format!(
+                "a looked-up table (PostgreSQL) is joined on its columns, not on the expression {other}; compute the key in the table's query or join on a column"
+            ))),
+        })
+        .collect()
 }

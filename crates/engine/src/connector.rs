@@ -1,10 +1,12 @@
 //! The interfaces between the engine and connectors: a [`Source`] yields
 //! record batches, a [`Sink`] consumes them.
 
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::Result;
 use crate::metrics::JobMetrics;
@@ -117,6 +119,38 @@ pub trait Sink: Send {
     }
 }
 
+/// Looks rows of an external table up by key: a database table joined to
+/// a stream is asked for the keys a batch needs instead of being read whole.
+pub trait KeyLookup: Send {
+    /// The rows, in the source's decoded schema, whose `columns` equal one
+    /// of the key tuples in `keys` (one array per column, equal lengths,
+    /// no NULLs). Rows of one key may come in any order.
+    fn fetch(&mut self, columns: &[String], keys: &[ArrayRef]) -> Result<RecordBatch>;
+}
+
+/// How many looked-up keys a join keeps and how long it trusts them
+/// (`performance.cache.table_cache_size` and `ttl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupCache {
+    /// Keys kept with their rows; the least recently used go first.
+    pub max_keys: usize,
+    /// Keys kept that the table has no row for (a lookup that found
+    /// nothing); `0`: such keys are asked again by every batch needing them.
+    pub max_missing: usize,
+    /// How long a cached key is used before it is looked up again.
+    pub ttl: Duration,
+}
+
+impl Default for LookupCache {
+    fn default() -> Self {
+        Self {
+            max_keys: 10_000,
+            max_missing: 1_000,
+            ttl: Duration::from_secs(300),
+        }
+    }
+}
+
 /// The rows of a join's table side.
 pub enum TableData {
     /// Read already (a file).
@@ -124,6 +158,12 @@ pub enum TableData {
     /// Another statement's output (`CREATE TABLE ... AS SELECT`): read to its
     /// end when the join sees its first record, keeping the latest row per key.
     Stream(Box<dyn Source>),
+    /// Too large or too remote to read whole (a PostgreSQL table): rows are
+    /// fetched for the keys each batch needs and cached.
+    Lookup {
+        lookup: Box<dyn KeyLookup>,
+        cache: LookupCache,
+    },
 }
 
 /// Provides the second input of joins: tables and the other stream of interval joins.

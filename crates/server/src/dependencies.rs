@@ -22,6 +22,8 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 pub struct FailoverPlan {
     pub region: String,
     pub kafka: String,
+    /// The secondary region's database (`host:port`), if it names one.
+    pub database: Option<String>,
     pub interval: Duration,
     pub threshold: u32,
 }
@@ -40,6 +42,7 @@ impl FailoverPlan {
         Some(Self {
             region: secondary.name.clone(),
             kafka: secondary.endpoints.kafka.clone()?,
+            database: secondary.endpoints.database.clone(),
             interval: failover
                 .health_check_interval
                 .map(|d| d.0)
@@ -81,6 +84,9 @@ pub fn watch(
                         p.kafka
                     );
                     launcher.use_kafka(&p.kafka);
+                    if let Some(database) = &p.database {
+                        launcher.use_database(database);
+                    }
                     if let Err(e) = state.supervisor.restart_all(state.operation_timeout) {
                         tracing::error!(component = "failover", error_type = "restart", "{e}");
                     }

@@ -31,6 +31,10 @@ pub trait Launcher: Send + Sync + 'static {
     /// Points applications launched from now on (and the probe) at this
     /// Kafka cluster (`regions` failover).
     fn use_kafka(&self, _bootstrap_servers: &str) {}
+
+    /// Points applications launched from now on (and the probe) at this
+    /// database (`host:port`, a `regions` failover).
+    fn use_database(&self, _endpoint: &str) {}
 }
 
 /// What an application is doing.

@@ -89,6 +89,8 @@ fn later_files_and_the_environment_override() {
             ("HEALTH_PORT", "18080"),
             ("KAFKA_BROKERS", "localhost:19092"),
             ("DB_HOST", "db.local"),
+            ("DB_PORT", "6432"),
+            ("DB_NAME", "sales"),
             ("VELOSTREAM__PERFORMANCE__BATCH_SIZE", "5000"),
         ]),
     )
@@ -101,10 +103,22 @@ fn later_files_and_the_environment_override() {
         c.velostream.kafka["bootstrap_servers"].as_text(),
         "localhost:19092"
     );
+    let database = c.velostream.database.unwrap();
     assert_eq!(
-        c.velostream.database.unwrap().host.as_deref(),
-        Some("db.local")
+        (
+            database.host.as_deref(),
+            database.port,
+            database.name.as_deref()
+        ),
+        (Some("db.local"), Some(6432), Some("sales"))
     );
+    let err = load(
+        &[guide("production.yaml")],
+        &env(&[("DB_HOST", "db.local"), ("DB_PORT", "five")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("port") && err.contains("five"), "{err}");
     assert_eq!(c.performance.batch_size, Some(5000));
 
     let err = load(&[local], &env(&[])).unwrap_err().to_string();

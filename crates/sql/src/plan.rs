@@ -342,6 +342,24 @@ fn first_node(side: &StreamNode) -> String {
         .unwrap_or_default()
 }
 
+impl StreamingPlan {
+    /// True for a join whose table is a PostgreSQL table: it is looked up
+    /// by key rather than read whole.
+    fn is_looked_up(&self, node: &StreamNode) -> bool {
+        let StreamNode::LookupJoin { table, .. } = node else {
+            return false;
+        };
+        let Some(StreamNode::Scan { source, .. }) = table.flow().first().copied() else {
+            return false;
+        };
+        self.sources.iter().any(|s| {
+            &s.name == source
+                && s.origin == SourceOrigin::External
+                && s.properties.get("type").map(String::as_str) == Some("postgres_source")
+        })
+    }
+}
+
 impl fmt::Display for StreamingPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -377,7 +395,14 @@ impl fmt::Display for StreamingPlan {
             )?;
         }
         for (depth, node) in self.root.flow().iter().enumerate() {
-            writeln!(f, "  {}{}", "  ".repeat(depth), node.describe())?;
+            let mut line = node.describe();
+            if self.is_looked_up(node) {
+                line = line.replace(
+                    "state = the table's rows",
+                    "looked up by key per batch; state = rows cached per performance.cache",
+                );
+            }
+            writeln!(f, "  {}{line}", "  ".repeat(depth))?;
         }
         let sink = match self.sink.properties.get("type") {
             Some(t) => format!("{} -> {t}", self.sink.name),

@@ -447,26 +447,41 @@ fn result_key(
             })
             .collect();
     }
-    let group_columns: Vec<String> = root
-        .flow()
+    let Some(group_exprs) = root.flow().iter().find_map(|n| match n {
+        StreamNode::Aggregate { group_exprs, .. } => Some(group_exprs),
+        _ => None,
+    }) else {
+        return Ok(Vec::new());
+    };
+    // the aggregate's output names of its group keys (window bounds aside)
+    let group_names: Vec<String> = group_exprs
         .iter()
-        .find_map(|n| match n {
-            StreamNode::Aggregate { group_exprs, .. } => Some(
-                group_exprs
-                    .iter()
-                    .filter_map(|e| match e {
-                        Expr::Column(c) if !c.name.starts_with('_') => Some(c.name.clone()),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .unwrap_or_default();
-    Ok(group_columns
-        .into_iter()
-        .filter(|c| output.fields().iter().any(|f| f.name() == c))
-        .collect())
+        .filter(|e| !matches!(e, Expr::Column(c) if c.name.starts_with('_')))
+        .map(|e| e.schema_name().to_string())
+        .collect();
+    // an output column is a key when the final projection passes a group
+    // key through, under its own name or an alias (`GROUP BY lower(s)`
+    // with `SELECT lower(s) AS name`)
+    let passed_through = |expr: &Expr| {
+        let inner = match expr {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        matches!(inner, Expr::Column(_)) && group_names.contains(&inner.schema_name().to_string())
+    };
+    Ok(match plan {
+        LogicalPlan::Projection(p) => p
+            .expr
+            .iter()
+            .zip(output.fields())
+            .filter(|(e, _)| passed_through(e))
+            .map(|(_, f)| f.name().clone())
+            .collect(),
+        _ => group_names
+            .into_iter()
+            .filter(|c| output.fields().iter().any(|f| f.name() == c))
+            .collect(),
+    })
 }
 
 /// True when the query names the (unquoted, any case) identifier `name`.

@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use velostream_connectors::memory::{stream_channel, ChannelSource, LatestPerKeySource};
 use velostream_connectors::{Connectors, Guarantee};
 use velostream_engine::checkpoint::CheckpointSettings;
-use velostream_engine::connector::{TableData, TableLoader};
+use velostream_engine::connector::{LookupCache, TableData, TableLoader};
 use velostream_engine::execution::Execution;
 use velostream_engine::parallel::{self, ParallelPipeline, Partitioning};
 use velostream_engine::{
@@ -25,6 +25,7 @@ use velostream_sql::{
 
 use velostream_connectors::fanout::FanoutSink;
 use velostream_connectors::kafka::KafkaDefaults;
+use velostream_connectors::postgres::connection::DatabaseDefaults;
 
 /// Why an application could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,10 @@ pub struct RunOptions {
     /// Pipelines per job (`processing.parallelism`); jobs whose plan cannot
     /// be divided run on one.
     pub parallelism: usize,
+    /// PostgreSQL connection settings (`velostream.database`, or `DB_*`).
+    pub database: DatabaseDefaults,
+    /// How joins cache rows looked up in PostgreSQL (`performance.cache`).
+    pub lookup_cache: LookupCache,
 }
 
 impl Default for RunOptions {
@@ -66,6 +71,8 @@ impl Default for RunOptions {
             checkpoints: None,
             guarantee: Guarantee::AtLeastOnce,
             parallelism: 1,
+            database: DatabaseDefaults::from_env(),
+            lookup_cache: LookupCache::default(),
         }
     }
 }
@@ -104,6 +111,8 @@ impl Application {
         let mut connectors = Connectors::new(base_dir, options.batch_size);
         connectors.kafka = options.kafka.clone();
         connectors.guarantee = options.guarantee;
+        connectors.database = options.database.clone();
+        connectors.lookup_cache = options.lookup_cache;
         let connectors = Arc::new(connectors);
         let statements = parse_application(text).map_err(render)?;
         let plans = ApplicationPlanner::new(connectors.as_ref())
@@ -549,6 +558,16 @@ impl TableLoader for JoinTables {
             return Ok(TableData::Stream(Box::new(
                 self.take_stream(streams, name)?,
             )));
+        }
+        if let Some(lookup) =
+            self.connectors
+                .open_lookup(binding, schema.clone(), metrics.clone())?
+        {
+            // a database table: looked up by key as batches need it
+            return Ok(TableData::Lookup {
+                lookup,
+                cache: self.connectors.lookup_cache,
+            });
         }
         let mut source = self
             .connectors

@@ -183,6 +183,8 @@ pub struct Suite<'a> {
     pub table_rows: u64,
     /// Also generate a `fills` stream like `trades` (interval joins).
     pub second_stream: bool,
+    /// Join queries only: also look `accounts` up in this PostgreSQL server.
+    pub postgres: Option<String>,
 }
 
 /// Runs every query `runs` times (keeping the median) over one generated
@@ -220,14 +222,26 @@ pub fn run_suite(suite: Suite) -> Result<String, String> {
     }
     let mut rows = Vec::new();
     for (label, sql) in suite.queries {
-        let mut samples = Vec::new();
-        for run in 0..suite.runs.max(1) {
-            let m = measure(label, sql, &inputs, suite.batch_size).map_err(|e| e.to_string())?;
-            eprintln!("  {label}, run {}: {} records/s", run + 1, human(m.rate()));
-            samples.push(m);
+        rows.push(median(suite.runs, label, || {
+            measure(label, sql, &inputs, suite.batch_size).map_err(|e| e.to_string())
+        })?);
+    }
+    if let (Some(url), Some((_, join_sql))) = (&suite.postgres, suite.queries.last()) {
+        let accounts = &inputs.last().expect("the accounts table").1;
+        eprintln!("loading {} accounts into PostgreSQL ...", suite.table_rows);
+        crate::bench_postgres::load_accounts(url, accounts)?;
+        for (label, cache) in crate::bench_postgres::variants(suite.table_rows) {
+            rows.push(median(suite.runs, label, || {
+                crate::bench_postgres::measure_lookup(
+                    label,
+                    join_sql,
+                    url,
+                    &inputs[0].1,
+                    suite.batch_size,
+                    cache,
+                )
+            })?);
         }
-        samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-        rows.push(samples.swap_remove(samples.len() / 2));
     }
     let baseline = rows[suite.baseline].rate_per_core();
     let mut report = format!(
@@ -240,6 +254,22 @@ pub fn run_suite(suite: Suite) -> Result<String, String> {
     }
     report.push_str(&peak_rss_line());
     Ok(report)
+}
+
+/// The run of median wall time among `runs` runs of `measure`.
+fn median(
+    runs: usize,
+    label: &str,
+    mut measure: impl FnMut() -> Result<Measurement, String>,
+) -> Result<Measurement, String> {
+    let mut samples = Vec::new();
+    for run in 0..runs.max(1) {
+        let m = measure()?;
+        eprintln!("  {label}, run {}: {} records/s", run + 1, human(m.rate()));
+        samples.push(m);
+    }
+    samples.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    Ok(samples.swap_remove(samples.len() / 2))
 }
 
 /// Windowed aggregation against the stateless pipeline, same file.

@@ -90,6 +90,10 @@ pub enum BenchCommand {
         /// Rows of the table (and distinct keys in the stream)
         #[arg(long, default_value_t = 100_000)]
         table_rows: u64,
+        /// Also join the same table held in this PostgreSQL server (a URL),
+        /// looked up by key with two cache sizes
+        #[arg(long)]
+        postgres: Option<String>,
         #[command(flatten)]
         run: BenchRun,
     },
@@ -120,6 +124,7 @@ pub fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
             file: None,
             table_rows: 0,
             second_stream: false,
+            postgres: None,
         };
     let against_stateless = "stateless pipeline";
     match which {
@@ -155,9 +160,11 @@ pub fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
         BenchCommand::Join {
             records,
             table_rows,
+            postgres,
             run,
         } => bench::Suite {
             table_rows,
+            postgres,
             ..suite(
                 "Stream–table join",
                 bench::JOIN_QUERIES,

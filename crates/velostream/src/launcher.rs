@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use velostream_connectors::kafka::KafkaDefaults;
+use velostream_connectors::postgres::{self, connection::DatabaseDefaults};
 use velostream_connectors::Guarantee;
 use velostream_engine::checkpoint::{BackendKind, CheckpointSettings};
+use velostream_engine::connector::LookupCache;
 use velostream_engine::Job;
 use velostream_server::config::schema::{self, StateBackend};
 use velostream_server::config::ServiceConfig;
@@ -28,8 +30,78 @@ pub struct AppLauncher {
     connection_timeout: Duration,
     checkpoints: Option<CheckpointSettings>,
     guarantee: Guarantee,
-    /// `processing.parallelism` (at least 1).
+    /// `processing.parallelism` (at least 1), capped by `performance.worker_threads`.
     parallelism: usize,
+    /// Behind a lock: a region failover changes the database endpoint.
+    database: std::sync::Mutex<DatabaseDefaults>,
+    lookup_cache: LookupCache,
+}
+
+/// The PostgreSQL settings of a configuration: `velostream.database`, the
+/// primary region's database endpoint (`host:port`) when `regions` names
+/// one, and `timeouts.connection_timeout` for connecting.
+pub fn database_defaults(config: &ServiceConfig) -> DatabaseDefaults {
+    let mut d = DatabaseDefaults::default();
+    if let Some(db) = &config.velostream.database {
+        d.host = db.host.clone();
+        d.port = db.port;
+        d.user = db.user.clone();
+        d.password = db.password.clone();
+        d.name = db.name.clone();
+    }
+    if let Some(endpoint) = config
+        .regions
+        .as_ref()
+        .and_then(|r| r.primary.endpoints.database.as_deref())
+    {
+        use_endpoint(&mut d, endpoint);
+    }
+    d.connect_timeout = config.velostream.timeouts.connection_timeout.map(|t| t.0);
+    d
+}
+
+/// Points `d` at a region's `host:port` (the port stays when absent).
+fn use_endpoint(d: &mut DatabaseDefaults, endpoint: &str) {
+    match endpoint.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => {
+            d.host = Some(host.to_string());
+            d.port = port.parse().ok();
+        }
+        _ => d.host = Some(endpoint.to_string()),
+    }
+}
+
+/// How joins cache PostgreSQL lookups: `performance.cache.table_cache_size`
+/// keys with rows, `query_cache_size` keys without, each trusted for `ttl`.
+fn lookup_cache(config: &ServiceConfig) -> LookupCache {
+    let mut cache = LookupCache::default();
+    if let Some(c) = &config.performance.cache {
+        if let Some(n) = c.table_cache_size {
+            cache.max_keys = n as usize;
+        }
+        if let Some(n) = c.query_cache_size {
+            cache.max_missing = n as usize;
+        }
+        if let Some(t) = c.ttl {
+            cache.ttl = t.0;
+        }
+    }
+    cache
+}
+
+/// `processing.parallelism`, at most `performance.worker_threads` when that is set (> 0).
+fn parallelism(config: &ServiceConfig) -> usize {
+    let wanted = config.velostream.processing.parallelism.unwrap_or(1).max(1) as usize;
+    match config.performance.worker_threads {
+        Some(n) if n > 0 && (n as usize) < wanted => {
+            tracing::info!(
+                component = "service",
+                "processing.parallelism {wanted} is capped at performance.worker_threads {n}"
+            );
+            n as usize
+        }
+        _ => wanted,
+    }
 }
 
 /// What running an application takes from a configuration: records per
@@ -115,7 +187,9 @@ impl AppLauncher {
             kafka.client.insert("bootstrap.servers".into(), servers);
         }
         Self {
-            parallelism: config.velostream.processing.parallelism.unwrap_or(1).max(1) as usize,
+            parallelism: parallelism(config),
+            database: std::sync::Mutex::new(database_defaults(config)),
+            lookup_cache: lookup_cache(config),
             checkpoints: checkpoint_settings(config),
             guarantee: match config.velostream.processing.guarantee {
                 schema::Guarantee::AtLeastOnce => Guarantee::AtLeastOnce,
@@ -156,6 +230,11 @@ impl AppLauncher {
         self.kafka.lock().map(|k| k.clone()).unwrap_or_default()
     }
 
+    /// The database settings applications are launched with now.
+    pub fn database_defaults(&self) -> DatabaseDefaults {
+        self.database.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
     /// The settings applications are launched with now.
     pub fn options(&self) -> RunOptions {
         RunOptions {
@@ -165,6 +244,8 @@ impl AppLauncher {
             checkpoints: self.checkpoints.clone(),
             guarantee: self.guarantee,
             parallelism: self.parallelism,
+            database: self.database_defaults(),
+            lookup_cache: self.lookup_cache,
         }
     }
 }
@@ -194,8 +275,16 @@ impl Launcher for AppLauncher {
             .or_else(|| kafka.client.get("bootstrap.servers"))
             .cloned()
             .or_else(|| std::env::var("KAFKA_BROKERS").ok());
+        let mut outcomes = Vec::new();
+        let database = self.database_defaults();
+        if database.is_configured() {
+            outcomes.push((
+                "database".to_string(),
+                postgres::probe(&database).map(|_| ()),
+            ));
+        }
         let Some(servers) = servers else {
-            return Vec::new();
+            return outcomes;
         };
         let outcome = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &servers)
@@ -205,7 +294,14 @@ impl Launcher for AppLauncher {
             })
             .map(|_| ())
             .map_err(|e| format!("{servers} not reachable: {e}"));
-        vec![("kafka".to_string(), outcome)]
+        outcomes.insert(0, ("kafka".to_string(), outcome));
+        outcomes
+    }
+
+    fn use_database(&self, endpoint: &str) {
+        if let Ok(mut d) = self.database.lock() {
+            use_endpoint(&mut d, endpoint);
+        }
     }
 
     fn use_kafka(&self, bootstrap_servers: &str) {
@@ -245,5 +341,64 @@ mod tests {
         assert_eq!(kafka.batch_timeout, Duration::from_millis(200));
         assert_eq!(launcher.batch_size, 100_000);
         assert_eq!(kafka.table_load_timeout, Duration::from_secs(120));
+        assert_eq!(
+            launcher.lookup_cache,
+            LookupCache {
+                max_keys: 10_000,
+                max_missing: 1_000,
+                ttl: Duration::from_secs(300)
+            }
+        );
+        // processing.parallelism 16 within performance.worker_threads 16
+        assert_eq!(launcher.parallelism, 16);
+    }
+
+    fn config_of(yaml: &str) -> ServiceConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        velostream_server::config::load(&[file], &velostream_server::config::Environment::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn worker_threads_caps_the_pipelines_of_a_job() {
+        let capped = config_of(
+            "velostream:\n  processing:\n    parallelism: 8\nperformance:\n  worker_threads: 3\n",
+        );
+        assert_eq!(AppLauncher::new(&capped).parallelism, 3);
+        let uncapped = config_of(
+            "velostream:\n  processing:\n    parallelism: 2\nperformance:\n  worker_threads: 0\n",
+        );
+        assert_eq!(AppLauncher::new(&uncapped).parallelism, 2);
+    }
+
+    #[test]
+    fn the_region_database_endpoint_replaces_host_and_port() {
+        let config = config_of(
+            "velostream:\n  database:\n    host: db.local\n    user: app\n    name: sales\nregions:\n  primary:\n    name: east\n    endpoints:\n      database: \"db-east.internal:6432\"\n",
+        );
+        let launcher = AppLauncher::new(&config);
+        let d = launcher.database_defaults();
+        assert_eq!(
+            (
+                d.host.as_deref(),
+                d.port,
+                d.user.as_deref(),
+                d.name.as_deref()
+            ),
+            (
+                Some("db-east.internal"),
+                Some(6432),
+                Some("app"),
+                Some("sales")
+            )
+        );
+        launcher.use_database("db-west.internal:5433");
+        let d = launcher.database_defaults();
+        assert_eq!(
+            (d.host.as_deref(), d.port),
+            (Some("db-west.internal"), Some(5433))
+        );
     }
 }

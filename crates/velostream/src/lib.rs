@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bench_checkpoint;
 pub mod bench_cli;
 pub mod bench_kafka;
+pub mod bench_postgres;
 pub mod conformance;
 pub mod kafka_tools;
 pub mod launcher;

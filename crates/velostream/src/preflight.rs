@@ -125,28 +125,18 @@ fn kafka(c: &ServiceConfig) -> Outcome {
     }
 }
 
+/// Logs in to the configured PostgreSQL database and runs a query, as the
+/// guide's `psql -c "SELECT 1"` does.
 fn database(c: &ServiceConfig) -> Outcome {
-    let Some(db) = &c.velostream.database else {
-        return Outcome::Skip("database: none configured (velostream.database, DB_HOST)".into());
-    };
-    let Some(host) = &db.host else {
-        return Outcome::Skip("database: no host".into());
-    };
-    let address = format!("{host}:{}", db.port.unwrap_or(5432));
-    let reachable = address
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())
-        .and_then(|mut addrs| {
-            addrs
-                .next()
-                .ok_or_else(|| "no address".to_string())
-                .and_then(|a| {
-                    TcpStream::connect_timeout(&a, connection_timeout(c)).map_err(|e| e.to_string())
-                })
-        });
-    match reachable {
-        Ok(_) => Outcome::Pass(format!("database: {address} accepts connections")),
-        Err(e) => Outcome::Fail(format!("database: {address} not reachable: {e}")),
+    let defaults = crate::launcher::database_defaults(c);
+    if !defaults.is_configured() {
+        return Outcome::Skip(
+            "database: none configured (velostream.database.host, DB_HOST, or a region's database endpoint)".into(),
+        );
+    }
+    match velostream_connectors::postgres::probe(&defaults) {
+        Ok(answer) => Outcome::Pass(format!("database: {answer}")),
+        Err(e) => Outcome::Fail(format!("database: {e}")),
     }
 }
 

@@ -5,7 +5,9 @@
 //! computed here from the generated input:
 //! - at-least-once to a Kafka topic: equal once deduplicated by key, and
 //!   every duplicate carries the same values;
-//! - exactly-once to a file: every result exactly once, no deduplication.
+//! - exactly-once to a file: every result exactly once, no deduplication;
+//! - exactly-once into PostgreSQL (rows appended, one prepared transaction
+//!   per checkpoint): every result exactly once.
 //!
 //! Both state backends. Per partition the event times only grow, so no
 //! record is late whatever order the partitions interleave in after a
@@ -24,6 +26,7 @@ use velostream_connectors::kafka::admin;
 
 mod kafka_support;
 use kafka_support::{brokers, produce, read_all, unique};
+mod postgres_support;
 
 const RECORDS: i64 = 1_000_000;
 const SYMBOLS: i64 = 100;
@@ -339,6 +342,62 @@ fn killed_five_times_the_memory_backend_loses_and_double_counts_nothing() {
 #[test]
 fn killed_five_times_the_rocksdb_backend_loses_and_double_counts_nothing() {
     crash_test("rocksdb");
+}
+
+/// Exactly-once into PostgreSQL: results appended (not upserted, so a
+/// repeat would show) inside one prepared transaction per checkpoint.
+#[test]
+fn killed_five_times_exactly_once_into_postgres_each_result_arrives_once() {
+    let input = unique("crash-input");
+    let expected = produce_input(&input);
+    let dir = tempfile::tempdir().unwrap();
+    let table = postgres_support::unique("crash_output");
+    let app = write_app(
+        dir.path(),
+        &input,
+        &unique("crash-group"),
+        &format!(
+            "'per_sector.type' = 'postgres_sink', 'per_sector.url' = '{}',
+             'per_sector.table' = '{table}', 'per_sector.mode' = 'append',
+             'per_sector.auto.create' = 'true'",
+            postgres_support::url()
+        ),
+    );
+    let seed = seed();
+    run_with_kills(
+        &app,
+        &dir.path().join("state-pg"),
+        "memory",
+        "exactly_once",
+        seed,
+    );
+    let mut client = postgres_support::client();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT sector, (extract(epoch from ws) * 1000)::bigint, n, volume, turnover FROM {table}"
+            ),
+            &[],
+        )
+        .unwrap();
+    let mut results = Expected::new();
+    for row in &rows {
+        let key = (row.get::<_, String>(0), row.get::<_, i64>(1));
+        let values = (row.get(2), row.get(3), row.get(4));
+        assert!(
+            results.insert(key.clone(), values).is_none(),
+            "seed {seed}: result {key:?} written twice under exactly-once"
+        );
+    }
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_xacts WHERE strpos(gid, $1) > 0",
+            &[&table],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "prepared transactions left behind");
+    assert_same(&results, &expected, "exactly-once into PostgreSQL");
 }
 
 /// Exactly-once into Kafka through transactions, read with

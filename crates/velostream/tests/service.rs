@@ -469,7 +469,7 @@ fn the_pre_production_checks_report_one_line_each() {
         );
     }
     assert!(
-        said.contains("FAIL database: 127.0.0.1:1 not reachable"),
+        said.contains("FAIL database: cannot connect to PostgreSQL at 127.0.0.1:1: "),
         "{said}"
     );
     assert!(

@@ -44,6 +44,9 @@ pub enum JoinTable {
         pipeline: Pipeline,
         schema: SchemaRef,
     },
+    /// Rows fetched by key and cached (a database table); joined by
+    /// [`CachedLookupJoinOperator`](super::cached_lookup_join::CachedLookupJoinOperator).
+    Lookup(super::cached_lookup_join::LookupTable),
 }
 
 /// One change read from a changing table, in arrival order.
@@ -113,6 +116,11 @@ impl LookupJoinOperator {
                 Some((source, pipeline, schema)),
                 KeyRows::Latest,
             ),
+            JoinTable::Lookup(_) => {
+                return Err(crate::EngineError::Plan(
+                    "a looked-up table is joined by the cached lookup join".into(),
+                ))
+            }
         };
         let mut op = Self {
             stream_keys,

@@ -2,6 +2,7 @@
 //! record batches; the [`Pipeline`] chains them in data-flow order.
 
 pub mod aggregate;
+pub mod cached_lookup_join;
 pub mod filter;
 pub mod group_keys;
 pub mod grouped;

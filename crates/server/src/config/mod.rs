@@ -6,6 +6,7 @@
 //! - `KAFKA_BROKERS` → `velostream.kafka.bootstrap_servers`
 //! - `KAFKA_USERNAME`, `KAFKA_PASSWORD` → `velostream.kafka.sasl_username`, `sasl_password`
 //! - `DB_HOST`, `DB_USER`, `DB_PASSWORD` → `velostream.database.host`, `user`, `password`
+//!   (and `DB_PORT`, `DB_NAME` → `port`, `name`)
 //! - `VELOSTREAM__<KEY>__<KEY>...=value` → that key, from the document root
 //!   (`VELOSTREAM__VELOSTREAM__MONITORING__METRICS_PORT=9191`)
 //!
@@ -185,6 +186,7 @@ const NAMED_OVERRIDES: &[(&str, &[&str])] = &[
     ("DB_HOST", &["velostream", "database", "host"]),
     ("DB_USER", &["velostream", "database", "user"]),
     ("DB_PASSWORD", &["velostream", "database", "password"]),
+    ("DB_NAME", &["velostream", "database", "name"]),
 ];
 
 /// The general override prefix: `VELOSTREAM__SECTION__KEY=value`.
@@ -195,6 +197,15 @@ fn apply_overrides(doc: &mut Value, env: Env<'_>) {
         if let Some(v) = env.get(var) {
             set_path(doc, path, Value::String(v));
         }
+    }
+    if let Some(port) = env.get("DB_PORT") {
+        // a number when it is one; otherwise validation names the bad value
+        let value = port
+            .trim()
+            .parse::<u64>()
+            .map(|n| Value::Number(n.into()))
+            .unwrap_or(Value::String(port));
+        set_path(doc, &["velostream", "database", "port"], value);
     }
     for (var, raw) in env.0.iter().filter(|(k, _)| k.starts_with(OVERRIDE_PREFIX)) {
         let path: Vec<String> = var[OVERRIDE_PREFIX.len()..]

@@ -1,0 +1,193 @@
+//! Where a PostgreSQL connector connects: the statement's `'<name>.url'`,
+//! else the service's `velostream.database` section, else the `DB_HOST`,
+//! `DB_PORT`, `DB_USER`, `DB_PASSWORD` and `DB_NAME` environment variables.
+//! Sessions run in UTC so that `timestamptz` values read the same
+//! everywhere. Passwords never appear in messages.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+
+/// Database settings from the configuration (`velostream.database`,
+/// `timeouts.connection_timeout`, `performance.cache`).
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseDefaults {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub name: Option<String>,
+    /// How long opening a connection may take (10 s when absent).
+    pub connect_timeout: Option<Duration>,
+}
+
+impl DatabaseDefaults {
+    /// The settings in the `DB_*` environment variables (for runs without
+    /// a configuration file).
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self {
+            host: var("DB_HOST"),
+            port: var("DB_PORT").and_then(|p| p.parse().ok()),
+            user: var("DB_USER"),
+            password: var("DB_PASSWORD"),
+            name: var("DB_NAME"),
+            connect_timeout: None,
+        }
+    }
+
+    /// True when a host is known, so connectors can be opened without a URL.
+    pub fn is_configured(&self) -> bool {
+        self.host.is_some()
+    }
+}
+
+/// A connection target, printable without its password.
+pub struct Target {
+    config: postgres::Config,
+    /// `user@host:port/db`, for messages.
+    pub label: String,
+}
+
+impl Target {
+    /// The target of a connector with properties `props`.
+    pub fn resolve(
+        props: &BTreeMap<String, String>,
+        defaults: &DatabaseDefaults,
+    ) -> Result<Self, String> {
+        let mut config = match props.get("url") {
+            Some(url) => postgres::Config::from_str(url).map_err(|e| {
+                format!("'url' is not a PostgreSQL connection string ({e}); expected postgresql://user:password@host:port/database or host=... user=... dbname=...")
+            })?,
+            None => {
+                let mut c = postgres::Config::new();
+                let host = defaults.host.as_deref().ok_or(
+                    "no database to connect to: set the connector's 'url', the service's velostream.database.host, or DB_HOST",
+                )?;
+                c.host(host).port(defaults.port.unwrap_or(5432));
+                if let Some(u) = &defaults.user {
+                    c.user(u);
+                }
+                if let Some(p) = &defaults.password {
+                    c.password(p);
+                }
+                if let Some(n) = &defaults.name {
+                    c.dbname(n);
+                }
+                c
+            }
+        };
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(defaults.connect_timeout.unwrap_or(Duration::from_secs(10)));
+        }
+        config.options("-c TimeZone=UTC");
+        config.application_name("velostream");
+        let label = label(&config);
+        Ok(Self { config, label })
+    }
+
+    /// Opens a session. TLS to the database is not in this build: a
+    /// `sslmode=require` URL fails here with that reason.
+    pub fn connect(&self) -> Result<Client, String> {
+        if self.config.get_ssl_mode() == postgres::config::SslMode::Require {
+            return Err(format!(
+                "{}: sslmode=require is not supported in this build yet; connect without TLS (sslmode=prefer or disable) or through a TLS proxy",
+                self.label
+            ));
+        }
+        self.config.connect(NoTls).map_err(|e| {
+            format!(
+                "cannot connect to PostgreSQL at {}: {}",
+                self.label,
+                describe(&e)
+            )
+        })
+    }
+}
+
+fn label(config: &postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .map(|d| format!("/{d}"))
+        .unwrap_or_default();
+    format!("{user}{host}:{port}{db}")
+}
+
+/// A database error as the server worded it (with its detail and hint),
+/// or the client's description.
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = db.message().to_string();
+            if let Some(d) = db.detail() {
+                text.push_str(&format!(" ({d})"));
+            }
+            if let Some(h) = db.hint() {
+                text.push_str(&format!("; hint: {h}"));
+            }
+            text
+        }
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// A table or view name as written in a connector property: plain or
+/// double-quoted identifiers, optionally schema-qualified. Anything else is
+/// refused, since the name is placed in SQL text.
+pub fn relation(props: &BTreeMap<String, String>, connector: &str) -> Result<String, String> {
+    let name = props
+        .get("table")
+        .ok_or_else(|| format!("{connector} needs a 'table' property"))?;
+    let ok = !name.is_empty()
+        && name.split('.').count() <= 3
+        && name.split('.').all(|part| {
+            let quoted = part.len() > 2
+                && part.starts_with('"')
+                && part.ends_with('"')
+                && !part[1..part.len() - 1].contains('"');
+            let plain = part
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+            quoted || plain
+        });
+    if !ok {
+        return Err(format!(
+            "'table' = '{name}' is not a table name; use name, schema.name or \"Quoted\" identifiers"
+        ));
+    }
+    Ok(name.clone())
+}
+
+/// `name` as a quoted SQL identifier.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

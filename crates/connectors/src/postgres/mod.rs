@@ -1,0 +1,187 @@
+//! PostgreSQL: `postgres_source` (a table or query read as a stream, or
+//! looked up by key as the table side of a join) and `postgres_sink`
+//! (results inserted, or upserted by key), on the `postgres` client.
+//!
+//! - [`connection`]: where to connect (`url`, `velostream.database`, `DB_*`).
+//! - [`rows`]: rows as JSON between the server and the shared decoder;
+//!   schemas from the server's column types.
+//! - [`source`]: snapshot and incremental reading.
+//! - [`lookup`]: keys of a batch fetched in one query, for joins.
+//! - [`sink`]: insert/upsert, transactions, exactly-once by prepared transactions.
+
+pub mod connection;
+pub mod lookup;
+pub mod rows;
+pub mod sink;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use velostream_engine::connector::KeyLookup;
+use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
+
+use self::connection::{relation, DatabaseDefaults, Target};
+use self::source::{PostgresSource, ReadPlan};
+
+/// The keys of a `postgres_source`.
+pub const SOURCE_KEYS: &[&str] = &[
+    "type",
+    "url",
+    "table",
+    "query",
+    "incremental.column",
+    "poll.interval",
+];
+
+/// The `SELECT` a source reads: its table, or its query.
+fn base_query(props: &BTreeMap<String, String>) -> std::result::Result<String, String> {
+    crate::factory::check_keys(props, SOURCE_KEYS, "postgres_source")?;
+    match (props.contains_key("table"), props.get("query")) {
+        (true, Some(_)) => Err("set either 'table' or 'query', not both".into()),
+        (true, None) => Ok(format!(
+            "SELECT * FROM {}",
+            relation(props, "postgres_source")?
+        )),
+        (false, Some(q)) => {
+            let q = q.trim().trim_end_matches(';');
+            if q.is_empty() {
+                return Err("'query' is empty".into());
+            }
+            Ok(q.to_string())
+        }
+        (false, None) => Err("postgres_source needs a 'table' or a 'query' property".into()),
+    }
+}
+
+/// The columns of an undeclared source, from the server's description.
+pub fn infer_source_schema(
+    props: &BTreeMap<String, String>,
+    defaults: &DatabaseDefaults,
+) -> std::result::Result<SchemaRef, String> {
+    let base = base_query(props)?;
+    let mut client = Target::resolve(props, defaults)?.connect()?;
+    Ok(rows::schema_of(&rows::describe_columns(
+        &mut client,
+        &base,
+    )?))
+}
+
+/// Opens source `name` as a stream decoding the columns of `projected`.
+pub fn open_source(
+    name: &str,
+    props: &BTreeMap<String, String>,
+    full: &SchemaRef,
+    projected: SchemaRef,
+    batch_size: usize,
+    defaults: &DatabaseDefaults,
+    metrics: Arc<JobMetrics>,
+) -> Result<Box<dyn Source>> {
+    let err = |e: String| EngineError::connector(name, e);
+    let base = base_query(props).map_err(err)?;
+    let mut client = Target::resolve(props, defaults)
+        .and_then(|t| t.connect())
+        .map_err(err)?;
+    let plan = match props.get("incremental.column") {
+        None => {
+            if props.contains_key("poll.interval") {
+                return Err(err(
+                    "'poll.interval' applies with 'incremental.column' only".into(),
+                ));
+            }
+            ReadPlan::Snapshot
+        }
+        Some(column) => {
+            let columns = rows::describe_columns(&mut client, &base).map_err(err)?;
+            let type_name = columns
+                .iter()
+                .find(|c| &c.name == column)
+                .map(|c| c.type_name.clone())
+                .ok_or_else(|| {
+                    err(format!(
+                        "'incremental.column' = '{column}' is not a column of the source; its columns are {}",
+                        columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+            let poll_interval = match props.get("poll.interval") {
+                None => Duration::from_secs(1),
+                Some(text) => velostream_sql::duration::parse_shorthand(text).ok_or_else(|| {
+                    err(format!(
+                        "'poll.interval' = '{text}' is not a duration such as 500ms, 1s or 1m"
+                    ))
+                })?,
+            };
+            ReadPlan::Incremental {
+                column: column.clone(),
+                type_name,
+                poll_interval,
+            }
+        }
+    };
+    let rows = rows::JsonRows::new(name, full.clone(), projected, batch_size).map_err(err)?;
+    Ok(Box::new(PostgresSource::new(
+        name, client, &base, rows, plan, batch_size, metrics,
+    )?))
+}
+
+/// Opens source `name` for key lookups (the table side of a join).
+pub fn open_lookup(
+    name: &str,
+    props: &BTreeMap<String, String>,
+    full: &SchemaRef,
+    projected: SchemaRef,
+    defaults: &DatabaseDefaults,
+    metrics: Arc<JobMetrics>,
+) -> Result<Box<dyn KeyLookup>> {
+    let err = |e: String| EngineError::connector(name, e);
+    let base = base_query(props).map_err(err)?;
+    if props.contains_key("incremental.column") {
+        return Err(err("a table joined by key is looked up as it is now; 'incremental.column' applies when the source is read as a stream".into()));
+    }
+    let mut client = Target::resolve(props, defaults)
+        .and_then(|t| t.connect())
+        .map_err(err)?;
+    let columns = rows::describe_columns(&mut client, &base).map_err(err)?;
+    Ok(Box::new(lookup::PostgresLookup::new(
+        name,
+        client,
+        base,
+        columns,
+        full.clone(),
+        projected,
+        metrics,
+    )?))
+}
+
+/// Opens sink `name` (`key`: the result's key columns).
+pub fn open_sink(
+    name: &str,
+    props: &BTreeMap<String, String>,
+    key: &[String],
+    defaults: &DatabaseDefaults,
+    exactly_once: bool,
+) -> Result<Box<dyn Sink>> {
+    sink::PostgresSink::open(name, props, key, defaults, exactly_once)
+        .map(|s| Box::new(s) as Box<dyn Sink>)
+        .map_err(|e| EngineError::connector(name, e))
+}
+
+/// Connects with `defaults` and runs `SELECT version()`: the server's
+/// version on success (for `velostream check` and `/ready`).
+pub fn probe(defaults: &DatabaseDefaults) -> std::result::Result<String, String> {
+    let target = Target::resolve(&BTreeMap::new(), defaults)?;
+    let mut client = target.connect()?;
+    let version: String = client
+        .query_one("SELECT split_part(version(), ' ', 2)", &[])
+        .map_err(|e| format!("{}: {}", target.label, connection::describe(&e)))?
+        .get(0);
+    Ok(format!("{} answers (PostgreSQL {version})", target.label))
+}
+
+/// Checks a sink's properties without connecting (for `validate`).
+pub fn check_sink(props: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+    crate::factory::check_keys(props, sink::SINK_KEYS, "postgres_sink")?;
+    relation(props, "postgres_sink").map(|_| ())
+}
