@@ -77,7 +77,7 @@ impl Job {
     pub fn with_checkpoints(mut self, settings: &CheckpointSettings) -> Result<Self> {
         if self.source.position().is_none() {
             return Err(EngineError::NotSupported(format!(
-                "job {}: checkpoints need a source that can be replayed from a position (Kafka, files, nexmark); this one cannot",
+                "job {}: checkpoints need a source that can be replayed from a position (Kafka, files, nexmark, PostgreSQL with 'incremental.column'); this one cannot",
                 self.name
             )));
         }

@@ -487,33 +487,56 @@ fn the_pre_production_checks_report_one_line_each() {
     );
 }
 
-#[test]
-fn ready_names_an_unreachable_kafka_cluster() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts the service with `dependencies` (YAML under `velostream:`) and
+/// waits until `/ready` answers 503 with `reason`; returns the metrics port.
+fn ready_reason(dir: &Path, dependencies: &str, reason: &str) -> (Service, u16) {
     let (health, metrics) = (free_port(), free_port());
-    let app = dir.path().join("idle.sql");
+    let app = dir.join("idle.sql");
     std::fs::write(&app, "CREATE STREAM out AS SELECT a FROM src WITH ('src.type' = 'file_source', 'src.path' = 'src.jsonl', 'out.type' = 'null');").unwrap();
-    std::fs::write(dir.path().join("src.jsonl"), "{\"a\": 1}\n").unwrap();
-    let config = dir.path().join("down.yaml");
+    std::fs::write(dir.join("src.jsonl"), "{\"a\": 1}\n").unwrap();
+    let config = dir.join("down.yaml");
     std::fs::write(
         &config,
         format!(
-            "velostream:\n  kafka:\n    bootstrap_servers: 127.0.0.1:1\n  timeouts:\n    connection_timeout: 1s\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  state_dir: {}\n  applications:\n    - {}\n",
-            dir.path().join("state").display(),
+            "velostream:\n{dependencies}  timeouts:\n    connection_timeout: 1s\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  state_dir: {}\n  applications:\n    - {}\n",
+            dir.join("state").display(),
             app.display()
         ),
     )
     .unwrap();
-    let _service = start(&[config], dir.path());
+    let service = start(&[config], dir);
     let mut body = wait_for(health, "/ready", 503, Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !body.contains("kafka: 127.0.0.1:1 not reachable") {
+    while !body.contains(reason) {
         assert!(Instant::now() < deadline, "{body}");
         std::thread::sleep(Duration::from_millis(200));
         body = request(health, "GET", "/ready", "").1;
     }
+    (service, metrics)
+}
+
+#[test]
+fn ready_names_an_unreachable_kafka_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_service, metrics) = ready_reason(
+        dir.path(),
+        "  kafka:\n    bootstrap_servers: 127.0.0.1:1\n",
+        "kafka: 127.0.0.1:1 not reachable",
+    );
     let (_, text) = request(metrics, "GET", "/metrics", "");
     assert!(text.contains("kafka_broker_availability 0"), "{text}");
+}
+
+#[test]
+fn ready_names_an_unreachable_database() {
+    let dir = tempfile::tempdir().unwrap();
+    ready_reason(
+        dir.path(),
+        "  database:\n    host: 127.0.0.1\n    port: 1\n    user: app\n    password: s3cret-pw\n",
+        "database: cannot connect to PostgreSQL at app@127.0.0.1:1/app",
+    );
+    let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
+    assert!(!log.contains("s3cret-pw"), "{log}");
 }
 
 #[test]

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use postgres::Client;
+use postgres::{Client, Statement};
 use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, Result, Sink, Source};
 
@@ -44,8 +44,8 @@ pub struct PostgresSink {
     auto_create: bool,
     /// Exactly-once: prepare at checkpoints instead of committing.
     prepared_commits: bool,
-    /// The upsert/insert statement, made for the first batch's columns.
-    statement: Option<String>,
+    /// The upsert/insert statement, prepared for the first batch's columns.
+    statement: Option<Statement>,
     encoder: BatchEncoder,
     buf: Vec<u8>,
     in_transaction: bool,
@@ -119,7 +119,7 @@ impl PostgresSink {
 
     /// The statement writing batches of `schema`; creates the table first
     /// when asked to and it is missing, and checks the columns exist.
-    fn statement(&mut self, schema: &Schema) -> Result<String> {
+    fn statement(&mut self, schema: &Schema) -> Result<Statement> {
         if let Some(s) = &self.statement {
             return Ok(s.clone());
         }
@@ -204,8 +204,12 @@ impl PostgresSink {
                 table = self.table
             )
         };
-        self.statement = Some(sql.clone());
-        Ok(sql)
+        let statement = self
+            .client
+            .prepare(&sql)
+            .map_err(|e| self.fail(describe(&e)))?;
+        self.statement = Some(statement.clone());
+        Ok(statement)
     }
 
     fn begin(&mut self) -> Result<()> {

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{concat_batches, take, take_record_batch};
+use datafusion::arrow::compute::{
+    concat_batches, interleave_record_batch, take, take_record_batch,
+};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::RowConverter;
 use datafusion::physical_expr::PhysicalExpr;
@@ -35,9 +37,11 @@ struct Stamp {
     used: u64,
 }
 
-/// A key's table rows (in the table's schema).
+/// Where a key's table rows are: `len` rows from `start` of chunk `chunk`.
 struct Found {
-    rows: RecordBatch,
+    chunk: u32,
+    start: u32,
+    len: u32,
     stamp: Stamp,
 }
 
@@ -61,6 +65,11 @@ pub struct CachedLookupJoinOperator {
     converter: RowConverter,
     /// Keys with rows.
     found: HashMap<Box<[u8]>, Found>,
+    /// The cached rows (table schema), one chunk per fetch, each key's rows
+    /// side by side; rows of evicted or refetched keys stay until compaction.
+    chunks: Vec<RecordBatch>,
+    /// Rows of `chunks` that `found` still points at.
+    live_rows: usize,
     /// Keys the table had no row for.
     absent: HashMap<Box<[u8]>, Stamp>,
     /// Counts batches; a cached key's `used` is the batch that last needed it.
@@ -94,6 +103,8 @@ impl CachedLookupJoinOperator {
             key_types,
             converter,
             found: HashMap::new(),
+            chunks: Vec::new(),
+            live_rows: 0,
             absent: HashMap::new(),
             batch_number: 0,
             filter,
@@ -132,26 +143,69 @@ impl CachedLookupJoinOperator {
             fetched: now,
             used: self.batch_number,
         };
+        // the new chunk holds each key's rows side by side
+        let chunk = self.chunks.len() as u32;
+        let mut order: Vec<u32> = Vec::with_capacity(found.num_rows());
         for key in wanted_rows.iter() {
             let key: Box<[u8]> = key.as_ref().into();
+            if let Some(old) = self.found.remove(&key) {
+                self.live_rows -= old.len as usize;
+            }
             match by_key.get(&key) {
                 Some(indices) => {
-                    let rows = take_record_batch(&found, &UInt32Array::from(indices.clone()))?;
+                    let start = order.len() as u32;
+                    order.extend_from_slice(indices);
                     self.absent.remove(&key);
-                    self.found.insert(key, Found { rows, stamp });
+                    self.live_rows += indices.len();
+                    let len = indices.len() as u32;
+                    self.found.insert(
+                        key,
+                        Found {
+                            chunk,
+                            start,
+                            len,
+                            stamp,
+                        },
+                    );
                 }
                 None => {
-                    self.found.remove(&key);
                     self.absent.insert(key, stamp);
                 }
             }
         }
+        if !order.is_empty() {
+            self.chunks
+                .push(take_record_batch(&found, &UInt32Array::from(order))?);
+        }
+        Ok(())
+    }
+
+    /// Rewrites the chunks into one holding only live rows, once dead rows
+    /// outnumber live ones (or chunks pile up), so memory follows the limits.
+    fn compact(&mut self) -> Result<()> {
+        let total: usize = self.chunks.iter().map(|c| c.num_rows()).sum();
+        if total <= 2 * self.live_rows + 4096 && self.chunks.len() <= 256 {
+            return Ok(());
+        }
+        let mut rows = Vec::with_capacity(self.live_rows);
+        for f in self.found.values_mut() {
+            let start = rows.len() as u32;
+            rows.extend((f.start..f.start + f.len).map(|r| (f.chunk as usize, r as usize)));
+            f.chunk = 0;
+            f.start = start;
+        }
+        let chunks: Vec<&RecordBatch> = self.chunks.iter().collect();
+        let live = match rows.is_empty() {
+            true => RecordBatch::new_empty(self.table.schema.clone()),
+            false => interleave_record_batch(&chunks, &rows)?,
+        };
+        self.chunks = vec![live];
         Ok(())
     }
 
     /// The cached answer for `key` when it is fresh, marked as used now:
     /// `Some(rows)` or `Some(None)` (no rows); `None` when it must be fetched.
-    fn cached(&mut self, key: &[u8], now: Instant) -> Option<Option<&RecordBatch>> {
+    fn cached(&mut self, key: &[u8], now: Instant) -> Option<Option<&Found>> {
         let ttl = self.table.cache.ttl;
         let batch = self.batch_number;
         let fresh = |s: &mut Stamp| {
@@ -162,7 +216,7 @@ impl CachedLookupJoinOperator {
             ok
         };
         if let Some(f) = self.found.get_mut(key) {
-            return fresh(&mut f.stamp).then_some(Some(&f.rows));
+            return fresh(&mut f.stamp).then_some(Some(&*f));
         }
         let stamp = self.absent.get_mut(key)?;
         fresh(stamp).then_some(None)
@@ -171,9 +225,10 @@ impl CachedLookupJoinOperator {
 
 /// Drops the least recently used entries of `map` once it holds more than
 /// `max`, down to 90% of it so the sort is paid once per many batches.
-fn evict<V>(map: &mut HashMap<Box<[u8]>, V>, max: usize, used: impl Fn(&V) -> u64) {
+/// Returns whether it dropped any.
+fn evict<V>(map: &mut HashMap<Box<[u8]>, V>, max: usize, used: impl Fn(&V) -> u64) -> bool {
     if map.len() <= max {
-        return;
+        return false;
     }
     let keep = max - max / 10;
     let mut by_age: Vec<(u64, Box<[u8]>)> = map.iter().map(|(k, v)| (used(v), k.clone())).collect();
@@ -182,6 +237,7 @@ fn evict<V>(map: &mut HashMap<Box<[u8]>, V>, max: usize, used: impl Fn(&V) -> u6
     for (_, key) in by_age.into_iter().take(excess) {
         map.remove(&key);
     }
+    true
 }
 
 impl Operator for CachedLookupJoinOperator {
@@ -212,30 +268,27 @@ impl Operator for CachedLookupJoinOperator {
             self.fetch(&keys, &missing, now)?;
         }
 
-        // the table rows this batch meets, gathered into one batch
-        let mut offsets: HashMap<&[u8], Option<(u32, u32)>> = HashMap::new();
-        let mut parts: Vec<&RecordBatch> = Vec::new();
-        let mut next = 0u32;
-        let (mut left, mut right) = (Vec::new(), Vec::new());
+        // each record beside its key's cached rows, gathered in pair order
+        let (mut left, mut rows) = (Vec::new(), Vec::new());
         for (i, key) in converted.iter().enumerate() {
             if !valid(i) {
                 continue;
             }
-            let span = *offsets.entry(key.data()).or_insert_with(|| {
-                let rows = &self.found.get(key.data())?.rows;
-                let start = next;
-                next += rows.num_rows() as u32;
-                parts.push(rows);
-                Some((start, next))
-            });
-            if let Some((start, end)) = span {
-                for j in start..end {
+            if let Some(f) = self.found.get(key.data()) {
+                for r in f.start..f.start + f.len {
                     left.push(i as u32);
-                    right.push(j);
+                    rows.push((f.chunk as usize, r as usize));
                 }
             }
         }
-        let table_rows = concat_batches(&self.table.schema, parts)?;
+        let table_rows = match rows.is_empty() {
+            true => RecordBatch::new_empty(self.table.schema.clone()),
+            false => {
+                let chunks: Vec<&RecordBatch> = self.chunks.iter().collect();
+                interleave_record_batch(&chunks, &rows)?
+            }
+        };
+        let right = (0..left.len() as u32).collect();
         emit_pairs(
             &batch,
             &table_rows,
@@ -247,16 +300,18 @@ impl Operator for CachedLookupJoinOperator {
             out,
         )?;
         let cache = self.table.cache;
-        evict(&mut self.found, cache.max_keys, |f| f.stamp.used);
+        if evict(&mut self.found, cache.max_keys, |f| f.stamp.used) {
+            self.live_rows = self.found.values().map(|f| f.len as usize).sum();
+        }
         evict(&mut self.absent, cache.max_missing, |s| s.used);
-        Ok(())
+        self.compact()
     }
 
     fn state_size(&self) -> StateSize {
         StateSize {
             windows: 0,
             keys: self.found.len() + self.absent.len(),
-            rows: self.found.values().map(|f| f.rows.num_rows()).sum(),
+            rows: self.live_rows,
         }
     }
 }
@@ -433,6 +488,31 @@ mod tests {
         let asked = asked.lock().unwrap();
         assert_eq!(asked.len(), 2);
         assert_eq!(asked[1], vec![9]);
+    }
+
+    #[test]
+    fn refetched_rows_are_compacted_and_still_met() {
+        let cache = LookupCache {
+            max_keys: 10,
+            max_missing: 10,
+            ttl: Duration::ZERO,
+        };
+        let (mut op, _) = join(cache, true);
+        for _ in 0..1000 {
+            assert_eq!(
+                probe(&mut op, &[Some(2), Some(1), Some(5)]),
+                vec![
+                    (1, Some("one".into())),
+                    (2, Some("deux".into())),
+                    (2, Some("two".into())),
+                    (5, None)
+                ]
+            );
+        }
+        assert!(op.chunks.len() <= 257, "{} chunks", op.chunks.len());
+        let held: usize = op.chunks.iter().map(|c| c.num_rows()).sum();
+        assert!(held <= 2 * 3 + 4096 + 3, "{held} rows held for 3 live");
+        assert_eq!(op.state_size().rows, 3);
     }
 
     #[test]
