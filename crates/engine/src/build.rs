@@ -584,16 +584,18 @@ impl PipelineBuilder {
 }
 
 /// The source column names of a looked-up table's join keys: the table is
-/// asked by column, so each key must be one of its columns.
+/// asked by column, so each key must be one of its columns (a cast the
+/// planner added to match the stream key's type is looked through).
 fn lookup_key_columns(table_keys: &[Expr]) -> Result<Vec<String>> {
-    table_keys
-        .iter()
-        .map(|k| match k {
-            Expr::Column(c) => Ok(c.name.clone()),
-            Expr::Cast(c) => lookup_key_columns(std::slice::from_ref(&c.expr)).map(|mut v| v.remove(0)),
-            other => Err(EngineError::Plan(format!(
-                "a looked-up table (PostgreSQL) is joined on its columns, not on the expression {other}; compute the key in the table's query or join on a column"
-            ))),
-        })
-        .collect()
+    table_keys.iter().map(lookup_key_column).collect()
+}
+
+fn lookup_key_column(key: &Expr) -> Result<String> {
+    match key {
+        Expr::Column(c) => Ok(c.name.clone()),
+        Expr::Cast(c) => lookup_key_column(&c.expr),
+        other => Err(EngineError::Plan(format!(
+            "a looked-up table (PostgreSQL) is joined on its columns, not on the expression {other}; compute the key in the table's query or join on a column"
+        ))),
+    }
 }

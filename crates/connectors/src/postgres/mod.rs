@@ -61,12 +61,21 @@ pub fn infer_source_schema(
     props: &BTreeMap<String, String>,
     defaults: &DatabaseDefaults,
 ) -> std::result::Result<SchemaRef, String> {
-    let base = base_query(props)?;
-    let mut client = Target::resolve(props, defaults)?.connect()?;
+    let (base, mut client) = connect_source(props, defaults)?;
     Ok(rows::schema_of(&rows::describe_columns(
         &mut client,
         &base,
     )?))
+}
+
+/// A source's `SELECT` and a session on its server.
+fn connect_source(
+    props: &BTreeMap<String, String>,
+    defaults: &DatabaseDefaults,
+) -> std::result::Result<(String, postgres::Client), String> {
+    let base = base_query(props)?;
+    let client = Target::resolve(props, defaults)?.connect()?;
+    Ok((base, client))
 }
 
 /// Opens source `name` as a stream decoding the columns of `projected`.
@@ -80,10 +89,7 @@ pub fn open_source(
     metrics: Arc<JobMetrics>,
 ) -> Result<Box<dyn Source>> {
     let err = |e: String| EngineError::connector(name, e);
-    let base = base_query(props).map_err(err)?;
-    let mut client = Target::resolve(props, defaults)
-        .and_then(|t| t.connect())
-        .map_err(err)?;
+    let (base, mut client) = connect_source(props, defaults).map_err(err)?;
     let plan = match props.get("incremental.column") {
         None => {
             if props.contains_key("poll.interval") {
@@ -136,13 +142,10 @@ pub fn open_lookup(
     metrics: Arc<JobMetrics>,
 ) -> Result<Box<dyn KeyLookup>> {
     let err = |e: String| EngineError::connector(name, e);
-    let base = base_query(props).map_err(err)?;
     if props.contains_key("incremental.column") {
         return Err(err("a table joined by key is looked up as it is now; 'incremental.column' applies when the source is read as a stream".into()));
     }
-    let mut client = Target::resolve(props, defaults)
-        .and_then(|t| t.connect())
-        .map_err(err)?;
+    let (base, mut client) = connect_source(props, defaults).map_err(err)?;
     let columns = rows::describe_columns(&mut client, &base).map_err(err)?;
     Ok(Box::new(lookup::PostgresLookup::new(
         name,

@@ -357,6 +357,14 @@ mod tests {
         }
     }
 
+    fn cache(max_keys: usize, max_missing: usize, ttl: Duration) -> LookupCache {
+        LookupCache {
+            max_keys,
+            max_missing,
+            ttl,
+        }
+    }
+
     fn table_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, true),
@@ -426,11 +434,7 @@ mod tests {
 
     #[test]
     fn each_batch_asks_once_for_the_keys_the_cache_cannot_answer() {
-        let cache = LookupCache {
-            max_keys: 10,
-            max_missing: 10,
-            ttl: Duration::from_secs(3600),
-        };
+        let cache = cache(10, 10, Duration::from_secs(3600));
         let (mut op, asked) = join(cache, false);
         let out = probe(&mut op, &[Some(1), Some(1), Some(2), Some(3), None]);
         assert_eq!(
@@ -454,11 +458,7 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_keys_go_beyond_the_limits() {
-        let cache = LookupCache {
-            max_keys: 1,
-            max_missing: 1,
-            ttl: Duration::from_secs(3600),
-        };
+        let cache = cache(1, 1, Duration::from_secs(3600));
         let (mut op, asked) = join(cache, true);
         probe(&mut op, &[Some(1), Some(3)]); // both fetched
         assert_eq!(
@@ -474,11 +474,7 @@ mod tests {
 
     #[test]
     fn without_a_cache_for_missing_keys_they_are_asked_every_batch() {
-        let cache = LookupCache {
-            max_keys: 10,
-            max_missing: 0,
-            ttl: Duration::from_secs(3600),
-        };
+        let cache = cache(10, 0, Duration::from_secs(3600));
         let (mut op, asked) = join(cache, true);
         assert_eq!(
             probe(&mut op, &[Some(1), Some(9)]),
@@ -492,11 +488,7 @@ mod tests {
 
     #[test]
     fn refetched_rows_are_compacted_and_still_met() {
-        let cache = LookupCache {
-            max_keys: 10,
-            max_missing: 10,
-            ttl: Duration::ZERO,
-        };
+        let cache = cache(10, 10, Duration::ZERO);
         let (mut op, _) = join(cache, true);
         for _ in 0..1000 {
             assert_eq!(
@@ -517,11 +509,7 @@ mod tests {
 
     #[test]
     fn keys_older_than_the_ttl_are_asked_again() {
-        let cache = LookupCache {
-            max_keys: 10,
-            max_missing: 10,
-            ttl: Duration::ZERO,
-        };
+        let cache = cache(10, 10, Duration::ZERO);
         let (mut op, asked) = join(cache, false);
         probe(&mut op, &[Some(1)]);
         probe(&mut op, &[Some(1)]);
