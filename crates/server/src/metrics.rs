@@ -132,7 +132,7 @@ impl ServiceMetrics {
         )?;
         let broker_availability = Gauge::new(
             "kafka_broker_availability",
-            "1 when the configured Kafka cluster answers, else 0",
+            "Whether the configured Kafka cluster answers: 1 yes, 0 no",
         )?;
         for c in [&records, &bytes, &errors, &retries, &circuit_breaker_trips] {
             registry.register(Box::new(c.clone()))?;

@@ -70,7 +70,13 @@ impl Drop for Service {
 }
 
 fn start(configs: &[PathBuf], dir: &Path) -> Service {
+    start_with(configs, dir, &[])
+}
+
+/// `start` with environment variables for the service.
+fn start_with(configs: &[PathBuf], dir: &Path, env: &[(&str, &str)]) -> Service {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_velostream"));
+    cmd.envs(env.iter().copied());
     for c in configs {
         cmd.arg("--config").arg(c);
     }
@@ -108,13 +114,26 @@ fn the_service_of_the_guide() {
     let brokers = std::env::var("KAFKA_BROKERS").expect(
         "KAFKA_BROKERS must name a broker: run scripts/test.sh, or scripts/kafka-broker.sh start",
     );
+    // the guide's regions, with the test's broker and database as the
+    // primary region's endpoints (the secondary stays unreachable)
+    let db: postgres::Config = std::env::var("VELOSTREAM_TEST_POSTGRES")
+        .expect("VELOSTREAM_TEST_POSTGRES must name a PostgreSQL server: run scripts/test.sh")
+        .parse()
+        .unwrap();
+    let db_host = match &db.get_hosts()[0] {
+        postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("{other:?}"),
+    };
     let local = dir.path().join("local.yaml");
     std::fs::write(
         &local,
         format!(
-            "velostream:\n  kafka:\n    security_protocol: PLAINTEXT\n    bootstrap_servers: {brokers}\n  timeouts:\n    connection_timeout: 3s\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  state_dir: {}\n  applications:\n    - name: totals\n      path: {}\nsecurity:\n  tls:\n    enabled: false\n    cert_file: none\n    key_file: none\nlogging:\n  outputs:\n    - type: console\n",
+            "velostream:\n  kafka:\n    security_protocol: PLAINTEXT\n    bootstrap_servers: {brokers}\n  timeouts:\n    connection_timeout: 3s\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  database:\n    user: {}\n    name: {}\n  state_dir: {}\n  applications:\n    - name: totals\n      path: {}\nsecurity:\n  tls:\n    enabled: false\n    cert_file: none\n    key_file: none\nlogging:\n  outputs:\n    - type: console\nregions:\n  primary:\n    endpoints:\n      kafka: {brokers}\n      database: \"{db_host}:{}\"\n",
+            db.get_user().unwrap(),
+            db.get_dbname().unwrap(),
             dir.path().join("state").display(),
-            app.display()
+            app.display(),
+            db.get_ports()[0],
         ),
     )
     .unwrap();
@@ -129,12 +148,27 @@ fn the_service_of_the_guide() {
     .map(|f| guide(f))
     .chain([local])
     .collect();
-    let mut service = start(&configs, dir.path());
+    let password = String::from_utf8(db.get_password().unwrap().to_vec()).unwrap();
+    let mut service = start_with(&configs, dir.path(), &[("DB_PASSWORD", &password)]);
 
     assert_eq!(
         wait_for(health, "/health", 200, Duration::from_secs(30)),
         r#"{"status":"ok","environment":"production"}"#
     );
+    // the first probe of both dependencies (the primary region's Kafka
+    // cluster and database) has answered: the service is ready
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !request(metrics, "GET", "/metrics", "")
+        .1
+        .lines()
+        .any(|l| l == "kafka_broker_availability 1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the broker probe never succeeded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // the bounded application finishes; the service stays up and ready
     wait_for(health, "/ready", 200, Duration::from_secs(30));
     let (code, body) = request(health, "GET", "/jobs", "");
@@ -235,7 +269,7 @@ fn the_service_of_the_guide() {
         "latency is a histogram"
     );
     assert!(
-        text.contains("kafka_broker_availability 1"),
+        text.lines().any(|l| l == "kafka_broker_availability 1"),
         "the test broker answers:\n{text}"
     );
 
@@ -524,7 +558,10 @@ fn ready_names_an_unreachable_kafka_cluster() {
         "kafka: 127.0.0.1:1 not reachable",
     );
     let (_, text) = request(metrics, "GET", "/metrics", "");
-    assert!(text.contains("kafka_broker_availability 0"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "kafka_broker_availability 0"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -599,7 +636,10 @@ fn active_passive_regions_fail_over_to_the_secondary_cluster() {
     }
     wait_for(health, "/ready", 200, Duration::from_secs(10));
     let (_, text) = request(metrics, "GET", "/metrics", "");
-    assert!(text.contains("kafka_broker_availability 1"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "kafka_broker_availability 1"),
+        "{text}"
+    );
     let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
     assert!(log.contains("failing over to region west"), "{log}");
 }
