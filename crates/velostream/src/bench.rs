@@ -257,7 +257,7 @@ pub fn run_suite(suite: Suite) -> Result<String, String> {
 }
 
 /// The run of median wall time among `runs` runs of `measure`.
-fn median(
+pub fn median(
     runs: usize,
     label: &str,
     mut measure: impl FnMut() -> Result<Measurement, String>,

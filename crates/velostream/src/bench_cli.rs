@@ -97,6 +97,19 @@ pub enum BenchCommand {
         #[command(flatten)]
         run: BenchRun,
     },
+    /// Results written into PostgreSQL (append, upsert) vs the null sink
+    Postgres {
+        /// The server (postgresql://user:password@host:port/db)
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Distinct symbols (the upsert's keys)
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        #[command(flatten)]
+        run: BenchRun,
+    },
     /// Interval join of two generated streams vs the stateless pipeline
     Interval {
         /// Records in each stream
@@ -175,9 +188,12 @@ pub fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
                 run,
             )
         },
-        BenchCommand::Kafka { .. } | BenchCommand::Nexmark { .. } | BenchCommand::Checkpoint(_) => {
+        BenchCommand::Kafka { .. }
+        | BenchCommand::Nexmark { .. }
+        | BenchCommand::Checkpoint(_)
+        | BenchCommand::Postgres { .. } => {
             unreachable!(
-                "bench kafka, nexmark and checkpoint are dispatched before the file suites"
+                "bench kafka, nexmark, checkpoint and postgres are dispatched before the file suites"
             )
         }
         BenchCommand::Interval { records, keys, run } => bench::Suite {

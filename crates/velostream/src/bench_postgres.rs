@@ -1,3 +1,9 @@
+//! PostgreSQL benchmarks.
+//!
+//! `velostream bench postgres --url URL`: results written into a table —
+//! appended, and upserted by key — against the same query into the null
+//! sink, measured in the same run.
+//!
 //! `velostream bench join --postgres URL`: the enrichment join with its
 //! table held in PostgreSQL and looked up by key, measured in the same run
 //! as the stateless pipeline and the join against the same rows read from
@@ -13,7 +19,9 @@ use std::time::Duration;
 use velostream_engine::connector::LookupCache;
 
 use crate::app::RunOptions;
-use crate::bench::{file_overrides, measure_app, Measurement};
+use crate::bench::{
+    file_overrides, generate_trades, measure_app, median, peak_rss_line, Measurement,
+};
 
 /// The table the benchmark loads and reads.
 const TABLE: &str = "velostream_bench_accounts";
@@ -95,6 +103,85 @@ pub fn measure_lookup(
         },
     )
     .map_err(|e| e.to_string())
+}
+
+/// What `bench postgres` measures: (label, query, where `out` goes: `None`
+/// for the null sink, else the sink's mode).
+const SINK_QUERIES: &[(&str, &str, Option<&str>)] = &[
+    ("filter + projection -> null sink", PROJECTION, None),
+    (
+        "filter + projection -> postgres_sink (append)",
+        PROJECTION,
+        Some("append"),
+    ),
+    (
+        "totals per symbol (EMIT CHANGES) -> null sink",
+        TOTALS,
+        None,
+    ),
+    (
+        "totals per symbol (EMIT CHANGES) -> postgres_sink (upsert)",
+        TOTALS,
+        Some("upsert"),
+    ),
+];
+
+const PROJECTION: &str = "CREATE STREAM out AS SELECT id, symbol, price * quantity AS notional, lower(side) AS side FROM trades WHERE price > 100";
+const TOTALS: &str = "CREATE TABLE out AS SELECT symbol, COUNT(*) AS trades, SUM(price * quantity) AS notional FROM trades GROUP BY symbol";
+
+/// Runs the sink benchmark over `records` generated trades on `keys` symbols.
+pub fn run_sinks(
+    url: &str,
+    records: u64,
+    keys: u64,
+    batch_size: usize,
+    runs: usize,
+) -> Result<String, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let trades = dir.path().join("trades.jsonl");
+    eprintln!("generating {records} records over {keys} keys ...");
+    generate_trades(&trades, records, keys).map_err(|e| e.to_string())?;
+    let mut client = postgres::Client::connect(url, postgres::NoTls)
+        .map_err(|e| format!("cannot connect to {}: {e}", without_password(url)))?;
+    let mut rows = Vec::new();
+    for (label, sql, mode) in SINK_QUERIES {
+        rows.push(median(runs, label, || {
+            let mut overrides = file_overrides(&[("trades", trades.clone())]);
+            if let Some(mode) = mode {
+                let table = format!("velostream_bench_{mode}");
+                client
+                    .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+                    .map_err(|e| e.to_string())?;
+                overrides.insert(
+                    "out".into(),
+                    BTreeMap::from([
+                        ("type".to_string(), "postgres_sink".to_string()),
+                        ("url".to_string(), url.to_string()),
+                        ("table".to_string(), table),
+                        ("mode".to_string(), mode.to_string()),
+                        ("auto.create".to_string(), "true".to_string()),
+                    ]),
+                );
+            }
+            let options = RunOptions {
+                batch_size,
+                overrides,
+                ..RunOptions::default()
+            };
+            measure_app(label, sql, options).map_err(|e| e.to_string())
+        })?);
+    }
+    let baseline = rows[0].rate_per_core();
+    let mut report = format!(
+        "PostgreSQL sinks, {} records, {keys} keys, batch size {batch_size}, median of {runs} runs, one job thread\n\n\
+         | query | records/s (wall) | records/s per core (CPU time) | vs {} | batch latency p50 | p99 |\n|---|---|---|---|---|---|\n",
+        rows[0].records, SINK_QUERIES[0].0
+    );
+    for m in &rows {
+        report.push_str(&m.table_row(baseline));
+    }
+    report.push_str(&peak_rss_line());
+    Ok(report)
 }
 
 /// `url` without its password, for messages.

@@ -180,6 +180,14 @@ fn main() -> ExitCode {
                 .map(|report| println!("{report}"))
                 .map_err(Failure::Runtime)
         }
+        Some(Command::Bench(BenchCommand::Postgres {
+            url,
+            records,
+            keys,
+            run,
+        })) => velostream::bench_postgres::run_sinks(&url, records, keys, run.batch_size, run.runs)
+            .map(|report| println!("{report}"))
+            .map_err(Failure::Runtime),
         Some(Command::Bench(BenchCommand::Kafka {
             records,
             brokers,
