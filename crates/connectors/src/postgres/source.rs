@@ -10,7 +10,8 @@
 //!   last value read is the source's position, so a job resumes after it.
 //!   The column must grow with every new row (a sequence, or a time stamp
 //!   no two rows share); a row added later with a smaller or equal value is
-//!   not seen.
+//!   not seen — with concurrent writers, also a row whose transaction took
+//!   its value before another's but committed after it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
