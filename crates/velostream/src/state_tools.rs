@@ -142,6 +142,12 @@ pub fn reset(state_dir: &Path, job: &str) -> Result<Option<PathBuf>, String> {
 /// checkpoint would rewrite anyway) into `discarded/`; returns where the
 /// checkpoints went.
 fn set_aside(job_dir: &Path) -> Result<Option<PathBuf>, String> {
+    if !job_dir.is_dir() {
+        return Ok(None);
+    }
+    // refused while the job runs: its state would change under it
+    let job = job_dir.file_name().unwrap_or_default().to_string_lossy();
+    let _lock = checkpoint::lock::JobLock::acquire(job_dir, &job).map_err(|e| e.to_string())?;
     let why = "state set aside by a velostream state command";
     let moved = checkpoint::set_aside(job_dir, "checkpoints", why).map_err(|e| e.to_string())?;
     checkpoint::set_aside(job_dir, "rocksdb", why).map_err(|e| e.to_string())?;

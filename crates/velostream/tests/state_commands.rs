@@ -144,3 +144,81 @@ fn backup_and_point_in_time_restore_of_checkpoints() {
         "a fresh start truncates the output"
     );
 }
+
+/// Two jobs of one name on one state directory would write over each
+/// other's checkpoints: the second is refused while the first runs, and so
+/// is `state reset`; once it has stopped, both go ahead.
+#[test]
+fn a_running_job_keeps_its_state_to_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("app.sql"),
+        "-- @name: bids\nCREATE STREAM bids AS SELECT auction, price FROM bid
+         WITH ('bid.type' = 'nexmark', 'bid.throttle' = 'true', 'bid.rate' = '1000',
+               'bids.type' = 'null');",
+    )
+    .unwrap();
+    let run = [
+        "run",
+        "app.sql",
+        "--checkpoint-interval",
+        "200ms",
+        "--state-dir",
+        "state",
+    ];
+    let first = Command::new(env!("CARGO_BIN_EXE_velostream"))
+        .args(run)
+        .current_dir(d)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !d.join("state/bids/LOCK").exists()
+        || std::fs::read_to_string(d.join("state/bids/LOCK"))
+            .unwrap_or_default()
+            .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = Command::new(env!("CARGO_BIN_EXE_velostream"))
+        .args(run)
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "job bids: its state in state/bids is in use by a running job of the same name (process {})",
+            first.id()
+        )),
+        "{said}"
+    );
+    let reset = Command::new(env!("CARGO_BIN_EXE_velostream"))
+        .args(["state", "reset", "--state-dir", "state", "--job", "bids"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(!reset.status.success());
+    assert!(
+        String::from_utf8_lossy(&reset.stderr).contains("in use by a running job"),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert!(Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut first = first;
+    assert!(first.wait().unwrap().success());
+    velostream(
+        &["state", "reset", "--state-dir", "state", "--job", "bids"],
+        d,
+    );
+}

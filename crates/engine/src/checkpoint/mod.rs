@@ -16,6 +16,7 @@
 //! one before it is used.
 
 pub mod backend;
+pub mod lock;
 pub mod manifest;
 pub mod store;
 
@@ -96,6 +97,8 @@ pub struct Taken {
 pub struct Checkpointer {
     job: String,
     job_dir: PathBuf,
+    /// Held while the job runs: no other job of this name uses `job_dir`.
+    _lock: lock::JobLock,
     store: CheckpointStore,
     backend: Box<dyn StateBackend>,
     settings: CheckpointSettings,
@@ -108,6 +111,7 @@ impl Checkpointer {
         let job_dir = settings.job_dir(job);
         std::fs::create_dir_all(&job_dir)
             .map_err(|e| EngineError::State(format!("cannot create {}: {e}", job_dir.display())))?;
+        let lock = lock::JobLock::acquire(&job_dir, job)?;
         if settings.fresh {
             set_aside(
                 &job_dir,
@@ -128,6 +132,7 @@ impl Checkpointer {
         let next_id = store.ids()?.last().map_or(1, |id| id + 1);
         let backend = backend::open(settings.backend, &job_dir)?;
         Ok(Self {
+            _lock: lock,
             job: job.to_string(),
             job_dir,
             store,
