@@ -377,3 +377,51 @@ fn mistakes_are_reported_with_what_to_do() {
         "{said}"
     );
 }
+
+/// The example of the README: file trades, a PostgreSQL symbols table,
+/// per-sector totals upserted into PostgreSQL, connected through `DB_*`.
+#[test]
+fn the_postgres_example_runs_as_documented() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut db = client();
+    db.batch_execute(&std::fs::read_to_string(root.join("examples/postgres/symbols.sql")).unwrap())
+        .unwrap();
+    db.batch_execute("DROP TABLE IF EXISTS sector_totals")
+        .unwrap();
+    let parsed: postgres::Config = url().parse().unwrap();
+    let host = match &parsed.get_hosts()[0] {
+        postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("{other:?}"),
+    };
+    let out = velostream()
+        .arg("run")
+        .arg(root.join("examples/postgres/sector_totals.sql"))
+        .env("DB_HOST", host)
+        .env("DB_PORT", parsed.get_ports()[0].to_string())
+        .env("DB_USER", parsed.get_user().unwrap())
+        .env(
+            "DB_PASSWORD",
+            String::from_utf8_lossy(parsed.get_password().unwrap()).as_ref(),
+        )
+        .env("DB_NAME", parsed.get_dbname().unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<(String, i64, String)> = db
+        .query(
+            "SELECT sector, trades, notional::text FROM sector_totals ORDER BY sector",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("Communication".into(), 12, "915847.00".into()),
+            ("Technology".into(), 28, "2563864.70".into()),
+        ]
+    );
+}

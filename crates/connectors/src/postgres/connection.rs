@@ -82,7 +82,12 @@ impl Target {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(defaults.connect_timeout.unwrap_or(Duration::from_secs(10)));
         }
-        config.options("-c TimeZone=UTC");
+        // after the URL's own options (a search_path, say), not instead of them
+        let options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} -c TimeZone=UTC"),
+            _ => "-c TimeZone=UTC".to_string(),
+        };
+        config.options(&options);
         config.application_name("velostream");
         let label = label(&config);
         Ok(Self { config, label })
@@ -190,4 +195,58 @@ pub fn relation(props: &BTreeMap<String, String>, connector: &str) -> Result<Str
 /// `name` as a quoted SQL identifier.
 pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: Option<&str>, defaults: &DatabaseDefaults) -> Result<Target, String> {
+        let props: BTreeMap<String, String> = url
+            .map(|u| [("url".to_string(), u.to_string())].into())
+            .unwrap_or_default();
+        Target::resolve(&props, defaults)
+    }
+
+    #[test]
+    fn a_url_keeps_its_options_and_sessions_run_in_utc() {
+        let t = target(
+            Some("postgresql://app:secret@db:6432/sales?options=-c%20search_path%3Dreports"),
+            &DatabaseDefaults::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c search_path=reports -c TimeZone=UTC")
+        );
+        assert_eq!(t.label, "app@db:6432/sales");
+    }
+
+    #[test]
+    fn without_a_url_the_configured_database_is_used_and_named_without_its_password() {
+        let defaults = DatabaseDefaults {
+            host: Some("db.local".into()),
+            user: Some("app".into()),
+            password: Some("secret".into()),
+            ..DatabaseDefaults::default()
+        };
+        let t = target(None, &defaults).unwrap();
+        assert_eq!(t.label, "app@db.local:5432/app");
+        assert!(!t.label.contains("secret"));
+        let missing = target(None, &DatabaseDefaults::default()).err().unwrap();
+        assert!(missing.contains("no database to connect to"), "{missing}");
+    }
+
+    #[test]
+    fn table_names_are_identifiers_only() {
+        let ok = |name: &str| {
+            relation(
+                &[("table".to_string(), name.to_string())].into(),
+                "postgres_sink",
+            )
+            .is_ok()
+        };
+        assert!(ok("orders") && ok("sales.orders") && ok("\"Orders 2026\""));
+        assert!(!ok("orders; DROP TABLE x") && !ok("") && !ok("1abc"));
+    }
 }
