@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod postgres_support;
-use postgres_support::{client, unique, url};
+use postgres_support::{client, server, unique, url};
 
 fn velostream() -> Command {
     Command::new(env!("CARGO_BIN_EXE_velostream"))
@@ -188,23 +188,17 @@ fn the_lookup_cache_follows_performance_cache_and_an_incremental_source_resumes(
     )
     .unwrap();
     // the database of the service configuration, the guide's cache keys
-    let parsed: postgres::Config = url().parse().unwrap();
-    let host = match &parsed.get_hosts()[0] {
-        postgres::config::Host::Tcp(h) => h.clone(),
-        other => panic!("{other:?}"),
-    };
+    let server = server();
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
         format!(
-            "velostream:\n  database:\n    host: {host}\n    port: {}\n    user: {}\n    name: {}\nperformance:\n  cache:\n    table_cache_size: 100\n    query_cache_size: 0\n    ttl: 1h\n",
-            parsed.get_ports()[0],
-            parsed.get_user().unwrap(),
-            parsed.get_dbname().unwrap(),
+            "velostream:\n{}performance:\n  cache:\n    table_cache_size: 100\n    query_cache_size: 0\n    ttl: 1h\n",
+            server.database_yaml()
         ),
     )
     .unwrap();
-    let password = String::from_utf8(parsed.get_password().unwrap().to_vec()).unwrap();
+    let password = server.password.clone();
     let state = dir.path().join("state");
     let start = || {
         velostream()
@@ -278,21 +272,15 @@ fn the_lookup_cache_follows_performance_cache_and_an_incremental_source_resumes(
 #[test]
 fn check_logs_in_to_the_database_and_names_a_refused_login() {
     let dir = tempfile::tempdir().unwrap();
-    let parsed: postgres::Config = url().parse().unwrap();
-    let host = match &parsed.get_hosts()[0] {
-        postgres::config::Host::Tcp(h) => h.clone(),
-        other => panic!("{other:?}"),
-    };
-    let password = String::from_utf8(parsed.get_password().unwrap().to_vec()).unwrap();
+    let server = server();
+    let password = server.password.clone();
     let config = dir.path().join("check.yaml");
     std::fs::write(
         &config,
         format!(
-            "velostream:\n  state_dir: {}\n  database:\n    host: {host}\n    port: {}\n    user: {}\n    name: {}\n",
+            "velostream:\n  state_dir: {}\n{}",
             dir.path().join("state").display(),
-            parsed.get_ports()[0],
-            parsed.get_user().unwrap(),
-            parsed.get_dbname().unwrap(),
+            server.database_yaml()
         ),
     )
     .unwrap();
@@ -388,22 +376,10 @@ fn the_postgres_example_runs_as_documented() {
         .unwrap();
     db.batch_execute("DROP TABLE IF EXISTS sector_totals")
         .unwrap();
-    let parsed: postgres::Config = url().parse().unwrap();
-    let host = match &parsed.get_hosts()[0] {
-        postgres::config::Host::Tcp(h) => h.clone(),
-        other => panic!("{other:?}"),
-    };
     let out = velostream()
         .arg("run")
         .arg(root.join("examples/postgres/sector_totals.sql"))
-        .env("DB_HOST", host)
-        .env("DB_PORT", parsed.get_ports()[0].to_string())
-        .env("DB_USER", parsed.get_user().unwrap())
-        .env(
-            "DB_PASSWORD",
-            String::from_utf8_lossy(parsed.get_password().unwrap()).as_ref(),
-        )
-        .env("DB_NAME", parsed.get_dbname().unwrap())
+        .envs(server().env())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod postgres_support;
+
 fn guide(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../config/guide")
@@ -116,24 +118,17 @@ fn the_service_of_the_guide() {
     );
     // the guide's regions, with the test's broker and database as the
     // primary region's endpoints (the secondary stays unreachable)
-    let db: postgres::Config = std::env::var("VELOSTREAM_TEST_POSTGRES")
-        .expect("VELOSTREAM_TEST_POSTGRES must name a PostgreSQL server: run scripts/test.sh")
-        .parse()
-        .unwrap();
-    let db_host = match &db.get_hosts()[0] {
-        postgres::config::Host::Tcp(h) => h.clone(),
-        other => panic!("{other:?}"),
-    };
+    let db = postgres_support::server();
     let local = dir.path().join("local.yaml");
     std::fs::write(
         &local,
         format!(
-            "velostream:\n  kafka:\n    security_protocol: PLAINTEXT\n    bootstrap_servers: {brokers}\n  timeouts:\n    connection_timeout: 3s\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  database:\n    user: {}\n    name: {}\n  state_dir: {}\n  applications:\n    - name: totals\n      path: {}\nsecurity:\n  tls:\n    enabled: false\n    cert_file: none\n    key_file: none\nlogging:\n  outputs:\n    - type: console\nregions:\n  primary:\n    endpoints:\n      kafka: {brokers}\n      database: \"{db_host}:{}\"\n",
-            db.get_user().unwrap(),
-            db.get_dbname().unwrap(),
+            "velostream:\n  kafka:\n    security_protocol: PLAINTEXT\n    bootstrap_servers: {brokers}\n  timeouts:\n    connection_timeout: 3s\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  database:\n    user: {}\n    name: {}\n  state_dir: {}\n  applications:\n    - name: totals\n      path: {}\nsecurity:\n  tls:\n    enabled: false\n    cert_file: none\n    key_file: none\nlogging:\n  outputs:\n    - type: console\nregions:\n  primary:\n    endpoints:\n      kafka: {brokers}\n      database: \"{}\"\n",
+            db.user,
+            db.name,
             dir.path().join("state").display(),
             app.display(),
-            db.get_ports()[0],
+            db.endpoint(),
         ),
     )
     .unwrap();
@@ -148,8 +143,7 @@ fn the_service_of_the_guide() {
     .map(|f| guide(f))
     .chain([local])
     .collect();
-    let password = String::from_utf8(db.get_password().unwrap().to_vec()).unwrap();
-    let mut service = start_with(&configs, dir.path(), &[("DB_PASSWORD", &password)]);
+    let mut service = start_with(&configs, dir.path(), &[("DB_PASSWORD", &db.password)]);
 
     assert_eq!(
         wait_for(health, "/health", 200, Duration::from_secs(30)),
