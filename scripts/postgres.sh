@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Starts and stops a throwaway PostgreSQL server for Velostream's database
 # tests: Debian's postgresql package, a fresh cluster in a temporary
-# directory, a `velostream` role with a password (scram-sha-256 over TCP)
-# and `max_prepared_transactions` set, which exactly-once sinks need.
+# directory, a `velostream` role with a password (scram-sha-256 over TCP),
+# `max_prepared_transactions` set (exactly-once sinks need it), and TLS
+# with a server certificate from a throwaway CA (for sslmode=require tests).
 #
 #   scripts/postgres.sh start    create the cluster if needed and start it
 #   scripts/postgres.sh stop     stop it and remove its directory
 #   scripts/postgres.sh status   tell whether it is running
 #   scripts/postgres.sh url      print the connection URL the tests use
+#   scripts/postgres.sh ca       print the path of the CA certificate of its TLS
 #
 # When VELOSTREAM_TEST_POSTGRES is set, the tests use that server instead
 # and start and stop do nothing. The port is
@@ -21,12 +23,13 @@ RUN_DIR="${TMPDIR:-/tmp}"
 RUN_DIR="${RUN_DIR%/}"
 DATA_DIR="$RUN_DIR/velostream-postgres"
 LOG_FILE="$RUN_DIR/velostream-postgres.log"
+CA_FILE="$RUN_DIR/velostream-postgres-ca.crt"
 USER_NAME=velostream
 PASSWORD=velostream-test
 DATABASE=velostream
 
 usage() {
-    echo "usage: $0 start|stop|status|url" >&2
+    echo "usage: $0 start|stop|status|url|ca" >&2
     exit 2
 }
 
@@ -94,15 +97,40 @@ cmd_start() {
         --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-locale >"$LOG_FILE" 2>&1 \
         || { rm -f "$pwfile"; echo "error: initdb failed:" >&2; tail -n 20 "$LOG_FILE" >&2; return 1; }
     rm -f "$pwfile"
+    make_certificates
     touch "$LOG_FILE"
     [ "$(id -u)" -ne 0 ] || chown postgres: "$LOG_FILE"
     as_owner "$bin/pg_ctl" -D "$DATA_DIR" -l "$LOG_FILE" -w -t 30 \
-        -o "-p $PORT -k $DATA_DIR -c listen_addresses=$HOST -c max_prepared_transactions=16 -c fsync=off" \
+        -o "-p $PORT -k $DATA_DIR -c listen_addresses=$HOST -c max_prepared_transactions=16 -c fsync=off -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key" \
         start >/dev/null \
         || { echo "error: postgresql did not start:" >&2; tail -n 20 "$LOG_FILE" >&2; return 1; }
     as_owner "$bin/psql" -h "$DATA_DIR" -p "$PORT" -U "$USER_NAME" -d postgres -q \
         -c "CREATE DATABASE $DATABASE" >/dev/null
     echo "postgresql on $HOST:$PORT (database $DATABASE, user $USER_NAME)"
+}
+
+# A CA and a server certificate it signed (for 127.0.0.1 and localhost),
+# placed in the data directory; the CA certificate is copied to $CA_FILE.
+make_certificates() {
+    local work
+    if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        apt-get install -y -qq openssl >&2
+    fi
+    work="$(mktemp -d)"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=velostream test CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=$HOST" \
+        -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:%s,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' "$HOST" >"$work/ext"
+    openssl x509 -req -in "$work/server.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
+        -CAcreateserial -days 7 -extfile "$work/ext" -out "$work/server.crt" 2>/dev/null
+    cp "$work/server.crt" "$work/server.key" "$DATA_DIR/"
+    chmod 600 "$DATA_DIR/server.key"
+    [ "$(id -u)" -ne 0 ] || chown postgres: "$DATA_DIR/server.crt" "$DATA_DIR/server.key"
+    cp "$work/ca.crt" "$CA_FILE"
+    chmod 644 "$CA_FILE"
+    rm -rf "$work"
 }
 
 cmd_stop() {
@@ -115,6 +143,7 @@ cmd_stop() {
         echo "postgresql is not running"
     fi
     rm -rf "$DATA_DIR"
+    rm -f "$CA_FILE"
 }
 
 cmd_status() {
@@ -134,6 +163,13 @@ case "$1" in
         else
             echo "postgresql://$USER_NAME:$PASSWORD@$HOST:$PORT/$DATABASE"
         fi
+        ;;
+    ca)
+        if [ -n "${VELOSTREAM_TEST_POSTGRES:-}" ]; then
+            echo "postgresql: VELOSTREAM_TEST_POSTGRES names the server; its CA is not known here" >&2
+            exit 1
+        fi
+        echo "$CA_FILE"
         ;;
     start | stop | status)
         if [ -n "${VELOSTREAM_TEST_POSTGRES:-}" ]; then

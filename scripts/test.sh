@@ -36,12 +36,32 @@ export KAFKA_BROKERS
 scripts/postgres.sh start
 VELOSTREAM_TEST_POSTGRES="$(scripts/postgres.sh url)"
 export VELOSTREAM_TEST_POSTGRES
+if [ -z "$EXTERNAL_POSTGRES" ]; then
+    # the local server's TLS certificate comes from a CA made at its start
+    VELOSTREAM_TEST_POSTGRES_CA="$(scripts/postgres.sh ca)"
+    export VELOSTREAM_TEST_POSTGRES_CA
+fi
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast
 else
     cargo test --workspace --no-fail-fast
+fi
+
+# TLS to PostgreSQL needs the CA of the server's certificate: known for the
+# server started here, or given in VELOSTREAM_TEST_POSTGRES_CA.
+TLS_TEST='a_database_reached_over_tls_verifies_its_certificate'
+if [ -n "${VELOSTREAM_TEST_POSTGRES_CA:-}" ]; then
+    echo "== PostgreSQL over TLS"
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run -p velostream --test postgres --run-ignored ignored-only -E "test($TLS_TEST)"
+    else
+        cargo test -p velostream --test postgres -- --ignored "$TLS_TEST"
+    fi
+else
+    echo "== skipped: $TLS_TEST needs the CA certificate of the PostgreSQL server's TLS;"
+    echo "   set VELOSTREAM_TEST_POSTGRES_CA (the server started by this script has one)"
 fi
 
 # Exactly-once into Kafka can only be observed on a broker that hides

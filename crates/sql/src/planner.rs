@@ -306,6 +306,7 @@ impl<'a> ApplicationPlanner<'a> {
             None => self.resolver.infer_schema(name, &properties).map_err(|e| {
                 let settings = match properties.get("type").map(String::as_str) {
                     Some("kafka_source") => "topic' and '{name}.bootstrap.servers",
+                    Some("postgres_source") => "table' (or '{name}.query') and '{name}.url",
                     _ => "path' and '{name}.format",
                 }
                 .replace("{name}", name);

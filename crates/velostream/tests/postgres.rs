@@ -401,3 +401,60 @@ fn the_postgres_example_runs_as_documented() {
         ]
     );
 }
+
+/// `sslmode=require` connects over TLS and verifies the server: with the
+/// server's CA (`sslrootcert`) the enrichment runs; without it the
+/// certificate is refused, naming why. scripts/test.sh runs this when it
+/// knows the CA (`VELOSTREAM_TEST_POSTGRES_CA`).
+#[test]
+#[ignore = "needs the CA of the server's TLS certificate (scripts/test.sh runs it with VELOSTREAM_TEST_POSTGRES_CA)"]
+fn a_database_reached_over_tls_verifies_its_certificate() {
+    let ca = std::env::var("VELOSTREAM_TEST_POSTGRES_CA")
+        .expect("VELOSTREAM_TEST_POSTGRES_CA names the CA certificate of the server's TLS");
+    let dir = tempfile::tempdir().unwrap();
+    let table = unique("tls_rates");
+    client()
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (cur text PRIMARY KEY, rate numeric(10, 4));
+             INSERT INTO {table} VALUES ('EUR', 1.0850)"
+        ))
+        .unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"cur\": \"EUR\", \"amount\": \"10.00\"}\n",
+    )
+    .unwrap();
+    let separator = if url().contains('?') { '&' } else { '?' };
+    let attempt = |tls: &str| {
+        let app = dir.path().join("app.sql");
+        std::fs::write(
+            &app,
+            format!(
+                "CREATE STREAM p (cur VARCHAR, amount DECIMAL(10, 2)) WITH ('p.type' = 'file_source', 'p.path' = 'in.jsonl');
+                 SELECT p.amount * r.rate AS usd FROM p JOIN rates r ON p.cur = r.cur
+                 WITH ('rates.type' = 'postgres_source', 'rates.table' = '{table}',
+                       'rates.url' = '{}{separator}{tls}');",
+                url()
+            ),
+        )
+        .unwrap();
+        velostream().arg("run").arg(&app).output().unwrap()
+    };
+    let trusted = attempt(&format!("sslmode=require&sslrootcert={ca}"));
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&trusted.stdout).trim(),
+        r#"{"usd":10.850000}"#
+    );
+    let untrusted = attempt("sslmode=require");
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success());
+    assert!(
+        said.contains("cannot connect to PostgreSQL") && said.contains("certificate"),
+        "{said}"
+    );
+}

@@ -2,9 +2,11 @@
 //! else the service's `velostream.database` section, else the `DB_HOST`,
 //! `DB_PORT`, `DB_USER`, `DB_PASSWORD` and `DB_NAME` environment variables.
 //! Sessions run in UTC so that `timestamptz` values read the same
-//! everywhere. Passwords never appear in messages.
+//! everywhere. Passwords never appear in messages. `sslmode=require` in a
+//! URL connects over TLS ([`super::tls`]).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -47,6 +49,8 @@ impl DatabaseDefaults {
 /// A connection target, printable without its password.
 pub struct Target {
     config: postgres::Config,
+    /// The URL's `sslrootcert`: a CA to trust besides the system's.
+    root_cert: Option<PathBuf>,
     /// `user@host:port/db`, for messages.
     pub label: String,
 }
@@ -57,8 +61,15 @@ impl Target {
         props: &BTreeMap<String, String>,
         defaults: &DatabaseDefaults,
     ) -> Result<Self, String> {
-        let mut config = match props.get("url") {
-            Some(url) => postgres::Config::from_str(url).map_err(|e| {
+        let (url, root_cert) = match props.get("url") {
+            Some(url) => {
+                let (url, cert) = super::tls::take_root_cert(url);
+                (Some(url), cert)
+            }
+            None => (None, None),
+        };
+        let mut config = match url {
+            Some(url) => postgres::Config::from_str(&url).map_err(|e| {
                 format!("'url' is not a PostgreSQL connection string ({e}); expected postgresql://user:password@host:port/database or host=... user=... dbname=...")
             })?,
             None => {
@@ -90,19 +101,26 @@ impl Target {
         config.options(&options);
         config.application_name("velostream");
         let label = label(&config);
-        Ok(Self { config, label })
+        Ok(Self {
+            config,
+            root_cert,
+            label,
+        })
     }
 
-    /// Opens a session. TLS to the database is not in this build: a
-    /// `sslmode=require` URL fails here with that reason.
+    /// Opens a session: over TLS with `sslmode=require`, else in the clear
+    /// (`prefer`, the default, then means no TLS: a server certificate that
+    /// could not be verified must not turn a working setup into a failure).
     pub fn connect(&self) -> Result<Client, String> {
-        if self.config.get_ssl_mode() == postgres::config::SslMode::Require {
-            return Err(format!(
-                "{}: sslmode=require is not supported in this build yet; connect without TLS (sslmode=prefer or disable) or through a TLS proxy",
-                self.label
-            ));
-        }
-        self.config.connect(NoTls).map_err(|e| {
+        let connected = match self.config.get_ssl_mode() {
+            postgres::config::SslMode::Require => {
+                let tls = super::tls::connector(self.root_cert.as_deref())
+                    .map_err(|e| format!("{}: {e}", self.label))?;
+                self.config.connect(tls)
+            }
+            _ => self.config.connect(NoTls),
+        };
+        connected.map_err(|e| {
             format!(
                 "cannot connect to PostgreSQL at {}: {}",
                 self.label,

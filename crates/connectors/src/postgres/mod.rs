@@ -8,12 +8,14 @@
 //! - [`source`]: snapshot and incremental reading.
 //! - [`lookup`]: keys of a batch fetched in one query, for joins.
 //! - [`sink`]: insert/upsert, transactions, exactly-once by prepared transactions.
+//! - [`tls`]: TLS with rustls for `sslmode=require`.
 
 pub mod connection;
 pub mod lookup;
 pub mod rows;
 pub mod sink;
 pub mod source;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
