@@ -38,7 +38,7 @@ VELOSTREAM_TEST_POSTGRES="$(scripts/postgres.sh url)"
 export VELOSTREAM_TEST_POSTGRES
 if [ -z "$EXTERNAL_POSTGRES" ]; then
     # the local server's TLS certificate comes from a CA made at its start
-    VELOSTREAM_TEST_POSTGRES_CA="$(scripts/postgres.sh ca)"
+    VELOSTREAM_TEST_POSTGRES_CA="$(env -u VELOSTREAM_TEST_POSTGRES scripts/postgres.sh ca)"
     export VELOSTREAM_TEST_POSTGRES_CA
 fi
 
