@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
-use velostream_server::config::schema::LogOutput;
+use velostream_server::config::schema::{Guarantee, LogOutput};
 use velostream_server::config::{load, Environment, ServiceConfig};
 use velostream_server::service::DEFAULT_STATE_DIR;
 
@@ -134,8 +134,17 @@ fn database(c: &ServiceConfig) -> Outcome {
             "database: none configured (velostream.database.host, DB_HOST, or a region's database endpoint)".into(),
         );
     }
+    let exactly_once = c.velostream.processing.guarantee == Guarantee::ExactlyOnce;
     match velostream_connectors::postgres::probe(&defaults) {
-        Ok(answer) => Outcome::Pass(format!("database: {answer}")),
+        Ok(p) if exactly_once && p.max_prepared_transactions == 0 => Outcome::Fail(format!(
+            "database: {}, but its max_prepared_transactions is 0 and processing.guarantee is exactly_once: PostgreSQL sinks prepare a transaction per checkpoint; set it above 0 (for example 16) and restart the server",
+            p.summary
+        )),
+        Ok(p) if exactly_once => Outcome::Pass(format!(
+            "database: {} (max_prepared_transactions {}: exactly-once sinks can prepare)",
+            p.summary, p.max_prepared_transactions
+        )),
+        Ok(p) => Outcome::Pass(format!("database: {}", p.summary)),
         Err(e) => Outcome::Fail(format!("database: {e}")),
     }
 }

@@ -299,6 +299,27 @@ fn check_logs_in_to_the_database_and_names_a_refused_login() {
         good.contains("PASS database: ") && good.contains("answers (PostgreSQL "),
         "{good}"
     );
+    // with exactly-once output the check also looks at prepared transactions
+    let exactly_once = dir.path().join("exactly-once.yaml");
+    std::fs::write(
+        &exactly_once,
+        "velostream:\n  processing:\n    checkpoint_interval: 10s\n    guarantee: exactly_once\n",
+    )
+    .unwrap();
+    let out = velostream()
+        .args(["check", "--config"])
+        .arg(&config)
+        .arg("--config")
+        .arg(&exactly_once)
+        .env("DB_PASSWORD", &password)
+        .env_remove("KAFKA_BROKERS")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("(max_prepared_transactions 16: exactly-once sinks can prepare)"),
+        "{said}"
+    );
     let bad = check("not-the-password");
     assert!(
         bad.contains("FAIL database: cannot connect to PostgreSQL at ")

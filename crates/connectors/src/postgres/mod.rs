@@ -173,16 +173,31 @@ pub fn open_sink(
         .map_err(|e| EngineError::connector(name, e))
 }
 
-/// Connects with `defaults` and runs `SELECT version()`: the server's
-/// version on success (for `velostream check` and `/ready`).
-pub fn probe(defaults: &DatabaseDefaults) -> std::result::Result<String, String> {
+/// What a database probe learnt.
+pub struct Probe {
+    /// `user@host:port/db answers (PostgreSQL 15.18)`.
+    pub summary: String,
+    /// The server's `max_prepared_transactions` (exactly-once sinks need > 0).
+    pub max_prepared_transactions: u32,
+}
+
+/// Connects with `defaults` and asks the server for its version and its
+/// `max_prepared_transactions` (for `velostream check` and `/ready`).
+pub fn probe(defaults: &DatabaseDefaults) -> std::result::Result<Probe, String> {
     let target = Target::resolve(&BTreeMap::new(), defaults)?;
     let mut client = target.connect()?;
-    let version: String = client
-        .query_one("SELECT split_part(version(), ' ', 2)", &[])
-        .map_err(|e| format!("{}: {}", target.label, connection::describe(&e)))?
-        .get(0);
-    Ok(format!("{} answers (PostgreSQL {version})", target.label))
+    let row = client
+        .query_one(
+            "SELECT split_part(version(), ' ', 2), current_setting('max_prepared_transactions')",
+            &[],
+        )
+        .map_err(|e| format!("{}: {}", target.label, connection::describe(&e)))?;
+    let version: String = row.get(0);
+    let prepared: String = row.get(1);
+    Ok(Probe {
+        summary: format!("{} answers (PostgreSQL {version})", target.label),
+        max_prepared_transactions: prepared.trim().parse().unwrap_or(0),
+    })
 }
 
 /// Checks a sink's properties without connecting (for `validate`).
