@@ -51,14 +51,19 @@ fi
 
 # TLS to PostgreSQL needs the CA of the server's certificate: known for the
 # server started here, or given in VELOSTREAM_TEST_POSTGRES_CA.
+# Runs the ignored test $2 of the velostream test binary $1.
+run_ignored() {
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run -p velostream --test "$1" --run-ignored ignored-only -E "test($2)"
+    else
+        cargo test -p velostream --test "$1" -- --ignored "$2"
+    fi
+}
+
 TLS_TEST='a_database_reached_over_tls_verifies_its_certificate'
 if [ -n "${VELOSTREAM_TEST_POSTGRES_CA:-}" ]; then
     echo "== PostgreSQL over TLS"
-    if cargo nextest --version >/dev/null 2>&1; then
-        cargo nextest run -p velostream --test postgres --run-ignored ignored-only -E "test($TLS_TEST)"
-    else
-        cargo test -p velostream --test postgres -- --ignored "$TLS_TEST"
-    fi
+    run_ignored postgres "$TLS_TEST"
 else
     echo "== skipped: $TLS_TEST needs the CA certificate of the PostgreSQL server's TLS;"
     echo "   set VELOSTREAM_TEST_POSTGRES_CA (the server started by this script has one)"
@@ -70,11 +75,7 @@ fi
 EO_TEST='killed_five_times_exactly_once_into_kafka_each_result_arrives_once'
 if [ -n "$EXTERNAL_KAFKA" ]; then
     echo "== exactly-once into Kafka against $EXTERNAL_KAFKA"
-    if cargo nextest --version >/dev/null 2>&1; then
-        cargo nextest run -p velostream --test crash_recovery --run-ignored ignored-only -E "test($EO_TEST)"
-    else
-        cargo test -p velostream --test crash_recovery -- --ignored "$EO_TEST"
-    fi
+    run_ignored crash_recovery "$EO_TEST"
 else
     echo "== skipped: $EO_TEST needs a Kafka cluster that enforces read_committed;"
     echo "   the local test broker does not (set KAFKA_BROKERS to such a cluster to run it)"

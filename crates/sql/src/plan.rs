@@ -208,7 +208,9 @@ impl StreamNode {
         chain
     }
 
-    fn describe(&self) -> String {
+    /// One line for `explain`; `looked_up`: this join's table is looked up
+    /// by key (a PostgreSQL table) rather than read whole.
+    fn describe(&self, looked_up: bool) -> String {
         let list = |exprs: &[Expr]| {
             exprs
                 .iter()
@@ -281,7 +283,7 @@ impl StreamNode {
                 keep_unmatched,
                 ..
             } => format!(
-                "{} LookupJoin on [{}]{}{} table=({}; state = {})",
+                "{} LookupJoin on [{}]{}{} table=({}; {})",
                 join_kind(*keep_unmatched, false),
                 join_keys(on),
                 join_filter(filter),
@@ -290,9 +292,11 @@ impl StreamNode {
                     .map(|(s, t)| format!(" version: latest {t} <= {s}"))
                     .unwrap_or_default(),
                 first_node(table),
-                match versioned {
-                    Some(_) => "every version of the table's rows",
-                    None => "the table's rows",
+                match (versioned, looked_up) {
+                    (Some(_), _) => "state = every version of the table's rows",
+                    (None, true) =>
+                        "looked up by key per batch; state = rows cached per performance.cache",
+                    (None, false) => "state = the table's rows",
                 }
             ),
             StreamNode::Limit { skip, fetch, .. } => match fetch {
@@ -338,7 +342,7 @@ fn join_filter(filter: &Option<Expr>) -> String {
 fn first_node(side: &StreamNode) -> String {
     side.flow()
         .first()
-        .map(|n| n.describe())
+        .map(|n| n.describe(false))
         .unwrap_or_default()
 }
 
@@ -395,13 +399,7 @@ impl fmt::Display for StreamingPlan {
             )?;
         }
         for (depth, node) in self.root.flow().iter().enumerate() {
-            let mut line = node.describe();
-            if self.is_looked_up(node) {
-                line = line.replace(
-                    "state = the table's rows",
-                    "looked up by key per batch; state = rows cached per performance.cache",
-                );
-            }
+            let line = node.describe(self.is_looked_up(node));
             writeln!(f, "  {}{line}", "  ".repeat(depth))?;
         }
         let sink = match self.sink.properties.get("type") {

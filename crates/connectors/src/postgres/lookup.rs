@@ -13,7 +13,7 @@ use velostream_engine::connector::KeyLookup;
 use velostream_engine::{EngineError, JobMetrics, Result};
 
 use super::connection::{describe, quote};
-use super::rows::{json_select_list, JsonRows, ServerColumn};
+use super::rows::{json_array, json_select_list, JsonRows, ServerColumn};
 
 pub struct PostgresLookup {
     name: String,
@@ -105,17 +105,7 @@ impl KeyLookup for PostgresLookup {
                 .collect::<Vec<_>>(),
         ));
         let batch = RecordBatch::try_new(key_schema, keys.to_vec())?;
-        let mut json = Vec::new();
-        {
-            let mut writer = arrow_json::ArrayWriter::new(&mut json);
-            writer.write(&batch)?;
-            writer.finish()?;
-        }
-        if json.is_empty() {
-            json.extend_from_slice(b"[]");
-        }
-        let text = String::from_utf8(json)
-            .map_err(|e| EngineError::connector(&self.name, e.to_string()))?;
+        let text = json_array(&batch).map_err(|e| EngineError::connector(&self.name, e))?;
         let fetched = self
             .client
             .query(&statement, &[&text])

@@ -124,6 +124,25 @@ pub fn json_select_list(schema: &Schema) -> String {
         .join(", ")
 }
 
+/// `batch` as one JSON array of objects (nulls written out, decimals with
+/// their exact digits): the form the server spreads over columns
+/// (`json_populate_recordset`, `json_to_recordset`), so a whole batch
+/// travels as one parameter.
+pub fn json_array(batch: &RecordBatch) -> Result<String, String> {
+    let mut out = Vec::new();
+    {
+        let mut writer = arrow_json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow_json::writer::JsonArray>(&mut out);
+        writer.write(batch).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())?;
+    }
+    if out.is_empty() {
+        return Ok("[]".into());
+    }
+    String::from_utf8(out).map_err(|e| e.to_string())
+}
+
 /// Decodes rows fetched as JSON text into one batch of `schema`; rows that
 /// do not fit are counted and reported as `<source>:<row number>`.
 pub struct JsonRows {

@@ -29,8 +29,7 @@ use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, Result, Sink, Source};
 
 use super::connection::{describe, quote, relation, DatabaseDefaults, Target};
-use crate::format::encode::BatchEncoder;
-use crate::format::RecordFormat;
+use super::rows::json_array;
 
 pub const SINK_KEYS: &[&str] = &["type", "url", "table", "auto.create", "mode"];
 
@@ -46,8 +45,6 @@ pub struct PostgresSink {
     prepared_commits: bool,
     /// The upsert/insert statement, prepared for the first batch's columns.
     statement: Option<Statement>,
-    encoder: BatchEncoder,
-    buf: Vec<u8>,
     in_transaction: bool,
     /// The prepared transaction waiting for its checkpoint to be durable.
     prepared: Option<String>,
@@ -106,8 +103,6 @@ impl PostgresSink {
             auto_create,
             prepared_commits: exactly_once,
             statement: None,
-            encoder: BatchEncoder::new(RecordFormat::Json),
-            buf: Vec::new(),
             in_transaction: false,
             prepared: None,
         })
@@ -252,23 +247,7 @@ impl Sink for PostgresSink {
             return Ok(());
         }
         let sql = self.statement(&batch.schema())?;
-        self.buf.clear();
-        self.buf.push(b'[');
-        let start = self.buf.len();
-        let mut lines = Vec::new();
-        self.encoder
-            .encode(batch, &mut lines)
-            .map_err(|e| self.fail(e))?;
-        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            if self.buf.len() > start {
-                self.buf.push(b',');
-            }
-            self.buf.extend_from_slice(line);
-        }
-        self.buf.push(b']');
-        let text = std::str::from_utf8(&self.buf)
-            .map_err(|e| self.fail(e))?
-            .to_string();
+        let text = json_array(batch).map_err(|e| self.fail(e))?;
         self.begin()?;
         self.client
             .execute(&sql, &[&text])

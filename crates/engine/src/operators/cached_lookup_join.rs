@@ -18,7 +18,7 @@ use datafusion::arrow::compute::{
     concat_batches, interleave_record_batch, take, take_record_batch,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::row::RowConverter;
+use datafusion::arrow::row::{RowConverter, Rows};
 use datafusion::physical_expr::PhysicalExpr;
 // foldhash: much cheaper than SipHash for the per-record key lookups
 use hashbrown::HashMap;
@@ -115,7 +115,14 @@ impl CachedLookupJoinOperator {
 
     /// Asks the table for the keys at rows `missing` of `keys` and caches
     /// the answers (a key without rows is cached as such).
-    fn fetch(&mut self, keys: &[ArrayRef], missing: &[u32], now: Instant) -> Result<()> {
+    /// `converted`: the row format of `keys` (already computed by the caller).
+    fn fetch(
+        &mut self,
+        keys: &[ArrayRef],
+        converted: &Rows,
+        missing: &[u32],
+        now: Instant,
+    ) -> Result<()> {
         let indices = UInt32Array::from(missing.to_vec());
         let wanted = keys
             .iter()
@@ -138,7 +145,6 @@ impl CachedLookupJoinOperator {
                     .push(i as u32);
             }
         }
-        let wanted_rows = self.converter.convert_columns(&wanted)?;
         let stamp = Stamp {
             fetched: now,
             used: self.batch_number,
@@ -146,8 +152,8 @@ impl CachedLookupJoinOperator {
         // the new chunk holds each key's rows side by side
         let chunk = self.chunks.len() as u32;
         let mut order: Vec<u32> = Vec::with_capacity(found.num_rows());
-        for key in wanted_rows.iter() {
-            let key: Box<[u8]> = key.as_ref().into();
+        for &i in missing {
+            let key: Box<[u8]> = converted.row(i as usize).as_ref().into();
             if let Some(old) = self.found.remove(&key) {
                 self.live_rows -= old.len as usize;
             }
@@ -265,7 +271,7 @@ impl Operator for CachedLookupJoinOperator {
         }
         drop(asked);
         if !missing.is_empty() {
-            self.fetch(&keys, &missing, now)?;
+            self.fetch(&keys, &converted, &missing, now)?;
         }
 
         // each record beside its key's cached rows, gathered in pair order
