@@ -23,6 +23,7 @@ use crate::kafka::{self, KafkaDefaults};
 use crate::memory::NullSink;
 use crate::nexmark::{self, NexmarkConfig, NexmarkSource};
 use crate::postgres::{self, connection::DatabaseDefaults};
+use crate::sandbox::Sandbox;
 use velostream_engine::connector::{KeyLookup, LookupCache};
 
 const FILE_SOURCE_KEYS: &[&str] = &["type", "path", "format", "delimiter"];
@@ -49,6 +50,9 @@ pub struct Connectors {
     pub database: DatabaseDefaults,
     /// How joins cache looked-up table rows (`performance.cache`).
     pub lookup_cache: LookupCache,
+    /// Where files may be opened, for applications the service runs
+    /// (`None`: anywhere, as in `velostream run`).
+    pub sandbox: Option<Arc<Sandbox>>,
 }
 
 /// The delivery guarantee of sinks (`processing.guarantee`).
@@ -85,6 +89,7 @@ impl Connectors {
             guarantee: Guarantee::default(),
             database: DatabaseDefaults::from_env(),
             lookup_cache: LookupCache::default(),
+            sandbox: None,
         }
     }
 
@@ -119,11 +124,15 @@ impl Connectors {
             .get("path")
             .ok_or_else(|| format!("{connector} needs a 'path' property"))?;
         let path = Path::new(raw);
-        Ok(if path.is_absolute() {
+        let path = if path.is_absolute() {
             path.to_path_buf()
         } else {
             self.base_dir.join(path)
-        })
+        };
+        match &self.sandbox {
+            Some(sandbox) => sandbox.check_path("path", &path),
+            None => Ok(path),
+        }
     }
 
     /// Opens the external source `binding`, decoding the columns of `projected`.
@@ -318,6 +327,27 @@ impl Connectors {
                 Ok(Box::new(NullSink))
             }
             other => Err(err(unavailable(other, "sink"))),
+        }
+    }
+
+    /// Checks an external source's properties without opening it (for
+    /// `validate` and a deployment's check): its keys, a file's place in
+    /// the sandbox, a Kafka client's settings, a PostgreSQL query.
+    pub fn check_source(&self, binding: &SourceBinding) -> Result<()> {
+        let props = &binding.properties;
+        let err = |e: String| EngineError::connector(&binding.name, e);
+        match source_type(props).map_err(err)? {
+            "kafka_source" => kafka::check_source(&binding.name, props, &self.kafka).map_err(err),
+            "postgres_source" => postgres::check_source(props, &self.database).map_err(err),
+            "file_source" => {
+                check_keys(props, FILE_SOURCE_KEYS, "file_source").map_err(err)?;
+                self.path(props, "file_source").map(|_| ()).map_err(err)
+            }
+            "stdin" => check_keys(props, STDIN_KEYS, "stdin").map_err(err),
+            "nexmark" => NexmarkConfig::from_properties(&binding.name, props)
+                .map(|_| ())
+                .map_err(err),
+            other => Err(err(unavailable(other, "source"))),
         }
     }
 

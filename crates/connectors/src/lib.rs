@@ -8,6 +8,8 @@
 //! - [`nexmark`]: the Nexmark benchmark's event generator as a source.
 //! - [`memory`]: streams between statements of one application.
 //! - [`factory`]: builds all of the above from statement properties.
+//! - [`sandbox`]: the files, clusters and database an application the
+//!   service runs may use.
 
 pub mod factory;
 pub mod fanout;
@@ -17,6 +19,8 @@ pub mod kafka;
 pub mod memory;
 pub mod nexmark;
 pub mod postgres;
+pub mod sandbox;
 
 pub use factory::{Connectors, Guarantee};
 pub use format::RecordFormat;
+pub use sandbox::Sandbox;

@@ -3,20 +3,31 @@
 //! jobs API (`GET /jobs`, `GET /jobs/{name}`, `POST /jobs`,
 //! `DELETE /jobs/{name}`). On `monitoring.metrics_port`: `GET /metrics`.
 //! Every response is JSON except `/metrics` (Prometheus text format).
+//!
+//! Each route of the health port needs a role (`auth::access::ROUTES`);
+//! `/health`, `/ready` and `/metrics` are open and show no SQL, paths or
+//! credentials. A deployment is planned and checked in the sandbox before
+//! it is accepted, and deployments are serialised, so a running
+//! application's SQL is never overwritten.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use velostream_sql::secrets;
 
+use crate::auth::access::{guard, AuditedApplication};
+use crate::auth::Authenticator;
+use crate::config::schema::Limits;
 use crate::metrics::ServiceMetrics;
 use crate::supervisor::{AppStatus, JobView, Supervisor};
 
@@ -32,6 +43,12 @@ pub struct ServiceState {
     pub environment: Option<String>,
     /// The last outcome of probing each external dependency.
     pub dependencies: std::sync::Mutex<Vec<(String, Result<(), String>)>>,
+    /// Who may call which route (`security.auth`).
+    pub auth: Arc<Authenticator>,
+    /// `security.limits`.
+    pub limits: Limits,
+    /// Held while a deployment is checked, stored and started: one at a time.
+    pub deploying: tokio::sync::Mutex<()>,
 }
 
 type Shared = Arc<ServiceState>;
@@ -45,6 +62,11 @@ pub fn health_routes(state: Shared) -> Router {
         .route("/resume", post(resume))
         .route("/jobs", get(list_jobs).post(deploy))
         .route("/jobs/{name}", get(job_status).delete(stop_job))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            guard,
+        ))
+        .layer(DefaultBodyLimit::max(state.limits.request_bytes()))
         .with_state(state)
 }
 
@@ -74,11 +96,15 @@ async fn ready(State(s): State<Shared>) -> Response {
     }) {
         Some(reason)
     } else {
+        // an open endpoint: the reason names the application, not its error
+        // (which may quote SQL or paths; GET /jobs/{name} shows it to viewers)
         apps.iter().find_map(|(name, _, status, _)| match status {
             AppStatus::Running | AppStatus::Finished | AppStatus::Stopped => None,
-            AppStatus::Failed { error, .. } => Some(format!("application {name} failed: {error}")),
-            AppStatus::BreakerOpen { error, .. } => Some(format!(
-                "application {name} keeps failing (circuit breaker open): {error}"
+            AppStatus::Failed { .. } => Some(format!(
+                "application {name} failed (GET /jobs/{name} shows why)"
+            )),
+            AppStatus::BreakerOpen { .. } => Some(format!(
+                "application {name} keeps failing (circuit breaker open; GET /jobs/{name} shows why)"
             )),
             other => Some(format!("application {name} is {}", state_name(other))),
         })
@@ -147,33 +173,57 @@ struct Deploy {
     sql: String,
 }
 
-async fn deploy(State(s): State<Shared>, Json(body): Json<Deploy>) -> Response {
-    if body.name.is_empty()
-        || !body
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+async fn deploy(State(s): State<Shared>, body: Result<Json<Deploy>, JsonRejection>) -> Response {
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+    };
+    let audited = AuditedApplication(body.name.clone());
+    let mut response = deploy_checked(&s, body).await;
+    response.extensions_mut().insert(audited);
+    response
+}
+
+/// Checks a deployment's name and size, plans it in the sandbox, then
+/// stores and starts it; one deployment at a time.
+async fn deploy_checked(s: &Shared, body: Deploy) -> Response {
+    if let Err(e) = velostream_sql::names::check_path_name("application", &body.name) {
+        return error(StatusCode::BAD_REQUEST, &e);
+    }
+    if body.sql.len() > s.limits.sql_bytes() {
         return error(
-            StatusCode::BAD_REQUEST,
-            "an application name is letters, digits, '_' and '-'",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the SQL text has {} bytes; at most {} are accepted (security.limits.max_sql_bytes)",
+                body.sql.len(),
+                s.limits.sql_bytes()
+            ),
         );
     }
+    let _one_at_a_time = s.deploying.lock().await;
     if s.supervisor.is_running(&body.name) {
         return error(
             StatusCode::CONFLICT,
             &format!("an application named '{}' is running", body.name),
         );
     }
-    let path = s.deploy_dir.join(format!("{}.sql", body.name));
-    if let Err(e) =
-        std::fs::create_dir_all(&s.deploy_dir).and_then(|_| std::fs::write(&path, &body.sql))
-    {
+    if !s.supervisor.contains(&body.name) && s.supervisor.count() >= s.limits.applications() {
         return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot store the application: {e}"),
+            StatusCode::CONFLICT,
+            &format!(
+                "the service holds {} applications, its limit (security.limits.max_applications); DELETE one first",
+                s.supervisor.count()
+            ),
         );
     }
+    let state = s.clone();
+    let name = body.name.clone();
+    let stored = tokio::task::spawn_blocking(move || store_checked(&state, &name, &body.sql)).await;
+    let path = match stored {
+        Ok(Ok(path)) => path,
+        Ok(Err((code, e))) => return error(code, &e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
     match s.supervisor.deploy(&body.name, &path) {
         Ok(()) => (
             StatusCode::CREATED,
@@ -182,6 +232,32 @@ async fn deploy(State(s): State<Shared>, Json(body): Json<Deploy>) -> Response {
             .into_response(),
         Err(e) => error(StatusCode::CONFLICT, &e),
     }
+}
+
+/// Writes the SQL next to the deployed applications under a staging name,
+/// validates it there (relative paths resolve as they will), and moves it
+/// into place only when it passes; a refused application leaves nothing.
+fn store_checked(
+    s: &ServiceState,
+    name: &str,
+    sql: &str,
+) -> Result<std::path::PathBuf, (StatusCode, String)> {
+    let internal = |e: std::io::Error| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot store the application: {e}"),
+        )
+    };
+    std::fs::create_dir_all(&s.deploy_dir).map_err(internal)?;
+    let staged = s.deploy_dir.join(format!(".{name}.sql.new"));
+    std::fs::write(&staged, sql).map_err(internal)?;
+    if let Err(e) = s.supervisor.validate(name, &staged) {
+        let _ = std::fs::remove_file(&staged);
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, e));
+    }
+    let path = s.deploy_dir.join(format!("{name}.sql"));
+    std::fs::rename(&staged, &path).map_err(internal)?;
+    Ok(path)
 }
 
 async fn stop_job(State(s): State<Shared>, Path(name): Path<String>) -> Response {
@@ -215,6 +291,10 @@ async fn metrics(State(s): State<Shared>) -> Response {
 
 /// An application with its status and jobs, as `/jobs` shows it.
 fn app_json(name: &str, path: &std::path::Path, status: &AppStatus, jobs: &[JobView]) -> Value {
+    let mut status = serde_json::to_value(status).unwrap_or(Value::Null);
+    if let Some(Value::String(e)) = status.get_mut("error") {
+        *e = secrets::mask(e);
+    }
     json!({
         "name": name,
         "path": path,
@@ -258,5 +338,5 @@ fn state_name(status: &AppStatus) -> &'static str {
 }
 
 fn error(code: StatusCode, message: &str) -> Response {
-    (code, Json(json!({"error": message}))).into_response()
+    (code, Json(json!({"error": secrets::mask(message)}))).into_response()
 }

@@ -8,8 +8,11 @@
 //! - [`logging`]: records to console, rotated files and syslog, as JSON or text.
 //! - [`metrics`]: the guide's Prometheus metrics.
 //! - [`tls`]: TLS and mutual TLS on both ports.
+//! - [`auth`]: who calls the API (tokens, client certificates, address),
+//!   the role each route needs, the audit trail.
 //! - [`service`]: wiring it together until SIGTERM.
 
+pub mod auth;
 pub mod breaker;
 pub mod config;
 pub mod dependencies;

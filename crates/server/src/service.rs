@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Peer;
 use crate::config::ServiceConfig;
 use crate::http::{health_routes, metrics_routes, ServiceState};
 use crate::metrics::ServiceMetrics;
@@ -37,6 +38,9 @@ pub fn run(
         .state_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let security = config.security.as_ref();
+    let auth = Arc::new(crate::auth::Authenticator::from_config(security)?);
+    tracing::info!(component = "service", "{}", auth.describe());
     let metrics = Arc::new(ServiceMetrics::new().map_err(|e| e.to_string())?);
     let launcher_probe = launcher.clone();
     // ends the background threads (dependency probe, progress) at shutdown
@@ -48,6 +52,9 @@ pub fn run(
         deploy_dir: state_dir.join("applications"),
         dependencies: Default::default(),
         environment: v.environment.clone(),
+        auth,
+        limits: security.map(|s| s.limits.clone()).unwrap_or_default(),
+        deploying: Default::default(),
     });
     if v.monitoring.progress_tracking {
         track_progress(state.clone(), stop_probing.clone());
@@ -67,6 +74,8 @@ pub fn run(
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "app".into()),
         };
+        velostream_sql::names::check_path_name("application", &name)
+            .map_err(|e| format!("velostream.applications: {e}"))?;
         state.supervisor.deploy(&name, &path)?;
     }
 
@@ -90,7 +99,9 @@ pub fn run(
             if tls.is_some() { "TLS" } else { "plain HTTP" },
             v.applications.len()
         );
-        let (health_app, metrics_app) = (health_routes(state.clone()), metrics_routes(state.clone()));
+        // handlers and the access guard see who is on the other end (`Peer`)
+        let health_app = health_routes(state.clone()).into_make_service_with_connect_info::<Peer>();
+        let metrics_app = metrics_routes(state.clone()).into_make_service_with_connect_info::<Peer>();
         match tls {
             Some(tls) => {
                 let health = axum::serve(TlsListener::new(health, tls.clone()), health_app);

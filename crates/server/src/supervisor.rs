@@ -20,7 +20,15 @@ use crate::metrics::ServiceMetrics;
 
 /// Builds the jobs of an SQL application (implemented by the binary).
 pub trait Launcher: Send + Sync + 'static {
-    fn launch(&self, path: &Path) -> Result<Vec<Job>, String>;
+    /// Builds the jobs of application `name` from the SQL file at `path`.
+    fn launch(&self, name: &str, path: &Path) -> Result<Vec<Job>, String>;
+
+    /// Plans and checks application `name` without running it (the
+    /// checks of `launch`, nothing opened for writing): a deployment is
+    /// refused with the reason instead of failing after it was accepted.
+    fn validate(&self, _name: &str, _path: &Path) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Checks the external dependencies the applications use (the Kafka
     /// cluster, ...): (name, outcome) each.
@@ -149,6 +157,23 @@ impl Supervisor {
             },
         );
         Ok(())
+    }
+
+    /// Checks application `name` at `path` as [`Launcher::validate`] does.
+    pub fn validate(&self, name: &str, path: &Path) -> Result<(), String> {
+        self.launcher
+            .validate(name, path)
+            .map_err(|e| velostream_sql::secrets::mask(&e))
+    }
+
+    /// How many applications the service holds (running or not).
+    pub fn count(&self) -> usize {
+        self.apps.lock().map_or(0, |apps| apps.len())
+    }
+
+    /// Whether an application of this name is known (running or not).
+    pub fn contains(&self, name: &str) -> bool {
+        self.apps.lock().is_ok_and(|apps| apps.contains_key(name))
     }
 
     /// True while application `name` has a running thread.
@@ -332,7 +357,9 @@ impl AppRun {
 
     /// Launches the jobs and runs them to their end.
     fn attempt(&self) -> Result<(), String> {
-        let jobs = self.launcher.launch(&self.path)?;
+        // errors reach the logs and the jobs API: no secret goes with them
+        let mask = |e: String| velostream_sql::secrets::mask(&e);
+        let jobs = self.launcher.launch(&self.name, &self.path).map_err(mask)?;
         let current: Vec<JobView> = jobs
             .iter()
             .map(|j| JobView {
@@ -349,7 +376,7 @@ impl AppRun {
             *v = current;
         }
         self.set(AppStatus::Running);
-        run_all(jobs)
+        run_all(jobs).map_err(mask)
     }
 
     /// Launch, run, restart on failure with backoff (or after the recovery

@@ -19,6 +19,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+
+use crate::auth::Peer;
 use crate::config::schema::{ClientAuth, Tls, TlsVersion};
 
 /// How long a client may take to complete the handshake.
@@ -116,7 +120,7 @@ fn provider(ciphers: &[String]) -> Result<CryptoProvider, String> {
 /// in their own tasks, so a slow or stalled client delays nobody else;
 /// failed handshakes are dropped and logged.
 pub struct TlsListener {
-    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
     local: io::Result<std::net::SocketAddr>,
 }
 
@@ -144,7 +148,14 @@ impl TlsListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let _ = done.send((tls, addr)).await;
+                            // the chain was verified in the handshake; its leaf names the caller
+                            let certificate = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .and_then(|leaf| crate::auth::certificate::identity(leaf));
+                            let _ = done.send((tls, Peer { addr, certificate })).await;
                         }
                         Ok(Err(e)) => tracing::warn!(
                             component = "tls",
@@ -166,7 +177,7 @@ impl TlsListener {
 
 impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = std::net::SocketAddr;
+    type Addr = Peer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
@@ -178,8 +189,26 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         match &self.local {
-            Ok(a) => Ok(*a),
+            Ok(a) => Ok(Peer {
+                addr: *a,
+                certificate: None,
+            }),
             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        Peer {
+            addr: *stream.remote_addr(),
+            certificate: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use velostream_server::supervisor::{AppStatus, Launcher, Supervisor};
 struct Failing(Arc<AtomicUsize>);
 
 impl Launcher for Failing {
-    fn launch(&self, _path: &Path) -> Result<Vec<Job>, String> {
+    fn launch(&self, _name: &str, _path: &Path) -> Result<Vec<Job>, String> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Err("the broker is gone".into())
     }

@@ -74,43 +74,13 @@ impl SqlError {
             let gutter = self.location.line.to_string();
             let pad = " ".repeat(gutter.len());
             let caret = " ".repeat(self.location.column.saturating_sub(1) as usize);
-            let text = without_url_passwords(text);
             out.push_str(&format!("{pad} |\n{gutter} | {text}\n{pad} | {caret}^\n"));
         }
         if let Some(hint) = &self.hint {
             out.push_str(&format!(" = hint: {hint}\n"));
         }
-        out
+        crate::secrets::mask(&out)
     }
-}
-
-/// `text` with the password of every `scheme://user:password@` URL masked:
-/// a rendered error may reach a log, and a connector URL in the SQL may
-/// carry a password.
-fn without_url_passwords(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        // the user info ends at '@', before any '/', quote or space
-        let end = tail
-            .find(|c: char| c == '/' || c == '\'' || c == '"' || c.is_whitespace())
-            .unwrap_or(tail.len());
-        match tail[..end]
-            .rfind('@')
-            .and_then(|a| tail[..a].find(':').map(|c| (c, a)))
-        {
-            Some((colon, at)) => {
-                out.push_str(&tail[..=colon]);
-                out.push_str("***");
-                rest = &tail[at..];
-            }
-            None => rest = tail,
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 pub type Result<T, E = SqlError> = std::result::Result<T, E>;
@@ -178,21 +148,4 @@ fn strip_prefixes(mut text: &str) -> &str {
         text = text.trim_start_matches(prefix);
     }
     text.trim_end_matches('.')
-}
-
-#[cfg(test)]
-mod url_password_tests {
-    use super::without_url_passwords;
-
-    #[test]
-    fn passwords_in_urls_are_masked_and_the_rest_kept() {
-        assert_eq!(
-            without_url_passwords("'r.url' = 'postgresql://app:s3cret@db:5432/x?sslmode=require'"),
-            "'r.url' = 'postgresql://app:***@db:5432/x?sslmode=require'"
-        );
-        assert_eq!(
-            without_url_passwords("'a' = 'postgres://app@db/x', 'b' = 'http://h:80/p'"),
-            "'a' = 'postgres://app@db/x', 'b' = 'http://h:80/p'"
-        );
-    }
 }

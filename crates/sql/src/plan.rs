@@ -377,7 +377,7 @@ impl fmt::Display for StreamingPlan {
             let notes: Vec<_> = self
                 .annotations
                 .iter()
-                .map(|(k, v)| format!("@{k}: {v}"))
+                .map(|(k, v)| format!("@{k}: {}", crate::secrets::shown_value(k, v)))
                 .collect();
             writeln!(f, "  annotations: {}", notes.join(", "))?;
         }

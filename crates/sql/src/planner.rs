@@ -217,6 +217,11 @@ impl<'a> ApplicationPlanner<'a> {
             .map(str::to_string)
             .or_else(|| stmt.name.clone())
             .unwrap_or_else(|| format!("select_{}", stmt.index + 1));
+        // a job's name becomes its state directory and lock file
+        crate::names::check_path_name("job", &name).map_err(|m| {
+            SqlError::new(m, stmt.location)
+                .with_hint("rename the statement or give it `-- @name: job_name` above it")
+        })?;
         let sink_name = stmt.name.clone().unwrap_or_else(|| name.clone());
         let sink_properties = match &stmt.name {
             Some(n) => stmt.properties.scoped(n, &scope, false),

@@ -10,7 +10,7 @@ use std::thread;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use velostream_connectors::memory::{stream_channel, ChannelSource, LatestPerKeySource};
-use velostream_connectors::{Connectors, Guarantee};
+use velostream_connectors::{Connectors, Guarantee, Sandbox};
 use velostream_engine::checkpoint::CheckpointSettings;
 use velostream_engine::connector::{LookupCache, TableData, TableLoader};
 use velostream_engine::execution::Execution;
@@ -60,6 +60,8 @@ pub struct RunOptions {
     pub database: DatabaseDefaults,
     /// How joins cache rows looked up in PostgreSQL (`performance.cache`).
     pub lookup_cache: LookupCache,
+    /// Where files may be opened (`None`: anywhere, as in `velostream run`).
+    pub sandbox: Option<Arc<Sandbox>>,
 }
 
 impl Default for RunOptions {
@@ -73,6 +75,7 @@ impl Default for RunOptions {
             parallelism: 1,
             database: DatabaseDefaults::from_env(),
             lookup_cache: LookupCache::default(),
+            sandbox: None,
         }
     }
 }
@@ -113,6 +116,7 @@ impl Application {
         connectors.guarantee = options.guarantee;
         connectors.database = options.database.clone();
         connectors.lookup_cache = options.lookup_cache;
+        connectors.sandbox = options.sandbox.clone();
         let connectors = Arc::new(connectors);
         let statements = parse_application(text).map_err(render)?;
         let plans = ApplicationPlanner::new(connectors.as_ref())
@@ -172,6 +176,13 @@ impl Application {
                 job: plan.name.clone(),
                 source,
             };
+            for source in plan
+                .sources
+                .iter()
+                .filter(|s| s.origin == SourceOrigin::External)
+            {
+                self.connectors.check_source(source).map_err(job_err)?;
+            }
             self.builder(plan, None)
                 .build(plan, bounded, Arc::new(JobMetrics::default()))
                 .map_err(job_err)?;

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use velostream_connectors::kafka::config::ClientRules;
 use velostream_connectors::kafka::KafkaDefaults;
 use velostream_connectors::postgres::{self, connection::DatabaseDefaults};
-use velostream_connectors::Guarantee;
+use velostream_connectors::{Guarantee, Sandbox};
 use velostream_engine::checkpoint::{BackendKind, CheckpointSettings};
 use velostream_engine::connector::LookupCache;
 use velostream_engine::Job;
@@ -35,6 +36,70 @@ pub struct AppLauncher {
     /// Behind a lock: a region failover changes the database endpoint.
     database: std::sync::Mutex<DatabaseDefaults>,
     lookup_cache: LookupCache,
+    /// The confinement of the applications the service runs; `None` for
+    /// `velostream run --config`, the user's own process.
+    confinement: Option<Confinement>,
+}
+
+/// What an application the service runs may touch (`security.sandbox`),
+/// and where its state lives.
+#[derive(Debug, Clone)]
+struct Confinement {
+    files: Arc<Sandbox>,
+    /// Every Kafka cluster the configuration names.
+    clusters: Vec<String>,
+}
+
+impl Confinement {
+    /// `security.sandbox.allowed_paths` (relative to `base_dir`), by
+    /// default the directory of each configured application and
+    /// `<state_dir>/data`; the clusters of `velostream.kafka` and `regions`.
+    fn of(config: &ServiceConfig, base_dir: &Path) -> Self {
+        let configured = config
+            .security
+            .as_ref()
+            .and_then(|s| s.sandbox.as_ref())
+            .map(|s| s.allowed_paths.clone())
+            .unwrap_or_default();
+        let allowed: Vec<PathBuf> = if configured.is_empty() {
+            let data = state_dir(config).join("data");
+            // best effort: an existing directory canonicalises, so a symlinked state directory still matches
+            let _ = std::fs::create_dir_all(&data);
+            config
+                .velostream
+                .applications
+                .iter()
+                .filter_map(|a| base_dir.join(a.path()).parent().map(Path::to_path_buf))
+                .chain([data])
+                .collect()
+        } else {
+            configured.iter().map(|p| base_dir.join(p)).collect()
+        };
+        let mut clusters: Vec<String> = config
+            .velostream
+            .kafka
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "bootstrap_servers" | "bootstrap.servers"))
+            .map(|(_, v)| v.as_text())
+            .collect();
+        if let Some(r) = &config.regions {
+            clusters.extend(r.primary.endpoints.kafka.clone());
+            clusters.extend(r.secondary.as_ref().and_then(|s| s.endpoints.kafka.clone()));
+        }
+        Self {
+            files: Arc::new(Sandbox::new(allowed)),
+            clusters,
+        }
+    }
+}
+
+/// `velostream.state_dir`, or the default.
+fn state_dir(config: &ServiceConfig) -> PathBuf {
+    config
+        .velostream
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
 }
 
 /// The PostgreSQL settings of a configuration: `velostream.database`, the
@@ -116,11 +181,7 @@ pub fn run_settings(config: &ServiceConfig) -> RunOptions {
 fn checkpoint_settings(config: &ServiceConfig) -> Option<CheckpointSettings> {
     let v = &config.velostream;
     let interval = v.processing.checkpoint_interval?.0;
-    let state_dir = v
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-    let mut settings = CheckpointSettings::new(state_dir, interval);
+    let mut settings = CheckpointSettings::new(state_dir(config), interval);
     settings.backend = match v.processing.state_backend {
         StateBackend::Memory => BackendKind::Memory,
         StateBackend::Rocksdb => BackendKind::RocksDb,
@@ -132,6 +193,17 @@ fn checkpoint_settings(config: &ServiceConfig) -> Option<CheckpointSettings> {
 }
 
 impl AppLauncher {
+    /// The launcher of the service: every application it runs is confined
+    /// per `security.sandbox` (`base_dir` resolves relative paths, as for
+    /// the configured applications).
+    pub fn for_service(config: &ServiceConfig, base_dir: &Path) -> Self {
+        Self {
+            confinement: Some(Confinement::of(config, base_dir)),
+            ..Self::new(config)
+        }
+    }
+
+    /// A launcher with the settings of `config` and no confinement (`velostream run --config`).
     pub fn new(config: &ServiceConfig) -> Self {
         let mut client: std::collections::BTreeMap<String, String> = config
             .velostream
@@ -198,6 +270,7 @@ impl AppLauncher {
             query_timeout: config.velostream.timeouts.query_timeout.map(|d| d.0),
             batch_size: p.batch_size.unwrap_or(1000).max(1),
             kafka: std::sync::Mutex::new(kafka),
+            confinement: None,
             connection_timeout: config
                 .velostream
                 .timeouts
@@ -246,13 +319,35 @@ impl AppLauncher {
             parallelism: self.parallelism,
             database: self.database_defaults(),
             lookup_cache: self.lookup_cache,
+            sandbox: None,
         }
+    }
+
+    /// The settings application `name` is launched with: confined when
+    /// this is the service's launcher, its jobs' state under
+    /// `<state_dir>/jobs/<name>/`, so two applications with a statement of
+    /// the same name keep apart.
+    fn options_of(&self, name: &str) -> Result<RunOptions, String> {
+        velostream_sql::names::check_path_name("application", name)?;
+        let mut options = self.options();
+        if let Some(c) = &self.confinement {
+            options.sandbox = Some(c.files.clone());
+            options.kafka.rules = ClientRules {
+                clusters: c.clusters.clone(),
+                confined: true,
+            };
+            options.database.confined = true;
+            if let Some(settings) = &mut options.checkpoints {
+                settings.state_dir = settings.state_dir.join("jobs").join(name);
+            }
+        }
+        Ok(options)
     }
 }
 
 impl Launcher for AppLauncher {
-    fn launch(&self, path: &Path) -> Result<Vec<Job>, String> {
-        let app = Application::load(path, &self.options()).map_err(|e| e.to_string())?;
+    fn launch(&self, name: &str, path: &Path) -> Result<Vec<Job>, String> {
+        let app = Application::load(path, &self.options_of(name)?).map_err(|e| e.to_string())?;
         app.check().map_err(|e| e.to_string())?;
         let jobs = app.build_jobs().map_err(|e| e.to_string())?;
         if let Some(limit) = self.query_timeout {
@@ -264,6 +359,11 @@ impl Launcher for AppLauncher {
             }
         }
         Ok(jobs)
+    }
+
+    fn validate(&self, name: &str, path: &Path) -> Result<(), String> {
+        let app = Application::load(path, &self.options_of(name)?).map_err(|e| e.to_string())?;
+        app.check().map_err(|e| e.to_string())
     }
 
     /// The configured Kafka cluster answers a metadata request.

@@ -2,6 +2,7 @@
 //! conformance harness behind `velostream test`, benchmarks, and the
 //! Kafka produce/consume tools.
 
+pub mod api_client;
 pub mod app;
 pub mod bench;
 pub mod bench_checkpoint;

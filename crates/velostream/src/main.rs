@@ -114,6 +114,8 @@ enum Command {
         url: String,
         #[arg(long, default_value = "http://localhost:9090/metrics")]
         metrics_url: String,
+        #[command(flatten)]
+        auth: velostream::api_client::ApiAuth,
     },
     /// The Nexmark event generator
     #[command(subcommand)]
@@ -291,8 +293,12 @@ fn main() -> ExitCode {
             true => Ok(()),
             false => Err(Failure::Runtime("a pre-production check failed".into())),
         },
-        Some(Command::Health { url, metrics_url }) => {
-            match velostream::preflight::health(&url, &metrics_url) {
+        Some(Command::Health {
+            url,
+            metrics_url,
+            auth,
+        }) => {
+            match velostream::preflight::health(&auth, &url, &metrics_url) {
                 true => Ok(()),
                 false => Err(Failure::Runtime("the service is unhealthy".into())),
             }
@@ -429,7 +435,9 @@ fn serve(files: Vec<PathBuf>) -> Result<(), Failure> {
     .map_err(Failure::Usage)?;
     let _ = tracing::subscriber::set_global_default(logging);
     let base = files[0].parent().map(PathBuf::from).unwrap_or_default();
-    let launcher = Arc::new(velostream::launcher::AppLauncher::new(&config));
+    let launcher = Arc::new(velostream::launcher::AppLauncher::for_service(
+        &config, &base,
+    ));
     velostream_server::service::run(&config, &base, launcher).map_err(Failure::Runtime)
 }
 

@@ -3,8 +3,6 @@
 //! dependency), and `velostream health`: the guide's health-check script
 //! against a running service.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,6 +11,8 @@ use rdkafka::ClientConfig;
 use velostream_server::config::schema::{Guarantee, LogOutput};
 use velostream_server::config::{load, Environment, ServiceConfig};
 use velostream_server::service::DEFAULT_STATE_DIR;
+
+use crate::api_client::{ApiAuth, ApiClient};
 
 /// The outcome of one check.
 pub enum Outcome {
@@ -182,12 +182,21 @@ fn limit(what: &str, name: &str, needed: u64) -> Outcome {
     }
 }
 
-/// `velostream health`: GET `/health` and `/metrics`, print a line each
-/// and memory use; true when both answered 200.
-pub fn health(health_url: &str, metrics_url: &str) -> bool {
+/// `velostream health`: GET `/health` and `/metrics` (with `auth`'s token
+/// and TLS settings), print a line each and memory use; true when both
+/// answered 200.
+pub fn health(auth: &ApiAuth, health_url: &str, metrics_url: &str) -> bool {
+    let client = match ApiClient::new(auth.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAIL {e}");
+            println!("health check failed with 1 error(s)");
+            return false;
+        }
+    };
     let mut errors = 0;
     for (what, url) in [("Velostream", health_url), ("Metrics", metrics_url)] {
-        match get_status(url) {
+        match client.get(url).map(|r| r.status) {
             Ok(200) => println!("PASS {what} is healthy ({url})"),
             Ok(code) => {
                 errors += 1;
@@ -206,51 +215,6 @@ pub fn health(health_url: &str, metrics_url: &str) -> bool {
         println!("health check failed with {errors} error(s)");
     }
     errors == 0
-}
-
-/// POSTs to `path` of a running service (`http://host:port`); fails
-/// unless it answers 200.
-pub fn post(base: &str, path: &str) -> Result<(), String> {
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    match status_of("POST", &url)? {
-        200 => Ok(()),
-        code => Err(format!("POST {url} answered HTTP {code}")),
-    }
-}
-
-/// The status code of a plain-HTTP GET.
-fn get_status(url: &str) -> Result<u16, String> {
-    status_of("GET", url)
-}
-
-/// The status code of a plain-HTTP request without a body.
-fn status_of(method: &str, url: &str) -> Result<u16, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs are probed (use curl --cacert for TLS ports)")?;
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let addr = host
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("no address")?;
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).map_err(|e| e.to_string())?;
-    std::str::from_utf8(&head[9..12])
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| "not an HTTP response".to_string())
 }
 
 fn memory_used_percent() -> Option<f64> {

@@ -17,26 +17,53 @@ struct JobState {
     store: CheckpointStore,
 }
 
-/// The job directories under `state_dir` (those with a `checkpoints` folder).
+/// The job directories under `state_dir`: those with a `checkpoints`
+/// folder, named by their path below it — `totals` for `velostream run`,
+/// `jobs/<application>/<statement>` for the service.
 fn jobs(state_dir: &Path) -> Result<Vec<JobState>, String> {
-    let entries = std::fs::read_dir(state_dir).map_err(|e| {
+    std::fs::read_dir(state_dir).map_err(|e| {
         format!(
             "cannot read the state directory {}: {e}",
             state_dir.display()
         )
     })?;
     let mut jobs = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.join("checkpoints").is_dir() {
-            jobs.push(JobState {
-                name: entry.file_name().to_string_lossy().into_owned(),
-                store: CheckpointStore::open(&path).map_err(|e| e.to_string())?,
-            });
-        }
-    }
+    find_jobs(state_dir, state_dir, 0, &mut jobs)?;
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(jobs)
+}
+
+/// How deep job directories lie at most (`jobs/<application>/<statement>`).
+const JOB_DEPTH: usize = 3;
+
+fn find_jobs(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    jobs: &mut Vec<JobState>,
+) -> Result<(), String> {
+    if depth >= JOB_DEPTH {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() || entry.file_name() == "applications" {
+            continue;
+        }
+        if path.join("checkpoints").is_dir() {
+            let name = path.strip_prefix(root).unwrap_or(&path);
+            jobs.push(JobState {
+                name: name.to_string_lossy().into_owned(),
+                store: CheckpointStore::open(&path).map_err(|e| e.to_string())?,
+            });
+        } else {
+            find_jobs(root, &path, depth + 1, jobs)?;
+        }
+    }
+    Ok(())
 }
 
 /// Prints each job's checkpoints: id, time, size and whether it verifies.
@@ -211,6 +238,9 @@ pub enum StateCommand {
         /// e.g. http://localhost:8080
         #[arg(long, value_name = "URL")]
         service: Option<String>,
+        /// Credentials for --service
+        #[command(flatten)]
+        auth: crate::api_client::ApiAuth,
     },
     /// Replace the state directory's checkpoints with a backup's (stop the
     /// service first); current checkpoints are set aside, not deleted
@@ -242,14 +272,26 @@ impl StateCommand {
                 state_dir,
                 to,
                 service,
+                auth,
             } => {
-                if let Some(url) = &service {
-                    crate::preflight::post(url, "/checkpoint")?;
-                }
+                use crate::api_client::{endpoint, ApiClient};
+                // hold the service so the checkpoints do not change during the copy
+                let service = match service {
+                    Some(url) => Some((ApiClient::new(auth).map_err(|e| e.to_string())?, url)),
+                    None => None,
+                };
+                let post = |path: &str| -> Result<(), String> {
+                    match &service {
+                        Some((client, url)) => client
+                            .post_ok(&endpoint(url, path))
+                            .map(drop)
+                            .map_err(|e| e.to_string()),
+                        None => Ok(()),
+                    }
+                };
+                post("/checkpoint")?;
                 let copied = backup(&state_dir, &to);
-                if let Some(url) = &service {
-                    crate::preflight::post(url, "/resume")?;
-                }
+                post("/resume")?;
                 eprintln!("backed up {} checkpoint(s) to {}", copied?, to.display());
                 Ok(())
             }

@@ -326,3 +326,46 @@ fn explain_says_which_emit_mode_runs_by_default() {
         "{stdout}"
     );
 }
+
+#[test]
+fn health_names_an_unreachable_https_service_and_never_prints_the_token() {
+    // a port nothing listens on: bind one, then let it go
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("https://127.0.0.1:{port}/health");
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let out = velostream()
+        .args(["health", "--url", &url, "--metrics-url", &metrics])
+        .env("VELOSTREAM_TOKEN", "s3cret-token")
+        .output()
+        .unwrap();
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "FAIL Velostream is unreachable ({url}): connecting to {url}"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("FAIL Metrics is unreachable ({metrics})")),
+        "{said}"
+    );
+    assert!(!said.contains("s3cret"), "{said}");
+
+    // a CA file that does not exist fails before any request, naming the file
+    let out = run(&["health", "--url", &url, "--cacert", "/nonexistent/ca.crt"]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("FAIL CA certificate file /nonexistent/ca.crt"),
+        "{said}"
+    );
+    // --cert needs --key
+    let out = run(&["health", "--cert", "client.crt"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--key"), "{}", text(&out.stderr));
+}

@@ -387,6 +387,57 @@ fn mistakes_are_reported_with_what_to_do() {
     );
 }
 
+/// A source's query is one SELECT, run as one statement in a read-only
+/// session: a query that tries to end the transaction and drop a table is
+/// refused before it reaches the server, and the table is still there;
+/// a SELECT whose function would write fails on the read-only session.
+#[test]
+fn a_source_query_cannot_run_a_second_statement_or_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = unique("victim");
+    let mut db = client();
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigint); INSERT INTO {table} VALUES (1)"
+    ))
+    .unwrap();
+    let attempt = |query: &str| {
+        let app = dir.path().join("app.sql");
+        std::fs::write(
+            &app,
+            format!(
+                "CREATE STREAM p (id BIGINT) WITH ('type' = 'postgres_source', 'url' = '{}', 'query' = '{}');
+                 SELECT id FROM p;",
+                url(),
+                query.replace('\'', "''")
+            ),
+        )
+        .unwrap();
+        let out = velostream().arg("run").arg(&app).output().unwrap();
+        assert!(!out.status.success(), "{query} ran");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = attempt(&format!("SELECT 1; COMMIT; DROP TABLE {table}"));
+    assert!(said.contains("holds 3 statements"), "{said}");
+    let said = attempt(&format!(
+        "SELECT 1 AS id) q; COMMIT; DROP TABLE {table}; SELECT * FROM (SELECT 1"
+    ));
+    assert!(said.contains("not one SELECT"), "{said}");
+    db.batch_execute(&format!("CREATE SEQUENCE {table}_seq"))
+        .unwrap();
+    let said = attempt(&format!("SELECT nextval('{table}_seq') AS id"));
+    assert!(said.contains("read-only transaction"), "{said}");
+    let rows: i64 = db
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "the table and its row are still there");
+    let advanced: bool = db
+        .query_one(&format!("SELECT is_called FROM {table}_seq"), &[])
+        .unwrap()
+        .get(0);
+    assert!(!advanced, "the sequence was not advanced");
+}
+
 /// The example of the README: file trades, a PostgreSQL symbols table,
 /// per-sector totals upserted into PostgreSQL, connected through `DB_*`.
 #[test]

@@ -6,90 +6,17 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod postgres_support;
+mod service_support;
+use service_support::{call, free_port, request, start, start_with, wait_for, Service, TestCa};
 
 fn guide(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../config/guide")
         .join(name)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One HTTP/1.1 request; (status, body).
-fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn wait_for(port: u16, path: &str, status: u16, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            drop(s.flush());
-            let (code, body) = request(port, "GET", path, "");
-            if code == status {
-                return body;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "GET {path} never answered {status}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-    }
-}
-
-fn start(configs: &[PathBuf], dir: &Path) -> Service {
-    start_with(configs, dir, &[])
-}
-
-/// `start` with environment variables for the service.
-fn start_with(configs: &[PathBuf], dir: &Path, env: &[(&str, &str)]) -> Service {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_velostream"));
-    cmd.envs(env.iter().copied());
-    for c in configs {
-        cmd.arg("--config").arg(c);
-    }
-    let log = std::fs::File::create(dir.join("service.log")).unwrap();
-    Service(
-        cmd.stdout(Stdio::null())
-            .stderr(log)
-            .env_remove("KAFKA_BROKERS")
-            .spawn()
-            .unwrap(),
-    )
 }
 
 #[test]
@@ -119,15 +46,36 @@ fn the_service_of_the_guide() {
     // the guide's regions, with the test's broker and database as the
     // primary region's endpoints (the secondary stays unreachable)
     let db = postgres_support::server();
+    // deploying through the API takes an admin: one token, configured by its digest
+    let tokens = dir.path().join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "- name: guide-admin\n  role: admin\n  sha256: {}\n",
+            velostream_server::auth::tokens::digest_hex("guide-admin-token")
+        ),
+    )
+    .unwrap();
+    let api = |method: &str, path: &str, body: &str| {
+        let a = call(
+            health,
+            method,
+            path,
+            &[("Authorization", "Bearer guide-admin-token")],
+            body,
+        );
+        (a.status, a.body)
+    };
     let local = dir.path().join("local.yaml");
     std::fs::write(
         &local,
         format!(
-            "velostream:\n  kafka:\n    security_protocol: PLAINTEXT\n    bootstrap_servers: {brokers}\n  timeouts:\n    connection_timeout: 3s\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  database:\n    user: {}\n    name: {}\n  state_dir: {}\n  applications:\n    - name: totals\n      path: {}\nsecurity:\n  tls:\n    enabled: false\n    cert_file: none\n    key_file: none\nlogging:\n  outputs:\n    - type: console\nregions:\n  primary:\n    endpoints:\n      kafka: {brokers}\n      database: \"{}\"\n",
+            "velostream:\n  kafka:\n    security_protocol: PLAINTEXT\n    bootstrap_servers: {brokers}\n  timeouts:\n    connection_timeout: 3s\n  monitoring:\n    bind_address: 127.0.0.1\n    health_check_port: {health}\n    metrics_port: {metrics}\n  database:\n    user: {}\n    name: {}\n  state_dir: {}\n  applications:\n    - name: totals\n      path: {}\nsecurity:\n  tls:\n    enabled: false\n    cert_file: none\n    key_file: none\n  auth:\n    mode: token\n    tokens_file: {}\nlogging:\n  outputs:\n    - type: console\nregions:\n  primary:\n    endpoints:\n      kafka: {brokers}\n      database: \"{}\"\n",
             db.user,
             db.name,
             dir.path().join("state").display(),
             app.display(),
+            tokens.display(),
             db.endpoint(),
         ),
     )
@@ -165,18 +113,19 @@ fn the_service_of_the_guide() {
     }
     // the bounded application finishes; the service stays up and ready
     wait_for(health, "/ready", 200, Duration::from_secs(30));
-    let (code, body) = request(health, "GET", "/jobs", "");
+    let (code, body) = api("GET", "/jobs", "");
     assert_eq!(code, 200);
     assert!(
         body.contains(r#""name":"totals""#) && body.contains(r#""records_in":2000"#),
         "{body}"
     );
-    let (code, _) = request(health, "GET", "/jobs/nothing", "");
+    let (code, _) = api("GET", "/jobs/nothing", "");
     assert_eq!(code, 404);
     // processing.checkpoint_interval and state_backend: rocksdb of the
     // guide: the finished job left a RocksDB checkpoint in the state directory
     assert!(body.contains(r#""last_checkpoint":{"id":"#), "{body}");
-    let checkpoints = dir.path().join("state/totals/checkpoints");
+    // the service keeps a job's state under jobs/<application>/<statement>
+    let checkpoints = dir.path().join("state/jobs/totals/totals/checkpoints");
     let newest = std::fs::read_dir(&checkpoints)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -191,22 +140,16 @@ fn the_service_of_the_guide() {
         "CREATE STREAM copy AS SELECT symbol FROM trades WITH ('trades.type' = 'file_source', 'trades.path' = '{}', 'copy.type' = 'null');",
         data.display()
     );
-    let (code, body) = request(
-        health,
+    let (code, body) = api(
         "POST",
         "/jobs",
         &serde_json::json!({"name": "copy", "sql": sql}).to_string(),
     );
     assert_eq!(code, 201, "{body}");
-    let (code, _) = request(
-        health,
-        "POST",
-        "/jobs",
-        r#"{"name": "bad name!", "sql": ""}"#,
-    );
+    let (code, _) = api("POST", "/jobs", r#"{"name": "bad name!", "sql": ""}"#);
     assert_eq!(code, 400);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !request(health, "GET", "/jobs/copy", "")
+    while !api("GET", "/jobs/copy", "")
         .1
         .contains(r#""records_in":2000"#)
     {
@@ -216,16 +159,16 @@ fn the_service_of_the_guide() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (code, body) = request(health, "DELETE", "/jobs/copy", "");
+    let (code, body) = api("DELETE", "/jobs/copy", "");
     assert_eq!(code, 200, "{body}");
 
     // hold and resume
-    let (code, body) = request(health, "POST", "/checkpoint", "");
+    let (code, body) = api("POST", "/checkpoint", "");
     assert_eq!(code, 200, "{body}");
     let (code, body) = request(health, "GET", "/ready", "");
     assert_eq!(code, 503);
     assert!(body.contains("held"), "{body}");
-    let (code, _) = request(health, "POST", "/resume", "");
+    let (code, _) = api("POST", "/resume", "");
     assert_eq!(code, 200);
     wait_for(health, "/ready", 200, Duration::from_secs(5));
 
@@ -307,32 +250,14 @@ fn the_service_of_the_guide() {
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
 fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca, &ca_key)
-        .unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let client = CertificateParams::new(vec!["ops-client".to_string()])
-        .unwrap()
-        .signed_by(&client_key, &ca, &ca_key)
-        .unwrap();
-    let write = |name: &str, pem: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    };
+    let ca = TestCa::new(dir);
+    let (client, client_key) = ca.client("", "ops-client");
     (
-        write("ca.crt", ca.pem()),
-        write("server.crt", server.pem()),
-        write("server.key", server_key.serialize_pem()),
-        write("client.crt", client.pem()),
-        write("client.key", client_key.serialize_pem()),
+        ca.ca_file,
+        ca.server_cert,
+        ca.server_key,
+        client,
+        client_key,
     )
 }
 

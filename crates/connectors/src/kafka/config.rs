@@ -8,6 +8,13 @@
 //! out; every other key is handed to librdkafka unchanged, so any
 //! consumer or producer property can be set. Secrets never appear in
 //! errors or logs: [`KafkaSettings`]'s `Debug` masks them.
+//!
+//! Configured credentials (`sasl.*`, client keys and certificates) are
+//! attached only to the clusters the configuration names: a statement
+//! that names another cluster gets none of them. Applications the service
+//! runs are confined ([`ClientRules::confined`]): they may only name the
+//! configured clusters and set the client properties of [`ALLOWED`];
+//! properties that load code or read local files are refused by name.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +40,132 @@ const ALIASES: &[(&str, &str)] = &[
 
 /// Property keys whose values are secret.
 const SECRET_KEYS: &[&str] = &["sasl.password", "ssl.key.password", "ssl.keystore.password"];
+
+/// The librdkafka properties an application the service runs may set;
+/// everything else stays the operator's (`velostream.kafka`).
+pub const ALLOWED: &[&str] = &[
+    "bootstrap.servers",
+    "security.protocol",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "group.id",
+    "group.instance.id",
+    "client.id",
+    "client.rack",
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "isolation.level",
+    "fetch.min.bytes",
+    "fetch.wait.max.ms",
+    "fetch.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.message.max.bytes",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "check.crcs",
+    "acks",
+    "linger.ms",
+    "batch.size",
+    "batch.num.messages",
+    "compression.type",
+    "compression.codec",
+    "compression.level",
+    "enable.idempotence",
+    "retries",
+    "retry.backoff.ms",
+    "message.timeout.ms",
+    "request.timeout.ms",
+    "delivery.timeout.ms",
+    "message.max.bytes",
+    "max.in.flight.requests.per.connection",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms",
+    "transaction.timeout.ms",
+    "transactional.id",
+    "statistics.interval.ms",
+    "socket.timeout.ms",
+    "socket.keepalive.enable",
+    "reconnect.backoff.ms",
+    "reconnect.backoff.max.ms",
+    "topic.metadata.refresh.interval.ms",
+    "metadata.max.age.ms",
+    "allow.auto.create.topics",
+    "partitioner",
+];
+
+/// Which clusters and client properties a connector may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientRules {
+    /// Bootstrap lists of the clusters the configuration names
+    /// (`velostream.kafka`, the `regions` endpoints), besides the default one.
+    pub clusters: Vec<String>,
+    /// An application the service runs: only those clusters, only
+    /// [`ALLOWED`] properties.
+    pub confined: bool,
+}
+
+/// Keys whose values identify or authenticate the client to a cluster.
+fn is_credential(key: &str) -> bool {
+    (key.starts_with("sasl.") && key != "sasl.mechanisms")
+        || key.starts_with("ssl.key")
+        || key.starts_with("ssl.certificate")
+        || key.starts_with("ssl.keystore")
+}
+
+/// Keys that make librdkafka load code, run commands or read local files.
+fn reaches_the_host(key: &str) -> bool {
+    key == "plugin.library.paths"
+        || key.ends_with(".location")
+        || key.starts_with("ssl.engine")
+        || key.starts_with("ssl_engine")
+        || key.starts_with("sasl.kerberos.")
+        || key.starts_with("sasl.oauthbearer.")
+        || key.starts_with("ssl.")
+}
+
+/// The client properties of an application the service runs, checked.
+fn check_confined(own: &BTreeMap<String, String>) -> Result<(), String> {
+    for key in own.keys() {
+        let key = canonical(key);
+        if ALLOWED.contains(&key) {
+            continue;
+        }
+        if reaches_the_host(key) {
+            return Err(format!(
+                "'{key}' is refused: it makes the Kafka client load code, run a command or read local files, which applications the service runs may not do (the operator sets it in velostream.kafka)"
+            ));
+        }
+        return Err(format!(
+            "'{key}' is not a Kafka client property applications the service runs may set (the operator sets it in velostream.kafka); allowed: {}",
+            ALLOWED.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The brokers of a bootstrap list, normalised for comparison.
+fn brokers(list: &str) -> Vec<String> {
+    let mut b: Vec<String> = list
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    b.sort();
+    b.dedup();
+    b
+}
+
+/// Whether every broker of `named` belongs to cluster `known`.
+fn within(named: &str, known: &str) -> bool {
+    let known = brokers(known);
+    let named = brokers(named);
+    !named.is_empty() && named.iter().all(|b| known.contains(b))
+}
 
 const PROTOCOLS: &[&str] = &["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"];
 const MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
@@ -63,17 +196,51 @@ impl fmt::Debug for KafkaSettings {
 
 impl KafkaSettings {
     /// Builds the settings from `own` (the statement's properties minus
-    /// Velostream's keys), `defaults` and the environment.
+    /// Velostream's keys), `defaults` and the environment, under `rules`.
     pub fn resolve(
         own: &BTreeMap<String, String>,
         defaults: &BTreeMap<String, String>,
         env: &dyn Fn(&str) -> Option<String>,
+        rules: &ClientRules,
     ) -> Result<Self, String> {
+        if rules.confined {
+            check_confined(own)?;
+        }
+        let env_brokers = env("KAFKA_BROKERS").filter(|b| !b.is_empty());
+        let configured = defaults
+            .iter()
+            .find(|(k, _)| canonical(k) == "bootstrap.servers")
+            .map(|(_, v)| v.clone())
+            .or(env_brokers.clone());
+        let known: Vec<&str> = configured
+            .iter()
+            .chain(&rules.clusters)
+            .map(String::as_str)
+            .collect();
+        let named = own
+            .iter()
+            .find(|(k, _)| canonical(k) == "bootstrap.servers")
+            .map(|(_, v)| v.as_str());
+        let unknown = named.filter(|n| !known.iter().any(|k| within(n, k)));
+        if let (Some(cluster), true) = (unknown, rules.confined) {
+            return Err(format!(
+                "'bootstrap.servers' = '{cluster}' is refused: applications the service runs may only use the Kafka clusters the configuration names ({}; velostream.kafka.bootstrap_servers, regions.*.endpoints.kafka)",
+                if known.is_empty() { "none".to_string() } else { known.join("; ") }
+            ));
+        }
+        // configured credentials never travel to a cluster the configuration does not name
+        let foreign = unknown.is_some() && !known.is_empty();
         let mut properties = BTreeMap::new();
-        if let Some(brokers) = env("KAFKA_BROKERS").filter(|b| !b.is_empty()) {
+        if let Some(brokers) = env_brokers {
             properties.insert("bootstrap.servers".to_string(), brokers);
         }
-        for (k, v) in defaults.iter().chain(own.iter()) {
+        for (k, v) in defaults.iter() {
+            let key = canonical(k);
+            if !(foreign && is_credential(key)) {
+                properties.insert(key.to_string(), v.clone());
+            }
+        }
+        for (k, v) in own.iter() {
             properties.insert(canonical(k).to_string(), v.clone());
         }
         if !properties.contains_key("bootstrap.servers") {
@@ -112,9 +279,12 @@ impl KafkaSettings {
                 ("sasl.password", "KAFKA_PASSWORD"),
             ] {
                 if !properties.contains_key(key) {
-                    match env(var) {
+                    match env(var).filter(|_| !foreign) {
                         Some(v) => {
                             properties.insert(key.into(), v);
+                        }
+                        None if foreign => {
+                            return Err(format!("SASL needs '{key}': the configured credentials go only to the configured clusters, so set the property for {}", named.unwrap_or_default()))
                         }
                         None => {
                             return Err(format!("SASL needs '{key}': set {var} or the property"))
@@ -189,20 +359,24 @@ mod tests {
     #[test]
     fn precedence_and_aliases() {
         let env = |v: &str| (v == "KAFKA_BROKERS").then(|| "env:9092".to_string());
-        let s = KafkaSettings::resolve(&props(&[]), &props(&[]), &env).unwrap();
+        let s = KafkaSettings::resolve(&props(&[]), &props(&[]), &env, &ClientRules::default())
+            .unwrap();
         assert_eq!(s.bootstrap_servers(), "env:9092");
         let defaults = props(&[("bootstrap_servers", "cfg:9092"), ("linger_ms", "5")]);
-        let s = KafkaSettings::resolve(&props(&[]), &defaults, &env).unwrap();
+        let s =
+            KafkaSettings::resolve(&props(&[]), &defaults, &env, &ClientRules::default()).unwrap();
         assert_eq!(s.bootstrap_servers(), "cfg:9092");
         assert_eq!(s.get("linger.ms"), Some("5"));
         let own = props(&[("bootstrap.servers", "own:9092"), ("linger.ms", "0")]);
-        let s = KafkaSettings::resolve(&own, &defaults, &env).unwrap();
+        let s = KafkaSettings::resolve(&own, &defaults, &env, &ClientRules::default()).unwrap();
         assert_eq!(s.bootstrap_servers(), "own:9092");
         assert_eq!(s.get("linger.ms"), Some("0"));
         let none = |_: &str| None;
-        assert!(KafkaSettings::resolve(&props(&[]), &props(&[]), &none)
-            .unwrap_err()
-            .contains("KAFKA_BROKERS"));
+        assert!(
+            KafkaSettings::resolve(&props(&[]), &props(&[]), &none, &ClientRules::default())
+                .unwrap_err()
+                .contains("KAFKA_BROKERS")
+        );
     }
 
     #[test]
@@ -217,7 +391,7 @@ mod tests {
             ("security_protocol", "sasl_ssl"),
             ("sasl_mechanism", "scram-sha-512"),
         ]);
-        let s = KafkaSettings::resolve(&own, &props(&[]), &env).unwrap();
+        let s = KafkaSettings::resolve(&own, &props(&[]), &env, &ClientRules::default()).unwrap();
         assert_eq!(s.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(s.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
         assert_eq!(s.get("sasl.username"), Some("svc"));
@@ -229,15 +403,93 @@ mod tests {
         );
 
         let bad = props(&[("bootstrap.servers", "b"), ("sasl_mechanism", "GSSAPI")]);
-        assert!(KafkaSettings::resolve(&bad, &props(&[]), &env)
-            .unwrap_err()
-            .contains("SCRAM-SHA-256"));
+        assert!(
+            KafkaSettings::resolve(&bad, &props(&[]), &env, &ClientRules::default())
+                .unwrap_err()
+                .contains("SCRAM-SHA-256")
+        );
         let missing = props(&[
             ("bootstrap.servers", "b"),
             ("security_protocol", "SASL_PLAINTEXT"),
         ]);
-        assert!(KafkaSettings::resolve(&missing, &props(&[]), &|_| None)
-            .unwrap_err()
-            .contains("KAFKA_USERNAME"));
+        assert!(
+            KafkaSettings::resolve(&missing, &props(&[]), &|_| None, &ClientRules::default())
+                .unwrap_err()
+                .contains("KAFKA_USERNAME")
+        );
+    }
+
+    #[test]
+    fn configured_credentials_go_only_to_configured_clusters() {
+        let env = |v: &str| match v {
+            "KAFKA_USERNAME" => Some("svc".to_string()),
+            "KAFKA_PASSWORD" => Some("hunter2".to_string()),
+            _ => None,
+        };
+        let defaults = props(&[
+            ("bootstrap_servers", "kafka-1:9092,kafka-2:9092"),
+            ("security_protocol", "SASL_PLAINTEXT"),
+            ("sasl_username", "svc"),
+            ("sasl_password", "hunter2"),
+        ]);
+        let rules = ClientRules::default();
+        // one broker of the configured cluster: the credentials apply
+        let own = props(&[("bootstrap.servers", "KAFKA-2:9092")]);
+        let s = KafkaSettings::resolve(&own, &defaults, &env, &rules).unwrap();
+        assert_eq!(s.get("sasl.password"), Some("hunter2"));
+        // another cluster: neither the configured nor the environment's credentials
+        let own = props(&[("bootstrap.servers", "evil:9092")]);
+        let e = KafkaSettings::resolve(&own, &defaults, &env, &rules).unwrap_err();
+        assert!(e.contains("go only to the configured clusters"), "{e}");
+        let own = props(&[
+            ("bootstrap.servers", "evil:9092"),
+            ("security.protocol", "PLAINTEXT"),
+        ]);
+        let s = KafkaSettings::resolve(&own, &defaults, &env, &rules).unwrap();
+        assert_eq!(
+            (s.get("sasl.username"), s.get("sasl.password")),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn confined_applications_use_configured_clusters_and_allowed_properties() {
+        let defaults = props(&[("bootstrap_servers", "kafka-1:9092")]);
+        let rules = ClientRules {
+            clusters: vec!["kafka-west:9092".into()],
+            confined: true,
+        };
+        let none = |_: &str| None;
+        for ok in [
+            props(&[]),
+            props(&[("bootstrap.servers", "kafka-west:9092"), ("linger.ms", "0")]),
+            props(&[("group.id", "g"), ("auto_offset_reset", "latest")]),
+        ] {
+            KafkaSettings::resolve(&ok, &defaults, &none, &rules).unwrap();
+        }
+        let refused = |own: &[(&str, &str)]| {
+            KafkaSettings::resolve(&props(own), &defaults, &none, &rules).unwrap_err()
+        };
+        let e = refused(&[("bootstrap.servers", "attacker:9092")]);
+        assert!(
+            e.contains("'bootstrap.servers' = 'attacker:9092' is refused")
+                && e.contains("kafka-1:9092; kafka-west:9092"),
+            "{e}"
+        );
+        for key in [
+            "plugin.library.paths",
+            "ssl.ca.location",
+            "ssl.engine.location",
+            "sasl.kerberos.kinit.cmd",
+            "sasl.oauthbearer.config",
+        ] {
+            let e = refused(&[(key, "/tmp/x")]);
+            assert!(
+                e.starts_with(&format!("'{key}' is refused")) && e.contains("load code"),
+                "{e}"
+            );
+        }
+        let e = refused(&[("enable.ssl.certificate.verification", "false")]);
+        assert!(e.contains("allowed: bootstrap.servers"), "{e}");
     }
 }

@@ -94,7 +94,7 @@ impl KafkaFormat {
 }
 
 /// What a Kafka connector needs besides its own properties.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaDefaults {
     /// librdkafka properties from the config file (`velostream.kafka`).
     pub client: BTreeMap<String, String>,
@@ -103,6 +103,25 @@ pub struct KafkaDefaults {
     /// How long a poll waits for the first message of a batch
     /// (`performance.batch_timeout`).
     pub batch_timeout: Duration,
+    /// The clusters credentials go to, and whether the application is confined.
+    pub rules: config::ClientRules,
+}
+
+/// Secret values (`sasl.password`, ...) shown as `***`.
+impl std::fmt::Debug for KafkaDefaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let client: BTreeMap<&str, std::borrow::Cow<'_, str>> = self
+            .client
+            .iter()
+            .map(|(k, v)| (k.as_str(), velostream_sql::secrets::shown_value(k, v)))
+            .collect();
+        f.debug_struct("KafkaDefaults")
+            .field("client", &client)
+            .field("table_load_timeout", &self.table_load_timeout)
+            .field("batch_timeout", &self.batch_timeout)
+            .field("rules", &self.rules)
+            .finish()
+    }
 }
 
 impl Default for KafkaDefaults {
@@ -111,6 +130,7 @@ impl Default for KafkaDefaults {
             client: BTreeMap::new(),
             table_load_timeout: Duration::from_secs(120),
             batch_timeout: Duration::from_millis(100),
+            rules: config::ClientRules::default(),
         }
     }
 }
@@ -142,6 +162,7 @@ fn consumer_settings(
         &client_properties(props, SOURCE_KEYS),
         &consumer_defaults(&defaults.client),
         &config::process_env,
+        &defaults.rules,
     )?;
     settings
         .default("group.id", &format!("velostream-{name}"))
@@ -320,6 +341,17 @@ pub fn open_sink(
     )?))
 }
 
+/// Checks a source's properties without connecting.
+pub fn check_source(
+    name: &str,
+    props: &BTreeMap<String, String>,
+    defaults: &KafkaDefaults,
+) -> std::result::Result<(), String> {
+    topic(props)?;
+    KafkaFormat::from_properties(props)?;
+    consumer_settings(name, props, defaults).map(|_| ())
+}
+
 /// Checks a sink's properties without connecting.
 pub fn check_sink(
     props: &BTreeMap<String, String>,
@@ -338,6 +370,7 @@ fn sink_settings(
         &client_properties(props, SINK_KEYS),
         &defaults.client,
         &config::process_env,
+        &defaults.rules,
     )?;
     settings.default("linger.ms", "5");
     Ok(settings)

@@ -14,7 +14,7 @@ use postgres::{Client, NoTls};
 
 /// Database settings from the configuration (`velostream.database`,
 /// `timeouts.connection_timeout`, `performance.cache`).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct DatabaseDefaults {
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -23,6 +23,24 @@ pub struct DatabaseDefaults {
     pub name: Option<String>,
     /// How long opening a connection may take (10 s when absent).
     pub connect_timeout: Option<Duration>,
+    /// An application the service runs: only this database, never a
+    /// connector's own `'url'`.
+    pub confined: bool,
+}
+
+/// The password shown as `***`.
+impl std::fmt::Debug for DatabaseDefaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseDefaults")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("name", &self.name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("confined", &self.confined)
+            .finish()
+    }
 }
 
 impl DatabaseDefaults {
@@ -37,6 +55,7 @@ impl DatabaseDefaults {
             password: var("DB_PASSWORD"),
             name: var("DB_NAME"),
             connect_timeout: None,
+            confined: false,
         }
     }
 
@@ -62,6 +81,9 @@ impl Target {
         defaults: &DatabaseDefaults,
     ) -> Result<Self, String> {
         let (url, root_cert) = match props.get("url") {
+            Some(_) if defaults.confined => {
+                return Err("'url' is refused: applications the service runs use the configured database (velostream.database or DB_*), not one of their own".into())
+            }
             Some(url) => {
                 let (url, cert) = super::tls::take_root_cert(url);
                 (Some(url), cert)

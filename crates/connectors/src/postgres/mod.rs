@@ -52,10 +52,43 @@ fn base_query(props: &BTreeMap<String, String>) -> std::result::Result<String, S
             if q.is_empty() {
                 return Err("'query' is empty".into());
             }
+            one_select(q)?;
             Ok(q.to_string())
         }
         (false, None) => Err("postgres_source needs a 'table' or a 'query' property".into()),
     }
+}
+
+/// Checks that a source's `'query'` is one `SELECT` (or `VALUES`, or a
+/// `WITH` query): it is embedded in the statements that read it, and a
+/// second statement (`...; COMMIT; DROP TABLE t`) must never run. The
+/// server enforces the same (queries go through the extended protocol,
+/// which takes one statement, in a read-only session); this check names
+/// the problem before connecting.
+fn one_select(query: &str) -> std::result::Result<(), String> {
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, query)
+        .map_err(|e| format!("'query' is not one SELECT statement that can be read ({e})"))?;
+    match statements.as_slice() {
+        [Statement::Query(_)] => Ok(()),
+        [_] => Err("'query' must be a SELECT (or VALUES or WITH) query; other statements are not run by a source".into()),
+        many => Err(format!(
+            "'query' holds {} statements; a source runs exactly one SELECT",
+            many.len()
+        )),
+    }
+}
+
+/// Checks a source's properties without connecting: its keys, its
+/// query, where it connects.
+pub fn check_source(
+    props: &BTreeMap<String, String>,
+    defaults: &DatabaseDefaults,
+) -> std::result::Result<(), String> {
+    base_query(props)?;
+    Target::resolve(props, defaults).map(|_| ())
 }
 
 /// The columns of an undeclared source, from the server's description.
@@ -76,7 +109,12 @@ fn connect_source(
     defaults: &DatabaseDefaults,
 ) -> std::result::Result<(String, postgres::Client), String> {
     let base = base_query(props)?;
-    let client = Target::resolve(props, defaults)?.connect()?;
+    let target = Target::resolve(props, defaults)?;
+    let mut client = target.connect()?;
+    // a source only reads: whatever its query calls cannot write
+    client
+        .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        .map_err(|e| format!("{}: {}", target.label, connection::describe(&e)))?;
     Ok((base, client))
 }
 
@@ -204,4 +242,31 @@ pub fn probe(defaults: &DatabaseDefaults) -> std::result::Result<Probe, String> 
 pub fn check_sink(props: &BTreeMap<String, String>) -> std::result::Result<(), String> {
     crate::factory::check_keys(props, sink::SINK_KEYS, "postgres_sink")?;
     relation(props, "postgres_sink").map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(q: &str) -> std::result::Result<String, String> {
+        let props: BTreeMap<String, String> = [
+            ("type".to_string(), "postgres_source".to_string()),
+            ("query".to_string(), q.to_string()),
+        ]
+        .into();
+        base_query(&props)
+    }
+
+    #[test]
+    fn a_source_query_is_exactly_one_select() {
+        assert_eq!(query("SELECT id FROM t;").unwrap(), "SELECT id FROM t");
+        query("WITH x AS (SELECT 1 AS a) SELECT a FROM x").unwrap();
+        let e = query("SELECT 1; COMMIT; DROP TABLE t").unwrap_err();
+        assert!(e.contains("3 statements"), "{e}");
+        // closing the wrapping subquery early does not parse as one query
+        let e = query("SELECT 1) q; DROP TABLE t; SELECT * FROM (SELECT 1").unwrap_err();
+        assert!(e.contains("not one SELECT"), "{e}");
+        let e = query("DELETE FROM t").unwrap_err();
+        assert!(e.contains("must be a SELECT"), "{e}");
+    }
 }

@@ -106,10 +106,18 @@ impl PostgresSource {
     fn poll_snapshot(&mut self) -> Result<SourceEvent> {
         if !self.opened {
             self.client
-                .batch_execute(&format!(
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; DECLARE velostream_snapshot NO SCROLL CURSOR FOR {}",
-                    self.query
-                ))
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .map_err(|e| self.error(e))?;
+            // the extended protocol runs exactly one statement: the query
+            // cannot end the transaction and run another
+            self.client
+                .execute(
+                    &format!(
+                        "DECLARE velostream_snapshot NO SCROLL CURSOR FOR {}",
+                        self.query
+                    ),
+                    &[],
+                )
                 .map_err(|e| self.error(e))?;
             self.opened = true;
         }

@@ -108,6 +108,8 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     pub fn open(job: &str, settings: &CheckpointSettings) -> Result<Self> {
+        // the name is a directory under the state directory: it must stay there
+        velostream_sql::names::check_path_name("job", job).map_err(EngineError::State)?;
         let job_dir = settings.job_dir(job);
         std::fs::create_dir_all(&job_dir)
             .map_err(|e| EngineError::State(format!("cannot create {}: {e}", job_dir.display())))?;

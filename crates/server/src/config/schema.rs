@@ -312,10 +312,95 @@ pub enum LogField {
     ErrorType,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Security {
     pub tls: Option<Tls>,
+    /// Who may call the API (`docs/security.md`).
+    pub auth: Option<Auth>,
+    /// What the applications the service runs may touch.
+    pub sandbox: Option<SandboxConfig>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `security.auth`: how callers of the API are identified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub mode: AuthMode,
+    /// `mode: token`: a YAML list of `{name, role, sha256}`.
+    pub tokens_file: Option<PathBuf>,
+    /// `mode: mtls`: certificate identity (subject CN, else first DNS SAN) → role.
+    #[serde(default)]
+    pub identities: BTreeMap<String, Role>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// `Authorization: Bearer <token>`.
+    Token,
+    /// The verified client certificate.
+    Mtls,
+    /// No credentials: loopback callers act as operator, others as viewer.
+    None,
+}
+
+/// What a caller of the API may do; each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read the jobs API.
+    Viewer,
+    /// Also hold, resume and stop applications.
+    Operator,
+    /// Also deploy applications.
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// `security.sandbox`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Directories files may be opened in (default: each configured
+    /// application's directory and `<state_dir>/data`).
+    #[serde(default)]
+    pub allowed_paths: Vec<PathBuf>,
+}
+
+/// `security.limits`: bounds on what callers may send.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body (default 2 MiB).
+    pub max_request_bytes: Option<ByteSize>,
+    /// Largest SQL text of a deployed application (default 1 MiB).
+    pub max_sql_bytes: Option<ByteSize>,
+    /// Most applications the service runs at once (default 100).
+    pub max_applications: Option<u32>,
+}
+
+impl Limits {
+    pub fn request_bytes(&self) -> usize {
+        self.max_request_bytes.map_or(2 << 20, |b| b.0 as usize)
+    }
+    pub fn sql_bytes(&self) -> usize {
+        self.max_sql_bytes.map_or(1 << 20, |b| b.0 as usize)
+    }
+    pub fn applications(&self) -> usize {
+        self.max_applications.map_or(100, |n| n as usize)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
