@@ -38,12 +38,20 @@ use crate::operators::window_aggregate::{
 };
 use crate::operators::window_assign::WindowAssignOperator;
 use crate::operators::{Operator, Pipeline};
+use crate::row_errors::RowErrors;
+use velostream_sql::ErrorPolicy;
 
 /// Builds pipelines; holds the DataFusion session used to create
 /// physical expressions.
+/// The most rows an aggregate frame (`ROWS BETWEEN n PRECEDING`) may hold
+/// per partition.
+const MAX_FRAME_ROWS: usize = 1_000_000;
+
 pub struct PipelineBuilder {
     state: SessionState,
     tables: Option<Arc<dyn TableLoader>>,
+    /// `velostream.processing.error_policy`: for statements without `'error.policy'`.
+    error_policy: Option<ErrorPolicy>,
 }
 
 impl Default for PipelineBuilder {
@@ -130,7 +138,15 @@ impl PipelineBuilder {
                 let rows = match (&frame.units, &frame.start_bound) {
                     (_, WindowFrameBound::Preceding(v)) if v.is_null() => None,
                     (WindowFrameUnits::Rows, WindowFrameBound::Preceding(v)) => {
-                        Some(literal_usize(Some(&Expr::Literal(v.clone(), None)), 0)? + 1)
+                        let preceding = literal_usize(Some(&Expr::Literal(v.clone(), None)), 0)?;
+                        // the frame's rows are held per partition
+                        if preceding >= MAX_FRAME_ROWS {
+                            return Err(EngineError::Plan(format!(
+                                "ROWS BETWEEN {preceding} PRECEDING keeps that many rows per partition; at most {} are allowed (write UNBOUNDED PRECEDING for a running aggregate)",
+                                MAX_FRAME_ROWS - 1
+                            )));
+                        }
+                        Some(preceding + 1)
                     }
                     (WindowFrameUnits::Rows, WindowFrameBound::CurrentRow) => Some(1),
                     _ => return Err(unsupported("a RANGE or GROUPS frame with an offset")),
@@ -188,7 +204,14 @@ impl PipelineBuilder {
         Self {
             state: streaming_session_state(),
             tables: None,
+            error_policy: None,
         }
+    }
+
+    /// The error policy of statements that set none (the configuration's).
+    pub fn with_error_policy(mut self, policy: Option<ErrorPolicy>) -> Self {
+        self.error_policy = policy;
+        self
     }
 
     /// Where the table sides of joins are loaded from.
@@ -260,7 +283,31 @@ impl PipelineBuilder {
         bounded: bool,
         metrics: Arc<JobMetrics>,
     ) -> Result<Pipeline> {
-        self.build_nodes(&plan.root, plan.dead_letter.is_some(), bounded, metrics)
+        let policy = match (plan.error_policy, self.error_policy) {
+            (Some(ErrorPolicy::DeadLetter), _) if plan.dead_letter.is_none() => {
+                return Err(EngineError::Plan(
+                    "'error.policy' = 'dead_letter' needs a dead-letter sink: add 'dead_letter.type' = 'file_sink' and 'dead_letter.path' = '...', or use 'skip'".into(),
+                ))
+            }
+            (Some(p), _) => p,
+            // the configuration's dead_letter applies where there is a dead-letter sink
+            (None, Some(ErrorPolicy::DeadLetter)) | (None, None) if plan.dead_letter.is_some() => {
+                ErrorPolicy::DeadLetter
+            }
+            (None, Some(ErrorPolicy::DeadLetter)) | (None, None) => ErrorPolicy::Skip,
+            (None, Some(p)) => p,
+        };
+        let pipeline = self.build_nodes(
+            &plan.root,
+            plan.dead_letter.is_some(),
+            bounded,
+            metrics.clone(),
+        )?;
+        Ok(pipeline.with_row_errors(RowErrors {
+            policy,
+            metrics,
+            location: plan.location,
+        }))
     }
 
     /// The operators from `root`'s source up to `root`.

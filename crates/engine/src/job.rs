@@ -45,6 +45,8 @@ pub struct JobSummary {
     pub bad_records: u64,
     /// Records dropped because their windows had closed.
     pub late_records: u64,
+    /// Rows whose expression failed, taken out by the error policy.
+    pub row_errors: u64,
     pub elapsed: Duration,
 }
 
@@ -191,6 +193,7 @@ impl Job {
             records_out: JobMetrics::get(&self.metrics.records_out),
             bad_records: JobMetrics::get(&self.metrics.bad_records),
             late_records: JobMetrics::get(&self.metrics.late_records),
+            row_errors: JobMetrics::get(&self.metrics.row_errors),
             elapsed: started.elapsed(),
         })
     }

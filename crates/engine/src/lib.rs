@@ -15,6 +15,7 @@ pub mod job;
 pub mod metrics;
 pub mod operators;
 pub mod parallel;
+pub mod row_errors;
 pub mod state;
 pub mod watermark;
 

@@ -20,6 +20,8 @@ pub struct JobMetrics {
     pub bad_records: AtomicU64,
     /// Records dropped because every window they belong to had closed.
     pub late_records: AtomicU64,
+    /// Rows whose expression failed, isolated by the error policy.
+    pub row_errors: AtomicU64,
     /// Whether the job has a dead-letter sink; without one nothing is queued.
     pub dead_letters_enabled: AtomicBool,
     /// Rejected records waiting to be written to the dead-letter sink.
@@ -107,6 +109,26 @@ impl JobMetrics {
                 component = "engine",
                 error_type = "malformed_record",
                 "{n} malformed records skipped so far (latest at {position})"
+            );
+        }
+    }
+
+    /// Counts a row whose expression failed and that the error policy took
+    /// out of its batch; logs the first few with the reason, then every
+    /// 10,000th. The job goes on.
+    pub fn row_error(&self, position: &str, reason: &str) {
+        let n = self.row_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= DETAILED_BAD_RECORDS {
+            tracing::warn!(
+                component = "engine",
+                error_type = "row_error",
+                "isolated a row that failed at {position}: {reason}"
+            );
+        } else if n.is_multiple_of(10_000) {
+            tracing::warn!(
+                component = "engine",
+                error_type = "row_error",
+                "{n} failing rows isolated so far (latest at {position})"
             );
         }
     }

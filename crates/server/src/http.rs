@@ -201,6 +201,23 @@ async fn deploy_checked(s: &Shared, body: Deploy) -> Response {
         );
     }
     let _one_at_a_time = s.deploying.lock().await;
+    let state = s.clone();
+    let name = body.name.clone();
+    // the application's lifecycle lock: no DELETE or restart of it meanwhile
+    let outcome = tokio::task::spawn_blocking(move || {
+        state
+            .supervisor
+            .one_at_a_time(&name, || deploy_locked(&state, &body))
+    })
+    .await;
+    match outcome {
+        Ok(response) => response,
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// [`deploy_checked`] under the application's lifecycle lock.
+fn deploy_locked(s: &ServiceState, body: &Deploy) -> Response {
     if s.supervisor.is_running(&body.name) {
         return error(
             StatusCode::CONFLICT,
@@ -216,13 +233,9 @@ async fn deploy_checked(s: &Shared, body: Deploy) -> Response {
             ),
         );
     }
-    let state = s.clone();
-    let name = body.name.clone();
-    let stored = tokio::task::spawn_blocking(move || store_checked(&state, &name, &body.sql)).await;
-    let path = match stored {
-        Ok(Ok(path)) => path,
-        Ok(Err((code, e))) => return error(code, &e),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    let path = match store_checked(s, &body.name, &body.sql) {
+        Ok(path) => path,
+        Err((code, e)) => return error(code, &e),
     };
     match s.supervisor.deploy(&body.name, &path) {
         Ok(()) => (
@@ -264,7 +277,9 @@ async fn stop_job(State(s): State<Shared>, Path(name): Path<String>) -> Response
     let state = s.clone();
     let target = name.clone();
     match tokio::task::spawn_blocking(move || {
-        state.supervisor.stop(&target, state.operation_timeout)
+        state.supervisor.one_at_a_time(&target, || {
+            state.supervisor.stop(&target, state.operation_timeout)
+        })
     })
     .await
     {

@@ -50,6 +50,7 @@ struct Seen {
     records_out: u64,
     bytes: u64,
     errors: u64,
+    row_errors: u64,
     latencies: usize,
     at: Instant,
 }
@@ -97,9 +98,9 @@ impl ServiceMetrics {
         let errors = IntCounterVec::new(
             Opts::new(
                 "velostream_errors_total",
-                "Malformed records and job failures of each job",
+                "Errors of each job by kind: malformed records, rows whose expression failed, job failures",
             ),
-            job,
+            &["job", "kind"],
         )?;
         let retries = IntCounterVec::new(
             Opts::new("velostream_retries_total", "Restarts of failed jobs"),
@@ -172,7 +173,9 @@ impl ServiceMetrics {
     pub fn register_job(&self, job: &str) {
         self.records.with_label_values(&[job]);
         self.bytes.with_label_values(&[job]);
-        self.errors.with_label_values(&[job]);
+        for kind in [MALFORMED, EXPRESSION, JOB_FAILED] {
+            self.errors.with_label_values(&[job, kind]);
+        }
         self.retries.with_label_values(&[job]);
         self.circuit_breaker_trips.with_label_values(&[job]);
         self.events_per_second.with_label_values(&[job]);
@@ -184,7 +187,7 @@ impl ServiceMetrics {
 
     /// Counts a job failure.
     pub fn job_failed(&self, job: &str) {
-        self.errors.with_label_values(&[job]).inc();
+        self.errors.with_label_values(&[job, JOB_FAILED]).inc();
     }
 
     /// Brings the families up to date with `jobs` and renders the text format.
@@ -216,12 +219,14 @@ impl ServiceMetrics {
             let records_out = m.records_out.load(Ordering::Relaxed);
             let bytes = m.bytes_in.load(Ordering::Relaxed);
             let errors = m.bad_records.load(Ordering::Relaxed);
+            let row_errors = m.row_errors.load(Ordering::Relaxed);
             let key = Arc::as_ptr(m) as usize;
             let before = seen.get(&key).copied().unwrap_or(Seen {
                 records_in: 0,
                 records_out: 0,
                 bytes: 0,
                 errors: 0,
+                row_errors: 0,
                 latencies: 0,
                 at: now,
             });
@@ -233,8 +238,11 @@ impl ServiceMetrics {
                 .with_label_values(label)
                 .inc_by(bytes.saturating_sub(before.bytes));
             self.errors
-                .with_label_values(label)
+                .with_label_values(&[name.as_str(), MALFORMED])
                 .inc_by(errors.saturating_sub(before.errors));
+            self.errors
+                .with_label_values(&[name.as_str(), EXPRESSION])
+                .inc_by(row_errors.saturating_sub(before.row_errors));
             let secs = now.duration_since(before.at).as_secs_f64();
             if secs > 0.0 {
                 self.events_per_second
@@ -273,6 +281,7 @@ impl ServiceMetrics {
                     records_out,
                     bytes,
                     errors,
+                    row_errors,
                     latencies,
                     at: now,
                 },
@@ -283,6 +292,13 @@ impl ServiceMetrics {
         }
     }
 }
+
+/// `velostream_errors_total` kinds: records that could not be decoded,
+/// rows whose expression failed (isolated by the error policy), failures
+/// of a whole application.
+const MALFORMED: &str = "malformed";
+const EXPRESSION: &str = "expression";
+const JOB_FAILED: &str = "job_failed";
 
 /// The process's data segment (heap and other private data), from `/proc/self/statm`.
 fn data_segment_bytes() -> Option<u64> {

@@ -100,6 +100,9 @@ pub struct Supervisor {
     breaker: Option<CircuitBreaker>,
     apps: Mutex<BTreeMap<String, App>>,
     held: AtomicBool,
+    /// One lock per application name, held across a deploy, a stop or a
+    /// restart, so two of them never interleave for one application.
+    lifecycles: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
 }
 
 impl Supervisor {
@@ -114,7 +117,21 @@ impl Supervisor {
             breaker,
             apps: Mutex::new(BTreeMap::new()),
             held: AtomicBool::new(false),
+            lifecycles: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Runs `f` while holding application `name`'s lifecycle lock: deploys,
+    /// stops and restarts of one application happen one at a time (a
+    /// deployment through the API takes it around its check-store-start).
+    pub fn one_at_a_time<T>(&self, name: &str, f: impl FnOnce() -> T) -> T {
+        let lock = self
+            .lifecycles
+            .lock()
+            .map(|mut l| l.entry(name.to_string()).or_default().clone())
+            .unwrap_or_default();
+        let _held = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f()
     }
 
     /// Starts the application at `path` under `name`.
@@ -143,6 +160,10 @@ impl Supervisor {
                 views: app.jobs.clone(),
                 stop: app.stop.clone(),
                 breaker: Breaker::new(self.breaker.clone()),
+                healthy_run: self
+                    .breaker
+                    .as_ref()
+                    .map_or(HEALTHY_RUN, |b| b.recovery_timeout.0),
             };
             std::thread::Builder::new()
                 .name(format!("app-{name}"))
@@ -195,7 +216,16 @@ impl Supervisor {
             app.thread.take()
         };
         if let Some(thread) = thread {
-            join_within(thread, timeout)?;
+            if let Err((thread, e)) = join_within(thread, timeout) {
+                // still running: it stays this application's, so nothing
+                // starts a second instance beside it
+                if let Ok(mut apps) = self.apps.lock() {
+                    if let Some(app) = apps.get_mut(name) {
+                        app.thread = Some(thread);
+                    }
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -262,17 +292,22 @@ impl Supervisor {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Stops every application and starts it again (after a failover, so
-    /// that its jobs connect to the new endpoints).
+    /// Stops every application that runs (or is being started or retried)
+    /// and starts it again, so that its jobs connect to new endpoints after
+    /// a failover. Applications stopped with DELETE and finished bounded
+    /// ones stay as they are: restarting them would repeat their output.
     pub fn restart_all(&self, timeout: Duration) -> Result<(), String> {
         let apps: Vec<(String, PathBuf)> = self
             .applications()
             .into_iter()
+            .filter(|(_, _, status, _)| !matches!(status, AppStatus::Stopped | AppStatus::Finished))
             .map(|(name, path, _, _)| (name, path))
             .collect();
         for (name, path) in apps {
-            self.stop(&name, timeout)?;
-            self.deploy(&name, &path)?;
+            self.one_at_a_time(&name, || {
+                self.stop(&name, timeout)?;
+                self.deploy(&name, &path)
+            })?;
         }
         Ok(())
     }
@@ -312,21 +347,29 @@ impl Supervisor {
     }
 }
 
-fn join_within(thread: JoinHandle<()>, timeout: Duration) -> Result<(), String> {
+/// Waits for `thread` to end; after `timeout` hands it back with the error.
+fn join_within(thread: JoinHandle<()>, timeout: Duration) -> Result<(), (JoinHandle<()>, String)> {
     let deadline = Instant::now() + timeout;
     while !thread.is_finished() {
         if Instant::now() > deadline {
-            return Err(format!(
-                "{} did not stop within {:?}",
+            let e = format!(
+                "{} did not stop within {:?}; it stops at its next batch boundary",
                 thread.thread().name().unwrap_or("a job"),
                 timeout
-            ));
+            );
+            return Err((thread, e));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = thread.join();
     Ok(())
 }
+
+/// How long an application must run before a failure counts as a new
+/// incident rather than one more failure of the same one (the breaker
+/// records the run as a success, the backoff starts again at 1 s): the
+/// breaker's `recovery_timeout`, else this.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// One application's supervision: what its thread owns.
 struct AppRun {
@@ -338,6 +381,8 @@ struct AppRun {
     views: Arc<Mutex<Vec<JobView>>>,
     stop: Arc<AtomicBool>,
     breaker: Breaker,
+    /// A run this long was healthy, whatever ended it.
+    healthy_run: Duration,
 }
 
 impl AppRun {
@@ -359,7 +404,12 @@ impl AppRun {
     fn attempt(&self) -> Result<(), String> {
         // errors reach the logs and the jobs API: no secret goes with them
         let mask = |e: String| velostream_sql::secrets::mask(&e);
-        let jobs = self.launcher.launch(&self.name, &self.path).map_err(mask)?;
+        // a panic while planning or building is this application's failure
+        let launched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.launcher.launch(&self.name, &self.path)
+        }))
+        .unwrap_or_else(|panic| Err(format!("launching panicked: {}", panic_message(&*panic))));
+        let jobs = launched.map_err(mask)?;
         let current: Vec<JobView> = jobs
             .iter()
             .map(|j| JobView {
@@ -386,7 +436,16 @@ impl AppRun {
         let mut restarts = 0u32;
         let mut backoff = Duration::from_secs(1);
         while !self.stop.load(Ordering::Relaxed) {
-            let error = match self.attempt() {
+            let started = Instant::now();
+            let outcome = self.attempt();
+            if outcome.is_err() && started.elapsed() >= self.healthy_run {
+                // it ran well for a while before failing: that run was a
+                // success, so old failures do not add up for the process's life
+                self.breaker.record(false);
+                restarts = 0;
+                backoff = Duration::from_secs(1);
+            }
+            let error = match outcome {
                 Ok(()) => {
                     self.breaker.record(false);
                     self.set(if self.stop.load(Ordering::Relaxed) {
@@ -443,6 +502,15 @@ impl AppRun {
     }
 }
 
+/// The message of a panic's payload (`panic!("...")` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
 /// Runs jobs on their own threads; the first error, if any. When one job
 /// fails, the others of its application are stopped too (they are
 /// restarted together).
@@ -471,7 +539,7 @@ fn run_all(jobs: Vec<Job>) -> Result<(), String> {
         let result = handles
             .swap_remove(i)
             .join()
-            .unwrap_or_else(|_| Err("a job panicked".into()));
+            .unwrap_or_else(|panic| Err(format!("a job panicked: {}", panic_message(&*panic))));
         if let Err(e) = result {
             for c in &cancels {
                 c.store(true, Ordering::Relaxed);

@@ -104,9 +104,13 @@ impl EventTime {
             }
         };
         if let Some(text) = props.get("watermark.idle_timeout") {
-            spec.idle_timeout = Some(parse_shorthand(text).ok_or_else(|| {
+            let timeout = parse_shorthand(text).ok_or_else(|| {
                 format!("'watermark.idle_timeout' = '{text}' is not a duration; write e.g. 30s, 1m")
-            })?);
+            })?;
+            if timeout.is_zero() {
+                return Err(format!("'watermark.idle_timeout' = '{text}' would declare every partition idle at once; write a positive duration such as 30s, or leave the key out"));
+            }
+            spec.idle_timeout = Some(timeout);
         }
         spec.late_data = match props.get("late.data.strategy").map(String::as_str) {
             None | Some("drop") => LateDataStrategy::Drop,

@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod duration;
 pub mod error;
+pub mod error_policy;
 pub mod event_time;
 pub mod header_function;
 pub mod interval_join;
@@ -28,6 +29,7 @@ pub mod windowing;
 
 pub use catalog::streaming_session_state;
 pub use error::{Location, SqlError};
+pub use error_policy::ErrorPolicy;
 pub use event_time::{EventTime, LateDataStrategy, TimeFormat, WatermarkStrategy};
 pub use plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, StreamingPlan};
 pub use planner::{parse_application, ApplicationPlanner, PropertyOverrides, SourceResolver};

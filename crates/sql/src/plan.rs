@@ -174,6 +174,10 @@ pub struct StreamingPlan {
     pub key: Vec<String>,
     /// Where rejected records go (`'dead_letter.*'` properties), if anywhere.
     pub dead_letter: Option<SinkBinding>,
+    /// The statement's `'error.policy'`, if it sets one.
+    pub error_policy: Option<crate::ErrorPolicy>,
+    /// Where the statement starts in the SQL (for rows whose expression fails).
+    pub location: crate::Location,
     pub output_schema: SchemaRef,
     pub annotations: Vec<(String, String)>,
     /// The emit mode of the plan's aggregate, if it has one.

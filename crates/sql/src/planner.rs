@@ -141,6 +141,7 @@ impl<'a> ApplicationPlanner<'a> {
             scope.push(normalize(sink));
         }
         scope.push(DEAD_LETTER.to_string());
+        scope.push(crate::error_policy::ERROR.to_string());
 
         let mut sources = Vec::new();
         for (name, location) in &relations {
@@ -232,6 +233,14 @@ impl<'a> ApplicationPlanner<'a> {
             DEAD_LETTER,
             stmt.properties.scoped(DEAD_LETTER, &scope, false),
         );
+        let error_policy = crate::error_policy::from_properties(
+            &stmt
+                .properties
+                .scoped(crate::error_policy::ERROR, &scope, false),
+            stmt.properties
+                .location_of("error.policy")
+                .unwrap_or(stmt.location),
+        )?;
         let dead_letter = (!dead_letter.is_empty()).then(|| SinkBinding {
             name: DEAD_LETTER.to_string(),
             properties: dead_letter,
@@ -248,6 +257,8 @@ impl<'a> ApplicationPlanner<'a> {
                 properties: sink_properties,
             },
             dead_letter,
+            error_policy,
+            location: stmt.location,
             key,
             annotations: stmt.annotations.clone(),
             emit: (aggregates > 0).then_some(emit),

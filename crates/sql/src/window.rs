@@ -123,24 +123,12 @@ pub fn parse_window(tokens: &[TokenWithSpan]) -> Result<WindowSpec> {
     let kind = match name.as_str() {
         "TUMBLING" => WindowKind::Tumbling { size: durations[0] },
         "SESSION" => WindowKind::Session { gap: durations[0] },
-        _ => {
-            let (size, advance) = (durations[0], durations[1]);
-            if advance > size {
-                return Err(SqlError::new(
-                    format!(
-                        "{name} advance ({}) is larger than its size ({})",
-                        format_duration(advance),
-                        format_duration(size)
-                    ),
-                    location,
-                )
-                .with_hint(
-                    "the arguments are (size, advance); a hop larger than the window skips records",
-                ));
-            }
-            WindowKind::Sliding { size, advance }
-        }
+        _ => WindowKind::Sliding {
+            size: durations[0],
+            advance: durations[1],
+        },
     };
+    check_window(&name, &kind, location)?;
     Ok(WindowSpec {
         kind,
         time_column,
@@ -259,6 +247,64 @@ pub(crate) fn duration_arg(arg: &[TokenWithSpan]) -> Result<Duration> {
     }
 }
 
+/// The most windows one record may belong to (`size / advance` of a
+/// sliding window): each is state and output, so more is a mistake.
+pub const MAX_WINDOWS_PER_RECORD: u128 = 1000;
+
+/// Checks what a window's operators rely on: whole milliseconds of at
+/// least 1 ms (event time is in milliseconds), an advance no larger than
+/// the size, and at most [`MAX_WINDOWS_PER_RECORD`] windows per record.
+fn check_window(name: &str, kind: &WindowKind, location: Location) -> Result<()> {
+    let durations: &[(&str, Duration)] = match kind {
+        WindowKind::Tumbling { size } => &[("size", *size)],
+        WindowKind::Session { gap } => &[("gap", *gap)],
+        WindowKind::Sliding { size, advance } => &[("size", *size), ("advance", *advance)],
+    };
+    for (what, d) in durations {
+        if d.as_millis() == 0 || d.subsec_nanos() % 1_000_000 != 0 {
+            return Err(SqlError::new(
+                format!(
+                    "{name} {what} {:?} is not a whole number of milliseconds of at least 1 ms",
+                    d
+                ),
+                location,
+            )
+            .with_hint("event time is in milliseconds: write 1ms, 500ms, 30s, 5m, ..."));
+        }
+    }
+    if let WindowKind::Sliding { size, advance } = kind {
+        if advance > size {
+            return Err(SqlError::new(
+                format!(
+                    "{name} advance ({}) is larger than its size ({})",
+                    format_duration(*advance),
+                    format_duration(*size)
+                ),
+                location,
+            )
+            .with_hint(
+                "the arguments are (size, advance); a hop larger than the window skips records",
+            ));
+        }
+        let per_record = size.as_millis().div_ceil(advance.as_millis());
+        if per_record > MAX_WINDOWS_PER_RECORD {
+            return Err(SqlError::new(
+                format!(
+                    "{name}({}, {}) puts every record into {per_record} windows; at most {MAX_WINDOWS_PER_RECORD} are allowed",
+                    format_duration(*size),
+                    format_duration(*advance)
+                ),
+                location,
+            )
+            .with_hint(format!(
+                "use an advance of at least {} (size / {MAX_WINDOWS_PER_RECORD}), or a TUMBLING window",
+                format_duration(Duration::from_millis(size.as_millis().div_ceil(MAX_WINDOWS_PER_RECORD) as u64))
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// True for the standard windowing table functions.
 pub fn is_table_function(token: &Token) -> bool {
     ["TUMBLE", "HOP", "SESSION"]
@@ -321,6 +367,7 @@ pub fn parse_table_function(tokens: &[TokenWithSpan]) -> Result<(TokenWithSpan, 
         ("SESSION", [gap]) => WindowKind::Session { gap: *gap },
         _ => return Err(usage()),
     };
+    check_window(&name, &kind, location)?;
     Ok((
         table,
         WindowSpec {

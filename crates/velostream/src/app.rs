@@ -19,8 +19,8 @@ use velostream_engine::{
     EngineError, Job, JobMetrics, JobSummary, PipelineBuilder, Sink, Source, SourceEvent,
 };
 use velostream_sql::{
-    parse_application, ApplicationPlanner, PropertyOverrides, SourceBinding, SourceOrigin,
-    SqlError, StatementKind, StreamNode, StreamingPlan,
+    parse_application, ApplicationPlanner, ErrorPolicy, PropertyOverrides, SourceBinding,
+    SourceOrigin, SqlError, StatementKind, StreamNode, StreamingPlan,
 };
 
 use velostream_connectors::fanout::FanoutSink;
@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub lookup_cache: LookupCache,
     /// Where files may be opened (`None`: anywhere, as in `velostream run`).
     pub sandbox: Option<Arc<Sandbox>>,
+    /// `processing.error_policy`: for statements without `'error.policy'`.
+    pub error_policy: Option<ErrorPolicy>,
 }
 
 impl Default for RunOptions {
@@ -76,6 +78,7 @@ impl Default for RunOptions {
             database: DatabaseDefaults::from_env(),
             lookup_cache: LookupCache::default(),
             sandbox: None,
+            error_policy: None,
         }
     }
 }
@@ -85,6 +88,7 @@ pub struct Application {
     pub path: PathBuf,
     pub plans: Vec<StreamingPlan>,
     connectors: Arc<Connectors>,
+    error_policy: Option<ErrorPolicy>,
     checkpoints: Option<CheckpointSettings>,
     parallelism: usize,
 }
@@ -133,6 +137,7 @@ impl Application {
             path: PathBuf::from(name),
             plans,
             connectors,
+            error_policy: options.error_policy,
             checkpoints: options.checkpoints.clone(),
             parallelism: options.parallelism.max(1),
         })
@@ -160,11 +165,13 @@ impl Application {
         plan: &StreamingPlan,
         streams: Option<HashMap<String, ChannelSource>>,
     ) -> PipelineBuilder {
-        PipelineBuilder::new().with_table_loader(Arc::new(JoinTables {
-            connectors: self.connectors.clone(),
-            sources: plan.sources.clone(),
-            streams: streams.map(Mutex::new),
-        }))
+        PipelineBuilder::new()
+            .with_error_policy(self.error_policy)
+            .with_table_loader(Arc::new(JoinTables {
+                connectors: self.connectors.clone(),
+                sources: plan.sources.clone(),
+                streams: streams.map(Mutex::new),
+            }))
     }
 
     /// Builds every job without running it: checks connectors, properties

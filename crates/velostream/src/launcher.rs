@@ -39,6 +39,8 @@ pub struct AppLauncher {
     /// The confinement of the applications the service runs; `None` for
     /// `velostream run --config`, the user's own process.
     confinement: Option<Confinement>,
+    /// `processing.error_policy`.
+    error_policy: Option<velostream_sql::ErrorPolicy>,
 }
 
 /// What an application the service runs may touch (`security.sandbox`),
@@ -271,6 +273,11 @@ impl AppLauncher {
             batch_size: p.batch_size.unwrap_or(1000).max(1),
             kafka: std::sync::Mutex::new(kafka),
             confinement: None,
+            error_policy: config.velostream.processing.error_policy.map(|p| match p {
+                schema::ErrorPolicySetting::DeadLetter => velostream_sql::ErrorPolicy::DeadLetter,
+                schema::ErrorPolicySetting::Skip => velostream_sql::ErrorPolicy::Skip,
+                schema::ErrorPolicySetting::Fail => velostream_sql::ErrorPolicy::Fail,
+            }),
             connection_timeout: config
                 .velostream
                 .timeouts
@@ -320,6 +327,7 @@ impl AppLauncher {
             database: self.database_defaults(),
             lookup_cache: self.lookup_cache,
             sandbox: None,
+            error_policy: self.error_policy,
         }
     }
 

@@ -398,13 +398,18 @@ fn run(
         for s in &summaries {
             let secs = s.elapsed.as_secs_f64().max(1e-9);
             eprintln!(
-                "job {}: {} records in, {} out, {} malformed skipped{}, {:.2}s ({} records/s)",
+                "job {}: {} records in, {} out, {} malformed skipped{}{}, {:.2}s ({} records/s)",
                 s.name,
                 s.records_in,
                 s.records_out,
                 s.bad_records,
                 if s.late_records > 0 {
                     format!(", {} late dropped", s.late_records)
+                } else {
+                    String::new()
+                },
+                if s.row_errors > 0 {
+                    format!(", {} failing rows isolated (error.policy)", s.row_errors)
                 } else {
                     String::new()
                 },

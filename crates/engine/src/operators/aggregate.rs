@@ -10,7 +10,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use velostream_sql::EmitMode;
 
 use super::grouped::{conform, AggregateCall, GroupedAggregates};
-use super::{Operator, StateSize};
+use super::{Operator, RowIsolation, StateSize};
 use crate::error::{EngineError, Result};
 use crate::state::{Checkpointable, OperatorSnapshot};
 
@@ -49,6 +49,10 @@ impl AggregateOperator {
 impl Operator for AggregateOperator {
     fn name(&self) -> &'static str {
         "aggregate"
+    }
+
+    fn isolation(&self) -> RowIsolation {
+        RowIsolation::Expressions(self.groups.input_expressions())
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {

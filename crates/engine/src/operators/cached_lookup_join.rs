@@ -24,7 +24,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::HashMap;
 
 use super::join_output::{cast_keys, emit_pairs, key_converter};
-use super::{evaluate_all, Operator, Pipeline, StateSize};
+use super::{evaluate_all, Operator, Pipeline, RowIsolation, StateSize};
 use crate::connector::{KeyLookup, LookupCache};
 use crate::error::Result;
 
@@ -249,6 +249,11 @@ fn evict<V>(map: &mut HashMap<Box<[u8]>, V>, max: usize, used: impl Fn(&V) -> u6
 impl Operator for CachedLookupJoinOperator {
     fn name(&self) -> &'static str {
         "cached_lookup_join"
+    }
+
+    fn isolation(&self) -> RowIsolation {
+        // stream rows change nothing the join holds (the table comes from its own source)
+        RowIsolation::Rerun
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {

@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::Operator;
+use super::{Operator, RowIsolation};
 use crate::error::{EngineError, Result};
 
 pub struct FilterOperator {
@@ -24,6 +24,10 @@ impl FilterOperator {
 impl Operator for FilterOperator {
     fn name(&self) -> &'static str {
         "filter"
+    }
+
+    fn isolation(&self) -> RowIsolation {
+        RowIsolation::Expressions(vec![self.predicate.clone()])
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {

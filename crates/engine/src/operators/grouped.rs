@@ -31,6 +31,80 @@ pub struct AggregateCall {
     pub filter: Option<Arc<dyn PhysicalExpr>>,
 }
 
+/// What a batch feeds an aggregation: its key columns and, per call, the
+/// argument columns and the `FILTER` mask. Evaluating them is all that can
+/// fail for a row in an aggregation, so it happens before any state
+/// changes (see [`crate::row_errors`]).
+pub struct AggregateInputs {
+    pub rows: usize,
+    pub keys: Vec<ArrayRef>,
+    pub calls: Vec<(Vec<ArrayRef>, Option<ArrayRef>)>,
+}
+
+impl AggregateInputs {
+    pub fn evaluate(
+        group_exprs: &[Arc<dyn PhysicalExpr>],
+        calls: &[AggregateCall],
+        batch: &RecordBatch,
+    ) -> Result<Self> {
+        let rows = batch.num_rows();
+        let calls = calls
+            .iter()
+            .map(|call| {
+                let mask = match &call.filter {
+                    Some(f) => Some(f.evaluate(batch)?.into_array(rows)?),
+                    None => None,
+                };
+                Ok((evaluate_all(&call.args, batch)?, mask))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            rows,
+            keys: evaluate_all(group_exprs, batch)?,
+            calls,
+        })
+    }
+
+    /// The rows `indices` of these inputs.
+    pub fn take(&self, indices: &UInt32Array) -> Result<Self> {
+        let pick = |a: &ArrayRef| take(a, indices, None);
+        Ok(Self {
+            rows: indices.len(),
+            keys: self
+                .keys
+                .iter()
+                .map(pick)
+                .collect::<std::result::Result<_, _>>()?,
+            calls: self
+                .calls
+                .iter()
+                .map(|(args, mask)| {
+                    Ok((
+                        args.iter()
+                            .map(pick)
+                            .collect::<std::result::Result<_, _>>()?,
+                        mask.as_ref().map(pick).transpose()?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        })
+    }
+}
+
+/// Every expression an aggregation evaluates over its input (keys,
+/// arguments, filters), for finding the rows that make it fail.
+pub fn input_expressions(
+    group_exprs: &[Arc<dyn PhysicalExpr>],
+    calls: &[AggregateCall],
+) -> Vec<Arc<dyn PhysicalExpr>> {
+    let mut exprs = group_exprs.to_vec();
+    for call in calls {
+        exprs.extend(call.args.iter().cloned());
+        exprs.extend(call.filter.iter().cloned());
+    }
+    exprs
+}
+
 /// Groups and their accumulators.
 pub struct GroupedAggregates {
     group_exprs: Arc<[Arc<dyn PhysicalExpr>]>,
@@ -63,6 +137,11 @@ impl GroupedAggregates {
     /// Number of groups held.
     pub fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// The expressions [`update`](Self::update) evaluates over a batch.
+    pub fn input_expressions(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+        input_expressions(&self.group_exprs, &self.calls)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -106,10 +185,16 @@ impl GroupedAggregates {
 
     /// Adds a batch; returns the groups it touched, in order of first appearance.
     pub fn update(&mut self, batch: &RecordBatch) -> Result<Vec<usize>> {
-        let rows = batch.num_rows();
-        let key_columns = evaluate_all(&self.group_exprs, batch)?;
+        let inputs = AggregateInputs::evaluate(&self.group_exprs, &self.calls, batch)?;
+        self.update_inputs(inputs)
+    }
+
+    /// Adds evaluated inputs; returns the groups they touched, in order of
+    /// first appearance.
+    pub fn update_inputs(&mut self, inputs: AggregateInputs) -> Result<Vec<usize>> {
+        let rows = inputs.rows;
         let mut group_of_row = std::mem::take(&mut self.group_of_row);
-        let created = self.keys.intern(&key_columns, rows, &mut group_of_row)?;
+        let created = self.keys.intern(&inputs.keys, rows, &mut group_of_row)?;
         self.add_groups(created)?;
 
         // Groups touched by this batch, in order of first appearance, and
@@ -160,21 +245,12 @@ impl GroupedAggregates {
         // contiguous in the result at offsets counted from the mask.
         let mut prepared: Vec<(Vec<ArrayRef>, std::borrow::Cow<'_, [usize]>)> =
             Vec::with_capacity(self.calls.len());
-        for call in self.calls.iter() {
-            let args = call
-                .args
-                .iter()
-                .map(|e| {
-                    e.evaluate(batch)
-                        .and_then(|v| v.into_array(rows))
-                        .map_err(EngineError::from)
-                        .and_then(reorder)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            prepared.push(match &call.filter {
+        for (args, mask) in inputs.calls {
+            let args = args.into_iter().map(reorder).collect::<Result<Vec<_>>>()?;
+            prepared.push(match mask {
                 None => (args, std::borrow::Cow::Borrowed(&offsets[..])),
-                Some(f) => {
-                    let mask = reorder(f.evaluate(batch)?.into_array(rows)?)?;
+                Some(mask) => {
+                    let mask = reorder(mask)?;
                     let mask = mask.as_boolean();
                     let args = args
                         .iter()

@@ -19,7 +19,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::HashMap;
 
 use super::join_output::{cast_keys, emit_pairs, key_converter, millis_of};
-use super::{evaluate_all, Operator, Pipeline, StateSize};
+use super::{evaluate_all, Operator, Pipeline, RowIsolation, StateSize};
 use crate::connector::{Source, SourceEvent};
 use crate::error::{EngineError, Result};
 use crate::state::{Checkpointable, OperatorSnapshot};
@@ -210,13 +210,22 @@ impl Operator for IntervalJoinOperator {
         "interval_join"
     }
 
+    fn isolation(&self) -> RowIsolation {
+        let mut exprs = self.spec.left_keys.clone();
+        exprs.push(self.spec.left_time.clone());
+        RowIsolation::Expressions(exprs)
+    }
+
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        // what can fail for a row is evaluated before the other stream is read on
         let times = millis_of(&self.spec.left_time, &batch)?;
+        let keys = evaluate_all(&self.spec.left_keys, &batch)?;
         if let Some(max) = times.iter().flatten().max() {
             self.read_ahead(max + self.spec.upper_ms)?;
             self.left_max = Some(self.left_max.map_or(max, |m| m.max(max)));
         }
-        let keys = cast_keys(evaluate_all(&self.spec.left_keys, &batch)?, &self.key_types)?;
+        // the key types are known once the other stream has been read
+        let keys = cast_keys(keys, &self.key_types)?;
         let (mut left, mut right): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
         if let Some(converter) = &self.converter {
             let rows = converter.convert_columns(&keys)?;

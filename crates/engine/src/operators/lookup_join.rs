@@ -28,7 +28,7 @@ use datafusion::arrow::row::{RowConverter, Rows};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::join_output::{cast_keys, emit_pairs, key_converter, millis_of};
-use super::{evaluate_all, Operator, Pipeline, StateSize};
+use super::{evaluate_all, Operator, Pipeline, RowIsolation, StateSize};
 use crate::connector::{Source, SourceEvent};
 use crate::error::Result;
 
@@ -297,6 +297,11 @@ impl LookupJoinOperator {
 impl Operator for LookupJoinOperator {
     fn name(&self) -> &'static str {
         "lookup_join"
+    }
+
+    fn isolation(&self) -> RowIsolation {
+        // stream rows change nothing the join holds (the table comes from its own source)
+        RowIsolation::Rerun
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {

@@ -25,6 +25,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::Result;
+use crate::row_errors::RowErrors;
+pub use crate::row_errors::RowIsolation;
 use crate::state::Checkpointable;
 
 /// One step of a streaming pipeline.
@@ -83,6 +85,12 @@ pub trait Operator: Send {
     fn checkpoint_blocker(&self) -> Option<&'static str> {
         None
     }
+
+    /// How the rows that make [`process`](Self::process) fail can be
+    /// found without changing the operator's state (see [`crate::row_errors`]).
+    fn isolation(&self) -> RowIsolation {
+        RowIsolation::None
+    }
 }
 
 /// Open windows (or sessions), keys (groups, partitions) and whole records an operator holds.
@@ -97,11 +105,23 @@ pub struct StateSize {
 /// A chain of operators in data-flow order.
 pub struct Pipeline {
     operators: Vec<Box<dyn Operator>>,
+    /// What happens to rows whose expression fails (`None`: the job fails).
+    row_errors: Option<RowErrors>,
 }
 
 impl Pipeline {
     pub fn new(operators: Vec<Box<dyn Operator>>) -> Self {
-        Self { operators }
+        Self {
+            operators,
+            row_errors: None,
+        }
+    }
+
+    /// Rows whose expressions fail are isolated per `errors` instead of
+    /// failing the job.
+    pub fn with_row_errors(mut self, errors: RowErrors) -> Self {
+        self.row_errors = Some(errors);
+        self
     }
 
     pub fn operators(&self) -> &[Box<dyn Operator>] {
@@ -193,8 +213,19 @@ impl Pipeline {
         for op in &mut self.operators[start..] {
             let mut next = Vec::with_capacity(batches.len());
             for batch in batches {
-                if batch.num_rows() > 0 {
-                    op.process(batch, &mut next)?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                match &self.row_errors {
+                    None => op.process(batch, &mut next)?,
+                    Some(errors) => {
+                        // what a failed attempt emitted is dropped with it
+                        let before = next.len();
+                        if let Err(e) = op.process(batch.clone(), &mut next) {
+                            next.truncate(before);
+                            errors.recover(op.as_mut(), batch, e, &mut next)?;
+                        }
+                    }
                 }
             }
             if let Some(w) = watermark {
@@ -212,7 +243,10 @@ impl Pipeline {
     /// Splits off the operators from `at` on into a pipeline of their own
     /// (the keyed part of a parallel job).
     pub fn split_off(&mut self, at: usize) -> Pipeline {
-        Pipeline::new(self.operators.split_off(at.min(self.operators.len())))
+        Pipeline {
+            operators: self.operators.split_off(at.min(self.operators.len())),
+            row_errors: self.row_errors.clone(),
+        }
     }
 
     /// Like [`process`](Self::process), returning the watermark the batch

@@ -6,7 +6,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::{evaluate_all, Operator};
+use super::{evaluate_all, Operator, RowIsolation};
 use crate::error::Result;
 
 pub struct ProjectOperator {
@@ -23,6 +23,10 @@ impl ProjectOperator {
 impl Operator for ProjectOperator {
     fn name(&self) -> &'static str {
         "project"
+    }
+
+    fn isolation(&self) -> RowIsolation {
+        RowIsolation::Expressions(self.exprs.clone())
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {

@@ -24,7 +24,7 @@ use velostream_sql::EmitMode;
 use super::group_keys::GroupKeys;
 use super::grouped::{conform, row_accumulators, AggregateCall};
 use super::window_aggregate::{GroupSlot, WindowAggregateParts};
-use super::{evaluate_all, Operator, StateSize};
+use super::{evaluate_all, Operator, RowIsolation, StateSize};
 use crate::error::{EngineError, Result};
 use crate::metrics::JobMetrics;
 use crate::state::{Checkpointable, OperatorSnapshot};
@@ -224,12 +224,16 @@ impl Operator for SessionAggregateOperator {
         "session_aggregate"
     }
 
+    fn isolation(&self) -> RowIsolation {
+        let mut exprs = super::grouped::input_expressions(&self.parts.key_exprs, &self.calls);
+        exprs.extend([self.parts.start.clone(), self.parts.end.clone()]);
+        RowIsolation::Expressions(exprs)
+    }
+
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let rows = batch.num_rows();
+        // everything that can fail for a row is evaluated before any state changes
         let key_columns = evaluate_all(&self.parts.key_exprs, &batch)?;
-        let mut group_of_row = std::mem::take(&mut self.group_of_row);
-        self.keys.intern(&key_columns, rows, &mut group_of_row)?;
-        self.sessions.resize_with(self.keys.len(), Vec::new);
         let millis = |e: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| -> Result<Vec<i64>> {
             let a = e.evaluate(&batch)?.into_array(rows)?;
             Ok(cast(&a, &DataType::Int64)?
@@ -249,6 +253,9 @@ impl Operator for SessionAggregateOperator {
                 Ok(a)
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut group_of_row = std::mem::take(&mut self.group_of_row);
+        self.keys.intern(&key_columns, rows, &mut group_of_row)?;
+        self.sessions.resize_with(self.keys.len(), Vec::new);
         let mut touched = Vec::new();
         for row in 0..rows {
             let g = group_of_row[row];

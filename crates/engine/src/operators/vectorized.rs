@@ -13,9 +13,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 
-use super::evaluate_all;
 use super::group_keys::GroupKeys;
-use super::grouped::{snapshot_batch, snapshot_parts, AggregateCall};
+use super::grouped::{snapshot_batch, snapshot_parts, AggregateCall, AggregateInputs};
 use crate::error::{EngineError, Result};
 use crate::state::OperatorSnapshot;
 
@@ -56,22 +55,18 @@ impl VectorizedAggregates {
 
     /// Adds a batch to every group it touches.
     pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
-        let key_columns = evaluate_all(&self.group_exprs, batch)?;
+        let inputs = AggregateInputs::evaluate(&self.group_exprs, &self.calls, batch)?;
+        self.update_inputs(inputs)
+    }
+
+    /// Adds evaluated inputs to every group they touch.
+    pub fn update_inputs(&mut self, inputs: AggregateInputs) -> Result<()> {
         self.keys
-            .intern(&key_columns, batch.num_rows(), &mut self.group_of_row)?;
+            .intern(&inputs.keys, inputs.rows, &mut self.group_of_row)?;
         let total = self.keys.len();
-        for (acc, call) in self.accumulators.iter_mut().zip(self.calls.iter()) {
-            let args = evaluate_all(&call.args, batch)?;
-            let mask = match &call.filter {
-                Some(f) => Some(
-                    f.evaluate(batch)?
-                        .into_array(batch.num_rows())?
-                        .as_boolean()
-                        .clone(),
-                ),
-                None => None,
-            };
-            acc.update_batch(&args, &self.group_of_row, mask.as_ref(), total)?;
+        for (acc, (args, mask)) in self.accumulators.iter_mut().zip(inputs.calls) {
+            let mask = mask.as_ref().map(|m| m.as_boolean());
+            acc.update_batch(&args, &self.group_of_row, mask, total)?;
         }
         Ok(())
     }

@@ -18,9 +18,11 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 use velostream_sql::EmitMode;
 
-use super::grouped::{conform, AggregateCall, GroupedAggregates};
+use super::grouped::{
+    conform, input_expressions, AggregateCall, AggregateInputs, GroupedAggregates,
+};
 use super::vectorized::VectorizedAggregates;
-use super::{Operator, StateSize};
+use super::{Operator, RowIsolation, StateSize};
 use crate::error::{EngineError, Result};
 use crate::state::{Checkpointable, OperatorSnapshot};
 
@@ -207,19 +209,25 @@ impl Operator for WindowAggregateOperator {
                 })
                 .push(i as u32);
         }
+        // everything that can fail for a row, before any window changes
+        let inputs = AggregateInputs::evaluate(&self.key_exprs, &self.calls, &batch)?;
+        let single = rows.len() == 1;
+        let mut inputs = Some(inputs);
         for key in order {
-            let part = if rows.len() == 1 {
-                batch.clone()
+            let part = if single {
+                inputs.take().expect("one window takes the inputs once")
             } else {
-                take_record_batch(
-                    &batch,
-                    &UInt32Array::from(std::mem::take(rows.get_mut(&key).expect("listed"))),
-                )?
+                inputs
+                    .as_ref()
+                    .expect("kept for every window")
+                    .take(&UInt32Array::from(std::mem::take(
+                        rows.get_mut(&key).expect("listed"),
+                    )))?
             };
             match self.window(key)? {
-                WindowState::Final(v) => v.update(&part)?,
+                WindowState::Final(v) => v.update_inputs(part)?,
                 WindowState::Changes(g) => {
-                    let touched = g.update(&part)?;
+                    let touched = g.update_inputs(part)?;
                     if !touched.is_empty() {
                         out.push(self.rows(key, &touched)?);
                     }
@@ -239,6 +247,10 @@ impl Operator for WindowAggregateOperator {
 
     fn state(&mut self) -> Option<&mut dyn Checkpointable> {
         Some(self)
+    }
+
+    fn isolation(&self) -> RowIsolation {
+        RowIsolation::Expressions(input_expressions(&self.key_exprs, &self.calls))
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<RecordBatch>) -> Result<()> {

@@ -81,6 +81,19 @@ pub struct Processing {
     /// What sinks promise across crashes (default at_least_once).
     #[serde(default)]
     pub guarantee: Guarantee,
+    /// What happens to a row whose expression fails, for statements
+    /// without `'error.policy'` (default: dead_letter with a dead-letter
+    /// sink, else skip).
+    pub error_policy: Option<ErrorPolicySetting>,
+}
+
+/// `processing.error_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorPolicySetting {
+    DeadLetter,
+    Skip,
+    Fail,
 }
 
 impl Default for Processing {
@@ -91,6 +104,7 @@ impl Default for Processing {
             state_backend: StateBackend::Memory,
             checkpoint_retention: None,
             guarantee: Guarantee::AtLeastOnce,
+            error_policy: None,
         }
     }
 }
