@@ -26,8 +26,8 @@ use crate::postgres::{self, connection::DatabaseDefaults};
 use crate::sandbox::Sandbox;
 use velostream_engine::connector::{KeyLookup, LookupCache};
 
-const FILE_SOURCE_KEYS: &[&str] = &["type", "path", "format", "delimiter"];
-const STDIN_KEYS: &[&str] = &["type", "format", "delimiter"];
+const FILE_SOURCE_KEYS: &[&str] = &["type", "path", "format", "delimiter", "max.record.bytes"];
+const STDIN_KEYS: &[&str] = &["type", "format", "delimiter", "max.record.bytes"];
 const FILE_SINK_KEYS: &[&str] = &["type", "path", "format", "delimiter", "append"];
 const STDOUT_KEYS: &[&str] = &["type", "format", "delimiter"];
 const NULL_SINK_KEYS: &[&str] = &["type"];
@@ -183,9 +183,11 @@ impl Connectors {
             "file_source" => {
                 check_keys(props, FILE_SOURCE_KEYS, kind).map_err(err)?;
                 let path = self.path(props, kind).map_err(err)?;
-                Ok(Box::new(LineSource::open_file(
-                    &path, format, decoder, metrics,
-                )?))
+                let max = max_record_bytes(props).map_err(err)?;
+                Ok(Box::new(
+                    LineSource::open_file(&path, format, decoder, metrics)?
+                        .with_max_record_bytes(max),
+                ))
             }
             "stdin" => {
                 check_keys(props, STDIN_KEYS, kind).map_err(err)?;
@@ -196,13 +198,11 @@ impl Connectors {
                     .and_then(|mut s| s.take())
                     .unwrap_or_default();
                 let reader = Cursor::new(sampled).chain(std::io::stdin());
-                Ok(Box::new(LineSource::new(
-                    "stdin".into(),
-                    Box::new(reader),
-                    format,
-                    decoder,
-                    metrics,
-                )))
+                let max = max_record_bytes(props).map_err(err)?;
+                Ok(Box::new(
+                    LineSource::new("stdin".into(), Box::new(reader), format, decoder, metrics)
+                        .with_max_record_bytes(max),
+                ))
             }
             other => Err(err(unavailable(other, "source"))),
         }
@@ -408,6 +408,20 @@ impl SourceResolver for Connectors {
             }
             other => Err(unavailable(other, "source")),
         }
+    }
+}
+
+/// `max.record.bytes`: the longest record a line source accepts (16 MiB
+/// unless set); a longer one is one bad record.
+fn max_record_bytes(props: &BTreeMap<String, String>) -> std::result::Result<usize, String> {
+    match props.get("max.record.bytes") {
+        None => Ok(crate::file::reader::DEFAULT_MAX_RECORD_BYTES),
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("'max.record.bytes' = '{v}' is not a positive number of bytes")),
     }
 }
 

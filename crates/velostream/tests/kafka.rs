@@ -379,3 +379,72 @@ fn nexmark_events_generated_to_kafka_are_read_back_by_a_query() {
     ));
     assert!(stderr.contains("920 records in"), "{stderr}");
 }
+
+/// A poison message in the middle of 100,000: its row is dead-lettered,
+/// every other result arrives, and the group's offsets pass it, so a
+/// restarted job does not meet it again.
+#[test]
+fn a_poison_message_is_dead_lettered_and_the_offsets_pass_it() {
+    const RECORDS: i64 = 100_000;
+    let input = unique("poison");
+    let group = unique("group");
+    admin::create_topic(&brokers(), &input, 2).unwrap();
+    // besides the poison row: a message of two JSON values and an empty one
+    let (two_values, empty) = (70_000, 80_000);
+    let messages: Vec<(String, String, i64)> = (0..RECORDS)
+        .map(|i| {
+            let d = if i == RECORDS / 2 { 0 } else { i % 9 + 1 };
+            let value = match i {
+                _ if i == two_values => format!(r#"{{"id": {i}, "d": 1}} {{"id": -1, "d": 1}}"#),
+                _ if i == empty => String::new(),
+                _ => format!(r#"{{"id": {i}, "d": {d}}}"#),
+            };
+            (format!("k{}", i % 10), value, 1_000 + i)
+        })
+        .collect();
+    produce(&input, &messages);
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "CREATE STREAM events (id BIGINT, d BIGINT) WITH ('events.type' = 'kafka_source',
+            'events.topic' = '{input}', 'events.group.id' = '{group}', 'events.bounded' = 'true');
+         CREATE STREAM q AS SELECT id, 10 / d AS q FROM events
+         WITH ('q.type' = 'file_sink', 'q.path' = '{out}', 'q.append' = 'true',
+               'dead_letter.type' = 'file_sink', 'dead_letter.path' = '{dead}');",
+        out = dir.path().join("out.jsonl").display(),
+        dead = dir.path().join("dead.jsonl").display(),
+    );
+    let said = run_app(&sql);
+    // the empty message and the one of two values are one bad record each
+    assert!(
+        said.contains(&format!("{} records in", RECORDS - 2)),
+        "{said}"
+    );
+    assert!(
+        said.contains("2 malformed skipped, 1 failing rows isolated"),
+        "{said}"
+    );
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    let ids: BTreeSet<i64> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(out.lines().count(), RECORDS as usize - 3);
+    assert_eq!(ids.len(), RECORDS as usize - 3);
+    for missing in [RECORDS / 2, two_values, empty, -1] {
+        assert!(!ids.contains(&missing), "{missing}");
+    }
+    let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
+    assert_eq!(dead.lines().count(), 3, "{dead}");
+    assert!(
+        dead.contains("Divide by zero") && dead.contains(&format!("\"id\\\":{}", RECORDS / 2)),
+        "{dead}"
+    );
+    assert!(dead.contains("more than one record"), "{dead}");
+    // the committed offsets cover every message, the poison included
+    let again = run_app(&sql);
+    assert!(again.contains("0 records in"), "{again}");
+}

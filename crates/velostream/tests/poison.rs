@@ -228,3 +228,56 @@ fn windows_that_could_never_run_well_are_sql_errors() {
     );
     assert!(stderr.contains("at most 999999"), "{stderr}");
 }
+
+#[test]
+fn a_line_of_two_values_an_oversized_and_a_too_deep_record_are_one_bad_record_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let lines = [
+        r#"{"a": 1}"#.to_string(),
+        r#"{"a": 2} {"a": 3}"#.to_string(),
+        String::new(),
+        format!(r#"{{"a": 4, "pad": "{}"}}"#, "x".repeat(30000)),
+        format!(r#"{{"a": 5, "x": {deep}}}"#),
+        r#"{"a": 6}"#.to_string(),
+    ];
+    std::fs::write(dir.path().join("m.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(
+        dir.path().join("m.sql"),
+        "CREATE STREAM m (a BIGINT, x VARCHAR) WITH ('type' = 'file_source', 'path' = 'm.jsonl', 'max.record.bytes' = '20000');
+         CREATE STREAM o AS SELECT a FROM m
+         WITH ('o.type' = 'file_sink', 'o.path' = 'o.jsonl', 'dead_letter.type' = 'file_sink', 'dead_letter.path' = 'dead.jsonl');",
+    )
+    .unwrap();
+    let out = velostream(&["run", "m.sql"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let a: Vec<i64> = rows(&dir.path().join("o.jsonl"))
+        .iter()
+        .map(|r| r["a"].as_i64().unwrap())
+        .collect();
+    assert_eq!(a, [1, 6]);
+    let dead = rows(&dir.path().join("dead.jsonl"));
+    let reasons: Vec<(String, String)> = dead
+        .iter()
+        .map(|d| {
+            (
+                d["position"].as_str().unwrap().to_string(),
+                d["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].0.ends_with("m.jsonl:2") && reasons[0].1.contains("more than one record"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].0.ends_with("m.jsonl:4") && reasons[1].1.contains("longer than 20000 bytes"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].0.ends_with("m.jsonl:5") && reasons[2].1.contains("deeper than 1000 levels"),
+        "{reasons:?}"
+    );
+}

@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::value::RawValue;
 use velostream_engine::connector::Position;
+use velostream_engine::dead_letter::DeadLetter;
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
 use crate::format::decode::{BatchDecoder, Origin};
@@ -41,7 +42,14 @@ pub struct LineSource {
     /// A file can be read again from an offset; stdin cannot.
     replayable: bool,
     metrics: Arc<JobMetrics>,
+    /// The longest record accepted (`max.record.bytes`).
+    max_record_bytes: usize,
+    /// Dropping the rest of a record longer than that.
+    skipping: bool,
 }
+
+/// `max.record.bytes` unless set: a record longer is one bad record.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
 
 impl LineSource {
     pub fn new(
@@ -65,7 +73,16 @@ impl LineSource {
             eof: false,
             replayable: false,
             metrics,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            skipping: false,
         }
+    }
+
+    /// Records longer than `bytes` are bad records (`max.record.bytes`).
+    pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes.max(1);
+        self.decoder.set_max_record_bytes(self.max_record_bytes);
+        self
     }
 
     /// Opens a file; a JSON array document is turned into one record per
@@ -161,7 +178,11 @@ impl Source for LineSource {
             self.buf.resize(old + CHUNK_BYTES, 0);
             let n = match self.reader.read(&mut self.buf[old..]) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                // a signal interrupted the read: nothing was read, and the input goes on
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    self.buf.truncate(old);
+                    continue;
+                }
                 Err(e) => {
                     return Err(EngineError::connector(
                         &self.origin,
@@ -170,14 +191,57 @@ impl Source for LineSource {
                 }
             };
             self.buf.truncate(old + n);
+            if self.skipping {
+                // the rest of an oversized record: dropped up to its line break
+                match memchr::memchr(b'\n', &self.buf) {
+                    Some(i) => {
+                        self.buf_offset += i as u64 + 1;
+                        self.buf.drain(..=i);
+                        self.next_line += 1;
+                        self.skipping = false;
+                    }
+                    None => {
+                        self.buf_offset += self.buf.len() as u64;
+                        self.buf.clear();
+                        if n == 0 {
+                            self.eof = true;
+                        }
+                        // the job may stop between chunks of an endless record
+                        return Ok(SourceEvent::Idle);
+                    }
+                }
+            }
             if n == 0 {
                 self.eof = true;
                 if !self.buf.is_empty() && !self.buf.ends_with(b"\n") {
                     self.buf.push(b'\n');
                 }
                 self.set_ready(self.buf.len());
-            } else if let Some(last) = memchr::memrchr(b'\n', &self.buf[old..]) {
-                self.set_ready(old + last + 1);
+            } else if let Some(last) = memchr::memrchr(b'\n', &self.buf[old.min(self.buf.len())..])
+            {
+                self.set_ready(old.min(self.buf.len()) + last + 1);
+            } else if self.buf.len() > self.max_record_bytes {
+                // one record larger than allowed: it is a bad record, and
+                // memory stays bounded however long it goes on
+                let position = format!("{}:{}", self.origin, self.next_line);
+                let reason = format!(
+                    "the record is longer than {} bytes ('max.record.bytes')",
+                    self.max_record_bytes
+                );
+                self.metrics.bad_record(&position, &reason);
+                let preview =
+                    String::from_utf8_lossy(&self.buf[..self.buf.len().min(200)]).into_owned();
+                self.metrics.dead_letter(|| DeadLetter {
+                    source: self.origin.clone(),
+                    position,
+                    reason,
+                    record: format!("{preview}…"),
+                    event_time_ms: None,
+                });
+                self.buf_offset += self.buf.len() as u64;
+                self.buf.clear();
+                self.skipping = true;
+                return Ok(SourceEvent::Idle);
             }
         }
     }

@@ -84,6 +84,8 @@ pub struct BatchDecoder {
     /// After a `decode_next` that skipped malformed records: the indices
     /// (within its chunk) of the records it kept.
     kept: Option<Vec<u32>>,
+    /// A record longer than this is a bad record (`max.record.bytes`).
+    max_record_bytes: usize,
 }
 
 impl BatchDecoder {
@@ -101,7 +103,13 @@ impl BatchDecoder {
             batch_size,
             inner,
             kept: None,
+            max_record_bytes: usize::MAX,
         })
+    }
+
+    /// Records longer than `bytes` are bad records.
+    pub fn set_max_record_bytes(&mut self, bytes: usize) {
+        self.max_record_bytes = bytes;
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -120,12 +128,19 @@ impl BatchDecoder {
         out: &mut VecDeque<RecordBatch>,
     ) -> Result<usize, ArrowError> {
         self.kept = None;
-        match self.decode_batch(chunk) {
-            Ok((consumed, batch)) => {
+        let fast = match self.format {
+            RecordFormat::Csv { .. } => self
+                .decode_batch(chunk)
+                .ok()
+                .filter(|(consumed, _)| self.short_lines(&chunk[..*consumed])),
+            _ => self.decode_json_batch(chunk),
+        };
+        match fast {
+            Some((consumed, batch)) => {
                 out.extend(batch.filter(|b| b.num_rows() > 0));
                 Ok(consumed)
             }
-            Err(_) => {
+            None => {
                 self.inner = build(
                     self.format,
                     &self.full_schema,
@@ -135,6 +150,51 @@ impl BatchDecoder {
                 self.decode_lines(chunk, origin, metrics, out)
             }
         }
+    }
+
+    /// The fast path for JSON: the next batch's lines are looked at first
+    /// (a long line is checked for its length and nesting depth, which
+    /// could exhaust the stack), then decoded together; `None` sends the
+    /// batch to the line-by-line path — also when a line held several
+    /// values, which would make more rows than records and shift the rest.
+    fn decode_json_batch(&mut self, chunk: &[u8]) -> Option<(usize, Option<RecordBatch>)> {
+        let mut records = 0;
+        let mut start = 0;
+        while start < chunk.len() && records < self.batch_size {
+            let end = memchr::memchr(b'\n', &chunk[start..]).map_or(chunk.len(), |i| start + i);
+            let line = &chunk[start..end];
+            if line.len() > self.max_record_bytes
+                || (line.len() > 2 * MAX_JSON_DEPTH && nests_deeper(line))
+            {
+                return None;
+            }
+            if line.iter().any(|b| !b.is_ascii_whitespace()) {
+                records += 1;
+            }
+            start = (end + 1).min(chunk.len());
+        }
+        let (consumed, batch) = self.decode_batch(&chunk[..start]).ok()?;
+        let rows = batch.as_ref().map_or(0, RecordBatch::num_rows);
+        // every scanned line decoded, one row each
+        let whole = chunk[consumed.min(start)..start]
+            .iter()
+            .all(u8::is_ascii_whitespace);
+        (rows == records && whole).then_some((consumed, batch))
+    }
+
+    /// Whether no line of a CSV region is longer than `max.record.bytes`.
+    fn short_lines(&self, region: &[u8]) -> bool {
+        if region.len() <= self.max_record_bytes {
+            return true;
+        }
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', region).chain([region.len()]) {
+            if end - start > self.max_record_bytes {
+                return false;
+            }
+            start = end + 1;
+        }
+        true
     }
 
     /// One batch from the front of `buf`: bytes consumed and the batch.
@@ -171,7 +231,24 @@ impl BatchDecoder {
             if !text.iter().all(u8::is_ascii_whitespace) {
                 records += 1;
                 let mut single = build(self.format, &self.full_schema, &self.schema, 1)?;
-                let decoded = single.decode(text).and_then(|n| {
+                let too_long = if text.len() > self.max_record_bytes {
+                    Some(ArrowError::ParseError(format!(
+                        "the record is longer than {} bytes ('max.record.bytes')",
+                        self.max_record_bytes
+                    )))
+                } else if !matches!(self.format, RecordFormat::Csv { .. }) && nests_deeper(text) {
+                    Some(ArrowError::ParseError(format!(
+                        "the record nests arrays or objects deeper than {MAX_JSON_DEPTH} levels"
+                    )))
+                } else {
+                    None
+                };
+                let decoded = match too_long {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+                .and_then(|_| single.decode(text))
+                .and_then(|n| {
                     if n < text.len() && !text[n..].iter().all(u8::is_ascii_whitespace) {
                         return Err(ArrowError::ParseError(
                             "more than one record on the line".into(),
@@ -208,6 +285,39 @@ impl BatchDecoder {
         self.kept = Some(kept);
         Ok(pos)
     }
+}
+
+/// The deepest nesting of arrays and objects a JSON record may have:
+/// decoding a value deeper than that could exhaust the thread's stack.
+pub const MAX_JSON_DEPTH: usize = 1000;
+
+/// Whether a JSON record nests deeper than [`MAX_JSON_DEPTH`] (brackets
+/// inside strings do not count).
+fn nests_deeper(record: &[u8]) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in record {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn build(

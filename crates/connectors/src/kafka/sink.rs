@@ -30,7 +30,7 @@ use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, Result, Sink, Source};
 use velostream_sql::windowing::{window_role, EVENT_TIME};
 
-use crate::format::encode::BatchEncoder;
+use crate::format::encode::{record_spans, BatchEncoder};
 use crate::format::RecordFormat;
 
 /// How long a flush waits for outstanding deliveries.
@@ -79,6 +79,9 @@ pub struct KafkaSink {
     producer: BaseProducer<DeliveryContext>,
     deliveries: Arc<Deliveries>,
     encoder: BatchEncoder,
+    /// CSV records may span lines (a quoted line break): messages are cut
+    /// at record ends, not at every line break.
+    csv: bool,
     key_columns: Vec<String>,
     values: Vec<u8>,
     keys: Vec<u8>,
@@ -118,6 +121,7 @@ impl KafkaSink {
             producer,
             deliveries,
             encoder: BatchEncoder::new(format),
+            csv: matches!(format, RecordFormat::Csv { .. }),
             key_columns,
             values: Vec::new(),
             keys: Vec::new(),
@@ -177,7 +181,7 @@ impl KafkaSink {
         }
         let mut json = BatchEncoder::new(RecordFormat::JsonLines);
         json.encode(&batch.project(&indices)?, &mut self.keys)?;
-        Ok(lines(&self.keys))
+        Ok(record_spans(&self.keys, false))
     }
 }
 
@@ -186,7 +190,17 @@ impl Sink for KafkaSink {
         self.check_deliveries()?;
         self.values.clear();
         self.encoder.encode(batch, &mut self.values)?;
-        let values = lines(&self.values);
+        let values = record_spans(&self.values, self.csv);
+        if values.len() != batch.num_rows() {
+            return Err(EngineError::connector(
+                &self.name,
+                format!(
+                    "{} rows encoded as {} records; nothing of this batch was sent",
+                    batch.num_rows(),
+                    values.len()
+                ),
+            ));
+        }
         let keys = self.encode_keys(batch)?;
         let times = message_times(batch)?;
         for (i, &(start, end)) in values.iter().enumerate() {
@@ -283,20 +297,6 @@ impl Sink for KafkaSink {
         }
         Ok(())
     }
-}
-
-/// `(start, end)` of each line of `buf`, without the line break.
-fn lines(buf: &[u8]) -> Vec<(usize, usize)> {
-    let mut spans = Vec::new();
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', buf) {
-        spans.push((start, end));
-        start = end + 1;
-    }
-    if start < buf.len() {
-        spans.push((start, buf.len()));
-    }
-    spans
 }
 
 /// The message timestamp of each row: window end, else `_event_time`.
