@@ -53,6 +53,9 @@ pub struct Connectors {
     /// Where files may be opened, for applications the service runs
     /// (`None`: anywhere, as in `velostream run`).
     pub sandbox: Option<Arc<Sandbox>>,
+    /// Whether a file sink without `'append'` appends: in the service, a
+    /// supervised restart must not destroy what the last run wrote.
+    pub append_by_default: bool,
 }
 
 /// The delivery guarantee of sinks (`processing.guarantee`).
@@ -90,6 +93,7 @@ impl Connectors {
             database: DatabaseDefaults::from_env(),
             lookup_cache: LookupCache::default(),
             sandbox: None,
+            append_by_default: false,
         }
     }
 
@@ -298,7 +302,8 @@ impl Connectors {
                 check_keys(props, FILE_SINK_KEYS, "file_sink").map_err(err)?;
                 let path = self.path(props, "file_sink").map_err(err)?;
                 let append = match props.get("append").map(String::as_str) {
-                    None | Some("false") => false,
+                    None => self.append_by_default,
+                    Some("false") => false,
                     Some("true") => true,
                     Some(other) => {
                         return Err(err(format!(

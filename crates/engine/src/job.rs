@@ -26,6 +26,10 @@ pub struct Job {
     dead_letters: Option<Box<dyn Sink>>,
     commit_interval: Duration,
     checkpoints: Option<Checkpointer>,
+    /// See [`Job::holding_records`].
+    holds_records: bool,
+    /// The input ended and the pipeline was finished: nothing is held.
+    input_complete: bool,
 }
 
 /// Holding a job at a consistent point: `requested` asks for it, `held`
@@ -69,7 +73,19 @@ impl Job {
             dead_letters: None,
             commit_interval: Duration::from_secs(1),
             checkpoints: None,
+            holds_records: false,
+            input_complete: false,
         }
+    }
+
+    /// The job's operators hold records' effects (windows, aggregates):
+    /// without checkpoints its source positions are committed only once
+    /// its input has ended and everything held has been emitted, so a
+    /// crash never loses a record that was only in memory (at the price of
+    /// reading again from the last commit after a restart).
+    pub fn holding_records(mut self) -> Self {
+        self.holds_records = true;
+        self
     }
 
     /// Takes consistent checkpoints as `settings` say and recovers from
@@ -180,6 +196,7 @@ impl Job {
             // the input is complete: everything still held is a result now
             // (a stopped unbounded job leaves its open windows unemitted)
             self.pipeline.finish(&mut out)?;
+            self.input_complete = true;
         }
         self.deliver(&mut out)?;
         self.commit()?;
@@ -209,6 +226,10 @@ impl Job {
             return self.checkpoint();
         }
         self.flush_sinks()?;
+        if self.holds_records && !self.input_complete {
+            // what was read may still be only in the operators' state
+            return Ok(());
+        }
         self.source.commit()
     }
 

@@ -351,6 +351,21 @@ fn first_node(side: &StreamNode) -> String {
 }
 
 impl StreamingPlan {
+    /// Whether the plan's operators keep records' effects in state
+    /// (aggregates and windows, row functions, interval joins, sorts): a
+    /// record read is then not yet out when its batch has been processed.
+    pub fn holds_records(&self) -> bool {
+        self.root.flow().iter().any(|n| {
+            matches!(
+                n,
+                StreamNode::Aggregate { .. }
+                    | StreamNode::RowWindow { .. }
+                    | StreamNode::IntervalJoin { .. }
+                    | StreamNode::Sort { .. }
+            )
+        })
+    }
+
     /// True for a join whose table is a PostgreSQL table: it is looked up
     /// by key rather than read whole.
     fn is_looked_up(&self, node: &StreamNode) -> bool {

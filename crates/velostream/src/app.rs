@@ -64,6 +64,8 @@ pub struct RunOptions {
     pub sandbox: Option<Arc<Sandbox>>,
     /// `processing.error_policy`: for statements without `'error.policy'`.
     pub error_policy: Option<ErrorPolicy>,
+    /// File sinks without `'append'` append (the service: restarts keep output).
+    pub append_by_default: bool,
 }
 
 impl Default for RunOptions {
@@ -79,6 +81,7 @@ impl Default for RunOptions {
             lookup_cache: LookupCache::default(),
             sandbox: None,
             error_policy: None,
+            append_by_default: false,
         }
     }
 }
@@ -121,6 +124,7 @@ impl Application {
         connectors.database = options.database.clone();
         connectors.lookup_cache = options.lookup_cache;
         connectors.sandbox = options.sandbox.clone();
+        connectors.append_by_default = options.append_by_default;
         let connectors = Arc::new(connectors);
         let statements = parse_application(text).map_err(render)?;
         let plans = ApplicationPlanner::new(connectors.as_ref())
@@ -400,6 +404,16 @@ impl Application {
                     )));
                 }
                 job = job.with_checkpoints(settings).map_err(job_err)?;
+            } else if plan.holds_records() {
+                job = job.holding_records();
+                if !bounded[i] {
+                    tracing::warn!(
+                        component = "engine",
+                        job = %plan.name,
+                        "job {} keeps records in windows or aggregates and takes no checkpoints: its source positions are committed only when its input ends, so a restart reads again from the last commit; set processing.checkpoint_interval (or run --checkpoint-interval) to resume where it was",
+                        plan.name
+                    );
+                }
             }
             jobs.push(job);
         }

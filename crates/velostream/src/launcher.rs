@@ -328,6 +328,7 @@ impl AppLauncher {
             lookup_cache: self.lookup_cache,
             sandbox: None,
             error_policy: self.error_policy,
+            append_by_default: false,
         }
     }
 
@@ -339,6 +340,8 @@ impl AppLauncher {
         velostream_sql::names::check_path_name("application", name)?;
         let mut options = self.options();
         if let Some(c) = &self.confinement {
+            // a supervised restart never destroys what earlier runs wrote
+            options.append_by_default = true;
             options.sandbox = Some(c.files.clone());
             options.kafka.rules = ClientRules {
                 clusters: c.clusters.clone(),

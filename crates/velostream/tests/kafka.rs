@@ -448,3 +448,105 @@ fn a_poison_message_is_dead_lettered_and_the_offsets_pass_it() {
     let again = run_app(&sql);
     assert!(again.contains("0 records in"), "{again}");
 }
+
+/// Without checkpoints, a windowed job commits no offset while records
+/// may be only in its open windows: killed with SIGKILL, it has committed
+/// nothing, and run again it counts every record.
+#[test]
+fn a_killed_windowed_job_without_checkpoints_loses_no_input() {
+    const RECORDS: i64 = 20_000;
+    let input = unique("held");
+    let group = unique("group");
+    admin::create_topic(&brokers(), &input, 2).unwrap();
+    // 10 one-minute windows of 2,000 records each
+    let messages: Vec<(String, String, i64)> = (0..RECORDS)
+        .map(|i| {
+            (
+                format!("k{}", i % 5),
+                format!(r#"{{"id": {i}, "ts": {}}}"#, i * 30),
+                1_000 + i,
+            )
+        })
+        .collect();
+    produce(&input, &messages);
+    let dir = tempfile::tempdir().unwrap();
+    let app = |bounded: bool| {
+        format!(
+            "CREATE STREAM events (id BIGINT, ts BIGINT) WITH ('events.type' = 'kafka_source',
+                'events.topic' = '{input}', 'events.group.id' = '{group}', 'events.bounded' = '{bounded}');
+             CREATE STREAM counts AS SELECT COUNT(*) AS n FROM events WINDOW TUMBLING(ts, 1m)
+             WITH ('counts.type' = 'file_sink', 'counts.path' = '{}');",
+            dir.path().join("counts.jsonl").display()
+        )
+    };
+    let file = dir.path().join("live.sql");
+    std::fs::write(&file, app(false)).unwrap();
+    let mut live = Command::new(env!("CARGO_BIN_EXE_velostream"))
+        .args(["run", "-q"])
+        .arg(&file)
+        .env("KAFKA_BROKERS", brokers())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // it has read everything (9 windows closed, the last one open) and
+    // had several commit intervals to commit offsets
+    let counts = dir.path().join("counts.jsonl");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&counts).map_or(0, |c| c.lines().count()) < 9 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the live job emitted no window"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    live.kill().unwrap();
+    let stderr = {
+        let mut s = String::new();
+        std::io::Read::read_to_string(live.stderr.as_mut().unwrap(), &mut s).unwrap();
+        s
+    };
+    live.wait().unwrap();
+    assert!(stderr.contains("takes no checkpoints"), "{stderr}");
+    let exported = Command::new(env!("CARGO_BIN_EXE_velostream"))
+        .args([
+            "offsets",
+            "export",
+            "--group",
+            &group,
+            "--topic",
+            &input,
+            "--brokers",
+            &brokers(),
+        ])
+        .output()
+        .unwrap();
+    let exported: serde_json::Value = serde_json::from_slice(&exported.stdout).unwrap_or_default();
+    let committed: i64 = exported["offsets"]
+        .as_array()
+        .map(|o| {
+            o.iter()
+                .filter_map(|o| o["offset"].as_i64())
+                .filter(|o| *o > 0)
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(
+        committed, 0,
+        "offsets were committed while windows were open: {exported}"
+    );
+    // run again to the end of the topic: every record is counted
+    std::fs::remove_file(&counts).unwrap();
+    let said = run_app(&app(true));
+    assert!(said.contains(&format!("{RECORDS} records in")), "{said}");
+    let total: i64 = std::fs::read_to_string(&counts)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, RECORDS);
+}

@@ -281,3 +281,25 @@ fn a_line_of_two_values_an_oversized_and_a_too_deep_record_are_one_bad_record_ea
         "{reasons:?}"
     );
 }
+
+#[test]
+fn appending_to_a_csv_file_writes_its_header_once() {
+    let dir = tempfile::tempdir().unwrap();
+    records(dir.path());
+    std::fs::write(
+        dir.path().join("csv.sql"),
+        format!("{SOURCE}CREATE STREAM c AS SELECT id, g FROM t WHERE id < 3
+         WITH ('c.type' = 'file_sink', 'c.path' = 'c.csv', 'c.format' = 'csv', 'c.append' = 'true');"),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let out = velostream(&["run", "-q", "csv.sql"], dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(dir.path().join("c.csv")).unwrap();
+    assert_eq!(text, "id,g\n0,k0\n1,k1\n2,k2\n0,k0\n1,k1\n2,k2\n");
+}

@@ -52,12 +52,14 @@ impl FileSink {
                 EngineError::connector("file_sink", format!("cannot create {}: {e}", dir.display()))
             })?;
         }
+        // appending to a file that has content: its CSV header is there already
+        let continuing = append && std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         Ok(Self {
             path: path.to_path_buf(),
             label: path.display().to_string(),
             append,
             staged,
-            encoder: BatchEncoder::new(format),
+            encoder: BatchEncoder::new(format).continuing(continuing),
             buf: Vec::new(),
             writer: None,
             base: 0,

@@ -21,6 +21,13 @@ impl BatchEncoder {
         }
     }
 
+    /// Output that continues an existing file: a CSV header is already
+    /// there and is not written again.
+    pub fn continuing(mut self, continuing: bool) -> Self {
+        self.header_written |= continuing;
+        self
+    }
+
     /// Appends the encoding of `batch` to `out`.
     pub fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), ArrowError> {
         match self.format {
