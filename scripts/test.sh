@@ -43,10 +43,11 @@ if [ -z "$EXTERNAL_POSTGRES" ]; then
 fi
 
 echo "== tests"
+# the fuzz targets run on their own below, with their counts shown
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast
+    cargo nextest run --workspace --no-fail-fast -E 'not binary(fuzz)'
 else
-    cargo test --workspace --no-fail-fast
+    cargo test --workspace --no-fail-fast -- --skip fuzz_
 fi
 
 # TLS to PostgreSQL needs the CA of the server's certificate: known for the
@@ -79,4 +80,14 @@ if [ -n "$EXTERNAL_KAFKA" ]; then
 else
     echo "== skipped: $EO_TEST needs a Kafka cluster that enforces read_committed;"
     echo "   the local test broker does not (set KAFKA_BROKERS to such a cluster to run it)"
+fi
+
+# Every fuzz target for a bounded time with the fixed seed (scripts/fuzz.sh
+# runs one for longer); each prints the inputs it tried and its panics.
+echo "== fuzz targets (${VELOSTREAM_FUZZ_SECONDS:-10} s each)"
+export VELOSTREAM_FUZZ_SECONDS="${VELOSTREAM_FUZZ_SECONDS:-10}"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run -p velostream --test fuzz --no-capture
+else
+    cargo test -p velostream --test fuzz -- --nocapture
 fi

@@ -3,5 +3,6 @@
 //! framing and encoding.
 
 pub mod committed;
+pub mod json_array;
 pub mod reader;
 pub mod sink;

@@ -4,18 +4,18 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufReader, Cursor, Read};
+use std::io::{BufReader, Read};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use serde_json::value::RawValue;
 use velostream_engine::connector::Position;
 use velostream_engine::dead_letter::DeadLetter;
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
+use super::json_array::ArrayLines;
 use crate::format::decode::{BatchDecoder, Origin};
 use crate::format::infer::starts_with_array;
 use crate::format::RecordFormat;
@@ -100,7 +100,7 @@ impl LineSource {
         let mut reader = BufReader::new(file);
         let reader: Box<dyn Read + Send> =
             if format == RecordFormat::Json && starts_with_array(&mut reader)? {
-                Box::new(Cursor::new(array_to_lines(reader, &origin)?))
+                Box::new(ArrayLines::new(reader))
             } else {
                 Box::new(reader)
             };
@@ -301,17 +301,4 @@ impl Source for LineSource {
         }
         Ok(())
     }
-}
-
-/// Rewrites a JSON array document as JSON Lines, keeping each element's
-/// exact text (numbers are not re-formatted).
-fn array_to_lines(reader: impl Read, origin: &str) -> Result<Vec<u8>> {
-    let elements: Vec<Box<RawValue>> = serde_json::from_reader(reader)
-        .map_err(|e| EngineError::connector(origin, format!("invalid JSON array: {e}")))?;
-    let mut out = Vec::with_capacity(elements.iter().map(|e| e.get().len() + 1).sum());
-    for e in elements {
-        out.extend(e.get().bytes().filter(|b| *b != b'\n' && *b != b'\r'));
-        out.push(b'\n');
-    }
-    Ok(out)
 }

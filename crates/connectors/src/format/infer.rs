@@ -28,11 +28,14 @@ pub fn infer_schema(format: RecordFormat, input: impl Read) -> Result<Schema, St
             .0,
         RecordFormat::Json | RecordFormat::JsonLines => {
             let mut values = Vec::new();
-            if starts_with_array(&mut reader).map_err(|e| e.to_string())? {
-                let all: Vec<serde_json::Value> = serde_json::from_reader(reader).map_err(|e| format!("invalid JSON array: {e}"))?;
-                values.extend(all.into_iter().take(SAMPLE_RECORDS));
+            // an array's elements are sampled as lines, without reading it whole
+            let lines: Box<dyn BufRead> = if starts_with_array(&mut reader).map_err(|e| e.to_string())? {
+                Box::new(BufReader::new(crate::file::json_array::ArrayLines::new(reader)))
             } else {
-                for line in reader.lines() {
+                Box::new(reader)
+            };
+            {
+                for line in lines.lines() {
                     let line = line.map_err(|e| e.to_string())?;
                     if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(&line) {
                         values.push(v);

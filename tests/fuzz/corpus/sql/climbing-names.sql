@@ -1,0 +1,2 @@
+-- @name: ../../etc/x
+CREATE STREAM "../x" AS SELECT a FROM t;

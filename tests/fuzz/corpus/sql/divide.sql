@@ -1,0 +1,1 @@
+SELECT id, 10 / d AS q FROM t WITH ('error.policy' = 'skip');

@@ -1,0 +1,1 @@
+SELECT g, COUNT(*) AS n FROM t GROUP BY g WINDOW SLIDING(ts, 1d, 1ms);
