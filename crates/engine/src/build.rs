@@ -43,9 +43,10 @@ use velostream_sql::ErrorPolicy;
 
 /// Builds pipelines; holds the DataFusion session used to create
 /// physical expressions.
-/// The most rows an aggregate frame (`ROWS BETWEEN n PRECEDING`) may hold
-/// per partition.
-const MAX_FRAME_ROWS: usize = 1_000_000;
+/// The most rows an aggregate frame may hold per partition (the front end
+/// refuses larger frames with the statement's position; this guards plans
+/// built otherwise).
+const MAX_FRAME_ROWS: usize = velostream_sql::lowering::MAX_FRAME_ROWS as usize;
 
 pub struct PipelineBuilder {
     state: SessionState,

@@ -4,6 +4,7 @@
 //! function becomes a streaming step, and where unsupported shapes are
 //! rejected with a message that says so.
 
+use datafusion::common::ScalarValue;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Join, JoinType, LogicalPlan, Operator};
@@ -208,7 +209,10 @@ impl NodeMapper<'_> {
                 }
             }
             LogicalPlan::Window(w) => StreamNode::RowWindow {
-                input: Box::new(self.map(&w.input)?),
+                input: {
+                    self.check_frames(&w.window_expr)?;
+                    Box::new(self.map(&w.input)?)
+                },
                 exprs: w.window_expr.clone(),
                 input_schema: w.input.schema().clone(),
                 schema: w.schema.clone(),
@@ -260,7 +264,41 @@ impl NodeMapper<'_> {
         (times, conjunction(rest))
     }
 
+    /// A frame `ROWS BETWEEN n PRECEDING` holds `n` rows per partition:
+    /// more than [`MAX_FRAME_ROWS`] is refused here, with the statement's
+    /// position, rather than when the operator is built.
+    fn check_frames(&self, exprs: &[Expr]) -> Result<()> {
+        use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+        for e in exprs {
+            let Expr::WindowFunction(f) = e else { continue };
+            let frame = &f.params.window_frame;
+            if let (WindowFrameUnits::Rows, WindowFrameBound::Preceding(v)) =
+                (&frame.units, &frame.start_bound)
+            {
+                let too_many = match v {
+                    v if v.is_null() => false,
+                    ScalarValue::UInt64(Some(n)) => *n >= MAX_FRAME_ROWS,
+                    other => other
+                        .to_string()
+                        .parse::<u128>()
+                        .map_or(true, |n| n >= MAX_FRAME_ROWS as u128),
+                };
+                if too_many {
+                    return Err(SqlError::new(
+                        format!("ROWS BETWEEN {v} PRECEDING keeps that many rows per partition; at most {} are allowed", MAX_FRAME_ROWS - 1),
+                        self.location,
+                    )
+                    .with_hint("write ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW for a running aggregate"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn unsupported(&self, message: &str) -> SqlError {
         SqlError::new(message, self.location)
     }
 }
+
+/// The most rows an aggregate frame (`ROWS BETWEEN n PRECEDING`) may hold per partition.
+pub const MAX_FRAME_ROWS: u64 = 1_000_000;

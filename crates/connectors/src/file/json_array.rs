@@ -95,12 +95,14 @@ impl<R: Read> ArrayLines<R> {
                 }
                 b',' if self.depth == 0 => self.end_element(),
                 // line breaks between tokens are whitespace; a line is one element
+                // line breaks inside an element are whitespace (a line is one
+                // element); around a top-level value whitespace is dropped
                 b'\n' | b'\r' => {
-                    if self.in_element {
+                    if self.in_element && self.depth > 0 {
                         self.out.push(b' ');
                     }
                 }
-                _ if b.is_ascii_whitespace() && !self.in_element => {}
+                _ if b.is_ascii_whitespace() && (!self.in_element || self.depth == 0) => {}
                 _ => {
                     self.in_element = true;
                     self.out.push(b);

@@ -19,7 +19,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::group_keys::GroupKeys;
-use super::{evaluate_all, Operator, StateSize};
+use super::{evaluate_all, Operator, RowIsolation, StateSize};
 use crate::error::{EngineError, Result};
 use crate::state::{Checkpointable, OperatorSnapshot};
 
@@ -117,22 +117,45 @@ fn row_values(columns: &[ArrayRef], row: usize) -> Result<Vec<ScalarValue>> {
 }
 
 impl ExprState {
+    /// Everything this function evaluates over `batch` (what can fail for
+    /// a row), before any state changes.
+    fn inputs(&self, batch: &RecordBatch) -> Result<RowInputs> {
+        Ok(RowInputs {
+            rows: batch.num_rows(),
+            keys: evaluate_all(&self.expr.partition_by, batch)?,
+            args: evaluate_all(&self.expr.args, batch)?,
+            order: evaluate_all(&self.expr.order_by, batch)?,
+        })
+    }
+
+    /// The expressions [`inputs`](Self::inputs) evaluates.
+    fn input_expressions(&self) -> impl Iterator<Item = Arc<dyn PhysicalExpr>> + '_ {
+        self.expr
+            .partition_by
+            .iter()
+            .chain(&self.expr.args)
+            .chain(&self.expr.order_by)
+            .cloned()
+    }
+
     /// The expression's value for every row of `batch` (a null placeholder
     /// for LEAD), pushing `(row id, value)` for LEAD values that became known.
     fn column(
         &mut self,
-        batch: &RecordBatch,
+        inputs: RowInputs,
         first_id: u64,
         fills: &mut Vec<(u64, ScalarValue)>,
     ) -> Result<ArrayRef> {
-        let rows = batch.num_rows();
-        let keys = evaluate_all(&self.expr.partition_by, batch)?;
+        let RowInputs {
+            rows,
+            keys,
+            args,
+            order,
+        } = inputs;
         let mut group_of_row = std::mem::take(&mut self.group_of_row);
         self.keys.intern(&keys, rows, &mut group_of_row)?;
         self.partitions
             .resize_with(self.keys.len(), Partition::default);
-        let args = evaluate_all(&self.expr.args, batch)?;
-        let order = evaluate_all(&self.expr.order_by, batch)?;
         let mut out = Vec::with_capacity(rows);
         for (row, &g) in group_of_row.iter().enumerate() {
             let p = &mut self.partitions[g];
@@ -267,6 +290,14 @@ impl RowWindowOperator {
     }
 }
 
+/// What one row function evaluates over a batch.
+struct RowInputs {
+    rows: usize,
+    keys: Vec<ArrayRef>,
+    args: Vec<ArrayRef>,
+    order: Vec<ArrayRef>,
+}
+
 impl Operator for RowWindowOperator {
     fn name(&self) -> &'static str {
         "row_window"
@@ -284,15 +315,30 @@ impl Operator for RowWindowOperator {
         Some(self)
     }
 
+    fn isolation(&self) -> RowIsolation {
+        RowIsolation::Expressions(
+            self.exprs
+                .iter()
+                .flat_map(|e| e.input_expressions())
+                .collect(),
+        )
+    }
+
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        // every function's inputs first: a row that fails changes nothing
+        let evaluated = self
+            .exprs
+            .iter()
+            .map(|e| e.inputs(&batch))
+            .collect::<Result<Vec<_>>>()?;
         let first_id = self.next_id;
         self.next_id += batch.num_rows() as u64;
         let inputs = batch.num_columns();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         let mut fills = Vec::new();
-        for (i, state) in self.exprs.iter_mut().enumerate() {
+        for ((i, state), evaluated) in self.exprs.iter_mut().enumerate().zip(evaluated) {
             let mut found = Vec::new();
-            columns.push(state.column(&batch, first_id, &mut found)?);
+            columns.push(state.column(evaluated, first_id, &mut found)?);
             fills.extend(found.into_iter().map(|(id, v)| (inputs + i, id, v)));
         }
         let waiting_exprs = self.exprs.iter().filter(|e| e.waits()).count();
