@@ -41,13 +41,13 @@ use crate::operators::{Operator, Pipeline};
 use crate::row_errors::RowErrors;
 use velostream_sql::ErrorPolicy;
 
-/// Builds pipelines; holds the DataFusion session used to create
-/// physical expressions.
 /// The most rows an aggregate frame may hold per partition (the front end
 /// refuses larger frames with the statement's position; this guards plans
 /// built otherwise).
 const MAX_FRAME_ROWS: usize = velostream_sql::lowering::MAX_FRAME_ROWS as usize;
 
+/// Builds pipelines; holds the DataFusion session used to create
+/// physical expressions.
 pub struct PipelineBuilder {
     state: SessionState,
     tables: Option<Arc<dyn TableLoader>>,

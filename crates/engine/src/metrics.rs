@@ -113,6 +113,13 @@ impl JobMetrics {
         }
     }
 
+    /// A malformed record: counted and logged as [`bad_record`](Self::bad_record)
+    /// does, and queued for the dead-letter sink with its text.
+    pub fn malformed_record(&self, letter: DeadLetter) {
+        self.bad_record(&letter.position, &letter.reason);
+        self.dead_letter(|| letter);
+    }
+
     /// Counts a row whose expression failed and that the error policy took
     /// out of its batch; logs the first few with the reason, then every
     /// 10,000th. The job goes on.

@@ -71,10 +71,13 @@ impl RowErrors {
             return Err(error);
         }
         let isolation = op.isolation();
+        if matches!(isolation, RowIsolation::None) {
+            return Err(error);
+        }
         let mut failed = Vec::new();
         let mut probe = |part: &RecordBatch| -> std::result::Result<(), String> {
             match &isolation {
-                RowIsolation::None => Ok(()),
+                RowIsolation::None => unreachable!("returned above"),
                 RowIsolation::Rerun => op
                     .process(part.clone(), &mut Vec::new())
                     .map_err(|e| e.to_string()),
@@ -86,9 +89,6 @@ impl RowErrors {
                 }),
             }
         };
-        if matches!(isolation, RowIsolation::None) {
-            return Err(error);
-        }
         bisect(&batch, 0, batch.num_rows(), &mut probe, &mut failed);
         if failed.is_empty() {
             return Err(error);

@@ -16,7 +16,7 @@ use velostream_engine::dead_letter::DeadLetter;
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
 use super::json_array::ArrayLines;
-use crate::format::decode::{BatchDecoder, Origin};
+use crate::format::decode::{too_long, BatchDecoder, Origin};
 use crate::format::infer::starts_with_array;
 use crate::format::RecordFormat;
 
@@ -217,21 +217,19 @@ impl Source for LineSource {
                     self.buf.push(b'\n');
                 }
                 self.set_ready(self.buf.len());
-            } else if let Some(last) = memchr::memrchr(b'\n', &self.buf[old.min(self.buf.len())..])
-            {
-                self.set_ready(old.min(self.buf.len()) + last + 1);
+                continue;
+            }
+            // where this read's bytes start (skipping may have dropped some)
+            let fresh = old.min(self.buf.len());
+            if let Some(last) = memchr::memrchr(b'\n', &self.buf[fresh..]) {
+                self.set_ready(fresh + last + 1);
             } else if self.buf.len() > self.max_record_bytes {
                 // one record larger than allowed: it is a bad record, and
                 // memory stays bounded however long it goes on
                 let position = format!("{}:{}", self.origin, self.next_line);
-                let reason = format!(
-                    "the record is longer than {} bytes ('max.record.bytes')",
-                    self.max_record_bytes
-                );
-                self.metrics.bad_record(&position, &reason);
-                let preview =
-                    String::from_utf8_lossy(&self.buf[..self.buf.len().min(200)]).into_owned();
-                self.metrics.dead_letter(|| DeadLetter {
+                let reason = too_long(self.max_record_bytes);
+                let preview = String::from_utf8_lossy(&self.buf[..self.buf.len().min(200)]);
+                self.metrics.malformed_record(DeadLetter {
                     source: self.origin.clone(),
                     position,
                     reason,

@@ -163,9 +163,7 @@ impl BatchDecoder {
         while start < chunk.len() && records < self.batch_size {
             let end = memchr::memchr(b'\n', &chunk[start..]).map_or(chunk.len(), |i| start + i);
             let line = &chunk[start..end];
-            if line.len() > self.max_record_bytes
-                || (line.len() > 2 * MAX_JSON_DEPTH && nests_deeper(line))
-            {
+            if self.refusal(line).is_some() {
                 return None;
             }
             if line.iter().any(|b| !b.is_ascii_whitespace()) {
@@ -182,19 +180,32 @@ impl BatchDecoder {
         (rows == records && whole).then_some((consumed, batch))
     }
 
-    /// Whether no line of a CSV region is longer than `max.record.bytes`.
+    /// Whether no line of a CSV region is refused (longer than `max.record.bytes`).
     fn short_lines(&self, region: &[u8]) -> bool {
         if region.len() <= self.max_record_bytes {
             return true;
         }
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', region).chain([region.len()]) {
-            if end - start > self.max_record_bytes {
+            if self.refusal(&region[start..end]).is_some() {
                 return false;
             }
             start = end + 1;
         }
         true
+    }
+
+    /// Why a record is a bad record before it is decoded, if it is: longer
+    /// than `max.record.bytes`, or JSON nesting deeper than
+    /// [`MAX_JSON_DEPTH`] (only a long record can).
+    fn refusal(&self, record: &[u8]) -> Option<String> {
+        if record.len() > self.max_record_bytes {
+            return Some(too_long(self.max_record_bytes));
+        }
+        let json = !matches!(self.format, RecordFormat::Csv { .. });
+        (json && record.len() > MAX_JSON_DEPTH && nests_deeper(record)).then(|| {
+            format!("the record nests arrays or objects deeper than {MAX_JSON_DEPTH} levels")
+        })
     }
 
     /// One batch from the front of `buf`: bytes consumed and the batch.
@@ -231,23 +242,10 @@ impl BatchDecoder {
             if !text.iter().all(u8::is_ascii_whitespace) {
                 records += 1;
                 let mut single = build(self.format, &self.full_schema, &self.schema, 1)?;
-                let too_long = if text.len() > self.max_record_bytes {
-                    Some(ArrowError::ParseError(format!(
-                        "the record is longer than {} bytes ('max.record.bytes')",
-                        self.max_record_bytes
-                    )))
-                } else if !matches!(self.format, RecordFormat::Csv { .. }) && nests_deeper(text) {
-                    Some(ArrowError::ParseError(format!(
-                        "the record nests arrays or objects deeper than {MAX_JSON_DEPTH} levels"
-                    )))
-                } else {
-                    None
-                };
-                let decoded = match too_long {
-                    Some(e) => Err(e),
-                    None => Ok(()),
+                let decoded = match self.refusal(text) {
+                    Some(reason) => Err(ArrowError::ParseError(reason)),
+                    None => single.decode(text),
                 }
-                .and_then(|_| single.decode(text))
                 .and_then(|n| {
                     if n < text.len() && !text[n..].iter().all(u8::is_ascii_whitespace) {
                         return Err(ArrowError::ParseError(
@@ -265,8 +263,7 @@ impl BatchDecoder {
                     Err(e) => {
                         let position = origin.position(line);
                         let reason = clean_message(&e);
-                        metrics.bad_record(&position, &reason);
-                        metrics.dead_letter(|| DeadLetter {
+                        metrics.malformed_record(DeadLetter {
                             source: origin.name().to_string(),
                             position,
                             reason,
@@ -285,6 +282,11 @@ impl BatchDecoder {
         self.kept = Some(kept);
         Ok(pos)
     }
+}
+
+/// Why a record longer than `max.record.bytes` is a bad record.
+pub(crate) fn too_long(max_record_bytes: usize) -> String {
+    format!("the record is longer than {max_record_bytes} bytes ('max.record.bytes')")
 }
 
 /// The deepest nesting of arrays and objects a JSON record may have:

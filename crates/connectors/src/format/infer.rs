@@ -34,15 +34,13 @@ pub fn infer_schema(format: RecordFormat, input: impl Read) -> Result<Schema, St
             } else {
                 Box::new(reader)
             };
-            {
-                for line in lines.lines() {
-                    let line = line.map_err(|e| e.to_string())?;
-                    if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(&line) {
-                        values.push(v);
-                    }
-                    if values.len() >= SAMPLE_RECORDS {
-                        break;
-                    }
+            for line in lines.lines() {
+                let line = line.map_err(|e| e.to_string())?;
+                if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(&line) {
+                    values.push(v);
+                }
+                if values.len() >= SAMPLE_RECORDS {
+                    break;
                 }
             }
             if values.is_empty() {

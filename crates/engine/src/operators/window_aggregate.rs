@@ -211,19 +211,18 @@ impl Operator for WindowAggregateOperator {
         }
         // everything that can fail for a row, before any window changes
         let inputs = AggregateInputs::evaluate(&self.key_exprs, &self.calls, &batch)?;
-        let single = rows.len() == 1;
-        let mut inputs = Some(inputs);
-        for key in order {
-            let part = if single {
-                inputs.take().expect("one window takes the inputs once")
-            } else {
-                inputs
-                    .as_ref()
-                    .expect("kept for every window")
-                    .take(&UInt32Array::from(std::mem::take(
-                        rows.get_mut(&key).expect("listed"),
-                    )))?
-            };
+        let parts = match order[..] {
+            // the whole batch in one window: its inputs as they are
+            [key] => vec![(key, inputs)],
+            _ => order
+                .into_iter()
+                .map(|key| {
+                    let indices = std::mem::take(rows.get_mut(&key).expect("listed"));
+                    Ok((key, inputs.take(&UInt32Array::from(indices))?))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
+        for (key, part) in parts {
             match self.window(key)? {
                 WindowState::Final(v) => v.update_inputs(part)?,
                 WindowState::Changes(g) => {
