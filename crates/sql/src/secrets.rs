@@ -1,11 +1,19 @@
 //! Secret values never shown. Wherever SQL text or connector properties
 //! appear — a rendered SQL error, `explain`, the jobs API, logs — the
-//! values of keys whose name contains `password`, `secret`, `token` or
-//! `sasl.jaas` are replaced by `***`, and so is the password of a
-//! `scheme://user:password@host` URL.
+//! values of keys whose name contains `password`, `secret`, `token`,
+//! `credential`, `sasl_pass` or `sasl.jaas` are replaced by `***`, and so
+//! is the password of a `scheme://user:password@host` URL. The same words
+//! decide which log fields and Kafka client properties are never shown.
 
 /// Words that make a property key secret (compared case-insensitively).
-const SECRET_WORDS: &[&str] = &["password", "secret", "token", "sasl.jaas"];
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "secret",
+    "token",
+    "credential",
+    "sasl_pass",
+    "sasl.jaas",
+];
 
 /// What a secret value is shown as.
 pub const MASK: &str = "***";

@@ -38,9 +38,6 @@ const ALIASES: &[(&str, &str)] = &[
     ("enable_idempotence", "enable.idempotence"),
 ];
 
-/// Property keys whose values are secret.
-const SECRET_KEYS: &[&str] = &["sasl.password", "ssl.key.password", "ssl.keystore.password"];
-
 /// The librdkafka properties an application the service runs may set;
 /// everything else stays the operator's (`velostream.kafka`).
 pub const ALLOWED: &[&str] = &[
@@ -178,20 +175,18 @@ pub struct KafkaSettings {
 
 impl fmt::Debug for KafkaSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown: BTreeMap<&str, &str> = self
-            .properties
-            .iter()
-            .map(|(k, v)| {
-                let v = if SECRET_KEYS.contains(&k.as_str()) {
-                    "***"
-                } else {
-                    v.as_str()
-                };
-                (k.as_str(), v)
-            })
-            .collect();
-        f.debug_map().entries(shown).finish()
+        f.debug_map().entries(shown(&self.properties)).finish()
     }
+}
+
+/// Client properties as they may be shown: secret values as `***`.
+pub(crate) fn shown(
+    properties: &BTreeMap<String, String>,
+) -> BTreeMap<&str, std::borrow::Cow<'_, str>> {
+    properties
+        .iter()
+        .map(|(k, v)| (k.as_str(), velostream_sql::secrets::shown_value(k, v)))
+        .collect()
 }
 
 impl KafkaSettings {

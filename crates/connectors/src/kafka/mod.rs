@@ -110,13 +110,8 @@ pub struct KafkaDefaults {
 /// Secret values (`sasl.password`, ...) shown as `***`.
 impl std::fmt::Debug for KafkaDefaults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let client: BTreeMap<&str, std::borrow::Cow<'_, str>> = self
-            .client
-            .iter()
-            .map(|(k, v)| (k.as_str(), velostream_sql::secrets::shown_value(k, v)))
-            .collect();
         f.debug_struct("KafkaDefaults")
-            .field("client", &client)
+            .field("client", &config::shown(&self.client))
             .field("table_load_timeout", &self.table_load_timeout)
             .field("batch_timeout", &self.batch_timeout)
             .field("rules", &self.rules)

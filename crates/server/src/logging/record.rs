@@ -11,9 +11,6 @@ use tracing::{Event, Level};
 
 use crate::config::schema::LogField;
 
-/// Field names whose values are never written.
-const SECRET_WORDS: &[&str] = &["password", "secret", "token", "credential", "sasl_pass"];
-
 /// The trace and span a record was logged in: a span gets a new span id and
 /// inherits its parent's trace id (a root span starts a trace).
 #[derive(Debug, Clone)]
@@ -186,11 +183,8 @@ impl Fields {
             "message" => self.message = value,
             "component" => self.component = Some(value),
             "error_type" => self.error_type = Some(value),
-            other
-                if SECRET_WORDS
-                    .iter()
-                    .any(|w| other.to_ascii_lowercase().contains(w)) =>
-            {
+            // fields whose names look secret are never written
+            other if velostream_sql::secrets::is_secret_key(other) => {
                 self.extra.push((other.to_string(), "***".into()))
             }
             other => self.extra.push((other.to_string(), value)),
