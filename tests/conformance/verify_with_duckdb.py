@@ -35,8 +35,23 @@ def normalize(value):
     if isinstance(value, float):
         return value
     if hasattr(value, "isoformat"):
-        return value.isoformat()
+        return instant_text(value.isoformat())
     return value
+
+
+def instant_text(text):
+    """ISO text as Velostream writes it: fractions in groups of three
+    digits without trailing zero groups, and UTC as Z."""
+    if text.endswith("+00:00"):
+        text = text[: -len("+00:00")] + "Z"
+    zone = "Z" if text.endswith("Z") else ""
+    body = text[: len(text) - len(zone)]
+    if "." in body:
+        whole, fraction = body.split(".", 1)
+        while fraction.endswith("000"):
+            fraction = fraction[:-3]
+        body = f"{whole}.{fraction}" if fraction else whole
+    return body + zone
 
 
 def numbers_equal(a, b):

@@ -154,6 +154,7 @@ impl Connectors {
                 &binding.name,
                 props,
                 &binding.schema,
+                &binding.time_formats,
                 projected,
                 self.batch_size,
                 &self.kafka,
@@ -182,7 +183,8 @@ impl Connectors {
         }
         let format = RecordFormat::from_properties(props).map_err(err)?;
         let decoder =
-            BatchDecoder::new(format, binding.schema.clone(), projected, self.batch_size)?;
+            BatchDecoder::new(format, binding.schema.clone(), projected, self.batch_size)?
+                .with_time_formats(binding.time_formats.clone());
         match kind {
             "file_source" => {
                 check_keys(props, FILE_SOURCE_KEYS, kind).map_err(err)?;
@@ -226,6 +228,7 @@ impl Connectors {
                 &binding.name,
                 &binding.properties,
                 &binding.schema,
+                &binding.time_formats,
                 projected,
                 self.batch_size,
                 &self.kafka,

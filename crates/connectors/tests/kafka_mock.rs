@@ -150,6 +150,7 @@ fn transactions_follow_checkpoints_call_by_call() {
         "in",
         &props,
         &schema,
+        &Default::default(),
         schema.clone(),
         100,
         &KafkaDefaults::default(),

@@ -13,6 +13,7 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::planner::{ExprPlanner, TypePlanner};
 use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, TableSource, WindowUDF};
 use datafusion::optimizer::OptimizerRule;
+use datafusion::prelude::SessionConfig;
 use datafusion::sql::planner::ContextProvider;
 
 /// Optimizer rules that turn one streaming aggregate into two stacked
@@ -22,7 +23,12 @@ const EXCLUDED_RULES: &[&str] = &["single_distinct_aggregation_to_group_by"];
 /// A DataFusion session with the full function library and the optimizer
 /// rules that are valid for streaming plans.
 pub fn streaming_session_state() -> SessionState {
-    let base = SessionStateBuilder::new().with_default_features().build();
+    // TIMESTAMPTZ columns, now() and instants parsed from text are UTC
+    let config = SessionConfig::new().set_str("datafusion.execution.time_zone", "+00:00");
+    let base = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
     let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = base
         .optimizers()
         .iter()

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration::parse_shorthand;
+use crate::time_format::TimeFormat;
 
 /// The property keys this module reads; they are not connector keys.
 pub const EVENT_TIME_KEYS: &[&str] = &[
@@ -16,19 +17,6 @@ pub const EVENT_TIME_KEYS: &[&str] = &[
     "late.data.strategy",
     "watermark.idle_timeout",
 ];
-
-/// How the event-time column's values are read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TimeFormat {
-    /// Whatever the column's type says: timestamps as they are, integers as
-    /// epoch milliseconds, strings as ISO 8601.
-    Auto,
-    EpochMillis,
-    EpochSeconds,
-    Iso8601,
-    /// A chrono pattern such as `%Y-%m-%d %H:%M:%S`.
-    Pattern(String),
-}
 
 /// How far behind the largest event time seen the watermark stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,17 +64,8 @@ impl EventTime {
             ..Default::default()
         };
         if let Some(format) = props.get("event.time.format") {
-            spec.format = match format.as_str() {
-                "epoch_millis" | "epoch_ms" => TimeFormat::EpochMillis,
-                "epoch_seconds" | "epoch" => TimeFormat::EpochSeconds,
-                "iso8601" | "rfc3339" => TimeFormat::Iso8601,
-                pattern if pattern.contains('%') => TimeFormat::Pattern(pattern.to_string()),
-                other => {
-                    return Err(format!(
-                        "'event.time.format' = '{other}' is not a format; use epoch_millis, epoch_seconds, iso8601 or a chrono pattern such as %Y-%m-%d %H:%M:%S"
-                    ))
-                }
-            };
+            spec.format =
+                TimeFormat::parse(format).map_err(|e| format!("'event.time.format' = {e}"))?;
         }
         let bound = match props.get("watermark.max_out_of_orderness") {
             Some(text) => Some(parse_shorthand(text).ok_or_else(|| {

@@ -24,14 +24,16 @@ pub mod script;
 pub mod secrets;
 pub mod statement;
 pub mod system_columns;
+pub mod time_format;
 pub mod window;
 pub mod windowing;
 
 pub use catalog::streaming_session_state;
 pub use error::{Location, SqlError};
 pub use error_policy::ErrorPolicy;
-pub use event_time::{EventTime, LateDataStrategy, TimeFormat, WatermarkStrategy};
+pub use event_time::{EventTime, LateDataStrategy, WatermarkStrategy};
 pub use plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, StreamingPlan};
 pub use planner::{parse_application, ApplicationPlanner, PropertyOverrides, SourceResolver};
 pub use statement::{ParsedStatement, StatementKind};
+pub use time_format::{TimeFormat, TimeFormats};
 pub use window::{EmitMode, WindowKind, WindowSpec};

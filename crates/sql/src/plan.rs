@@ -13,6 +13,7 @@ use datafusion::logical_expr::{Expr, SortExpr};
 use crate::event_time::EventTime;
 use crate::interval_join::IntervalBounds;
 use crate::statement::StatementKind;
+use crate::time_format::TimeFormats;
 use crate::window::{EmitMode, WindowSpec};
 
 /// One streaming operator and its input.
@@ -148,6 +149,9 @@ pub struct SourceBinding {
     pub declared: bool,
     /// Event time and watermark settings (the event-time keys are not in `properties`).
     pub event_time: EventTime,
+    /// How the time columns' values are encoded (the time-format keys are
+    /// not in `properties` either).
+    pub time_formats: TimeFormats,
 }
 
 /// Where results go.

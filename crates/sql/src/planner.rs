@@ -26,6 +26,7 @@ use crate::plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, Streamin
 use crate::script::split_statements;
 use crate::statement::{parse_statement, ParsedStatement, StatementKind};
 use crate::system_columns;
+use crate::time_format::TimeFormats;
 use crate::window::EmitMode;
 use crate::windowing::{
     group_by_window, with_event_time_column, with_window_columns, without_window_roles, EVENT_TIME,
@@ -307,7 +308,12 @@ impl<'a> ApplicationPlanner<'a> {
                 .unwrap_or(location);
             SqlError::new(format!("source '{name}': {e}"), at)
         })?;
-        properties.retain(|k, _| !EVENT_TIME_KEYS.contains(&k.as_str()));
+        let time_formats = TimeFormats::from_properties(
+            &properties,
+            event_time.field.as_deref().map(|f| (f, &event_time.format)),
+        )
+        .map_err(|e| SqlError::new(format!("source '{name}': {e}"), location))?;
+        properties.retain(|k, _| !EVENT_TIME_KEYS.contains(&k.as_str()) && !TimeFormats::is_key(k));
         let mut event_time = event_time;
         if event_time.field.is_none()
             && properties.get("type").map(String::as_str) == Some("nexmark")
@@ -345,6 +351,18 @@ impl<'a> ApplicationPlanner<'a> {
                 .with_hint(format!("the columns of {name} are: {}", columns.join(", "))));
             }
         }
+        if let Some(column) = time_formats
+            .columns
+            .keys()
+            .find(|c| schema.field_with_name(c).is_err())
+        {
+            let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(SqlError::new(
+                format!("'time.format.{column}' names no column of source '{name}'"),
+                location,
+            )
+            .with_hint(format!("the columns of {name} are: {}", columns.join(", "))));
+        }
         Ok(SourceBinding {
             name: name.to_string(),
             origin,
@@ -352,6 +370,7 @@ impl<'a> ApplicationPlanner<'a> {
             schema,
             declared,
             event_time,
+            time_formats,
         })
     }
 

@@ -14,8 +14,9 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use velostream_engine::dead_letter::DeadLetter;
 use velostream_engine::JobMetrics;
+use velostream_sql::TimeFormats;
 
-use super::RecordFormat;
+use super::{time, RecordFormat};
 
 enum Inner {
     Json(arrow_json::reader::Decoder),
@@ -75,10 +76,15 @@ impl Origin<'_> {
 /// Decodes record chunks of one format into batches of one schema.
 pub struct BatchDecoder {
     format: RecordFormat,
-    /// Every column of the source, in file order (CSV is positional).
+    /// Every column of the source, in file order (CSV is positional), as
+    /// the readers decode it: time columns as text (see [`time`]).
     full_schema: SchemaRef,
+    /// The columns to produce, as the readers decode them.
+    decoded: SchemaRef,
     /// The columns to produce.
     schema: SchemaRef,
+    /// How the text of time columns becomes timestamps.
+    time_formats: TimeFormats,
     batch_size: usize,
     inner: Inner,
     /// After a `decode_next` that skipped malformed records: the indices
@@ -95,16 +101,27 @@ impl BatchDecoder {
         schema: SchemaRef,
         batch_size: usize,
     ) -> Result<Self, ArrowError> {
-        let inner = build(format, &full_schema, &schema, batch_size)?;
+        let full_schema = time::as_text(&full_schema);
+        let decoded = time::as_text(&schema);
+        let inner = build(format, &full_schema, &decoded, batch_size)?;
         Ok(Self {
             format,
             full_schema,
+            decoded,
             schema,
+            time_formats: TimeFormats::default(),
             batch_size,
             inner,
             kept: None,
             max_record_bytes: usize::MAX,
         })
+    }
+
+    /// Reads time columns as `formats` says (by default, numbers as epoch
+    /// milliseconds and text as ISO 8601).
+    pub fn with_time_formats(mut self, formats: TimeFormats) -> Self {
+        self.time_formats = formats;
+        self
     }
 
     /// Records longer than `bytes` are bad records.
@@ -144,7 +161,7 @@ impl BatchDecoder {
                 self.inner = build(
                     self.format,
                     &self.full_schema,
-                    &self.schema,
+                    &self.decoded,
                     self.batch_size,
                 )?;
                 self.decode_lines(chunk, origin, metrics, out)
@@ -211,8 +228,16 @@ impl BatchDecoder {
     /// One batch from the front of `buf`: bytes consumed and the batch.
     fn decode_batch(&mut self, buf: &[u8]) -> Result<(usize, Option<RecordBatch>), ArrowError> {
         let consumed = self.inner.decode(buf)?;
-        let batch = self.inner.flush()?;
+        let flushed = self.inner.flush()?;
+        let batch = self.finish(flushed)?;
         Ok((consumed, batch))
+    }
+
+    /// A decoded batch in the output schema: time columns read from their text.
+    fn finish(&self, batch: Option<RecordBatch>) -> Result<Option<RecordBatch>, ArrowError> {
+        batch
+            .map(|b| time::to_schema(b, &self.schema, &self.time_formats))
+            .transpose()
     }
 
     /// The records the last `decode_next` kept, by index in its chunk, when
@@ -241,7 +266,7 @@ impl BatchDecoder {
             let text = &buf[pos..end];
             if !text.iter().all(u8::is_ascii_whitespace) {
                 records += 1;
-                let mut single = build(self.format, &self.full_schema, &self.schema, 1)?;
+                let mut single = build(self.format, &self.full_schema, &self.decoded, 1)?;
                 let decoded = match self.refusal(text) {
                     Some(reason) => Err(ArrowError::ParseError(reason)),
                     None => single.decode(text),
@@ -252,7 +277,7 @@ impl BatchDecoder {
                             "more than one record on the line".into(),
                         ));
                     }
-                    single.flush()
+                    self.finish(single.flush()?)
                 });
                 match decoded {
                     Ok(Some(batch)) => {

@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod encode;
 pub mod infer;
+pub mod time;
 
 use std::collections::BTreeMap;
 

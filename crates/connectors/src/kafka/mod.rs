@@ -22,7 +22,7 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rdkafka::consumer::BaseConsumer;
 use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
-use velostream_sql::system_columns;
+use velostream_sql::{system_columns, TimeFormats};
 
 use self::config::KafkaSettings;
 pub use self::source::ReadMode;
@@ -203,6 +203,7 @@ pub fn open_source(
     name: &str,
     props: &BTreeMap<String, String>,
     full_schema: &SchemaRef,
+    time_formats: &TimeFormats,
     projected: SchemaRef,
     batch_size: usize,
     defaults: &KafkaDefaults,
@@ -254,12 +255,15 @@ pub fn open_source(
         ))
     };
     let decoder = match format {
-        KafkaFormat::Json | KafkaFormat::Csv(_) => Some(BatchDecoder::new(
-            format.record_format(),
-            payload(full_schema),
-            payload(&projected),
-            batch_size,
-        )?),
+        KafkaFormat::Json | KafkaFormat::Csv(_) => Some(
+            BatchDecoder::new(
+                format.record_format(),
+                payload(full_schema),
+                payload(&projected),
+                batch_size,
+            )?
+            .with_time_formats(time_formats.clone()),
+        ),
         KafkaFormat::String | KafkaFormat::Bytes => None,
     };
     let mut source = source::KafkaSource::open(
