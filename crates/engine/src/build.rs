@@ -595,6 +595,7 @@ impl PipelineBuilder {
                         other_source,
                         other_pipeline,
                         other_schema.inner().clone(),
+                        metrics.clone(),
                     )));
                 }
                 StreamNode::Limit { skip, fetch, .. } => {

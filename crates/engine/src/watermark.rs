@@ -80,6 +80,31 @@ impl WatermarkTracker {
         self.record(partition, event_time_ms, now);
     }
 
+    /// [`observe`](Self::observe) one record, then recompute the watermark
+    /// if the record could have moved it (it raised its partition's largest
+    /// event time); returns the watermark when it advanced. Called for every
+    /// record, so the watermark a record is judged against is the one the
+    /// records before it left, whatever the batch size.
+    pub fn observe_record(
+        &mut self,
+        partition: usize,
+        event_time_ms: i64,
+        now: Instant,
+    ) -> Option<i64> {
+        let raised = self
+            .partitions
+            .get(partition)
+            .copied()
+            .flatten()
+            .is_none_or(|p| event_time_ms > p.max_event_time);
+        self.observe(partition, event_time_ms, now);
+        if raised {
+            self.advance(now)
+        } else {
+            None
+        }
+    }
+
     fn record(&mut self, partition: usize, event_time_ms: i64, now: Instant) {
         self.awaited.retain(|(p, _)| *p != partition);
         if self.partitions.len() <= partition {

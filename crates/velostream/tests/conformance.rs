@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use velostream::conformance::{find_specs, run_spec_file, run_spec_file_with, spec};
+use velostream::conformance::{determinism, find_specs, run_spec_file, run_spec_file_with, spec};
 
 fn spec_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance")
@@ -48,6 +48,35 @@ fn every_spec_passes_with_two_pipelines_per_job() {
     );
 }
 
+/// Every event-time case (windows, sessions, late data, interval joins)
+/// gives the same rows and late counts at batch sizes 1, 7 and the
+/// default and with two pipelines: lateness is decided per record.
+#[test]
+fn event_time_answers_do_not_depend_on_batching() {
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for path in find_specs(&[spec_dir()]) {
+        let file = spec::load(&path).unwrap();
+        for case in file
+            .cases
+            .iter()
+            .filter(|c| determinism::is_event_time_case(c))
+        {
+            cases += 1;
+            if let Err(e) = determinism::check(case) {
+                failures.push(format!("FAIL {}::{}\n{e}", path.display(), case.name));
+            }
+        }
+    }
+    assert!(cases > 80, "only {cases} event-time cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} event-time cases depend on batching:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
 macro_rules! spec_tests {
     ($($name:ident => $file:literal),* $(,)?) => {
         $(#[test] fn $name() { run($file); })*
@@ -79,6 +108,7 @@ spec_tests! {
     windows_more => "windows_more.yaml",
     joins => "joins.yaml",
     nexmark => "nexmark.yaml",
+    time_encodings => "time_encodings.yaml",
 }
 
 #[test]

@@ -6,13 +6,20 @@
 //! so state is bounded by the interval, not by the stream. INNER keeps
 //! matches; LEFT also keeps driving records that met nothing; RIGHT/FULL
 //! emit other-stream records that met nothing when they expire.
+//!
+//! Lateness is decided per record on both sides, against the watermark the
+//! records before it (on its own side) left: a record earlier than that is
+//! late, counted and dropped. The other stream is read until its watermark
+//! has passed the last time the batch can reach, so every record that is
+//! not late and could match is buffered by then; together these make the
+//! pairs a function of each stream's order, whatever the batch sizes.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array,
 };
-use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
+use datafusion::arrow::compute::{concat_batches, filter, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::row::RowConverter;
 use datafusion::physical_expr::PhysicalExpr;
@@ -22,6 +29,7 @@ use super::join_output::{cast_keys, emit_pairs, key_converter, millis_of};
 use super::{evaluate_all, Operator, Pipeline, RowIsolation, StateSize};
 use crate::connector::{Source, SourceEvent};
 use crate::error::{EngineError, Result};
+use crate::metrics::JobMetrics;
 use crate::state::{Checkpointable, OperatorSnapshot};
 
 /// The join's fixed parts, as the pipeline builder finds them.
@@ -58,6 +66,7 @@ pub struct IntervalJoinOperator {
     converter: Option<RowConverter>,
     key_types: Vec<DataType>,
     left_max: Option<i64>,
+    metrics: Arc<JobMetrics>,
 }
 
 impl IntervalJoinOperator {
@@ -66,8 +75,10 @@ impl IntervalJoinOperator {
         other: Box<dyn Source>,
         other_pipeline: Pipeline,
         other_schema: SchemaRef,
+        metrics: Arc<JobMetrics>,
     ) -> Self {
         Self {
+            metrics,
             buffer: RecordBatch::new_empty(other_schema.clone()),
             spec,
             other,
@@ -84,14 +95,15 @@ impl IntervalJoinOperator {
         }
     }
 
-    /// Reads the other stream until its watermark passes `until` (or it ends).
+    /// Reads the other stream until its watermark passes `until` (or it
+    /// ends), dropping its late records.
     fn read_ahead(&mut self, until: i64) -> Result<()> {
         let mut fresh = Vec::new();
         let mut fresh_times: Vec<i64> = Vec::new();
         while !self.other_done
             && self
                 .other_max
-                .is_none_or(|m| m - self.spec.right_lag_ms < until)
+                .is_none_or(|m| m - self.spec.right_lag_ms <= until)
         {
             let mut out = Vec::new();
             match self.other.poll_batch()? {
@@ -104,12 +116,18 @@ impl IntervalJoinOperator {
             }
             for b in out {
                 let times = millis_of(&self.spec.right_time, &b)?;
-                if let Some(max) = times.iter().flatten().max() {
-                    self.other_max = Some(self.other_max.map_or(max, |m| m.max(max)));
-                }
+                let (on_time, times) = drop_late(
+                    &times,
+                    &mut self.other_max,
+                    self.spec.right_lag_ms,
+                    &self.metrics,
+                );
                 // a record without a time can never be within an interval
                 fresh_times.extend(times.iter().map(|t| t.unwrap_or(i64::MIN)));
-                fresh.push(b);
+                fresh.push(match on_time {
+                    Some(mask) => filter_record_batch(&b, &mask)?,
+                    None => b,
+                });
             }
         }
         if !fresh.is_empty() {
@@ -220,9 +238,23 @@ impl Operator for IntervalJoinOperator {
         // what can fail for a row is evaluated before the other stream is read on
         let times = millis_of(&self.spec.left_time, &batch)?;
         let keys = evaluate_all(&self.spec.left_keys, &batch)?;
+        let (batch, times, keys) = match drop_late(
+            &times,
+            &mut self.left_max,
+            self.spec.left_lag_ms,
+            &self.metrics,
+        ) {
+            (Some(mask), times) => (
+                filter_record_batch(&batch, &mask)?,
+                times,
+                keys.iter()
+                    .map(|k| filter(k, &mask))
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+            ),
+            (None, times) => (batch, times, keys),
+        };
         if let Some(max) = times.iter().flatten().max() {
             self.read_ahead(max + self.spec.upper_ms)?;
-            self.left_max = Some(self.left_max.map_or(max, |m| m.max(max)));
         }
         // the key types are known once the other stream has been read
         let keys = cast_keys(keys, &self.key_types)?;
@@ -287,6 +319,40 @@ impl Operator for IntervalJoinOperator {
             rows: self.buffer.num_rows(),
         }
     }
+}
+
+/// Judges each time of one side against the watermark the records before
+/// it left (`max` is that side's largest time so far, `lag` its allowed
+/// out-of-orderness) and advances `max`. Returns the mask of records that
+/// are not late (`None` when none is) and their times.
+fn drop_late(
+    times: &Int64Array,
+    max: &mut Option<i64>,
+    lag: i64,
+    metrics: &JobMetrics,
+) -> (Option<BooleanArray>, Int64Array) {
+    let mut keep = Vec::with_capacity(times.len());
+    for t in times.iter() {
+        let late = match (t, *max) {
+            (Some(t), Some(m)) if t < m - lag => {
+                metrics.late_record(t, m - lag);
+                true
+            }
+            _ => false,
+        };
+        if let Some(t) = t {
+            *max = Some(max.map_or(t, |m| m.max(t)));
+        }
+        keep.push(!late);
+    }
+    if keep.iter().all(|k| *k) {
+        return (None, times.clone());
+    }
+    let mask = BooleanArray::from(keep);
+    let kept = filter(times, &mask)
+        .map(|a| a.as_primitive::<Int64Type>().clone())
+        .unwrap_or_else(|_| times.clone());
+    (Some(mask), kept)
 }
 
 /// Schema metadata keys of an interval join's snapshot.

@@ -33,11 +33,8 @@ impl Operator for ProjectOperator {
         let rows = batch.num_rows();
         let columns = evaluate_all(&self.exprs, &batch)?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        out.push(RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &options,
-        )?);
+        let projected = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        out.push(crate::row_watermark::carry(&batch, projected)?);
         Ok(())
     }
 }

@@ -5,6 +5,12 @@
 //! closes when the watermark reaches its end; a record whose (merged)
 //! session would already be closed is late, counted and dropped.
 //!
+//! Both are decided against the watermark the record itself saw (carried
+//! in its row, see [`crate::row_watermark`]), not the one at the start of
+//! its batch: a session the watermark had passed before the record is
+//! closed for it even while it waits in this batch to be emitted, so the
+//! sessions are the same whatever the batch size.
+//!
 //! Input rows carry their own proto-session in `_window_start` (the event
 //! time) and `_window_end` (event time + gap) from the window-assign step.
 
@@ -12,7 +18,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_empty_array, ArrayRef, AsArray, BinaryArray, Int64Array, TimestampMillisecondArray,
+    new_empty_array, Array, ArrayRef, AsArray, BinaryArray, Int64Array, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::{cast, filter};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
@@ -77,20 +83,22 @@ impl SessionAggregateOperator {
         row_accumulators(&self.calls)
     }
 
-    /// Adds one record with event time `t` to key `g`, merging the sessions
-    /// it touches; returns the resulting session's start, or `None` if late.
+    /// Adds one record with event time `t` to key `g`, merging the open
+    /// sessions it touches (those the record's watermark `seen` has not
+    /// passed); returns the resulting session's start, or `None` if late.
     fn add(
         &mut self,
         g: usize,
-        t: i64,
-        end: i64,
+        (t, end, seen): (i64, i64, Option<i64>),
         args: &[Vec<ArrayRef>],
         row: usize,
     ) -> Result<Option<i64>> {
+        let watermark = self.watermark.max(seen);
         let overlapping: Vec<usize> = {
             let list = &self.sessions[g];
             (0..list.len())
                 .filter(|&i| list[i].start <= end && t <= list[i].end)
+                .filter(|&i| watermark.is_none_or(|wm| list[i].end > wm))
                 .collect()
         };
         let start = overlapping
@@ -101,7 +109,7 @@ impl SessionAggregateOperator {
             .iter()
             .map(|&i| self.sessions[g][i].end)
             .fold(end, i64::max);
-        if let Some(wm) = self.watermark.filter(|wm| merged_end <= *wm) {
+        if let Some(wm) = watermark.filter(|wm| merged_end <= *wm) {
             self.metrics.late_record(t, wm);
             return Ok(None);
         }
@@ -256,10 +264,12 @@ impl Operator for SessionAggregateOperator {
         let mut group_of_row = std::mem::take(&mut self.group_of_row);
         self.keys.intern(&key_columns, rows, &mut group_of_row)?;
         self.sessions.resize_with(self.keys.len(), Vec::new);
+        let seen = crate::row_watermark::of(&batch);
         let mut touched = Vec::new();
         for row in 0..rows {
             let g = group_of_row[row];
-            if let Some(start) = self.add(g, times[row], ends[row], &args, row)? {
+            let watermark = seen.and_then(|w| w.is_valid(row).then(|| w.value(row)));
+            if let Some(start) = self.add(g, (times[row], ends[row], watermark), &args, row)? {
                 touched.push((g, start));
             }
         }

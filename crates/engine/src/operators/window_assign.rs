@@ -4,10 +4,15 @@
 //! (one for TUMBLING, size/advance for SLIDING), and emit one row per open
 //! window with `_window_start` / `_window_end`. A record whose windows have
 //! all closed (window end at or before the watermark) is late: it is counted,
-//! reported and dropped. After each batch the watermark advances to the
-//! largest event time seen minus the allowed out-of-orderness; it is checked
-//! against the watermark as of the start of the batch, so results do not
-//! depend on where batches are cut within that bound.
+//! reported and dropped. The watermark is the largest event time seen minus
+//! the allowed out-of-orderness (the minimum over source partitions), and
+//! each record is judged against the watermark as the records before it
+//! advanced it — never against one computed at a batch boundary — so which
+//! records are late is a function of the input order alone, whatever the
+//! batch size. Downstream operators receive the watermark after the batch;
+//! they close windows then, and a window's accepted records are all in it
+//! by then. Session windows decide lateness after merging, downstream: each
+//! of their rows carries the watermark it saw (see [`crate::row_watermark`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +32,7 @@ use super::Operator;
 use crate::dead_letter::{row_as_json, DeadLetter};
 use crate::error::{EngineError, Result};
 use crate::metrics::JobMetrics;
+use crate::row_watermark;
 use crate::state::{Checkpointable, OperatorSnapshot};
 use crate::watermark::{wall_clock_ms, WatermarkTracker};
 
@@ -55,6 +61,8 @@ pub struct WindowAssignOperator {
     late_data: LateDataStrategy,
     columns: Vec<Column>,
     schema: SchemaRef,
+    /// Session windows: rows carry the watermark each record saw.
+    row_watermarks: bool,
     metrics: Arc<JobMetrics>,
 }
 
@@ -90,6 +98,12 @@ impl WindowAssignOperator {
             WatermarkStrategy::BoundedOutOfOrderness(d) => d,
             WatermarkStrategy::Ascending => Duration::ZERO,
         };
+        let row_watermarks = matches!(window, Some(WindowKind::Session { .. }));
+        let schema = if row_watermarks {
+            row_watermark::with_column(&schema)
+        } else {
+            schema
+        };
         Ok(Self {
             time,
             format: event_time.format.clone(),
@@ -100,6 +114,7 @@ impl WindowAssignOperator {
             late_data: event_time.late_data,
             columns,
             schema,
+            row_watermarks,
             metrics,
         })
     }
@@ -143,7 +158,6 @@ impl Operator for WindowAssignOperator {
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let times = self.event_times(&batch)?;
-        let closed_up_to = self.watermarks.current();
         let now = Instant::now();
         let partitions = match self.partition {
             Some(i) => Some(cast(batch.column(i), &DataType::UInt64)?),
@@ -156,9 +170,7 @@ impl Operator for WindowAssignOperator {
         let wants_times = self.columns.iter().any(|c| matches!(c, Column::EventTime));
         let mut times_out: Vec<i64> =
             Vec::with_capacity(if wants_times { batch.num_rows() } else { 0 });
-        // Largest event time per partition in this batch; the watermark
-        // tracker is told once per partition, after the batch.
-        let mut batch_max: Vec<Option<i64>> = Vec::new();
+        let mut row_watermarks: Vec<Option<i64>> = Vec::new();
         let partitions = partitions
             .as_ref()
             .and_then(|p| p.as_primitive_opt::<UInt64Type>());
@@ -183,10 +195,8 @@ impl Operator for WindowAssignOperator {
             }
             let t = times.value(row);
             let partition = partitions.map(|p| p.value(row) as usize).unwrap_or(0);
-            if batch_max.len() <= partition {
-                batch_max.resize(partition + 1, None);
-            }
-            batch_max[partition] = Some(batch_max[partition].map_or(t, |m: i64| m.max(t)));
+            // the watermark as the records before this one left it
+            let closed_up_to = self.watermarks.current();
             self.windows_of(t, &mut windows);
             let before = rows.len();
             for &(start, end) in &windows {
@@ -196,6 +206,9 @@ impl Operator for WindowAssignOperator {
                 rows.push(row as u32);
                 if wants_times {
                     times_out.push(t);
+                }
+                if self.row_watermarks {
+                    row_watermarks.push(closed_up_to);
                 }
                 starts.push(start);
                 ends.push(end);
@@ -213,12 +226,11 @@ impl Operator for WindowAssignOperator {
                     });
                 }
             }
-        }
-        for (partition, max) in batch_max.into_iter().enumerate() {
-            if let Some(max) = max {
-                self.watermarks.observe(partition, max, now);
+            if let Some(advanced) = self.watermarks.observe_record(partition, t, now) {
+                self.emitted = Some(advanced);
             }
         }
+        // idle partitions may release the watermark without a record
         if let Some(advanced) = self.watermarks.advance(now) {
             self.emitted = Some(advanced);
         }
@@ -228,7 +240,7 @@ impl Operator for WindowAssignOperator {
         let indices = UInt32Array::from(rows);
         let starts: ArrayRef = Arc::new(TimestampMillisecondArray::from(starts));
         let ends: ArrayRef = Arc::new(TimestampMillisecondArray::from(ends));
-        let columns = self
+        let mut columns = self
             .columns
             .iter()
             .map(|c| match c {
@@ -240,6 +252,9 @@ impl Operator for WindowAssignOperator {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
+        if self.row_watermarks {
+            columns.push(row_watermark::column(row_watermarks));
+        }
         out.push(RecordBatch::try_new(self.schema.clone(), columns)?);
         Ok(())
     }

@@ -4,12 +4,14 @@
 //! compares the rows. Used by the test suite and by `velostream test`.
 
 pub mod compare;
+pub mod determinism;
 pub mod spec;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use velostream_sql::PropertyOverrides;
+use velostream_sql::windowing::window_role;
+use velostream_sql::{EmitMode, PropertyOverrides};
 
 use crate::app::{run_jobs, Application, RunOptions};
 use compare::{compare, parse_rows};
@@ -82,6 +84,94 @@ pub fn run_case(case: &Case) -> Result<(), String> {
 
 /// Runs one case with `parallelism` pipelines per job.
 pub fn run_case_with(case: &Case, parallelism: usize) -> Result<(), String> {
+    let outcome = execute(
+        case,
+        case.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
+        parallelism,
+    );
+    let run = match (outcome, &case.expect_error) {
+        (Err(text), Some(want)) => {
+            return if text.contains(want.as_str()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected an error containing {want:?}, got:\n{text}"
+                ))
+            };
+        }
+        (Err(e), None) => return Err(format!("the run failed:\n{e}")),
+        (Ok(_), Some(want)) => {
+            return Err(format!(
+                "expected an error containing {want:?}, but the run succeeded"
+            ))
+        }
+        (Ok(run), None) => run,
+    };
+    if let Some(want) = case.expect_bad_records {
+        if run.bad_records != want {
+            return Err(format!(
+                "expected {want} malformed records to be reported, got {}",
+                run.bad_records
+            ));
+        }
+    }
+    if let Some(want) = case.expect_late_records {
+        if run.late_records != want {
+            return Err(format!(
+                "expected {want} late records to be dropped, got {}",
+                run.late_records
+            ));
+        }
+    }
+    let mut failures = Vec::new();
+    for (name, expected) in &case.expected {
+        let actual = &run.sinks[name].rows;
+        let wanted = parse_rows(expected.rows(), &format!("expected rows of {name}"))?;
+        if let Some(diff) = compare(&wanted, actual, expected.ordered() && parallelism == 1) {
+            failures.push(format!("sink {name}: {diff}"));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+/// Records per batch when a case does not say.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+
+/// What one run of a case wrote and counted.
+#[derive(Debug)]
+pub struct Run {
+    /// Rows per expected sink, in the order they were written.
+    pub sinks: BTreeMap<String, SinkOutput>,
+    pub bad_records: u64,
+    pub late_records: u64,
+}
+
+/// The rows written to one sink, and how to read them.
+#[derive(Debug)]
+pub struct SinkOutput {
+    pub rows: Vec<serde_json::Value>,
+    /// Set when the sink receives a changelog (an aggregate emitting changes).
+    pub changelog: Option<Changelog>,
+}
+
+/// How the rows of a changelog replace each other.
+#[derive(Debug, Clone)]
+pub struct Changelog {
+    /// The output columns keying its rows (the GROUP BY columns present).
+    pub key: Vec<String>,
+    /// The output columns holding the window's start and end, if both are
+    /// there: a row replaces earlier rows of its key whose window it covers
+    /// (a session grows and merges; a fixed window covers only itself).
+    pub window: Option<(String, String)>,
+}
+
+/// Runs `case` with `batch_size` records per batch and `parallelism`
+/// pipelines per job; `Err` is the run's error text.
+pub fn execute(case: &Case, batch_size: usize, parallelism: usize) -> Result<Run, String> {
     let dir =
         tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let mut overrides = PropertyOverrides::new();
@@ -109,71 +199,60 @@ pub fn run_case_with(case: &Case, parallelism: usize) -> Result<(), String> {
         );
     }
     let options = RunOptions {
-        batch_size: case.batch_size.unwrap_or(1000),
+        batch_size,
         overrides,
         parallelism,
         ..RunOptions::default()
     };
-
-    let outcome = Application::from_text(
+    let app = Application::from_text(
         &format!("{}.sql", case.name),
         &case.sql,
         dir.path(),
         &options,
     )
-    .and_then(|app| {
-        app.check()?;
-        run_jobs(app.build_jobs()?)
-    });
-    let summaries = match (outcome, &case.expect_error) {
-        (Err(e), Some(want)) => {
-            let text = e.to_string();
-            return if text.contains(want.as_str()) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "expected an error containing {want:?}, got:\n{text}"
-                ))
-            };
-        }
-        (Err(e), None) => return Err(format!("the run failed:\n{e}")),
-        (Ok(_), Some(want)) => {
-            return Err(format!(
-                "expected an error containing {want:?}, but the run succeeded"
-            ))
-        }
-        (Ok(summaries), None) => summaries,
-    };
-    if let Some(want) = case.expect_bad_records {
-        let got: u64 = summaries.iter().map(|s| s.bad_records).sum();
-        if got != want {
-            return Err(format!(
-                "expected {want} malformed records to be reported, got {got}"
-            ));
-        }
-    }
-    if let Some(want) = case.expect_late_records {
-        let got: u64 = summaries.iter().map(|s| s.late_records).sum();
-        if got != want {
-            return Err(format!(
-                "expected {want} late records to be dropped, got {got}"
-            ));
-        }
-    }
-    let mut failures = Vec::new();
-    for (name, expected) in &case.expected {
+    .map_err(|e| e.to_string())?;
+    app.check().map_err(|e| e.to_string())?;
+    let summaries = app
+        .build_jobs()
+        .and_then(run_jobs)
+        .map_err(|e| e.to_string())?;
+    let mut sinks = BTreeMap::new();
+    for name in case.expected.keys() {
         let written = std::fs::read_to_string(output(name)).unwrap_or_default();
-        let actual = parse_rows(&written, &format!("output of {name}"))?;
-        let wanted = parse_rows(expected.rows(), &format!("expected rows of {name}"))?;
-        if let Some(diff) = compare(&wanted, &actual, expected.ordered() && parallelism == 1) {
-            failures.push(format!("sink {name}: {diff}"));
-        }
+        let rows = parse_rows(&written, &format!("output of {name}"))?;
+        let changelog = app
+            .plans
+            .iter()
+            .find(|p| &p.name == name || p.sink.name == *name)
+            .filter(|p| p.emit == Some(EmitMode::Changes))
+            .map(|p| {
+                let role = |wanted: &str| {
+                    p.output_schema
+                        .fields()
+                        .iter()
+                        .find(|f| window_role(f) == Some(wanted))
+                        .map(|f| f.name().clone())
+                };
+                let (start, end) = (role("start"), role("end"));
+                match start.clone().zip(end.clone()) {
+                    Some(window) => Changelog {
+                        key: p.key.clone(),
+                        window: Some(window),
+                    },
+                    // one window column identifies a fixed window
+                    None => Changelog {
+                        key: p.key.iter().cloned().chain(start).chain(end).collect(),
+                        window: None,
+                    },
+                }
+            });
+        sinks.insert(name.clone(), SinkOutput { rows, changelog });
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures.join("\n"))
-    }
+    Ok(Run {
+        sinks,
+        bad_records: summaries.iter().map(|s| s.bad_records).sum(),
+        late_records: summaries.iter().map(|s| s.late_records).sum(),
+    })
 }
 
 fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
