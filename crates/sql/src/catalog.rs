@@ -35,8 +35,12 @@ pub fn streaming_session_state() -> SessionState {
         .filter(|r| !EXCLUDED_RULES.contains(&r.name()))
         .cloned()
         .collect();
+    // epoch-number time columns take intervals before any other planner sees them
+    let mut planners = base.expr_planners().to_vec();
+    planners.insert(0, Arc::new(crate::epoch_time::EpochArithmetic));
     let mut state = SessionStateBuilder::new_from_existing(base)
         .with_optimizer_rules(rules)
+        .with_expr_planners(planners)
         .build();
     add_aliases(&mut state);
     state

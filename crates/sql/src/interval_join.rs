@@ -5,7 +5,9 @@
 
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
+use datafusion::logical_expr::{lit, Between, BinaryExpr, Expr, Operator};
+
+use crate::epoch_time::{epoch_unit, unit_nanos};
 
 /// `right_time BETWEEN left_time + lower_ms AND left_time + upper_ms`.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,15 +111,36 @@ fn side_bound(r: &Expr, x: &Expr, left: &DFSchema, right: &DFSchema) -> Option<(
             left: c,
             op: Operator::Plus,
             right: i,
-        }) => (c.as_ref(), interval_ms(i)?),
+        }) => (c.as_ref(), interval_ms(i, unit_of(c, left))?),
         Expr::BinaryExpr(BinaryExpr {
             left: c,
             op: Operator::Minus,
             right: i,
-        }) => (c.as_ref(), -interval_ms(i)?),
+        }) => (c.as_ref(), -interval_ms(i, unit_of(c, left))?),
         other => (other, 0),
     };
-    is_side(column, left).then(|| (strip_cast(r).clone(), strip_cast(column).clone(), offset))
+    is_side(column, left).then(|| {
+        (
+            in_millis(strip_cast(r), right),
+            in_millis(strip_cast(column), left),
+            offset,
+        )
+    })
+}
+
+/// Nanoseconds per unit of an epoch-number time column (`None` for a timestamp).
+fn unit_of(e: &Expr, schema: &DFSchema) -> Option<i64> {
+    epoch_unit(strip_cast(e), schema).map(|u| unit_nanos(&u))
+}
+
+/// A time column as the join reads it: a timestamp as it is, an epoch
+/// number converted to epoch milliseconds.
+fn in_millis(column: &Expr, schema: &DFSchema) -> Expr {
+    match unit_of(column, schema) {
+        Some(n) if n > 1_000_000 => column.clone() * lit(n / 1_000_000),
+        Some(n) if n < 1_000_000 => column.clone() / lit(1_000_000 / n),
+        _ => column.clone(),
+    }
 }
 
 fn strip_cast(e: &Expr) -> &Expr {
@@ -133,7 +156,9 @@ fn is_side(e: &Expr, schema: &DFSchema) -> bool {
     matches!(strip_cast(e), Expr::Column(c) if schema.has_column(c))
 }
 
-fn interval_ms(e: &Expr) -> Option<i64> {
+/// A constant offset in milliseconds; a plain number is in the epoch unit
+/// of the column it is added to (`unit_nanos`), milliseconds without one.
+fn interval_ms(e: &Expr, unit_nanos: Option<i64>) -> Option<i64> {
     match strip_cast(e) {
         Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
             Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
@@ -141,13 +166,16 @@ fn interval_ms(e: &Expr) -> Option<i64> {
         Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
             Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
         }
-        // a plain number next to an epoch-milliseconds column is milliseconds
+        // a plain number is in the unit of the epoch column it offsets
         Expr::Literal(v, _) if v.data_type().is_integer() => {
             match v
                 .cast_to(&datafusion::arrow::datatypes::DataType::Int64)
                 .ok()?
             {
-                ScalarValue::Int64(n) => n,
+                ScalarValue::Int64(n) => {
+                    let per_unit = i128::from(unit_nanos.unwrap_or(1_000_000));
+                    n.and_then(|n| i64::try_from(i128::from(n) * per_unit / 1_000_000).ok())
+                }
                 _ => None,
             }
         }

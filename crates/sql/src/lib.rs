@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod duration;
+pub mod epoch_time;
 pub mod error;
 pub mod error_policy;
 pub mod event_time;

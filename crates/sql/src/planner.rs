@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::catalog::{streaming_session_state, StatementCatalog};
+use crate::epoch_time::with_epoch_units;
 use crate::error::{df_error, Location, Result, SqlError};
 use crate::event_time::{EventTime, EVENT_TIME_KEYS};
 use crate::header_function;
@@ -170,6 +171,7 @@ impl<'a> ApplicationPlanner<'a> {
                 if uses_event_time {
                     schema = with_event_time_column(&schema);
                 }
+                let schema = with_epoch_units(&schema, &binding.event_time, &binding.time_formats);
                 catalog.add_table(&binding.name, schema);
             }
             let planner = SqlToRel::new_with_options(&catalog, parser_options());

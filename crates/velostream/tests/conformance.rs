@@ -109,6 +109,8 @@ spec_tests! {
     joins => "joins.yaml",
     nexmark => "nexmark.yaml",
     time_encodings => "time_encodings.yaml",
+    epoch_intervals => "epoch_intervals.yaml",
+    event_time_order => "event_time_order.yaml",
 }
 
 #[test]
