@@ -91,3 +91,13 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test -p velostream --test fuzz -- --nocapture
 fi
+
+# Random queries over random data run by Velostream and by DuckDB, compared
+# row for row (scripts/sqlfuzz.py runs other seeds and longer); a fixed seed
+# and count, so a run here tests the same queries every time.
+SQLFUZZ_SEED="${VELOSTREAM_SQLFUZZ_SEED:-1}"
+SQLFUZZ_QUERIES="${VELOSTREAM_SQLFUZZ_QUERIES:-400}"
+echo "== differential SQL testing against DuckDB (seed $SQLFUZZ_SEED, $SQLFUZZ_QUERIES queries)"
+cargo build --quiet -p velostream --bin velostream
+python3 scripts/sqlfuzz.py --seed "$SQLFUZZ_SEED" --queries "$SQLFUZZ_QUERIES" \
+    --time-limit 300 --binary "$CARGO_TARGET_DIR/debug/velostream"

@@ -16,9 +16,16 @@ use datafusion::optimizer::OptimizerRule;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::planner::ContextProvider;
 
-/// Optimizer rules that turn one streaming aggregate into two stacked
-/// ones (which would aggregate a changelog); they are left out.
-const EXCLUDED_RULES: &[&str] = &["single_distinct_aggregation_to_group_by"];
+/// Optimizer rules that are wrong for streaming plans, left out: one turns
+/// a streaming aggregate into two stacked ones (which would aggregate a
+/// changelog); the others replace the source with an empty relation.
+const EXCLUDED_RULES: &[&str] = &[
+    "single_distinct_aggregation_to_group_by",
+    // a filter or LIMIT that keeps nothing would replace the source with an
+    // empty relation, and a streaming plan must keep reading its source
+    "eliminate_filter",
+    "eliminate_limit",
+];
 
 /// A DataFusion session with the full function library and the optimizer
 /// rules that are valid for streaming plans.
@@ -46,6 +53,12 @@ pub fn streaming_session_state() -> SessionState {
     state
         .register_udf(Arc::new(crate::header_function::header_udf()))
         .expect("registering HEADER cannot fail");
+    if let Some(round) = state.scalar_functions().get("round").cloned() {
+        let stable = ScalarUDF::new_from_impl(crate::decimal_round::StableRound::new(round));
+        state
+            .register_udf(Arc::new(stable))
+            .expect("replacing ROUND cannot fail");
+    }
     state
 }
 

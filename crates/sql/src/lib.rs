@@ -8,6 +8,7 @@
 //! [`catalog`] and maps the optimized plan onto a [`plan::StreamingPlan`].
 
 pub mod catalog;
+pub mod decimal_round;
 pub mod duration;
 pub mod epoch_time;
 pub mod error;

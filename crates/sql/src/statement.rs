@@ -406,6 +406,9 @@ pub(crate) fn parser_error(e: ParserError, end: Location) -> SqlError {
     let location = if location.is_known() { location } else { end };
     let hint = if message.contains("found: EOF") {
         "the statement ends too early; is a clause or a closing parenthesis missing?"
+    } else if message.contains("a list of columns in parentheses") {
+        // `key VARCHAR` in a column list reads as a KEY (...) constraint
+        "a column named after a keyword (key, index, primary, ...) is declared quoted: \"key\" VARCHAR"
     } else {
         "clause order: SELECT .. FROM .. WHERE .. GROUP BY .. WINDOW .. HAVING .. ORDER BY .. LIMIT .. EMIT .. WITH (..)"
     };

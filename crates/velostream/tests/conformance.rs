@@ -111,6 +111,7 @@ spec_tests! {
     time_encodings => "time_encodings.yaml",
     epoch_intervals => "epoch_intervals.yaml",
     event_time_order => "event_time_order.yaml",
+    differential => "differential.yaml",
 }
 
 #[test]

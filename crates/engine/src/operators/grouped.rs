@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, UInt32Array};
-use datafusion::arrow::compute::{cast, filter, take};
+use datafusion::arrow::compute::{cast_with_options, filter, take, CastOptions};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
@@ -403,18 +403,31 @@ pub fn snapshot_parts<'a>(
 /// Builds a batch of `schema`, casting columns whose type differs only in
 /// representation (accumulators may report e.g. a wider decimal precision).
 pub fn conform(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
-    let columns = columns
+    Ok(RecordBatch::try_new(
+        schema.clone(),
+        conform_columns(schema, columns)?,
+    )?)
+}
+
+/// `columns` cast to the types `schema` plans for them where a function
+/// returned another (a wider DECIMAL, say). A value the planned type
+/// cannot hold is an error for its row, never a silent NULL.
+pub fn conform_columns(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<Vec<ArrayRef>> {
+    let options = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    Ok(columns
         .into_iter()
         .zip(schema.fields())
         .map(|(c, f)| {
             if c.data_type() == f.data_type() {
                 Ok(c)
             } else {
-                cast(&c, f.data_type())
+                cast_with_options(&c, f.data_type(), &options)
             }
         })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        .collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
 /// Group boundaries after filtering with `mask`: for each boundary in

@@ -6,6 +6,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::grouped::conform_columns;
 use super::{evaluate_all, Operator, RowIsolation};
 use crate::error::Result;
 
@@ -31,7 +32,7 @@ impl Operator for ProjectOperator {
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let rows = batch.num_rows();
-        let columns = evaluate_all(&self.exprs, &batch)?;
+        let columns = conform_columns(&self.schema, evaluate_all(&self.exprs, &batch)?)?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         let projected = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
         out.push(crate::row_watermark::carry(&batch, projected)?);
