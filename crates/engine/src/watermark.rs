@@ -216,6 +216,20 @@ mod tests {
     }
 
     #[test]
+    fn each_record_moves_the_watermark_it_raises() {
+        let now = Instant::now();
+        let mut w = WatermarkTracker::new(Duration::from_millis(10), None);
+        assert_eq!(w.observe_record(0, 100, now), Some(90));
+        assert_eq!(w.observe_record(0, 50, now), None, "behind: nothing moves");
+        assert_eq!(w.current(), Some(90));
+        assert_eq!(w.observe_record(0, 130, now), Some(120));
+        // a second partition holds it back from its first record on
+        assert_eq!(w.observe_record(1, 60, now), None);
+        assert_eq!(w.observe_record(0, 200, now), None);
+        assert_eq!(w.observe_record(1, 300, now), Some(190));
+    }
+
+    #[test]
     fn minimum_over_partitions_minus_the_bound() {
         let now = Instant::now();
         let mut w = WatermarkTracker::new(Duration::from_millis(10), None);

@@ -11,13 +11,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, PrimitiveArray, TimestampMicrosecondArray, TimestampMillisecondArray,
-    TimestampNanosecondArray, TimestampSecondArray,
-};
+use datafusion::arrow::array::{ArrayRef, AsArray, PrimitiveArray, StringArray};
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
 use datafusion::arrow::datatypes::{
-    ArrowTimestampType, DataType, Field, Schema, SchemaRef, TimeUnit,
+    ArrowTimestampType, DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -62,9 +60,8 @@ pub fn to_schema(
         .map(|(field, column)| match field.data_type() {
             DataType::Timestamp(unit, zone) => {
                 let format = formats.of(field.name());
-                let parsed = parse_column(column, format, *unit)
-                    .map_err(|value| not_a_time(field.name(), &value, format))?;
-                Ok(with_zone(parsed, zone.clone()))
+                parse_column(column, format, *unit, zone.clone())
+                    .map_err(|value| not_a_time(field.name(), &value, format))
             }
             _ => Ok(column.clone()),
         })
@@ -85,52 +82,34 @@ fn not_a_time(column: &str, value: &str, format: &TimeFormat) -> ArrowError {
     ))
 }
 
-fn with_zone(array: ArrayRef, zone: Option<Arc<str>>) -> ArrayRef {
-    macro_rules! zoned {
-        ($t:ty) => {
-            Arc::new(
-                array
-                    .as_any()
-                    .downcast_ref::<$t>()
-                    .expect("built with this type")
-                    .clone()
-                    .with_timezone_opt(zone),
-            ) as ArrayRef
-        };
-    }
-    match array.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => zoned!(TimestampSecondArray),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => zoned!(TimestampMillisecondArray),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => zoned!(TimestampMicrosecondArray),
-        _ => zoned!(TimestampNanosecondArray),
-    }
-}
-
-/// The column's values in `unit`; `Err` holds the first value that is not a time.
+/// The column's values as timestamps in `unit` and `zone`; `Err` holds
+/// the first value that is not a time.
 fn parse_column(
     column: &ArrayRef,
     format: &TimeFormat,
     unit: TimeUnit,
+    zone: Option<Arc<str>>,
 ) -> Result<ArrayRef, String> {
     let text = column.as_string::<i32>();
     Ok(match unit {
-        TimeUnit::Second => Arc::new(parse_into::<
-            datafusion::arrow::datatypes::TimestampSecondType,
-        >(text, format, 1_000_000_000)?),
-        TimeUnit::Millisecond => Arc::new(parse_into::<
-            datafusion::arrow::datatypes::TimestampMillisecondType,
-        >(text, format, 1_000_000)?),
-        TimeUnit::Microsecond => Arc::new(parse_into::<
-            datafusion::arrow::datatypes::TimestampMicrosecondType,
-        >(text, format, 1_000)?),
-        TimeUnit::Nanosecond => Arc::new(parse_into::<
-            datafusion::arrow::datatypes::TimestampNanosecondType,
-        >(text, format, 1)?),
+        TimeUnit::Second => Arc::new(
+            parse_into::<TimestampSecondType>(text, format, 1_000_000_000)?.with_timezone_opt(zone),
+        ),
+        TimeUnit::Millisecond => Arc::new(
+            parse_into::<TimestampMillisecondType>(text, format, 1_000_000)?
+                .with_timezone_opt(zone),
+        ),
+        TimeUnit::Microsecond => Arc::new(
+            parse_into::<TimestampMicrosecondType>(text, format, 1_000)?.with_timezone_opt(zone),
+        ),
+        TimeUnit::Nanosecond => Arc::new(
+            parse_into::<TimestampNanosecondType>(text, format, 1)?.with_timezone_opt(zone),
+        ),
     })
 }
 
 fn parse_into<T: ArrowTimestampType>(
-    text: &datafusion::arrow::array::StringArray,
+    text: &StringArray,
     format: &TimeFormat,
     nanos_per_value: i128,
 ) -> Result<PrimitiveArray<T>, String> {
@@ -149,6 +128,12 @@ fn parse_into<T: ArrowTimestampType>(
 /// Nanoseconds since the epoch of one value.
 pub fn parse_nanos(value: &str, format: &TimeFormat) -> Option<i128> {
     let value = value.trim();
+    // the common case first: a plain integer of the unit
+    if format.pattern().is_none() {
+        if let Ok(n) = value.parse::<i64>() {
+            return i128::from(n).checked_mul(i128::from(format.nanos_per_unit()));
+        }
+    }
     // a pattern may read digits (`%Y%m%d`), so it is tried first
     if let Some(nanos) = format.pattern().and_then(|p| with_pattern(value, p)) {
         return Some(nanos);
