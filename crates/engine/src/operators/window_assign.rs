@@ -301,16 +301,20 @@ pub fn event_millis(column: &ArrayRef, format: &TimeFormat) -> Result<Int64Array
         (DataType::Timestamp(..) | DataType::Date32 | DataType::Date64, _) => {
             as_i64(&cast(column, &millis)?)?
         }
-        (t, TimeFormat::EpochSeconds) if t.is_integer() => {
-            as_i64(column)?.unary(|s: i64| s.saturating_mul(1000))
-        }
-        (t, TimeFormat::Auto | TimeFormat::EpochMillis) if t.is_integer() => as_i64(column)?,
-        (t, f) if t.is_floating() => {
-            let scale = if *f == TimeFormat::EpochSeconds {
-                1000.0
+        // numbers are in the format's epoch unit (milliseconds by default)
+        (t, f) if t.is_integer() => {
+            let per_unit = f.nanos_per_unit();
+            let values = as_i64(column)?;
+            if per_unit > 1_000_000 {
+                values.unary(|v: i64| v.saturating_mul(per_unit / 1_000_000))
+            } else if per_unit < 1_000_000 {
+                values.unary(|v: i64| v.div_euclid(1_000_000 / per_unit))
             } else {
-                1.0
-            };
+                values
+            }
+        }
+        (t, f) if t.is_floating() => {
+            let scale = f.nanos_per_unit() as f64 / 1_000_000.0;
             cast(column, &DataType::Float64)?
                 .as_primitive::<Float64Type>()
                 .unary(|v| (v * scale) as i64)
