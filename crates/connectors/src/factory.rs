@@ -1,36 +1,25 @@
 //! Creates sources and sinks from a statement's properties
 //! (`'<name>.type'` and the keys of that connector), and infers the schema
-//! of undeclared sources. Relative paths resolve against the directory of
-//! the application's `.sql` file.
+//! of undeclared sources: each request is one lookup in the
+//! [`registry`](crate::registry), with [`Connectors`] as the context every
+//! connector shares. Relative paths resolve against the directory of the
+//! application's `.sql` file.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, Cursor, Read};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
-use velostream_sql::{SinkBinding, SourceBinding, SourceResolver};
-
-use crate::file::committed::FileSink;
-use crate::file::reader::LineSource;
-use crate::file::sink::WriterSink;
-use crate::format::decode::BatchDecoder;
-use crate::format::infer::{infer_schema, SAMPLE_RECORDS};
-use crate::format::RecordFormat;
-use crate::kafka::{self, KafkaDefaults};
-use crate::memory::NullSink;
-use crate::nexmark::{self, NexmarkConfig, NexmarkSource};
-use crate::postgres::{self, connection::DatabaseDefaults};
-use crate::sandbox::Sandbox;
 use velostream_engine::connector::{KeyLookup, LookupCache};
+use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
+use velostream_sql::{SinkBinding, SourceBinding, SourceResolver, SourceTraits};
 
-const FILE_SOURCE_KEYS: &[&str] = &["type", "path", "format", "delimiter", "max.record.bytes"];
-const STDIN_KEYS: &[&str] = &["type", "format", "delimiter", "max.record.bytes"];
-const FILE_SINK_KEYS: &[&str] = &["type", "path", "format", "delimiter", "append"];
-const STDOUT_KEYS: &[&str] = &["type", "format", "delimiter"];
-const NULL_SINK_KEYS: &[&str] = &["type"];
+use crate::format::infer::SAMPLE_RECORDS;
+use crate::kafka::KafkaDefaults;
+use crate::postgres::connection::DatabaseDefaults;
+use crate::registry::{self, Connector, Role};
+use crate::sandbox::Sandbox;
 
 /// Opens connectors for one application.
 #[derive(Debug)]
@@ -98,7 +87,7 @@ impl Connectors {
     }
 
     /// Reads the first records of stdin (once) for schema inference.
-    fn sample_stdin(&self) -> std::result::Result<Vec<u8>, String> {
+    pub(crate) fn sample_stdin(&self) -> std::result::Result<Vec<u8>, String> {
         let mut sample = self
             .stdin_sample
             .lock()
@@ -119,7 +108,19 @@ impl Connectors {
         Ok(sample.clone().unwrap_or_default())
     }
 
-    fn path(
+    /// What schema inference read from stdin, for the stdin source to
+    /// replay (once).
+    pub(crate) fn take_stdin_sample(&self) -> Vec<u8> {
+        self.stdin_sample
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .unwrap_or_default()
+    }
+
+    /// The file `'path'` names, resolved against the application's
+    /// directory and checked against the sandbox.
+    pub(crate) fn path(
         &self,
         props: &BTreeMap<String, String>,
         connector: &str,
@@ -146,72 +147,7 @@ impl Connectors {
         projected: SchemaRef,
         metrics: Arc<JobMetrics>,
     ) -> Result<Box<dyn Source>> {
-        let props = &binding.properties;
-        let kind = source_type(props).map_err(|e| EngineError::connector(&binding.name, e))?;
-        let err = |e: String| EngineError::connector(&binding.name, e);
-        if kind == "kafka_source" {
-            return kafka::open_source(
-                &binding.name,
-                props,
-                &binding.schema,
-                &binding.time_formats,
-                projected,
-                self.batch_size,
-                &self.kafka,
-                kafka::ReadMode::Group,
-                metrics,
-            );
-        }
-        if kind == "postgres_source" {
-            return postgres::open_source(
-                &binding.name,
-                props,
-                &binding.schema,
-                projected,
-                self.batch_size,
-                &self.database,
-                metrics,
-            );
-        }
-        if kind == "nexmark" {
-            let config = NexmarkConfig::from_properties(&binding.name, props).map_err(err)?;
-            return Ok(Box::new(NexmarkSource::new(
-                config,
-                projected,
-                self.batch_size,
-            )));
-        }
-        let format = RecordFormat::from_properties(props).map_err(err)?;
-        let decoder =
-            BatchDecoder::new(format, binding.schema.clone(), projected, self.batch_size)?
-                .with_time_formats(binding.time_formats.clone());
-        match kind {
-            "file_source" => {
-                check_keys(props, FILE_SOURCE_KEYS, kind).map_err(err)?;
-                let path = self.path(props, kind).map_err(err)?;
-                let max = max_record_bytes(props).map_err(err)?;
-                Ok(Box::new(
-                    LineSource::open_file(&path, format, decoder, metrics)?
-                        .with_max_record_bytes(max),
-                ))
-            }
-            "stdin" => {
-                check_keys(props, STDIN_KEYS, kind).map_err(err)?;
-                let sampled = self
-                    .stdin_sample
-                    .lock()
-                    .ok()
-                    .and_then(|mut s| s.take())
-                    .unwrap_or_default();
-                let reader = Cursor::new(sampled).chain(std::io::stdin());
-                let max = max_record_bytes(props).map_err(err)?;
-                Ok(Box::new(
-                    LineSource::new("stdin".into(), Box::new(reader), format, decoder, metrics)
-                        .with_max_record_bytes(max),
-                ))
-            }
-            other => Err(err(unavailable(other, "source"))),
-        }
+        source_connector(binding)?.open_source(self, binding, projected, metrics)
     }
 
     /// Opens source `binding` as the table side of a join: a Kafka topic is
@@ -223,20 +159,7 @@ impl Connectors {
         projected: SchemaRef,
         metrics: Arc<JobMetrics>,
     ) -> Result<Box<dyn Source>> {
-        if binding.properties.get("type").map(String::as_str) == Some("kafka_source") {
-            return kafka::open_source(
-                &binding.name,
-                &binding.properties,
-                &binding.schema,
-                &binding.time_formats,
-                projected,
-                self.batch_size,
-                &self.kafka,
-                kafka::ReadMode::Table,
-                metrics,
-            );
-        }
-        self.open_source(binding, projected, metrics)
+        source_connector(binding)?.open_table(self, binding, projected, metrics)
     }
 
     /// Opens source `binding` for key lookups when it is a table too large
@@ -247,139 +170,52 @@ impl Connectors {
         projected: SchemaRef,
         metrics: Arc<JobMetrics>,
     ) -> Result<Option<Box<dyn KeyLookup>>> {
-        if binding.properties.get("type").map(String::as_str) != Some("postgres_source") {
-            return Ok(None);
+        match source_connector(binding) {
+            Ok(connector) => connector.open_lookup(self, binding, projected, metrics),
+            // opening it as a table says what is wrong
+            Err(_) => Ok(None),
         }
-        postgres::open_lookup(
-            &binding.name,
-            &binding.properties,
-            &binding.schema,
-            projected,
-            &self.database,
-            metrics,
-        )
-        .map(Some)
     }
 
     /// Opens the sink of a statement (`key`: the result's key columns);
     /// without a `type` the results go to stdout.
     pub fn open_sink(&self, binding: &SinkBinding, key: &[String]) -> Result<Box<dyn Sink>> {
-        self.open_sink_as(binding, key, self.guarantee)
+        sink_connector(binding)?.open_sink(self, binding, key, self.guarantee)
     }
 
     /// Opens a dead-letter sink: rejected records are delivered at least
     /// once whatever the results' guarantee.
     pub fn open_dead_letter_sink(&self, binding: &SinkBinding) -> Result<Box<dyn Sink>> {
-        self.open_sink_as(binding, &[], Guarantee::AtLeastOnce)
-    }
-
-    fn open_sink_as(
-        &self,
-        binding: &SinkBinding,
-        key: &[String],
-        guarantee: Guarantee,
-    ) -> Result<Box<dyn Sink>> {
-        let props = &binding.properties;
-        let err = |e: String| EngineError::connector(&binding.name, e);
-        if props.get("type").map(String::as_str) == Some("kafka_sink") {
-            return kafka::open_sink(
-                &binding.name,
-                props,
-                key,
-                &self.kafka,
-                guarantee == Guarantee::ExactlyOnce,
-            );
-        }
-        if props.get("type").map(String::as_str) == Some("postgres_sink") {
-            return postgres::open_sink(
-                &binding.name,
-                props,
-                key,
-                &self.database,
-                guarantee == Guarantee::ExactlyOnce,
-            );
-        }
-        let format = RecordFormat::from_properties(props).map_err(err)?;
-        match props.get("type").map(String::as_str).unwrap_or("stdout") {
-            "file_sink" | "file" => {
-                check_keys(props, FILE_SINK_KEYS, "file_sink").map_err(err)?;
-                let path = self.path(props, "file_sink").map_err(err)?;
-                let append = match props.get("append").map(String::as_str) {
-                    None => self.append_by_default,
-                    Some("false") => false,
-                    Some("true") => true,
-                    Some(other) => {
-                        return Err(err(format!(
-                            "'append' must be true or false, got '{other}'"
-                        )))
-                    }
-                };
-                Ok(Box::new(FileSink::new(
-                    &path,
-                    format,
-                    append,
-                    guarantee == Guarantee::ExactlyOnce,
-                )?))
-            }
-            "stdout" => {
-                check_keys(props, STDOUT_KEYS, "stdout").map_err(err)?;
-                if guarantee == Guarantee::ExactlyOnce {
-                    return Err(err(
-                        "results printed to stdout cannot be taken back after a crash, so they cannot be exactly-once; write them to a file_sink or kafka_sink, or use at_least_once".into(),
-                    ));
-                }
-                Ok(Box::new(WriterSink::stdout(format)))
-            }
-            "null" | "blackhole" => {
-                check_keys(props, NULL_SINK_KEYS, "null").map_err(err)?;
-                Ok(Box::new(NullSink))
-            }
-            other => Err(err(unavailable(other, "sink"))),
-        }
+        sink_connector(binding)?.open_sink(self, binding, &[], Guarantee::AtLeastOnce)
     }
 
     /// Checks an external source's properties without opening it (for
     /// `validate` and a deployment's check): its keys, a file's place in
     /// the sandbox, a Kafka client's settings, a PostgreSQL query.
     pub fn check_source(&self, binding: &SourceBinding) -> Result<()> {
-        let props = &binding.properties;
-        let err = |e: String| EngineError::connector(&binding.name, e);
-        match source_type(props).map_err(err)? {
-            "kafka_source" => kafka::check_source(&binding.name, props, &self.kafka).map_err(err),
-            "postgres_source" => postgres::check_source(props, &self.database).map_err(err),
-            "file_source" => {
-                check_keys(props, FILE_SOURCE_KEYS, "file_source").map_err(err)?;
-                self.path(props, "file_source").map(|_| ()).map_err(err)
-            }
-            "stdin" => check_keys(props, STDIN_KEYS, "stdin").map_err(err),
-            "nexmark" => NexmarkConfig::from_properties(&binding.name, props)
-                .map(|_| ())
-                .map_err(err),
-            other => Err(err(unavailable(other, "source"))),
-        }
+        source_connector(binding)?
+            .check(self, &binding.name, &binding.properties)
+            .map_err(|e| EngineError::connector(&binding.name, e))
     }
 
     /// Checks a sink's properties without opening it (for `validate`).
     pub fn check_sink(&self, binding: &SinkBinding) -> Result<()> {
-        let props = &binding.properties;
-        let err = |e: String| EngineError::connector(&binding.name, e);
-        if props.get("type").map(String::as_str) == Some("kafka_sink") {
-            return kafka::check_sink(props, &self.kafka).map_err(err);
-        }
-        if props.get("type").map(String::as_str) == Some("postgres_sink") {
-            return postgres::check_sink(props).map_err(err);
-        }
-        RecordFormat::from_properties(props).map_err(err)?;
-        match props.get("type").map(String::as_str).unwrap_or("stdout") {
-            "file_sink" | "file" => {
-                check_keys(props, FILE_SINK_KEYS, "file_sink").map_err(err)?;
-                self.path(props, "file_sink").map(|_| ()).map_err(err)
-            }
-            "stdout" => check_keys(props, STDOUT_KEYS, "stdout").map_err(err),
-            "null" | "blackhole" => check_keys(props, NULL_SINK_KEYS, "null").map_err(err),
-            other => Err(err(unavailable(other, "sink"))),
-        }
+        sink_connector(binding)?
+            .check(self, &binding.name, &binding.properties)
+            .map_err(|e| EngineError::connector(&binding.name, e))
     }
+}
+
+/// The connector of source `binding`.
+fn source_connector(binding: &SourceBinding) -> Result<&'static dyn Connector> {
+    registry::of(&binding.properties, Role::Source, None)
+        .map_err(|e| EngineError::connector(&binding.name, e))
+}
+
+/// The connector of sink `binding`: stdout without a `'type'`.
+fn sink_connector(binding: &SinkBinding) -> Result<&'static dyn Connector> {
+    registry::of(&binding.properties, Role::Sink, Some("stdout"))
+        .map_err(|e| EngineError::connector(&binding.name, e))
 }
 
 impl SourceResolver for Connectors {
@@ -388,80 +224,29 @@ impl SourceResolver for Connectors {
         name: &str,
         props: &BTreeMap<String, String>,
     ) -> std::result::Result<SchemaRef, String> {
-        let kind = source_type(props)?;
-        if kind == "kafka_source" {
-            return kafka::infer_source_schema(name, props, &self.kafka);
-        }
-        if kind == "postgres_source" {
-            return postgres::infer_source_schema(props, &self.database);
-        }
-        if kind == "nexmark" {
-            return Ok(nexmark::schema(
-                NexmarkConfig::from_properties(name, props)?.kind,
-            ));
-        }
-        let format = RecordFormat::from_properties(props)?;
-        match kind {
-            "file_source" => {
-                check_keys(props, FILE_SOURCE_KEYS, kind)?;
-                let path = self.path(props, kind)?;
-                let file = File::open(&path)
-                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-                Ok(Arc::new(infer_schema(format, file)?))
-            }
-            "stdin" => {
-                check_keys(props, STDIN_KEYS, kind)?;
-                let sample = self.sample_stdin()?;
-                Ok(Arc::new(infer_schema(format, Cursor::new(sample))?))
-            }
-            other => Err(unavailable(other, "source")),
+        registry::of(props, Role::Source, None)?.infer_schema(self, name, props)
+    }
+
+    fn traits(&self, name: &str, props: &BTreeMap<String, String>) -> SourceTraits {
+        let Ok(connector) = registry::of(props, Role::Source, None) else {
+            return SourceTraits::default();
+        };
+        SourceTraits {
+            system_columns: connector.system_columns(),
+            event_time_field: connector.event_time_field().map(str::to_string),
+            essential_settings: connector.essential_settings(name),
+            looked_up: connector.looked_up(),
+            unbounded: connector.unbounded(),
+            single_reader: connector.single_reader(),
         }
     }
 }
 
-/// `max.record.bytes`: the longest record a line source accepts (16 MiB
-/// unless set); a longer one is one bad record.
-fn max_record_bytes(props: &BTreeMap<String, String>) -> std::result::Result<usize, String> {
-    match props.get("max.record.bytes") {
-        None => Ok(crate::file::reader::DEFAULT_MAX_RECORD_BYTES),
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| format!("'max.record.bytes' = '{v}' is not a positive number of bytes")),
-    }
-}
-
-fn source_type(props: &BTreeMap<String, String>) -> std::result::Result<&str, String> {
-    match props.get("type").map(String::as_str) {
-        Some("file_source") | Some("file") => Ok("file_source"),
-        Some("stdin") => Ok("stdin"),
-        Some(other) => Ok(other),
-        None => Err("no 'type' property".into()),
-    }
-}
-
-fn unavailable(kind: &str, role: &str) -> String {
-    let known = if role == "source" {
-        "file_source, stdin, kafka_source, postgres_source, nexmark"
-    } else {
-        "file_sink, stdout, null, kafka_sink, postgres_sink"
-    };
-    format!("unknown {role} type '{kind}'; expected one of: {known}")
-}
-
-/// Unknown keys are errors: a misspelt key would otherwise be ignored.
-pub(crate) fn check_keys(
-    props: &BTreeMap<String, String>,
-    allowed: &[&str],
-    connector: &str,
-) -> std::result::Result<(), String> {
-    match props.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(key) => Err(format!(
-            "unknown property '{key}' for {connector}; valid keys: {}",
-            allowed.join(", ")
-        )),
-        None => Ok(()),
+/// Source `binding` as statement `job` reads it, when `readers` statements
+/// of the application read it.
+pub fn for_reader(binding: &SourceBinding, job: &str, readers: usize) -> SourceBinding {
+    match registry::of(&binding.properties, Role::Source, None) {
+        Ok(connector) => connector.for_reader(binding, job, readers),
+        Err(_) => binding.clone(),
     }
 }

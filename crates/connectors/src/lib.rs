@@ -18,7 +18,9 @@ pub mod format;
 pub mod kafka;
 pub mod memory;
 pub mod nexmark;
+pub mod null_sink;
 pub mod postgres;
+pub mod registry;
 pub mod sandbox;
 
 pub use factory::{Connectors, Guarantee};

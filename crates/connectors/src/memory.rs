@@ -130,19 +130,6 @@ impl Sink for CollectSink {
     }
 }
 
-/// Discards everything (`'type' = 'null'`): for benchmarks and dry runs.
-pub struct NullSink;
-
-impl Sink for NullSink {
-    fn write(&mut self, _batch: &RecordBatch) -> Result<()> {
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
-
 /// Reads a table produced by another statement (`CREATE TABLE ... AS
 /// SELECT`), which arrives as a stream of updates, to its end and yields
 /// its latest row per key, projected onto the reader's columns.

@@ -34,7 +34,7 @@ pub use catalog::streaming_session_state;
 pub use error::{Location, SqlError};
 pub use error_policy::ErrorPolicy;
 pub use event_time::{EventTime, LateDataStrategy, WatermarkStrategy};
-pub use plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, StreamingPlan};
+pub use plan::{SinkBinding, SourceBinding, SourceOrigin, SourceTraits, StreamNode, StreamingPlan};
 pub use planner::{parse_application, ApplicationPlanner, PropertyOverrides, SourceResolver};
 pub use statement::{ParsedStatement, StatementKind};
 pub use time_format::{TimeFormat, TimeFormats};

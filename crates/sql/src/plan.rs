@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Field, SchemaRef};
 use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::{Expr, SortExpr};
 
@@ -152,6 +152,28 @@ pub struct SourceBinding {
     /// How the time columns' values are encoded (the time-format keys are
     /// not in `properties` either).
     pub time_formats: TimeFormats,
+    /// What its connector says about it.
+    pub traits: SourceTraits,
+}
+
+/// What planning and wiring need to know about a source's connector. The
+/// connectors say it (through [`SourceResolver`](crate::SourceResolver));
+/// the front end names no connector.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceTraits {
+    /// Columns the connector adds to every record.
+    pub system_columns: Vec<Field>,
+    /// The column holding its records' event time when the source names none.
+    pub event_time_field: Option<String>,
+    /// The properties to check when its columns cannot be read, e.g.
+    /// `'trades.path' and 'trades.format'`.
+    pub essential_settings: String,
+    /// A join looks its rows up by key rather than reading it whole.
+    pub looked_up: bool,
+    /// Its input does not end by itself.
+    pub unbounded: bool,
+    /// Only one job may read it (standard input is consumed once).
+    pub single_reader: bool,
 }
 
 /// Where results go.
@@ -379,11 +401,9 @@ impl StreamingPlan {
         let Some(StreamNode::Scan { source, .. }) = table.flow().first().copied() else {
             return false;
         };
-        self.sources.iter().any(|s| {
-            &s.name == source
-                && s.origin == SourceOrigin::External
-                && s.properties.get("type").map(String::as_str) == Some("postgres_source")
-        })
+        self.sources
+            .iter()
+            .any(|s| &s.name == source && s.origin == SourceOrigin::External && s.traits.looked_up)
     }
 }
 
@@ -435,7 +455,7 @@ impl fmt::Display for StreamingPlan {
                 .properties
                 .get("type")
                 .map(String::as_str)
-                .unwrap_or("stdout");
+                .unwrap_or("standard output");
             writeln!(f, "  dead letters -> {kind}")?;
         }
         if !self.key.is_empty() {

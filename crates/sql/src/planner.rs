@@ -23,7 +23,9 @@ use crate::event_time::{EventTime, EVENT_TIME_KEYS};
 use crate::header_function;
 use crate::join_time;
 use crate::lowering::NodeMapper;
-use crate::plan::{SinkBinding, SourceBinding, SourceOrigin, StreamNode, StreamingPlan};
+use crate::plan::{
+    SinkBinding, SourceBinding, SourceOrigin, SourceTraits, StreamNode, StreamingPlan,
+};
 use crate::script::split_statements;
 use crate::statement::{parse_statement, ParsedStatement, StatementKind};
 use crate::system_columns;
@@ -46,6 +48,13 @@ pub trait SourceResolver {
         name: &str,
         properties: &BTreeMap<String, String>,
     ) -> std::result::Result<SchemaRef, String>;
+
+    /// What the connector of source `name` says about it (nothing special
+    /// unless overridden).
+    fn traits(&self, name: &str, properties: &BTreeMap<String, String>) -> SourceTraits {
+        let _ = (name, properties);
+        SourceTraits::default()
+    }
 }
 
 /// Parses every statement of an application script.
@@ -316,32 +325,27 @@ impl<'a> ApplicationPlanner<'a> {
         )
         .map_err(|e| SqlError::new(format!("source '{name}': {e}"), location))?;
         properties.retain(|k, _| !EVENT_TIME_KEYS.contains(&k.as_str()) && !TimeFormats::is_key(k));
+        let traits = self.resolver.traits(name, &properties);
         let mut event_time = event_time;
-        if event_time.field.is_none()
-            && properties.get("type").map(String::as_str) == Some("nexmark")
-        {
-            // the generator's records carry their event time
-            event_time.field = Some("datetime".into());
+        if event_time.field.is_none() {
+            // records that carry their event time (generated ones)
+            event_time.field = traits.event_time_field.clone();
         }
 
         let declared = schema.is_some();
         let schema = match schema {
             Some(schema) => schema,
             None => self.resolver.infer_schema(name, &properties).map_err(|e| {
-                let settings = match properties.get("type").map(String::as_str) {
-                    Some("kafka_source") => "topic' and '{name}.bootstrap.servers",
-                    Some("postgres_source") => "table' (or '{name}.query') and '{name}.url",
-                    _ => "path' and '{name}.format",
-                }
-                .replace("{name}", name);
+                let settings = if traits.essential_settings.is_empty() {
+                    format!("'{name}.type'")
+                } else {
+                    traits.essential_settings.clone()
+                };
                 SqlError::new(format!("cannot read source '{name}': {e}"), location)
-                    .with_hint(format!("check the '{name}.{settings}' properties, or declare its columns with CREATE STREAM {name} (col TYPE, ...)"))
+                    .with_hint(format!("check the {settings} properties, or declare its columns with CREATE STREAM {name} (col TYPE, ...)"))
             })?,
         };
-        let schema = match properties.get("type") {
-            Some(kind) => system_columns::with_system_columns(&schema, kind),
-            None => schema,
-        };
+        let schema = system_columns::with_system_columns(&schema, &traits.system_columns);
         if let Some(field) = &event_time.field {
             if schema.field_with_name(field).is_err() {
                 let columns: Vec<&str> =
@@ -373,6 +377,7 @@ impl<'a> ApplicationPlanner<'a> {
             declared,
             event_time,
             time_formats,
+            traits,
         })
     }
 

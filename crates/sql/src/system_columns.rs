@@ -1,7 +1,9 @@
 //! Columns a connector adds to every record besides its payload: for
-//! Kafka sources `_key`, `_partition`, `_offset`, `_timestamp`, `_topic`
-//! and `_headers` (read with `HEADER('name')`). They can be selected by name
-//! but `SELECT *` leaves them out.
+//! records of a message log (Kafka) `_key`, `_partition`, `_offset`,
+//! `_timestamp`, `_topic` and `_headers` (read with `HEADER('name')`).
+//! They can be selected by name but `SELECT *` leaves them out. Which
+//! connector adds which is the connector's to say (its
+//! [`SourceTraits`](crate::plan::SourceTraits)).
 
 use std::sync::Arc;
 
@@ -15,23 +17,21 @@ use datafusion::sql::sqlparser::ast::{
 pub const TIMESTAMP: &str = "_timestamp";
 pub const HEADERS: &str = "_headers";
 
-/// The system columns of a source of connector type `kind`.
-pub fn for_connector(kind: &str) -> Vec<Field> {
-    match kind {
-        "kafka_source" => vec![
-            Field::new("_key", DataType::Utf8, true),
-            Field::new("_partition", DataType::Int32, false),
-            Field::new("_offset", DataType::Int64, false),
-            Field::new(
-                TIMESTAMP,
-                DataType::Timestamp(TimeUnit::Millisecond, None),
-                true,
-            ),
-            Field::new("_topic", DataType::Utf8, false),
-            Field::new(HEADERS, headers_type(), true),
-        ],
-        _ => Vec::new(),
-    }
+/// The system columns of a record from a message log (Kafka): its key,
+/// partition, offset, timestamp, topic and headers.
+pub fn message_columns() -> Vec<Field> {
+    vec![
+        Field::new("_key", DataType::Utf8, true),
+        Field::new("_partition", DataType::Int32, false),
+        Field::new("_offset", DataType::Int64, false),
+        Field::new(
+            TIMESTAMP,
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        ),
+        Field::new("_topic", DataType::Utf8, false),
+        Field::new(HEADERS, headers_type(), true),
+    ]
 }
 
 /// `Map<Utf8, Utf8>` as Arrow's map builder makes it.
@@ -42,11 +42,12 @@ pub fn headers_type() -> DataType {
         .clone()
 }
 
-/// `schema` plus the system columns of `kind` it does not have yet.
-pub fn with_system_columns(schema: &SchemaRef, kind: &str) -> SchemaRef {
-    let extra: Vec<Field> = for_connector(kind)
-        .into_iter()
+/// `schema` plus the system columns in `columns` it does not have yet.
+pub fn with_system_columns(schema: &SchemaRef, columns: &[Field]) -> SchemaRef {
+    let extra: Vec<Field> = columns
+        .iter()
         .filter(|f| schema.field_with_name(f.name()).is_err())
+        .cloned()
         .collect();
     if extra.is_empty() {
         return schema.clone();
@@ -62,9 +63,7 @@ pub fn with_system_columns(schema: &SchemaRef, kind: &str) -> SchemaRef {
 
 /// True for the name of a system column of any connector.
 pub fn is_system_column(name: &str) -> bool {
-    for_connector("kafka_source")
-        .iter()
-        .any(|f| f.name() == name)
+    message_columns().iter().any(|f| f.name() == name)
 }
 
 /// Adds `EXCLUDE (<system columns>)` to the wildcards of the outer SELECT

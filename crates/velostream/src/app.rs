@@ -152,10 +152,7 @@ impl Application {
         let mut bounded: HashMap<usize, bool> = HashMap::new();
         for plan in &self.plans {
             let b = plan.sources.iter().all(|s| match s.origin {
-                SourceOrigin::External => !matches!(
-                    s.properties.get("type").map(String::as_str),
-                    Some("kafka_source")
-                ),
+                SourceOrigin::External => !s.traits.unbounded,
                 SourceOrigin::Statement(i) => bounded.get(&i).copied().unwrap_or(true),
             });
             bounded.insert(plan.statement, b);
@@ -212,10 +209,9 @@ impl Application {
             .plans
             .iter()
             .filter(|p| {
-                p.sources.iter().any(|s| {
-                    s.origin == SourceOrigin::External
-                        && s.properties.get("type").map(String::as_str) == Some("stdin")
-                })
+                p.sources
+                    .iter()
+                    .any(|s| s.origin == SourceOrigin::External && s.traits.single_reader)
             })
             .collect();
         match readers.as_slice() {
@@ -368,7 +364,7 @@ impl Application {
                     let binding = plan.sources.first().ok_or_else(|| {
                         job_err(EngineError::Plan("the query reads no source".into()))
                     })?;
-                    let binding = self.own_consumer_group(binding, plan);
+                    let binding = self.as_read_by(binding, plan);
                     self.connectors
                         .open_source(&binding, scan_schema(plan), metrics.clone())
                         .map_err(job_err)?
@@ -465,28 +461,15 @@ impl Application {
         None
     }
 
-    /// A Kafka source read by several statements gets one consumer group per
-    /// statement (`<group.id>-<job>`), so each statement sees every record
-    /// instead of the statements splitting the partitions between them.
-    fn own_consumer_group(&self, binding: &SourceBinding, plan: &StreamingPlan) -> SourceBinding {
-        let kafka = binding.properties.get("type").map(String::as_str) == Some("kafka_source");
+    /// Source `binding` as `plan` reads it: a source several statements
+    /// read may be read differently by each (a Kafka consumer group each).
+    fn as_read_by(&self, binding: &SourceBinding, plan: &StreamingPlan) -> SourceBinding {
         let readers = self
             .plans
             .iter()
             .filter(|p| p.sources.iter().any(|b| b.name == binding.name))
             .count();
-        let mut binding = binding.clone();
-        if kafka && readers > 1 {
-            let base = binding
-                .properties
-                .get("group.id")
-                .cloned()
-                .unwrap_or_else(|| format!("velostream-{}", binding.name));
-            binding
-                .properties
-                .insert("group.id".into(), format!("{base}-{}", plan.name));
-        }
-        binding
+        velostream_connectors::factory::for_reader(binding, &plan.name, readers)
     }
 }
 

@@ -7,6 +7,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use velostream_connectors::registry::types::FILE_SOURCE;
 use velostream_engine::JobMetrics;
 use velostream_sql::PropertyOverrides;
 
@@ -127,7 +128,7 @@ pub fn file_overrides(inputs: &[(&str, PathBuf)]) -> PropertyOverrides {
         overrides.insert(
             name.to_string(),
             BTreeMap::from([
-                ("type".to_string(), "file_source".to_string()),
+                ("type".to_string(), FILE_SOURCE.to_string()),
                 ("path".to_string(), file.display().to_string()),
                 ("format".to_string(), "jsonl".to_string()),
             ]),

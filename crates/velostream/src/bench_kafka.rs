@@ -9,6 +9,7 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::ClientConfig;
 use velostream_connectors::kafka::admin;
+use velostream_connectors::registry::types::{KAFKA_SINK, KAFKA_SOURCE};
 use velostream_sql::PropertyOverrides;
 
 use crate::bench::{generate_trades, measure_app, peak_rss_line, Clock, Measurement};
@@ -72,7 +73,7 @@ pub fn run(bench: KafkaBench) -> Result<String, String> {
     overrides.insert(
         "trades".into(),
         props(&[
-            ("type", "kafka_source"),
+            ("type", KAFKA_SOURCE),
             ("topic", &input),
             ("bootstrap.servers", &bench.brokers),
             ("group.id", &group),
@@ -82,7 +83,7 @@ pub fn run(bench: KafkaBench) -> Result<String, String> {
     overrides.insert(
         "out".into(),
         props(&[
-            ("type", "kafka_sink"),
+            ("type", KAFKA_SINK),
             ("topic", &output),
             ("bootstrap.servers", &bench.brokers),
         ]),

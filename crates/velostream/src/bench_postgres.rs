@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use velostream_connectors::registry::types::{POSTGRES_SINK, POSTGRES_SOURCE};
 use velostream_engine::connector::LookupCache;
 
 use crate::app::RunOptions;
@@ -87,7 +88,7 @@ pub fn measure_lookup(
     overrides.insert(
         "accounts".into(),
         BTreeMap::from([
-            ("type".to_string(), "postgres_source".to_string()),
+            ("type".to_string(), POSTGRES_SOURCE.to_string()),
             ("url".to_string(), url.to_string()),
             ("table".to_string(), TABLE.to_string()),
         ]),
@@ -155,7 +156,7 @@ pub fn run_sinks(
                 overrides.insert(
                     "out".into(),
                     BTreeMap::from([
-                        ("type".to_string(), "postgres_sink".to_string()),
+                        ("type".to_string(), POSTGRES_SINK.to_string()),
                         ("url".to_string(), url.to_string()),
                         ("table".to_string(), table),
                         ("mode".to_string(), mode.to_string()),

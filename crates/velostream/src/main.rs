@@ -59,6 +59,12 @@ enum Command {
         #[arg(default_value = "tests/conformance")]
         specs: Vec<PathBuf>,
     },
+    /// The connectors, their keys (with defaults) and system columns, as
+    /// Markdown (docs/connectors.md is this output)
+    Connectors {
+        /// Only this connector (a 'type' value)
+        name: Option<String>,
+    },
     /// Benchmarks
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -177,6 +183,9 @@ fn main() -> ExitCode {
         Some(Command::Validate { app }) => validate(app),
         Some(Command::Explain { app }) => explain(app),
         Some(Command::Test { specs }) => test(specs),
+        Some(Command::Connectors { name }) => velostream_connectors::registry::markdown(name.as_deref())
+            .map(|text| print!("{text}"))
+            .map_err(Failure::Usage),
         Some(Command::Bench(BenchCommand::Checkpoint(bench))) => {
             velostream::bench_checkpoint::run(&bench)
                 .map(|report| println!("{report}"))

@@ -10,6 +10,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use velostream_connectors::nexmark::generator::{Generator, Kind};
+use velostream_connectors::registry::types::{FILE_SOURCE, KAFKA_SOURCE, NEXMARK};
 use velostream_sql::PropertyOverrides;
 
 use crate::app::{run_jobs, Application, RunOptions};
@@ -285,10 +286,10 @@ fn run(
     for (name, _) in STREAMS {
         let source = match input {
             Input::Generator | Input::Parallel(_) => {
-                props(&[("type", "nexmark".into()), ("events", events.to_string())])
+                props(&[("type", NEXMARK.into()), ("events", events.to_string())])
             }
             Input::Files(dir) => props(&[
-                ("type", "file_source".into()),
+                ("type", FILE_SOURCE.into()),
                 (
                     "path",
                     dir.join(format!("{name}.jsonl")).display().to_string(),
@@ -296,7 +297,7 @@ fn run(
                 ("format", "jsonl".into()),
             ]),
             Input::Kafka(brokers, prefix) => props(&[
-                ("type", "kafka_source".into()),
+                ("type", KAFKA_SOURCE.into()),
                 ("topic", format!("{prefix}{name}")),
                 ("bootstrap.servers", brokers.to_string()),
                 ("bounded", "true".into()),

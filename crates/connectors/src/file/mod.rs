@@ -3,6 +3,7 @@
 //! framing and encoding.
 
 pub mod committed;
+pub mod connector;
 pub mod json_array;
 pub mod reader;
 pub mod sink;

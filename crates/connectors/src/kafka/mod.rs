@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod columns;
 pub mod config;
+pub mod connector;
 mod group;
 pub mod sink;
 pub mod source;
@@ -29,19 +30,45 @@ pub use self::source::ReadMode;
 use crate::format::decode::BatchDecoder;
 use crate::format::infer::{infer_schema, SAMPLE_RECORDS};
 use crate::format::RecordFormat;
+use crate::registry::Key;
 
 /// Velostream's own keys of a Kafka source; every other key goes to librdkafka.
-pub const SOURCE_KEYS: &[&str] = &[
-    "type",
-    "topic",
-    "topic.name",
-    "format",
-    "delimiter",
-    "bounded",
-    "key.field",
+pub const SOURCE_KEYS: &[Key] = &[
+    Key::new("type", "the connector"),
+    Key::new("topic", "the topic to read"),
+    Key::new("topic.name", "the same as `topic`"),
+    Key::with_default(
+        "format",
+        "json",
+        "`json`, `csv`, `string` (the payload as text in a `value` column) or `bytes`",
+    ),
+    Key::with_default(
+        "delimiter",
+        ",",
+        "the CSV delimiter: one character, or `tab`",
+    ),
+    Key::with_default(
+        "bounded",
+        "false",
+        "`true`: read what the topic holds now, then end (backfills, tests)",
+    ),
+    Key::new(
+        "key.field",
+        "a declared column that receives the message key",
+    ),
 ];
-/// Velostream's own keys of a Kafka sink.
-pub const SINK_KEYS: &[&str] = &["type", "topic", "topic.name", "format", "delimiter"];
+/// Velostream's own keys of a Kafka sink; every other key goes to librdkafka.
+pub const SINK_KEYS: &[Key] = &[
+    Key::new("type", "the connector"),
+    Key::new("topic", "the topic to write"),
+    Key::new("topic.name", "the same as `topic`"),
+    Key::with_default("format", "json", "`json`, `csv`, `string` or `bytes`"),
+    Key::with_default(
+        "delimiter",
+        ",",
+        "the CSV delimiter: one character, or `tab`",
+    ),
+];
 
 /// How a message's payload is read or written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,10 +166,10 @@ fn topic(props: &BTreeMap<String, String>) -> std::result::Result<String, String
 }
 
 /// The librdkafka properties among `props` (Velostream's keys removed).
-fn client_properties(props: &BTreeMap<String, String>, own: &[&str]) -> BTreeMap<String, String> {
+fn client_properties(props: &BTreeMap<String, String>, own: &[Key]) -> BTreeMap<String, String> {
     props
         .iter()
-        .filter(|(k, _)| !own.contains(&k.as_str()))
+        .filter(|(k, _)| !own.iter().any(|key| key.name == k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }

@@ -6,6 +6,7 @@
 //! as fast as possible or, with `throttle`, in real time at `rate`. The
 //! event time is the `datetime` column.
 
+pub mod connector;
 pub mod generator;
 
 use std::collections::BTreeMap;
@@ -20,9 +21,31 @@ use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, Result, Source, SourceEvent};
 
 use self::generator::{Generator, Kind};
+use crate::registry::Key;
 
 /// The properties of a `nexmark` source.
-pub const KEYS: &[&str] = &["type", "kind", "events", "rate", "seed", "throttle"];
+pub const KEYS: &[Key] = &[
+    Key::new("type", "the connector"),
+    Key::new(
+        "kind",
+        "`person`, `auction` or `bid`; defaults to the source's name",
+    ),
+    Key::new(
+        "events",
+        "events in all (of every kind); unbounded without it",
+    ),
+    Key::with_default("rate", "10000", "events per second of event time"),
+    Key::with_default(
+        "seed",
+        "0",
+        "the generator's seed: the same seed gives the same events",
+    ),
+    Key::with_default(
+        "throttle",
+        "false",
+        "`true` paces generation in real time at `rate`; otherwise as fast as possible",
+    ),
+];
 
 /// A source's settings, from its properties.
 #[derive(Debug, Clone, Copy)]
@@ -38,12 +61,7 @@ impl NexmarkConfig {
         name: &str,
         props: &BTreeMap<String, String>,
     ) -> std::result::Result<Self, String> {
-        if let Some(key) = props.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(format!(
-                "unknown property '{key}' for nexmark; valid keys: {}",
-                KEYS.join(", ")
-            ));
-        }
+        crate::registry::check_key_list(props, KEYS, "nexmark")?;
         let kind = match props.get("kind").map(String::as_str).unwrap_or(name) {
             "person" | "persons" | "people" => Kind::Person,
             "auction" | "auctions" => Kind::Auction,

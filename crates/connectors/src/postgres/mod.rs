@@ -11,6 +11,7 @@
 //! - [`tls`]: TLS with rustls for `sslmode=require`.
 
 pub mod connection;
+pub mod connector;
 pub mod lookup;
 pub mod rows;
 pub mod sink;
@@ -27,20 +28,27 @@ use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
 
 use self::connection::{relation, DatabaseDefaults, Target};
 use self::source::{PostgresSource, ReadPlan};
+use crate::registry::{check_key_list, Key};
 
 /// The keys of a `postgres_source`.
-pub const SOURCE_KEYS: &[&str] = &[
-    "type",
-    "url",
-    "table",
-    "query",
-    "incremental.column",
-    "poll.interval",
+pub const SOURCE_KEYS: &[Key] = &[
+    Key::new("type", "the connector"),
+    Key::new(
+        "url",
+        "`postgres://user@host:port/db?sslmode=...`; without it the configuration's `database` settings (or `DB_*`)",
+    ),
+    Key::new("table", "the table to read (`schema.table` allowed)"),
+    Key::new("query", "a read-only SELECT to read instead of a table"),
+    Key::new(
+        "incremental.column",
+        "read as a stream: rows whose column grew past the last value seen, polled",
+    ),
+    Key::with_default("poll.interval", "1s", "how often an incremental source polls"),
 ];
 
 /// The `SELECT` a source reads: its table, or its query.
 fn base_query(props: &BTreeMap<String, String>) -> std::result::Result<String, String> {
-    crate::factory::check_keys(props, SOURCE_KEYS, "postgres_source")?;
+    check_key_list(props, SOURCE_KEYS, "postgres_source")?;
     match (props.contains_key("table"), props.get("query")) {
         (true, Some(_)) => Err("set either 'table' or 'query', not both".into()),
         (true, None) => Ok(format!(
@@ -240,7 +248,7 @@ pub fn probe(defaults: &DatabaseDefaults) -> std::result::Result<Probe, String> 
 
 /// Checks a sink's properties without connecting (for `validate`).
 pub fn check_sink(props: &BTreeMap<String, String>) -> std::result::Result<(), String> {
-    crate::factory::check_keys(props, sink::SINK_KEYS, "postgres_sink")?;
+    check_key_list(props, sink::SINK_KEYS, "postgres_sink")?;
     relation(props, "postgres_sink").map(|_| ())
 }
 

@@ -30,8 +30,22 @@ use velostream_engine::{EngineError, Result, Sink, Source};
 
 use super::connection::{describe, quote, relation, DatabaseDefaults, Target};
 use super::rows::json_array;
+use crate::registry::Key;
 
-pub const SINK_KEYS: &[&str] = &["type", "url", "table", "auto.create", "mode"];
+pub const SINK_KEYS: &[Key] = &[
+    Key::new("type", "the connector"),
+    Key::new("url", "as for `postgres_source`"),
+    Key::new("table", "the table to write (`schema.table` allowed)"),
+    Key::with_default(
+        "auto.create",
+        "false",
+        "`true` creates the table from the result's columns (its key as the primary key)",
+    ),
+    Key::new(
+        "mode",
+        "`upsert` (by the result's key; the default for keyed results) or `append`",
+    ),
+];
 
 pub struct PostgresSink {
     label: String,
@@ -58,7 +72,7 @@ impl PostgresSink {
         defaults: &DatabaseDefaults,
         exactly_once: bool,
     ) -> std::result::Result<Self, String> {
-        crate::factory::check_keys(props, SINK_KEYS, "postgres_sink")?;
+        crate::registry::check_key_list(props, SINK_KEYS, "postgres_sink")?;
         let table = relation(props, "postgres_sink")?;
         let auto_create = match props.get("auto.create").map(String::as_str) {
             None | Some("false") => false,

@@ -10,6 +10,7 @@ pub mod spec;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use velostream_connectors::registry::types::{FILE_SINK, FILE_SOURCE};
 use velostream_sql::windowing::window_role;
 use velostream_sql::{EmitMode, PropertyOverrides};
 
@@ -181,7 +182,7 @@ pub fn execute(case: &Case, batch_size: usize, parallelism: usize) -> Result<Run
         overrides.insert(
             name.clone(),
             props(&[
-                ("type", "file_source"),
+                ("type", FILE_SOURCE),
                 ("path", &path.display().to_string()),
                 ("format", input.format()),
             ]),
@@ -192,7 +193,7 @@ pub fn execute(case: &Case, batch_size: usize, parallelism: usize) -> Result<Run
         overrides.insert(
             name.clone(),
             props(&[
-                ("type", "file_sink"),
+                ("type", FILE_SINK),
                 ("path", &output(name).display().to_string()),
                 ("format", "jsonl"),
             ]),

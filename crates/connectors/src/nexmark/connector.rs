@@ -1,0 +1,79 @@
+//! The `nexmark` connector: the Nexmark benchmark's generator as a source.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use velostream_engine::{EngineError, JobMetrics, Result, Source};
+use velostream_sql::SourceBinding;
+
+use super::{schema, NexmarkConfig, NexmarkSource, KEYS};
+use crate::factory::Connectors;
+use crate::registry::{types, Connector, Key, Role};
+
+/// `nexmark`.
+pub struct NexmarkConnector;
+
+impl Connector for NexmarkConnector {
+    fn name(&self) -> &'static str {
+        types::NEXMARK
+    }
+
+    fn role(&self) -> Role {
+        Role::Source
+    }
+
+    fn summary(&self) -> &'static str {
+        "generated Nexmark persons, auctions or bids (deterministic for a seed)"
+    }
+
+    fn behaviour(&self) -> &'static str {
+        "Bounded with `events`, unbounded without. The records carry their event time in `datetime`, the default event-time field."
+    }
+
+    fn keys(&self) -> &'static [Key] {
+        KEYS
+    }
+
+    fn event_time_field(&self) -> Option<&'static str> {
+        Some("datetime")
+    }
+
+    fn essential_settings(&self, name: &str) -> String {
+        format!("'{name}.kind'")
+    }
+
+    fn infer_schema(
+        &self,
+        _cx: &Connectors,
+        name: &str,
+        props: &BTreeMap<String, String>,
+    ) -> std::result::Result<SchemaRef, String> {
+        Ok(schema(NexmarkConfig::from_properties(name, props)?.kind))
+    }
+
+    fn open_source(
+        &self,
+        cx: &Connectors,
+        binding: &SourceBinding,
+        projected: SchemaRef,
+        _metrics: Arc<JobMetrics>,
+    ) -> Result<Box<dyn Source>> {
+        let config = NexmarkConfig::from_properties(&binding.name, &binding.properties)
+            .map_err(|e| EngineError::connector(&binding.name, e))?;
+        Ok(Box::new(NexmarkSource::new(
+            config,
+            projected,
+            cx.batch_size,
+        )))
+    }
+
+    fn check(
+        &self,
+        _cx: &Connectors,
+        name: &str,
+        props: &BTreeMap<String, String>,
+    ) -> std::result::Result<(), String> {
+        NexmarkConfig::from_properties(name, props).map(|_| ())
+    }
+}
