@@ -14,6 +14,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== import cycles between modules"
+python3 scripts/module_cycles.py
+
 echo "== conformance expectations checked against DuckDB"
 if ! python3 -c "import duckdb, yaml" >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check duckdb pyyaml \

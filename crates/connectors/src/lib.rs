@@ -11,11 +11,14 @@
 //! - [`sandbox`]: the files, clusters and database an application the
 //!   service runs may use.
 
+pub mod connector;
+pub mod context;
 pub mod factory;
 pub mod fanout;
 pub mod file;
 pub mod format;
 pub mod kafka;
+pub mod keys;
 pub mod memory;
 pub mod nexmark;
 pub mod null_sink;

@@ -6,8 +6,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use velostream_engine::{EngineError, Result, Sink};
 use velostream_sql::SinkBinding;
 
-use crate::factory::{Connectors, Guarantee};
-use crate::registry::{check_keys, types, Connector, Key, Role};
+use crate::connector::{check_keys, types, Connector, Role};
+use crate::context::{Connectors, Guarantee};
+use crate::keys::Key;
 
 /// Discards everything.
 pub struct NullSink;

@@ -30,6 +30,7 @@ use crate::operators::interval_join::{IntervalJoinOperator, IntervalJoinSpec};
 use crate::operators::limit::LimitOperator;
 use crate::operators::lookup_join::{JoinTable, LookupJoinOperator, VersionTimes};
 use crate::operators::project::ProjectOperator;
+use crate::operators::row_errors::RowErrors;
 use crate::operators::row_window::{RowFunction, RowWindowExpr, RowWindowOperator};
 use crate::operators::session_aggregate::SessionAggregateOperator;
 use crate::operators::sort::SortOperator;
@@ -38,7 +39,6 @@ use crate::operators::window_aggregate::{
 };
 use crate::operators::window_assign::WindowAssignOperator;
 use crate::operators::{Operator, Pipeline};
-use crate::row_errors::RowErrors;
 use velostream_sql::ErrorPolicy;
 
 /// The most rows an aggregate frame may hold per partition (the front end

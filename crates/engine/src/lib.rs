@@ -15,7 +15,6 @@ pub mod job;
 pub mod metrics;
 pub mod operators;
 pub mod parallel;
-pub mod row_errors;
 pub mod row_watermark;
 pub mod state;
 pub mod watermark;

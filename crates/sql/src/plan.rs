@@ -12,7 +12,6 @@ use datafusion::logical_expr::{Expr, SortExpr};
 
 use crate::event_time::EventTime;
 use crate::interval_join::IntervalBounds;
-use crate::statement::StatementKind;
 use crate::time_format::TimeFormats;
 use crate::window::{EmitMode, WindowSpec};
 
@@ -174,6 +173,19 @@ pub struct SourceTraits {
     pub unbounded: bool,
     /// Only one job may read it (standard input is consumed once).
     pub single_reader: bool,
+}
+
+/// What a statement does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// `CREATE STREAM name AS SELECT ...`: a continuous query into a stream.
+    CreateStream,
+    /// `CREATE TABLE name AS SELECT ...`: a continuous query into a keyed table.
+    CreateTable,
+    /// `SELECT ...`: an ad-hoc query printing its results.
+    Select,
+    /// `CREATE STREAM name (col TYPE, ...) WITH (...)`: declares a source.
+    SourceDeclaration,
 }
 
 /// Where results go.

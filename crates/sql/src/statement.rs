@@ -10,24 +10,12 @@ use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan};
 
 use crate::error::{Location, Result, SqlError};
 use crate::join_time::{self, JoinTimeClause};
+pub use crate::plan::StatementKind;
 use crate::properties::Properties;
 use crate::script::{is_word, loc, matching_paren, StatementTokens};
 use crate::window::{
     is_table_function, is_window_function, parse_table_function, parse_window, EmitMode, WindowSpec,
 };
-
-/// What a statement does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatementKind {
-    /// `CREATE STREAM name AS SELECT ...`: a continuous query into a stream.
-    CreateStream,
-    /// `CREATE TABLE name AS SELECT ...`: a continuous query into a keyed table.
-    CreateTable,
-    /// `SELECT ...`: an ad-hoc query printing its results.
-    Select,
-    /// `CREATE STREAM name (col TYPE, ...) WITH (...)`: declares a source.
-    SourceDeclaration,
-}
 
 /// One statement of an application after the dialect layer.
 #[derive(Debug, Clone)]

@@ -184,8 +184,23 @@ pub struct Suite<'a> {
     pub table_rows: u64,
     /// Also generate a `fills` stream like `trades` (interval joins).
     pub second_stream: bool,
-    /// Join queries only: also look `accounts` up in this PostgreSQL server.
-    pub postgres: Option<String>,
+    /// More measurements over the suite's inputs after its queries (the
+    /// join suite's PostgreSQL lookups, from `bench_postgres`).
+    pub more: Option<MoreRows>,
+}
+
+/// Measurements a suite adds over its inputs.
+pub type MoreRows = Box<dyn Fn(&SuiteInputs) -> Result<Vec<Measurement>, String>>;
+
+/// What a suite's extra measurements run over.
+pub struct SuiteInputs<'a> {
+    /// Generated files by source name (`trades` first).
+    pub inputs: &'a [(&'a str, PathBuf)],
+    /// The suite's last query.
+    pub last_sql: &'a str,
+    pub runs: usize,
+    pub batch_size: usize,
+    pub table_rows: u64,
 }
 
 /// Runs every query `runs` times (keeping the median) over one generated
@@ -227,22 +242,14 @@ pub fn run_suite(suite: Suite) -> Result<String, String> {
             measure(label, sql, &inputs, suite.batch_size).map_err(|e| e.to_string())
         })?);
     }
-    if let (Some(url), Some((_, join_sql))) = (&suite.postgres, suite.queries.last()) {
-        let accounts = &inputs.last().expect("the accounts table").1;
-        eprintln!("loading {} accounts into PostgreSQL ...", suite.table_rows);
-        crate::bench_postgres::load_accounts(url, accounts)?;
-        for (label, cache) in crate::bench_postgres::variants(suite.table_rows) {
-            rows.push(median(suite.runs, label, || {
-                crate::bench_postgres::measure_lookup(
-                    label,
-                    join_sql,
-                    url,
-                    &inputs[0].1,
-                    suite.batch_size,
-                    cache,
-                )
-            })?);
-        }
+    if let (Some(more), Some((_, last_sql))) = (&suite.more, suite.queries.last()) {
+        rows.extend(more(&SuiteInputs {
+            inputs: &inputs,
+            last_sql,
+            runs: suite.runs,
+            batch_size: suite.batch_size,
+            table_rows: suite.table_rows,
+        })?);
     }
     let baseline = rows[suite.baseline].rate_per_core();
     let mut report = format!(

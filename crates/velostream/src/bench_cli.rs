@@ -137,7 +137,7 @@ pub fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
             file: None,
             table_rows: 0,
             second_stream: false,
-            postgres: None,
+            more: None,
         };
     let against_stateless = "stateless pipeline";
     match which {
@@ -177,7 +177,7 @@ pub fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
             run,
         } => bench::Suite {
             table_rows,
-            postgres,
+            more: postgres.map(crate::bench_postgres::lookup_rows),
             ..suite(
                 "Stream–table join",
                 bench::JOIN_QUERIES,

@@ -21,7 +21,8 @@ use velostream_engine::connector::LookupCache;
 
 use crate::app::RunOptions;
 use crate::bench::{
-    file_overrides, generate_trades, measure_app, median, peak_rss_line, Measurement,
+    file_overrides, generate_trades, measure_app, median, peak_rss_line, Measurement, MoreRows,
+    SuiteInputs,
 };
 
 /// The table the benchmark loads and reads.
@@ -76,6 +77,30 @@ pub fn variants(table_rows: u64) -> [(&'static str, LookupCache); 2] {
 }
 
 /// Runs the join query with `accounts` looked up in PostgreSQL.
+/// The join suite's lookups of `accounts` in the PostgreSQL server at
+/// `url`: the table loaded, then each cache variant measured.
+pub fn lookup_rows(url: String) -> MoreRows {
+    Box::new(move |suite: &SuiteInputs| {
+        let accounts = &suite.inputs.last().expect("the accounts table").1;
+        eprintln!("loading {} accounts into PostgreSQL ...", suite.table_rows);
+        load_accounts(&url, accounts)?;
+        let mut rows = Vec::new();
+        for (label, cache) in variants(suite.table_rows) {
+            rows.push(median(suite.runs, label, || {
+                measure_lookup(
+                    label,
+                    suite.last_sql,
+                    &url,
+                    &suite.inputs[0].1,
+                    suite.batch_size,
+                    cache,
+                )
+            })?);
+        }
+        Ok(rows)
+    })
+}
+
 pub fn measure_lookup(
     label: &'static str,
     sql: &str,

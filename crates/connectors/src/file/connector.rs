@@ -10,14 +10,15 @@ use datafusion::arrow::datatypes::SchemaRef;
 use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
 use velostream_sql::{SinkBinding, SourceBinding};
 
-use crate::factory::{Connectors, Guarantee};
+use crate::connector::{check_keys, types, Connector, Role};
+use crate::context::{Connectors, Guarantee};
 use crate::file::committed::FileSink;
 use crate::file::reader::{LineSource, DEFAULT_MAX_RECORD_BYTES};
 use crate::file::sink::WriterSink;
 use crate::format::decode::BatchDecoder;
 use crate::format::infer::infer_schema;
 use crate::format::RecordFormat;
-use crate::registry::{check_keys, types, Connector, Key, Role};
+use crate::keys::Key;
 
 const FORMAT: Key = Key::new(
     "format",

@@ -14,7 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::sink::{Deliveries, DeliveryContext};
+use super::delivery::{Deliveries, DeliveryContext};
 
 /// The offsets the consumer's group has committed on the partitions of
 /// `wanted`, as `(topic, partition, next offset)`; partitions without a

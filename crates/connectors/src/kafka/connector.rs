@@ -10,8 +10,9 @@ use velostream_sql::{system_columns, SinkBinding, SourceBinding};
 
 use super::{check_sink, check_source, infer_source_schema, open_sink, open_source, ReadMode};
 use super::{SINK_KEYS, SOURCE_KEYS};
-use crate::factory::{Connectors, Guarantee};
-use crate::registry::{types, Connector, Key, Role};
+use crate::connector::{types, Connector, Role};
+use crate::context::{Connectors, Guarantee};
+use crate::keys::Key;
 
 /// Where the keys Velostream does not read go.
 const CLIENT_KEYS: &str = "any other key is a librdkafka client property (`bootstrap.servers`, `group.id`, `security.protocol`, `sasl.*`, `ssl.*`, ...), merged over the configuration's `kafka` settings";

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod columns;
 pub mod config;
 pub mod connector;
+pub mod delivery;
 mod group;
 pub mod sink;
 pub mod source;
@@ -30,7 +31,7 @@ pub use self::source::ReadMode;
 use crate::format::decode::BatchDecoder;
 use crate::format::infer::{infer_schema, SAMPLE_RECORDS};
 use crate::format::RecordFormat;
-use crate::registry::Key;
+use crate::keys::Key;
 
 /// Velostream's own keys of a Kafka source; every other key goes to librdkafka.
 pub const SOURCE_KEYS: &[Key] = &[

@@ -16,20 +16,20 @@
 //! source offsets are only committed after a successful flush, the records
 //! behind a failed message are read again on restart.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::ClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, Result, Sink, Source};
 use velostream_sql::windowing::{window_role, EVENT_TIME};
 
+use super::delivery::{Deliveries, DeliveryContext};
 use crate::format::encode::{record_spans, BatchEncoder};
 use crate::format::RecordFormat;
 
@@ -38,37 +38,6 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long transaction calls (init, commit, abort) may take.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Delivery outcomes, shared with librdkafka's callback thread.
-#[derive(Default)]
-pub struct Deliveries {
-    pub delivered: AtomicU64,
-    pub failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
-}
-
-/// Records each delivery outcome in the shared [`Deliveries`].
-pub struct DeliveryContext(pub Arc<Deliveries>);
-
-impl ClientContext for DeliveryContext {}
-
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.0.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, _)) => {
-                self.0.failed.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut first) = self.0.first_error.lock() {
-                    first.get_or_insert_with(|| e.to_string());
-                }
-            }
-        }
-    }
-}
 
 pub struct KafkaSink {
     /// Exactly-once: the producer's `transactional.id`; a transaction is

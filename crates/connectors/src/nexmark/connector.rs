@@ -8,8 +8,9 @@ use velostream_engine::{EngineError, JobMetrics, Result, Source};
 use velostream_sql::SourceBinding;
 
 use super::{schema, NexmarkConfig, NexmarkSource, KEYS};
-use crate::factory::Connectors;
-use crate::registry::{types, Connector, Key, Role};
+use crate::connector::{types, Connector, Role};
+use crate::context::Connectors;
+use crate::keys::Key;
 
 /// `nexmark`.
 pub struct NexmarkConnector;

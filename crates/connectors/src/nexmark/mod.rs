@@ -21,7 +21,7 @@ use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, Result, Source, SourceEvent};
 
 use self::generator::{Generator, Kind};
-use crate::registry::Key;
+use crate::keys::Key;
 
 /// The properties of a `nexmark` source.
 pub const KEYS: &[Key] = &[
@@ -61,7 +61,7 @@ impl NexmarkConfig {
         name: &str,
         props: &BTreeMap<String, String>,
     ) -> std::result::Result<Self, String> {
-        crate::registry::check_key_list(props, KEYS, "nexmark")?;
+        crate::keys::check_key_list(props, KEYS, "nexmark")?;
         let kind = match props.get("kind").map(String::as_str).unwrap_or(name) {
             "person" | "persons" | "people" => Kind::Person,
             "auction" | "auctions" => Kind::Auction,

@@ -13,8 +13,9 @@ use velostream_sql::{SinkBinding, SourceBinding};
 use super::sink::SINK_KEYS;
 use super::SOURCE_KEYS;
 use super::{check_sink, check_source, infer_source_schema, open_lookup, open_sink, open_source};
-use crate::factory::{Connectors, Guarantee};
-use crate::registry::{types, Connector, Key, Role};
+use crate::connector::{types, Connector, Role};
+use crate::context::{Connectors, Guarantee};
+use crate::keys::Key;
 
 /// `postgres_source`.
 pub struct PostgresSourceConnector;

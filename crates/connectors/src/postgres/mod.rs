@@ -28,7 +28,7 @@ use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
 
 use self::connection::{relation, DatabaseDefaults, Target};
 use self::source::{PostgresSource, ReadPlan};
-use crate::registry::{check_key_list, Key};
+use crate::keys::{check_key_list, Key};
 
 /// The keys of a `postgres_source`.
 pub const SOURCE_KEYS: &[Key] = &[

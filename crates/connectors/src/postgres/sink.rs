@@ -30,7 +30,7 @@ use velostream_engine::{EngineError, Result, Sink, Source};
 
 use super::connection::{describe, quote, relation, DatabaseDefaults, Target};
 use super::rows::json_array;
-use crate::registry::Key;
+use crate::keys::Key;
 
 pub const SINK_KEYS: &[Key] = &[
     Key::new("type", "the connector"),
@@ -72,7 +72,7 @@ impl PostgresSink {
         defaults: &DatabaseDefaults,
         exactly_once: bool,
     ) -> std::result::Result<Self, String> {
-        crate::registry::check_key_list(props, SINK_KEYS, "postgres_sink")?;
+        crate::keys::check_key_list(props, SINK_KEYS, "postgres_sink")?;
         let table = relation(props, "postgres_sink")?;
         let auto_create = match props.get("auto.create").map(String::as_str) {
             None | Some("false") => false,

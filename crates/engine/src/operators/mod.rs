@@ -25,8 +25,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::Result;
-use crate::row_errors::RowErrors;
-pub use crate::row_errors::RowIsolation;
+pub mod row_errors;
+
+use self::row_errors::RowErrors;
+pub use self::row_errors::RowIsolation;
 use crate::state::Checkpointable;
 
 /// One step of a streaming pipeline.
@@ -87,7 +89,7 @@ pub trait Operator: Send {
     }
 
     /// How the rows that make [`process`](Self::process) fail can be
-    /// found without changing the operator's state (see [`crate::row_errors`]).
+    /// found without changing the operator's state (see [`row_errors`]).
     fn isolation(&self) -> RowIsolation {
         RowIsolation::None
     }

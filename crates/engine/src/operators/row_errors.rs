@@ -23,10 +23,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 use velostream_sql::{ErrorPolicy, Location};
 
+use super::Operator;
 use crate::dead_letter::{row_as_json, DeadLetter};
 use crate::error::Result;
 use crate::metrics::JobMetrics;
-use crate::operators::Operator;
 
 /// How the rows that make an operator fail can be found.
 pub enum RowIsolation {
