@@ -73,27 +73,27 @@ impl Connectors {
     pub fn check_source(&self, binding: &SourceBinding) -> Result<()> {
         source_connector(binding)?
             .check(self, &binding.name, &binding.properties)
-            .map_err(|e| EngineError::connector(&binding.name, e))
+            .map_err(|e| EngineError::misconfigured(&binding.name, e))
     }
 
     /// Checks a sink's properties without opening it (for `validate`).
     pub fn check_sink(&self, binding: &SinkBinding) -> Result<()> {
         sink_connector(binding)?
             .check(self, &binding.name, &binding.properties)
-            .map_err(|e| EngineError::connector(&binding.name, e))
+            .map_err(|e| EngineError::misconfigured(&binding.name, e))
     }
 }
 
 /// The connector of source `binding`.
 fn source_connector(binding: &SourceBinding) -> Result<&'static dyn Connector> {
     registry::of(&binding.properties, Role::Source, None)
-        .map_err(|e| EngineError::connector(&binding.name, e))
+        .map_err(|e| EngineError::misconfigured(&binding.name, e))
 }
 
 /// The connector of sink `binding`: stdout without a `'type'`.
 fn sink_connector(binding: &SinkBinding) -> Result<&'static dyn Connector> {
     registry::of(&binding.properties, Role::Sink, Some("stdout"))
-        .map_err(|e| EngineError::connector(&binding.name, e))
+        .map_err(|e| EngineError::misconfigured(&binding.name, e))
 }
 
 impl SourceResolver for Connectors {

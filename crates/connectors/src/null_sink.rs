@@ -60,7 +60,7 @@ impl Connector for NullConnector {
         _guarantee: Guarantee,
     ) -> Result<Box<dyn Sink>> {
         check_keys(&binding.properties, self)
-            .map_err(|e| EngineError::connector(&binding.name, e))?;
+            .map_err(|e| EngineError::misconfigured(&binding.name, e))?;
         Ok(Box::new(NullSink))
     }
 

@@ -21,6 +21,6 @@ pub mod watermark;
 
 pub use build::PipelineBuilder;
 pub use connector::{Sink, Source, SourceEvent};
-pub use error::{EngineError, Result};
+pub use error::{EngineError, ErrorKind, Result};
 pub use job::{Hold, Job, JobSummary};
 pub use metrics::JobMetrics;

@@ -1,8 +1,10 @@
 //! Runs the configured applications as supervised jobs: an application
 //! whose job fails is reported and started again with exponential backoff
-//! (1 s doubling to 30 s) while the others keep running. Holding (for a
-//! state copy), resuming and draining act on every job at its next batch
-//! boundary.
+//! (1 s doubling to 30 s) while the others keep running — unless the
+//! failure is its configuration's (an unknown key, an SQL error), which
+//! running it again cannot fix: then it is reported once and left failed,
+//! not retrying, until it is deployed again. Holding (for a state copy),
+//! resuming and draining act on every job at its next batch boundary.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,16 +14,40 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use velostream_engine::{Hold, Job, JobMetrics};
+use velostream_engine::{ErrorKind, Hold, Job, JobMetrics};
 
 use crate::breaker::Breaker;
 use crate::config::schema::CircuitBreaker;
 use crate::metrics::ServiceMetrics;
 
+/// Why an application could not be launched or run, and what kind of
+/// failure it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<String> for LaunchError {
+    /// A failure of unknown kind: retried, as one that may pass.
+    fn from(message: String) -> Self {
+        Self {
+            kind: ErrorKind::Unavailable,
+            message,
+        }
+    }
+}
+
+impl From<&str> for LaunchError {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
 /// Builds the jobs of an SQL application (implemented by the binary).
 pub trait Launcher: Send + Sync + 'static {
     /// Builds the jobs of application `name` from the SQL file at `path`.
-    fn launch(&self, name: &str, path: &Path) -> Result<Vec<Job>, String>;
+    fn launch(&self, name: &str, path: &Path) -> Result<Vec<Job>, LaunchError>;
 
     /// Plans and checks application `name` without running it (the
     /// checks of `launch`, nothing opened for writing): a deployment is
@@ -53,10 +79,12 @@ pub enum AppStatus {
     Running,
     /// Its bounded inputs ended.
     Finished,
-    /// Failed; restarted after the backoff.
+    /// Failed; restarted after the backoff while `retrying` (not when its
+    /// configuration is wrong, which no restart fixes).
     Failed {
         error: String,
         restarts: u32,
+        retrying: bool,
     },
     /// Failed too often: not started again before the recovery timeout.
     BreakerOpen {
@@ -401,14 +429,19 @@ impl AppRun {
     }
 
     /// Launches the jobs and runs them to their end.
-    fn attempt(&self) -> Result<(), String> {
+    fn attempt(&self) -> Result<(), LaunchError> {
         // errors reach the logs and the jobs API: no secret goes with them
-        let mask = |e: String| velostream_sql::secrets::mask(&e);
+        let mask = |e: LaunchError| LaunchError {
+            message: velostream_sql::secrets::mask(&e.message),
+            ..e
+        };
         // a panic while planning or building is this application's failure
         let launched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.launcher.launch(&self.name, &self.path)
         }))
-        .unwrap_or_else(|panic| Err(format!("launching panicked: {}", panic_message(&*panic))));
+        .unwrap_or_else(|panic| {
+            Err(format!("launching panicked: {}", panic_message(&*panic)).into())
+        });
         let jobs = launched.map_err(mask)?;
         let current: Vec<JobView> = jobs
             .iter()
@@ -426,7 +459,7 @@ impl AppRun {
             *v = current;
         }
         self.set(AppStatus::Running);
-        run_all(jobs).map_err(mask)
+        run_all(jobs).map_err(|e| mask(e.into()))
     }
 
     /// Launch, run, restart on failure with backoff (or after the recovery
@@ -459,6 +492,22 @@ impl AppRun {
             };
             self.metrics.job_failed(&name);
             restarts += 1;
+            if !error.kind.is_retryable() {
+                let error = error.message;
+                tracing::error!(
+                    component = "supervisor",
+                    error_type = "misconfigured",
+                    application = %name,
+                    "application {name} is misconfigured ({error}); not restarted until it is deployed again"
+                );
+                self.set(AppStatus::Failed {
+                    error,
+                    restarts,
+                    retrying: false,
+                });
+                return;
+            }
+            let error = error.message;
             let wait = match self.breaker.record(true) {
                 Some(recovery) => {
                     self.metrics
@@ -484,7 +533,11 @@ impl AppRun {
                         application = %name,
                         "application {name} failed: {error}; restarting in {backoff:?}"
                     );
-                    self.set(AppStatus::Failed { error, restarts });
+                    self.set(AppStatus::Failed {
+                        error,
+                        restarts,
+                        retrying: true,
+                    });
                     let wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                     wait

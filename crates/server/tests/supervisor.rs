@@ -10,12 +10,12 @@ use velostream_engine::Job;
 use velostream_server::config::schema::CircuitBreaker;
 use velostream_server::config::values::ConfigDuration;
 use velostream_server::metrics::ServiceMetrics;
-use velostream_server::supervisor::{AppStatus, Launcher, Supervisor};
+use velostream_server::supervisor::{AppStatus, LaunchError, Launcher, Supervisor};
 
 struct Failing(Arc<AtomicUsize>);
 
 impl Launcher for Failing {
-    fn launch(&self, _name: &str, _path: &Path) -> Result<Vec<Job>, String> {
+    fn launch(&self, _name: &str, _path: &Path) -> Result<Vec<Job>, LaunchError> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Err("the broker is gone".into())
     }
@@ -77,13 +77,94 @@ fn the_breaker_opens_after_consecutive_failures_and_holds_restarts() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
+/// Fails the way a misspelt property fails: a configuration error.
+struct Misconfigured(Arc<AtomicUsize>);
+
+impl Launcher for Misconfigured {
+    fn launch(&self, _name: &str, _path: &Path) -> Result<Vec<Job>, LaunchError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Err(LaunchError {
+            kind: velostream_engine::ErrorKind::Configuration,
+            message: "trades: unknown property 'pth' for file_source".into(),
+        })
+    }
+}
+
+/// A configuration error is reported once and not retried: running the
+/// same application again would fail the same way.
+#[test]
+fn a_configuration_error_fails_the_application_once() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let metrics = Arc::new(ServiceMetrics::new().unwrap());
+    let supervisor = Supervisor::new(
+        Arc::new(Misconfigured(attempts.clone())),
+        metrics.clone(),
+        None,
+    );
+    supervisor.deploy("typo", Path::new("typo.sql")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = supervisor.applications()[0].2.clone();
+        if matches!(status, AppStatus::Failed { .. }) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "never failed: {status:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let AppStatus::Failed {
+        error,
+        restarts: 1,
+        retrying: false,
+    } = status
+    else {
+        panic!("retrying: {status:?}")
+    };
+    assert!(error.contains("unknown property 'pth'"), "{error}");
+    // a retry would have come after 1 s of backoff
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(attempts.load(Ordering::Relaxed), 1, "not retried");
+    let text = metrics.render(&[]);
+    assert!(
+        !text.contains(r#"velostream_retries_total{job="typo"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"velostream_errors_total{job="typo",kind="job_failed"} 1"#),
+        "{text}"
+    );
+}
+
+/// An unavailable dependency is retried with backoff and each retry counted.
+#[test]
+fn an_unavailable_dependency_is_retried_and_counted() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let metrics = Arc::new(ServiceMetrics::new().unwrap());
+    let supervisor = Supervisor::new(Arc::new(Failing(attempts.clone())), metrics.clone(), None);
+    supervisor.deploy("down", Path::new("down.sql")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attempts.load(Ordering::Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "not retried");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(matches!(
+        supervisor.applications()[0].2,
+        AppStatus::Failed { .. } | AppStatus::Running | AppStatus::Starting
+    ));
+    let text = metrics.render(&[]);
+    assert!(
+        text.contains(r#"velostream_retries_total{job="down"}"#),
+        "{text}"
+    );
+    supervisor.stop("down", Duration::from_secs(5)).unwrap();
+}
+
 /// Launches by application name: `panics` panics while planning, `slow`
 /// takes 2 s and then fails, `done` has nothing to run (finishes at once),
 /// anything else fails.
 struct ByName(Arc<std::sync::Mutex<Vec<String>>>);
 
 impl Launcher for ByName {
-    fn launch(&self, name: &str, _path: &Path) -> Result<Vec<Job>, String> {
+    fn launch(&self, name: &str, _path: &Path) -> Result<Vec<Job>, LaunchError> {
         self.0.lock().unwrap().push(name.to_string());
         match name {
             "panics" => panic!("an operator was built from a plan it does not know"),

@@ -164,10 +164,11 @@ fn offset(
         (true, false) if op == Operator::Plus => (&expr.right, &expr.left, true),
         _ => return Ok(PlannerResult::Original(expr)),
     };
-    let Some(number_type) = number.get_type(schema).ok().filter(DataType::is_integer) else {
+    let Some(number_type) = number.get_type(schema).ok().filter(DataType::is_numeric) else {
         return Ok(PlannerResult::Original(expr));
     };
-    let Some(unit) = epoch_unit(number, schema) else {
+    let unit = epoch_unit(number, schema).filter(|_| number_type.is_integer());
+    let Some(unit) = unit else {
         return plan_err!(
             "cannot add an INTERVAL to {number} ({number_type}): it is not a time. Declare the column TIMESTAMP, or make it the event-time field ('event.time.field', with 'event.time.format' = 'epoch_millis' or 'epoch_seconds') or give it a unit with 'time.format.<column>' = 'epoch_millis', and an interval added to it is a number in that unit"
         );

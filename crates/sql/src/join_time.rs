@@ -25,7 +25,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use crate::error::{Location, Result, SqlError};
 use crate::plan::SourceBinding;
 use crate::script::{is_word, loc};
-use crate::window::duration_arg;
+use crate::window_clause::duration_arg;
 
 /// A time clause and the join (by position in the outer FROM) it belongs to.
 #[derive(Debug, Clone, PartialEq)]

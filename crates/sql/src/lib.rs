@@ -27,7 +27,7 @@ pub mod secrets;
 pub mod statement;
 pub mod system_columns;
 pub mod time_format;
-pub mod window;
+pub mod window_clause;
 pub mod windowing;
 
 pub use catalog::streaming_session_state;
@@ -38,4 +38,4 @@ pub use plan::{SinkBinding, SourceBinding, SourceOrigin, SourceTraits, StreamNod
 pub use planner::{parse_application, ApplicationPlanner, PropertyOverrides, SourceResolver};
 pub use statement::{ParsedStatement, StatementKind};
 pub use time_format::{TimeFormat, TimeFormats};
-pub use window::{EmitMode, WindowKind, WindowSpec};
+pub use window_clause::{EmitMode, WindowKind, WindowSpec};

@@ -14,7 +14,7 @@ use crate::event_time::WatermarkStrategy;
 use crate::interval_join;
 use crate::join_time::VersionedTable;
 use crate::plan::{SourceBinding, StreamNode};
-use crate::window::{EmitMode, WindowSpec};
+use crate::window_clause::{EmitMode, WindowSpec};
 use crate::windowing::{window_assign, window_role};
 
 /// Walks an optimized DataFusion plan and builds the operator chain.

@@ -13,7 +13,7 @@ use datafusion::logical_expr::{Expr, SortExpr};
 use crate::event_time::EventTime;
 use crate::interval_join::IntervalBounds;
 use crate::time_format::TimeFormats;
-use crate::window::{EmitMode, WindowSpec};
+use crate::window_clause::{EmitMode, WindowSpec};
 
 /// One streaming operator and its input.
 #[derive(Debug, Clone)]

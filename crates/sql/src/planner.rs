@@ -30,7 +30,7 @@ use crate::script::split_statements;
 use crate::statement::{parse_statement, ParsedStatement, StatementKind};
 use crate::system_columns;
 use crate::time_format::TimeFormats;
-use crate::window::EmitMode;
+use crate::window_clause::EmitMode;
 use crate::windowing::{
     group_by_window, with_event_time_column, with_window_columns, without_window_roles, EVENT_TIME,
 };

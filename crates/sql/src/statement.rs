@@ -13,7 +13,7 @@ use crate::join_time::{self, JoinTimeClause};
 pub use crate::plan::StatementKind;
 use crate::properties::Properties;
 use crate::script::{is_word, loc, matching_paren, StatementTokens};
-use crate::window::{
+use crate::window_clause::{
     is_table_function, is_window_function, parse_table_function, parse_window, EmitMode, WindowSpec,
 };
 

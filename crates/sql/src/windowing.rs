@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, GroupByExpr, Ident, Query
 
 use crate::error::{Result, SqlError};
 use crate::plan::{SourceBinding, StreamNode};
-use crate::window::WindowSpec;
+use crate::window_clause::WindowSpec;
 
 /// Start of the window a result row belongs to (inclusive).
 pub const WINDOW_START: &str = "_window_start";

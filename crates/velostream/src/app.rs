@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use velostream_connectors::memory::{stream_channel, ChannelSource, LatestPerKeySource};
+use velostream_connectors::in_process::{stream_channel, ChannelSource, LatestPerKeySource};
 use velostream_connectors::{Connectors, Guarantee, Sandbox};
 use velostream_engine::checkpoint::CheckpointSettings;
 use velostream_engine::connector::{LookupCache, TableData, TableLoader};
 use velostream_engine::execution::Execution;
 use velostream_engine::parallel::{self, ParallelPipeline, Partitioning};
 use velostream_engine::{
-    EngineError, Job, JobMetrics, JobSummary, PipelineBuilder, Sink, Source, SourceEvent,
+    EngineError, ErrorKind, Job, JobMetrics, JobSummary, PipelineBuilder, Sink, Source, SourceEvent,
 };
 use velostream_sql::{
     parse_application, ApplicationPlanner, ErrorPolicy, PropertyOverrides, SourceBinding,
@@ -40,6 +40,18 @@ pub enum AppError {
     Sql { rendered: String, error: SqlError },
     #[error("job {job}: {source}")]
     Job { job: String, source: EngineError },
+}
+
+impl AppError {
+    /// What kind of failure this is: an SQL error is the application's
+    /// own and fails the same way every time.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AppError::Read { .. } => ErrorKind::Unavailable,
+            AppError::Sql { .. } => ErrorKind::Configuration,
+            AppError::Job { source, .. } => source.kind(),
+        }
+    }
 }
 
 /// Settings of one run.

@@ -16,10 +16,10 @@ use velostream_engine::Job;
 use velostream_server::config::schema::{self, StateBackend};
 use velostream_server::config::ServiceConfig;
 use velostream_server::service::DEFAULT_STATE_DIR;
-use velostream_server::supervisor::Launcher;
+use velostream_server::supervisor::{LaunchError, Launcher};
 use velostream_sql::{PropertyOverrides, StatementKind};
 
-use crate::app::{Application, RunOptions};
+use crate::app::{AppError, Application, RunOptions};
 
 /// Builds applications' jobs with the service's batch size and Kafka settings.
 pub struct AppLauncher {
@@ -357,10 +357,14 @@ impl AppLauncher {
 }
 
 impl Launcher for AppLauncher {
-    fn launch(&self, name: &str, path: &Path) -> Result<Vec<Job>, String> {
-        let app = Application::load(path, &self.options_of(name)?).map_err(|e| e.to_string())?;
-        app.check().map_err(|e| e.to_string())?;
-        let jobs = app.build_jobs().map_err(|e| e.to_string())?;
+    fn launch(&self, name: &str, path: &Path) -> Result<Vec<Job>, LaunchError> {
+        let failed = |e: AppError| LaunchError {
+            kind: e.kind(),
+            message: e.to_string(),
+        };
+        let app = Application::load(path, &self.options_of(name)?).map_err(failed)?;
+        app.check().map_err(failed)?;
+        let jobs = app.build_jobs().map_err(failed)?;
         if let Some(limit) = self.query_timeout {
             // ad-hoc queries (a bare SELECT) end after `timeouts.query_timeout`
             for (job, plan) in jobs.iter().zip(&app.plans) {

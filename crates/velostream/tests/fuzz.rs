@@ -417,11 +417,11 @@ fn fuzz_api_bodies() {
     use velostream_server::config::schema::{Auth, AuthMode, Security};
     use velostream_server::http::{health_routes, ServiceState};
     use velostream_server::metrics::ServiceMetrics;
-    use velostream_server::supervisor::{Launcher, Supervisor};
+    use velostream_server::supervisor::{LaunchError, Launcher, Supervisor};
 
     struct Refusing;
     impl Launcher for Refusing {
-        fn launch(&self, _: &str, _: &Path) -> Result<Vec<velostream_engine::Job>, String> {
+        fn launch(&self, _: &str, _: &Path) -> Result<Vec<velostream_engine::Job>, LaunchError> {
             Err("not in this test".into())
         }
         fn validate(&self, _: &str, _: &Path) -> Result<(), String> {

@@ -14,7 +14,7 @@ use crate::connector::{check_keys, types, Connector, Role};
 use crate::context::{Connectors, Guarantee};
 use crate::file::committed::FileSink;
 use crate::file::reader::{LineSource, DEFAULT_MAX_RECORD_BYTES};
-use crate::file::sink::WriterSink;
+use crate::file::stdout::WriterSink;
 use crate::format::decode::BatchDecoder;
 use crate::format::infer::infer_schema;
 use crate::format::RecordFormat;
@@ -107,7 +107,7 @@ impl Connector for FileSourceConnector {
         metrics: Arc<JobMetrics>,
     ) -> Result<Box<dyn Source>> {
         let props = &binding.properties;
-        let err = |e: String| EngineError::connector(&binding.name, e);
+        let err = |e: String| EngineError::misconfigured(&binding.name, e);
         let (format, decoder) = line_decoder(cx, binding, projected)?;
         check_keys(props, self).map_err(err)?;
         let path = cx.path(props, self.name()).map_err(err)?;
@@ -180,7 +180,7 @@ impl Connector for Stdin {
         metrics: Arc<JobMetrics>,
     ) -> Result<Box<dyn Source>> {
         let props = &binding.properties;
-        let err = |e: String| EngineError::connector(&binding.name, e);
+        let err = |e: String| EngineError::misconfigured(&binding.name, e);
         let (format, decoder) = line_decoder(cx, binding, projected)?;
         check_keys(props, self).map_err(err)?;
         let reader = Cursor::new(cx.take_stdin_sample()).chain(std::io::stdin());
@@ -208,7 +208,7 @@ fn line_decoder(
     projected: SchemaRef,
 ) -> Result<(RecordFormat, BatchDecoder)> {
     let format = RecordFormat::from_properties(&binding.properties)
-        .map_err(|e| EngineError::connector(&binding.name, e))?;
+        .map_err(|e| EngineError::misconfigured(&binding.name, e))?;
     let decoder = BatchDecoder::new(format, binding.schema.clone(), projected, cx.batch_size)?
         .with_time_formats(binding.time_formats.clone());
     Ok((format, decoder))
@@ -274,7 +274,7 @@ impl Connector for FileSinkConnector {
         guarantee: Guarantee,
     ) -> Result<Box<dyn Sink>> {
         let props = &binding.properties;
-        let err = |e: String| EngineError::connector(&binding.name, e);
+        let err = |e: String| EngineError::misconfigured(&binding.name, e);
         let format = RecordFormat::from_properties(props).map_err(err)?;
         check_keys(props, self).map_err(err)?;
         let path = cx.path(props, self.name()).map_err(err)?;
@@ -345,7 +345,7 @@ impl Connector for Stdout {
         guarantee: Guarantee,
     ) -> Result<Box<dyn Sink>> {
         let props = &binding.properties;
-        let err = |e: String| EngineError::connector(&binding.name, e);
+        let err = |e: String| EngineError::misconfigured(&binding.name, e);
         let format = RecordFormat::from_properties(props).map_err(err)?;
         check_keys(props, self).map_err(err)?;
         if guarantee == Guarantee::ExactlyOnce {

@@ -6,4 +6,4 @@ pub mod committed;
 pub mod connector;
 pub mod json_array;
 pub mod reader;
-pub mod sink;
+pub mod stdout;

@@ -239,26 +239,27 @@ pub fn open_source(
     metrics: Arc<JobMetrics>,
 ) -> Result<Box<dyn Source>> {
     let err = |e: String| EngineError::connector(name, e);
-    let topic = topic(props).map_err(err)?;
-    let format = KafkaFormat::from_properties(props).map_err(err)?;
+    let bad = |e: String| EngineError::misconfigured(name, e);
+    let topic = topic(props).map_err(bad)?;
+    let format = KafkaFormat::from_properties(props).map_err(bad)?;
     // bounded: read what the topic holds, then end (backfills, tests)
     let bounded = match props.get("bounded").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
         Some(other) => {
-            return Err(err(format!(
+            return Err(bad(format!(
                 "'bounded' must be true or false, got '{other}'"
             )))
         }
     };
-    let mut settings = consumer_settings(name, props, defaults).map_err(err)?;
+    let mut settings = consumer_settings(name, props, defaults).map_err(bad)?;
     if bounded {
         settings.force("enable.partition.eof", "true");
     }
     let key_field = props.get("key.field").cloned();
     if let Some(field) = &key_field {
         if full_schema.index_of(field).is_err() {
-            return Err(err(format!(
+            return Err(bad(format!(
                 "'key.field' names '{field}', which is not a column"
             )));
         }
@@ -337,17 +338,17 @@ pub fn open_sink(
     defaults: &KafkaDefaults,
     exactly_once: bool,
 ) -> Result<Box<dyn Sink>> {
-    let err = |e: String| EngineError::connector(name, e);
-    let settings = sink_settings(props, defaults).map_err(err)?;
-    let topic = topic(props).map_err(err)?;
-    let format = match KafkaFormat::from_properties(props).map_err(err)? {
+    let bad = |e: String| EngineError::misconfigured(name, e);
+    let settings = sink_settings(props, defaults).map_err(bad)?;
+    let topic = topic(props).map_err(bad)?;
+    let format = match KafkaFormat::from_properties(props).map_err(bad)? {
         KafkaFormat::Json => RecordFormat::JsonLines,
         KafkaFormat::Csv(delimiter) => RecordFormat::Csv {
             header: false,
             delimiter,
         },
         other => {
-            return Err(err(format!(
+            return Err(bad(format!(
                 "a kafka_sink writes json or csv, not {other:?}"
             )))
         }

@@ -61,7 +61,7 @@ impl Connector for NexmarkConnector {
         _metrics: Arc<JobMetrics>,
     ) -> Result<Box<dyn Source>> {
         let config = NexmarkConfig::from_properties(&binding.name, &binding.properties)
-            .map_err(|e| EngineError::connector(&binding.name, e))?;
+            .map_err(|e| EngineError::misconfigured(&binding.name, e))?;
         Ok(Box::new(NexmarkSource::new(
             config,
             projected,

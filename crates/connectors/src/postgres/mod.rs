@@ -137,6 +137,8 @@ pub fn open_source(
     metrics: Arc<JobMetrics>,
 ) -> Result<Box<dyn Source>> {
     let err = |e: String| EngineError::connector(name, e);
+    // what is wrong with the settings is found before connecting
+    check_source(props, defaults).map_err(|e| EngineError::misconfigured(name, e))?;
     let (base, mut client) = connect_source(props, defaults).map_err(err)?;
     let plan = match props.get("incremental.column") {
         None => {
@@ -191,8 +193,9 @@ pub fn open_lookup(
 ) -> Result<Box<dyn KeyLookup>> {
     let err = |e: String| EngineError::connector(name, e);
     if props.contains_key("incremental.column") {
-        return Err(err("a table joined by key is looked up as it is now; 'incremental.column' applies when the source is read as a stream".into()));
+        return Err(EngineError::misconfigured(name, "a table joined by key is looked up as it is now; 'incremental.column' applies when the source is read as a stream"));
     }
+    check_source(props, defaults).map_err(|e| EngineError::misconfigured(name, e))?;
     let (base, mut client) = connect_source(props, defaults).map_err(err)?;
     let columns = rows::describe_columns(&mut client, &base).map_err(err)?;
     Ok(Box::new(lookup::PostgresLookup::new(
@@ -214,6 +217,7 @@ pub fn open_sink(
     defaults: &DatabaseDefaults,
     exactly_once: bool,
 ) -> Result<Box<dyn Sink>> {
+    check_sink(props).map_err(|e| EngineError::misconfigured(name, e))?;
     sink::PostgresSink::open(name, props, key, defaults, exactly_once)
         .map(|s| Box::new(s) as Box<dyn Sink>)
         .map_err(|e| EngineError::connector(name, e))

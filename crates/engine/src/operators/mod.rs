@@ -11,10 +11,10 @@ pub mod join_output;
 pub mod limit;
 pub mod lookup_join;
 pub mod project;
+pub mod read_once_groups;
 pub mod row_window;
 pub mod session_aggregate;
 pub mod sort;
-pub mod vectorized;
 pub mod window_aggregate;
 pub mod window_assign;
 

@@ -21,7 +21,7 @@ use velostream_sql::EmitMode;
 use super::grouped::{
     conform, input_expressions, AggregateCall, AggregateInputs, GroupedAggregates,
 };
-use super::vectorized::VectorizedAggregates;
+use super::read_once_groups::VectorizedAggregates;
 use super::{Operator, RowIsolation, StateSize};
 use crate::error::{EngineError, Result};
 use crate::state::{Checkpointable, OperatorSnapshot};
