@@ -1,0 +1,245 @@
+//! Loading and running an application: parse and plan the `.sql` file,
+//! open each statement's connectors, wire statements that read each
+//! other's output through in-process channels, and run every statement as
+//! a job on its own thread.
+//!
+//! - this module: the options of a run, loading and planning, `check`;
+//! - [`wiring`]: building the jobs (connectors, in-process channels, the
+//!   parallelism decision);
+//! - [`join_tables`]: where a join's table comes from;
+//! - [`run`]: one thread per job.
+
+mod join_tables;
+mod run;
+mod wiring;
+
+pub use run::run_jobs;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use velostream_connectors::in_process::ChannelSource;
+use velostream_connectors::{Connectors, Guarantee, Sandbox};
+use velostream_engine::checkpoint::CheckpointSettings;
+use velostream_engine::connector::LookupCache;
+use velostream_engine::{EngineError, ErrorKind, JobMetrics, PipelineBuilder};
+use velostream_sql::{
+    parse_application, ApplicationPlanner, ErrorPolicy, PropertyOverrides, SourceOrigin, SqlError,
+    StreamingPlan,
+};
+
+use velostream_connectors::kafka::KafkaDefaults;
+use velostream_connectors::postgres::connection::DatabaseDefaults;
+
+/// Why an application could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// An SQL error, already rendered with the file name and a snippet.
+    #[error("{rendered}")]
+    Sql { rendered: String, error: SqlError },
+    #[error("job {job}: {source}")]
+    Job { job: String, source: EngineError },
+}
+
+impl AppError {
+    /// What kind of failure this is: an SQL error is the application's
+    /// own and fails the same way every time.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AppError::Read { .. } => ErrorKind::Unavailable,
+            AppError::Sql { .. } => ErrorKind::Configuration,
+            AppError::Job { source, .. } => source.kind(),
+        }
+    }
+}
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub batch_size: usize,
+    pub overrides: PropertyOverrides,
+    /// Kafka client settings from the configuration (`velostream.kafka`).
+    pub kafka: KafkaDefaults,
+    /// Checkpoint every job this way (`None`: no checkpoints).
+    pub checkpoints: Option<CheckpointSettings>,
+    /// What sinks promise across crashes.
+    pub guarantee: Guarantee,
+    /// Pipelines per job (`processing.parallelism`); jobs whose plan cannot
+    /// be divided run on one.
+    pub parallelism: usize,
+    /// PostgreSQL connection settings (`velostream.database`, or `DB_*`).
+    pub database: DatabaseDefaults,
+    /// How joins cache rows looked up in PostgreSQL (`performance.cache`).
+    pub lookup_cache: LookupCache,
+    /// Where files may be opened (`None`: anywhere, as in `velostream run`).
+    pub sandbox: Option<Arc<Sandbox>>,
+    /// `processing.error_policy`: for statements without `'error.policy'`.
+    pub error_policy: Option<ErrorPolicy>,
+    /// File sinks without `'append'` append (the service: restarts keep output).
+    pub append_by_default: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            overrides: PropertyOverrides::new(),
+            kafka: KafkaDefaults::default(),
+            checkpoints: None,
+            guarantee: Guarantee::AtLeastOnce,
+            parallelism: 1,
+            database: DatabaseDefaults::from_env(),
+            lookup_cache: LookupCache::default(),
+            sandbox: None,
+            error_policy: None,
+            append_by_default: false,
+        }
+    }
+}
+
+/// A parsed and planned application.
+pub struct Application {
+    pub path: PathBuf,
+    pub plans: Vec<StreamingPlan>,
+    connectors: Arc<Connectors>,
+    error_policy: Option<ErrorPolicy>,
+    checkpoints: Option<CheckpointSettings>,
+    parallelism: usize,
+}
+
+impl Application {
+    /// Reads and plans `path`; relative connector paths resolve against its directory.
+    pub fn load(path: &Path, options: &RunOptions) -> Result<Self, AppError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AppError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_text(&path.display().to_string(), &text, &base_dir, options)
+    }
+
+    /// Plans SQL text; `name` labels error messages.
+    pub fn from_text(
+        name: &str,
+        text: &str,
+        base_dir: &Path,
+        options: &RunOptions,
+    ) -> Result<Self, AppError> {
+        let render = |error: SqlError| AppError::Sql {
+            rendered: error.render(name, text),
+            error,
+        };
+        let mut connectors = Connectors::new(base_dir, options.batch_size);
+        connectors.kafka = options.kafka.clone();
+        connectors.guarantee = options.guarantee;
+        connectors.database = options.database.clone();
+        connectors.lookup_cache = options.lookup_cache;
+        connectors.sandbox = options.sandbox.clone();
+        connectors.append_by_default = options.append_by_default;
+        let connectors = Arc::new(connectors);
+        let statements = parse_application(text).map_err(render)?;
+        let plans = ApplicationPlanner::new(connectors.as_ref())
+            .with_overrides(options.overrides.clone())
+            .plan(&statements)
+            .map_err(render)?;
+        if plans.is_empty() {
+            return Err(render(
+                SqlError::new("the application has no query to run", Default::default())
+                    .with_hint("add CREATE STREAM name AS SELECT ... or a SELECT statement"),
+            ));
+        }
+        Ok(Self {
+            path: PathBuf::from(name),
+            plans,
+            connectors,
+            error_policy: options.error_policy,
+            checkpoints: options.checkpoints.clone(),
+            parallelism: options.parallelism.max(1),
+        })
+    }
+
+    /// Whether each plan's input ends by itself (files, stdin, or statements that do).
+    fn boundedness(&self) -> Vec<bool> {
+        let mut bounded: HashMap<usize, bool> = HashMap::new();
+        for plan in &self.plans {
+            let b = plan.sources.iter().all(|s| match s.origin {
+                SourceOrigin::External => !s.traits.unbounded,
+                SourceOrigin::Statement(i) => bounded.get(&i).copied().unwrap_or(true),
+            });
+            bounded.insert(plan.statement, b);
+        }
+        self.plans.iter().map(|p| bounded[&p.statement]).collect()
+    }
+
+    /// A pipeline builder that loads the plan's join tables through our connectors.
+    fn builder(
+        &self,
+        plan: &StreamingPlan,
+        streams: Option<HashMap<String, ChannelSource>>,
+    ) -> PipelineBuilder {
+        PipelineBuilder::new()
+            .with_error_policy(self.error_policy)
+            .with_table_loader(Arc::new(join_tables::JoinTables {
+                connectors: self.connectors.clone(),
+                sources: plan.sources.clone(),
+                streams: streams.map(Mutex::new),
+            }))
+    }
+
+    /// Builds every job without running it: checks connectors, properties
+    /// and that every operator can run. This is `validate`.
+    pub fn check(&self) -> Result<(), AppError> {
+        self.check_single_stdin_reader()?;
+        for (plan, bounded) in self.plans.iter().zip(self.boundedness()) {
+            let job_err = |source| AppError::Job {
+                job: plan.name.clone(),
+                source,
+            };
+            for source in plan
+                .sources
+                .iter()
+                .filter(|s| s.origin == SourceOrigin::External)
+            {
+                self.connectors.check_source(source).map_err(job_err)?;
+            }
+            self.builder(plan, None)
+                .build(plan, bounded, Arc::new(JobMetrics::default()))
+                .map_err(job_err)?;
+            self.connectors.check_sink(&plan.sink).map_err(job_err)?;
+            if let Some(dead_letter) = &plan.dead_letter {
+                self.connectors.check_sink(dead_letter).map_err(job_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Standard input can be consumed once: two jobs reading it would each
+    /// see an arbitrary half of the records.
+    fn check_single_stdin_reader(&self) -> Result<(), AppError> {
+        let readers: Vec<&StreamingPlan> = self
+            .plans
+            .iter()
+            .filter(|p| {
+                p.sources
+                    .iter()
+                    .any(|s| s.origin == SourceOrigin::External && s.traits.single_reader)
+            })
+            .collect();
+        match readers.as_slice() {
+            [_, second, ..] => Err(AppError::Job {
+                job: second.name.clone(),
+                source: EngineError::Plan(format!(
+                    "standard input is already read by job {}; read it in one CREATE STREAM statement and let the others read that stream",
+                    readers[0].name
+                )),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
