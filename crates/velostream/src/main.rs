@@ -9,10 +9,11 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use velostream::app::{run_jobs, AppError, Application, RunOptions};
-use velostream::bench_cli::{bench_suite, BenchCommand};
+use velostream::bench::cli::{bench_suite, BenchCommand};
+use velostream::bench::{self, kafka as bench_kafka, nexmark};
 use velostream::conformance::{find_specs, run_spec_file};
 use velostream::progress::{human, Progress};
-use velostream::{bench, bench_kafka, kafka_tools, nexmark};
+use velostream::tools::kafka as kafka_tools;
 use velostream_sql::PropertyOverrides;
 
 #[derive(Parser)]
@@ -87,7 +88,7 @@ enum Command {
     },
     /// Checkpoints in the state directory: list, back up, restore, reset
     #[command(subcommand)]
-    State(velostream::state_tools::StateCommand),
+    State(velostream::tools::state::StateCommand),
     /// Consumer-group offsets: export to and import from JSON
     #[command(subcommand)]
     Offsets(kafka_tools::OffsetsCommand),
@@ -121,7 +122,7 @@ enum Command {
         #[arg(long, default_value = "http://localhost:9090/metrics")]
         metrics_url: String,
         #[command(flatten)]
-        auth: velostream::api_client::ApiAuth,
+        auth: velostream::tools::api_client::ApiAuth,
     },
     /// The Nexmark event generator
     #[command(subcommand)]
@@ -187,7 +188,7 @@ fn main() -> ExitCode {
             .map(|text| print!("{text}"))
             .map_err(Failure::Usage),
         Some(Command::Bench(BenchCommand::Checkpoint(bench))) => {
-            velostream::bench_checkpoint::run(&bench)
+            velostream::bench::checkpoint::run(&bench)
                 .map(|report| println!("{report}"))
                 .map_err(Failure::Runtime)
         }
@@ -196,7 +197,7 @@ fn main() -> ExitCode {
             records,
             keys,
             run,
-        })) => velostream::bench_postgres::run_sinks(&url, records, keys, run.batch_size, run.runs)
+        })) => velostream::bench::postgres::run_sinks(&url, records, keys, run.batch_size, run.runs)
             .map(|report| println!("{report}"))
             .map_err(Failure::Runtime),
         Some(Command::Bench(BenchCommand::Kafka {
@@ -298,7 +299,7 @@ fn main() -> ExitCode {
         .map_err(Failure::Runtime),
         Some(Command::State(command)) => command.run().map_err(Failure::Runtime),
         Some(Command::Offsets(command)) => command.run().map_err(Failure::Runtime),
-        Some(Command::Check { config }) => match velostream::preflight::check(&config) {
+        Some(Command::Check { config }) => match velostream::tools::preflight::check(&config) {
             true => Ok(()),
             false => Err(Failure::Runtime("a pre-production check failed".into())),
         },
@@ -307,7 +308,7 @@ fn main() -> ExitCode {
             metrics_url,
             auth,
         }) => {
-            match velostream::preflight::health(&auth, &url, &metrics_url) {
+            match velostream::tools::preflight::health(&auth, &url, &metrics_url) {
                 true => Ok(()),
                 false => Err(Failure::Runtime("the service is unhealthy".into())),
             }

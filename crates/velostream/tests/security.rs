@@ -10,7 +10,7 @@ use std::time::Duration;
 
 mod service_support;
 use service_support::{call, free_port, start, start_with, wait_for, Answer, TestCa};
-use velostream::api_client::{ApiAuth, ApiClient};
+use velostream::tools::api_client::{ApiAuth, ApiClient};
 
 const VIEWER: &str = "viewer-7d1c0e5b2a";
 const OPERATOR: &str = "operator-94b7f2c3d1";

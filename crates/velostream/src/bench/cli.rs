@@ -47,7 +47,7 @@ pub enum BenchCommand {
     },
     /// Checkpoint overhead on the windowed benchmark (memory and rocksdb),
     /// and recovery time of a job with many keys of state
-    Checkpoint(crate::bench_checkpoint::CheckpointBench),
+    Checkpoint(crate::bench::checkpoint::CheckpointBench),
     /// Kafka -> filter + projection -> Kafka vs a plain librdkafka consume
     Kafka {
         #[arg(long, default_value_t = 1_000_000)]
@@ -177,7 +177,7 @@ pub fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
             run,
         } => bench::Suite {
             table_rows,
-            more: postgres.map(crate::bench_postgres::lookup_rows),
+            more: postgres.map(crate::bench::postgres::lookup_rows),
             ..suite(
                 "Stream–table join",
                 bench::JOIN_QUERIES,

@@ -2,6 +2,12 @@
 //! (decode → filter → project) against a decode-only pass over the same
 //! JSON Lines file, measured in the same run.
 
+pub mod checkpoint;
+pub mod cli;
+pub mod kafka;
+pub mod nexmark;
+pub mod postgres;
+
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};

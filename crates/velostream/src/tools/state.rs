@@ -240,7 +240,7 @@ pub enum StateCommand {
         service: Option<String>,
         /// Credentials for --service
         #[command(flatten)]
-        auth: crate::api_client::ApiAuth,
+        auth: crate::tools::api_client::ApiAuth,
     },
     /// Replace the state directory's checkpoints with a backup's (stop the
     /// service first); current checkpoints are set aside, not deleted
@@ -274,7 +274,7 @@ impl StateCommand {
                 service,
                 auth,
             } => {
-                use crate::api_client::{endpoint, ApiClient};
+                use crate::tools::api_client::{endpoint, ApiClient};
                 // hold the service so the checkpoints do not change during the copy
                 let service = match service {
                     Some(url) => Some((ApiClient::new(auth).map_err(|e| e.to_string())?, url)),

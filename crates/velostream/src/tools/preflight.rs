@@ -12,7 +12,7 @@ use velostream_server::config::schema::{Guarantee, LogOutput};
 use velostream_server::config::{load, Environment, ServiceConfig};
 use velostream_server::service::DEFAULT_STATE_DIR;
 
-use crate::api_client::{ApiAuth, ApiClient};
+use crate::tools::api_client::{ApiAuth, ApiClient};
 
 /// The outcome of one check.
 pub enum Outcome {
