@@ -14,7 +14,7 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{
     col, Expr, WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition,
 };
-use velostream_sql::windowing::{window_role, WINDOW_END, WINDOW_START};
+use velostream_sql::plan::columns::{window_role, WINDOW_END, WINDOW_START};
 use velostream_sql::{
     streaming_session_state, LateDataStrategy, StreamNode, StreamingPlan, WindowKind,
 };

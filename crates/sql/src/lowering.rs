@@ -13,9 +13,10 @@ use crate::error::{Location, Result, SqlError};
 use crate::event_time::WatermarkStrategy;
 use crate::interval_join;
 use crate::join_time::VersionedTable;
+use crate::plan::columns::window_role;
 use crate::plan::{SourceBinding, StreamNode};
 use crate::window_clause::{EmitMode, WindowSpec};
-use crate::windowing::{window_assign, window_role};
+use crate::windowing::window_assign;
 
 /// Walks an optimized DataFusion plan and builds the operator chain.
 pub(crate) struct NodeMapper<'s> {

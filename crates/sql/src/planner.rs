@@ -23,6 +23,7 @@ use crate::event_time::{EventTime, EVENT_TIME_KEYS};
 use crate::header_function;
 use crate::join_time;
 use crate::lowering::NodeMapper;
+use crate::plan::columns::EVENT_TIME;
 use crate::plan::{
     SinkBinding, SourceBinding, SourceOrigin, SourceTraits, StreamNode, StreamingPlan,
 };
@@ -32,7 +33,7 @@ use crate::system_columns;
 use crate::time_format::TimeFormats;
 use crate::window_clause::EmitMode;
 use crate::windowing::{
-    group_by_window, with_event_time_column, with_window_columns, without_window_roles, EVENT_TIME,
+    group_by_window, with_event_time_column, with_window_columns, without_window_roles,
 };
 
 /// The relation name under which a statement configures its dead-letter

@@ -6,25 +6,15 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, GroupByExpr, Ident, Query, SetExpr};
 
 use crate::error::{Result, SqlError};
+use crate::plan::columns::{
+    window_column_type, window_role, EVENT_TIME, WINDOW_END, WINDOW_ROLE, WINDOW_START,
+};
 use crate::plan::{SourceBinding, StreamNode};
 use crate::window_clause::WindowSpec;
-
-/// Start of the window a result row belongs to (inclusive).
-pub const WINDOW_START: &str = "_window_start";
-/// End of the window a result row belongs to (exclusive).
-pub const WINDOW_END: &str = "_window_end";
-
-/// The type of the window columns: milliseconds since the epoch, UTC.
-pub fn window_column_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Millisecond, None)
-}
-
-/// Field metadata key marking a window column; its value is `start` or `end`.
-pub const WINDOW_ROLE: &str = "velostream.window";
 
 /// Column names of the table-function form (`TABLE(TUMBLE(...))`).
 pub const TABLE_FUNCTION_COLUMNS: [&str; 2] = ["window_start", "window_end"];
@@ -47,10 +37,6 @@ pub fn with_window_columns(schema: &SchemaRef, table_function: bool) -> SchemaRe
     Arc::new(Schema::new(fields))
 }
 
-/// The event-time system column, filled from the event-time field (or
-/// arrival time) by the same operator that assigns windows.
-pub const EVENT_TIME: &str = "_event_time";
-
 /// `schema` plus `_event_time` (marked with the [`WINDOW_ROLE`] `event_time`).
 pub fn with_event_time_column(schema: &SchemaRef) -> SchemaRef {
     if schema.field_with_name(EVENT_TIME).is_ok() {
@@ -60,12 +46,6 @@ pub fn with_event_time_column(schema: &SchemaRef) -> SchemaRef {
     let metadata = [(WINDOW_ROLE.to_string(), "event_time".to_string())].into();
     fields.push(Field::new(EVENT_TIME, window_column_type(), true).with_metadata(metadata));
     Arc::new(Schema::new(fields))
-}
-
-/// `Some("start")`/`Some("end")` for a window column, `Some("event_time")`
-/// for `_event_time`.
-pub fn window_role(field: &Field) -> Option<&str> {
-    field.metadata().get(WINDOW_ROLE).map(String::as_str)
 }
 
 /// `schema` with the window roles of its fields removed.

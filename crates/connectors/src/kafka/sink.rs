@@ -27,7 +27,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, Result, Sink, Source};
-use velostream_sql::windowing::{window_role, EVENT_TIME};
+use velostream_sql::plan::columns::{window_role, EVENT_TIME};
 
 use super::delivery::{Deliveries, DeliveryContext};
 use crate::format::encode::{record_spans, BatchEncoder};

@@ -25,7 +25,7 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
-use velostream_sql::windowing::window_role;
+use velostream_sql::plan::columns::window_role;
 use velostream_sql::{EventTime, LateDataStrategy, TimeFormat, WatermarkStrategy, WindowKind};
 
 use super::Operator;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use velostream_connectors::registry::types::{FILE_SINK, FILE_SOURCE};
-use velostream_sql::windowing::window_role;
+use velostream_sql::plan::columns::window_role;
 use velostream_sql::{EmitMode, PropertyOverrides};
 
 use crate::app::{run_jobs, Application, RunOptions};

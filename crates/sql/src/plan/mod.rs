@@ -3,6 +3,8 @@
 //! logical expressions together with the schema they are evaluated
 //! against; the engine turns them into physical expressions.
 
+pub mod columns;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
