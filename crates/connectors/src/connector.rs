@@ -45,6 +45,7 @@ pub trait Connector: Send + Sync {
         &[]
     }
 
+    /// Whether it is read from or written to.
     fn role(&self) -> Role;
 
     /// One line on what it is.
