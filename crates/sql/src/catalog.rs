@@ -53,6 +53,9 @@ pub fn streaming_session_state() -> SessionState {
     state
         .register_udf(Arc::new(crate::header_function::header_udf()))
         .expect("registering HEADER cannot fail");
+    state
+        .register_udf(Arc::new(crate::processing_time::now_udf()))
+        .expect("replacing NOW cannot fail");
     if let Some(round) = state.scalar_functions().get("round").cloned() {
         let stable = ScalarUDF::new_from_impl(crate::decimal_round::StableRound::new(round));
         state

@@ -21,6 +21,7 @@ pub mod lowering;
 pub mod names;
 pub mod plan;
 pub mod planner;
+pub mod processing_time;
 pub mod properties;
 pub mod script;
 pub mod secrets;
