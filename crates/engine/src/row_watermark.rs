@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -50,7 +50,5 @@ pub fn carry(input: &RecordBatch, output: RecordBatch) -> Result<RecordBatch> {
 
 /// A row-watermark column from each row's watermark.
 pub fn column(values: Vec<Option<i64>>) -> ArrayRef {
-    let array: Int64Array = values.into_iter().collect();
-    debug_assert_eq!(array.data_type(), &DataType::Int64);
-    Arc::new(array)
+    Arc::new(values.into_iter().collect::<Int64Array>())
 }

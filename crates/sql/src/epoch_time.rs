@@ -27,10 +27,11 @@ use datafusion::logical_expr::{lit, BinaryExpr, Expr, ExprSchemable, Operator};
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 
 use crate::event_time::EventTime;
-use crate::time_format::{TimeFormat, TimeFormats};
+use crate::time_format::TimeFormats;
 
-/// Field metadata naming the epoch unit of a number column: `s`, `ms`, `us` or `ns`.
-pub const EPOCH_UNIT: &str = "velostream.epoch_unit";
+/// Field metadata marking a number column as an epoch time: how many
+/// nanoseconds one unit of it is (`1000000` for epoch milliseconds).
+pub const EPOCH_UNIT: &str = "velostream.epoch_unit_nanos";
 
 /// `schema` with the integer time columns marked with their epoch unit:
 /// the event-time field, and columns with a `'time.format.<column>'`.
@@ -39,7 +40,7 @@ pub fn with_epoch_units(
     event_time: &EventTime,
     formats: &TimeFormats,
 ) -> SchemaRef {
-    let unit_of = |field: &Field| -> Option<&'static str> {
+    let unit_of = |field: &Field| -> Option<i64> {
         if !field.data_type().is_integer() {
             return None;
         }
@@ -48,12 +49,7 @@ pub fn with_epoch_units(
         } else {
             formats.columns.get(field.name())?
         };
-        Some(match format {
-            TimeFormat::EpochSeconds => "s",
-            TimeFormat::EpochMicros => "us",
-            TimeFormat::EpochNanos => "ns",
-            _ => "ms",
-        })
+        Some(format.nanos_per_unit())
     };
     if !schema.fields().iter().any(|f| unit_of(f).is_some()) {
         return schema.clone();
@@ -73,32 +69,23 @@ pub fn with_epoch_units(
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// Nanoseconds per unit of a marked column.
-pub fn unit_nanos(unit: &str) -> i64 {
-    match unit {
-        "s" => 1_000_000_000,
-        "us" => 1_000,
-        "ns" => 1,
-        _ => 1_000_000,
-    }
-}
-
-fn time_unit(unit: &str) -> TimeUnit {
-    match unit {
-        "s" => TimeUnit::Second,
-        "us" => TimeUnit::Microsecond,
-        "ns" => TimeUnit::Nanosecond,
+/// The Arrow unit of timestamps counted in units of `unit_nanos`.
+fn time_unit(unit_nanos: i64) -> TimeUnit {
+    match unit_nanos {
+        1_000_000_000 => TimeUnit::Second,
+        1_000 => TimeUnit::Microsecond,
+        1 => TimeUnit::Nanosecond,
         _ => TimeUnit::Millisecond,
     }
 }
 
-/// The epoch unit of `expr`, when it is a marked column of `schema`.
-pub fn epoch_unit(expr: &Expr, schema: &DFSchema) -> Option<String> {
+/// The epoch unit of `expr` in nanoseconds, when it is a marked column of `schema`.
+pub fn epoch_unit(expr: &Expr, schema: &DFSchema) -> Option<i64> {
     let Expr::Column(column) = expr else {
         return None;
     };
     let (_, field) = schema.qualified_field_from_column(column).ok()?;
-    field.metadata().get(EPOCH_UNIT).cloned()
+    field.metadata().get(EPOCH_UNIT)?.parse().ok()
 }
 
 /// A constant interval's length in nanoseconds; `Err` for one counted in
@@ -174,11 +161,11 @@ fn offset(
         );
     };
     let nanos = interval_nanos(interval).expect("checked above")?;
-    let per_unit = i128::from(unit_nanos(&unit));
+    let per_unit = i128::from(unit);
     if nanos % per_unit != 0 {
         return plan_err!(
             "the interval is not a whole number of {} (the epoch unit of {number}); use a coarser interval or a finer unit",
-            unit_name(&unit)
+            unit_name(unit)
         );
     }
     let Ok(units) = i64::try_from(nanos / per_unit) else {
@@ -198,12 +185,12 @@ fn offset(
     ))))
 }
 
-fn unit_name(unit: &str) -> &'static str {
-    match unit {
-        "s" => "seconds",
-        "us" => "microseconds",
-        "ns" => "nanoseconds",
-        _ => "milliseconds",
+fn unit_name(unit_nanos: i64) -> &'static str {
+    match time_unit(unit_nanos) {
+        TimeUnit::Second => "seconds",
+        TimeUnit::Microsecond => "microseconds",
+        TimeUnit::Nanosecond => "nanoseconds",
+        TimeUnit::Millisecond => "milliseconds",
     }
 }
 
@@ -218,7 +205,7 @@ fn compare_with_timestamp(
         e.get_type(schema)
             .is_ok_and(|t| matches!(t, DataType::Timestamp(..)))
     };
-    let as_timestamp = |e: &Expr, unit: &str| {
+    let as_timestamp = |e: &Expr, unit: i64| {
         Expr::Cast(Cast::new(
             Box::new(Expr::Cast(Cast::new(Box::new(e.clone()), DataType::Int64))),
             DataType::Timestamp(time_unit(unit), None),
@@ -229,10 +216,10 @@ fn compare_with_timestamp(
         epoch_unit(&expr.right, schema),
     ) {
         (Some(unit), None) if is_timestamp(&expr.right) => {
-            (as_timestamp(&expr.left, &unit), expr.right.clone())
+            (as_timestamp(&expr.left, unit), expr.right.clone())
         }
         (None, Some(unit)) if is_timestamp(&expr.left) => {
-            (expr.left.clone(), as_timestamp(&expr.right, &unit))
+            (expr.left.clone(), as_timestamp(&expr.right, unit))
         }
         _ => return Ok(PlannerResult::Original(expr)),
     };

@@ -7,7 +7,7 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{lit, Between, BinaryExpr, Expr, Operator};
 
-use crate::epoch_time::{epoch_unit, unit_nanos};
+use crate::epoch_time::epoch_unit;
 
 /// `right_time BETWEEN left_time + lower_ms AND left_time + upper_ms`.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,7 +130,7 @@ fn side_bound(r: &Expr, x: &Expr, left: &DFSchema, right: &DFSchema) -> Option<(
 
 /// Nanoseconds per unit of an epoch-number time column (`None` for a timestamp).
 fn unit_of(e: &Expr, schema: &DFSchema) -> Option<i64> {
-    epoch_unit(strip_cast(e), schema).map(|u| unit_nanos(&u))
+    epoch_unit(strip_cast(e), schema)
 }
 
 /// A time column as the join reads it: a timestamp as it is, an epoch

@@ -26,6 +26,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use velostream_sql::plan::columns::window_role;
+use velostream_sql::time_format::nanos_in_pattern;
 use velostream_sql::{EventTime, LateDataStrategy, TimeFormat, WatermarkStrategy, WindowKind};
 
 use super::Operator;
@@ -326,7 +327,10 @@ pub fn event_millis(column: &ArrayRef, format: &TimeFormat) -> Result<Int64Array
             let text = cast(column, &DataType::Utf8)?;
             text.as_string::<i32>()
                 .iter()
-                .map(|v| v.and_then(|s| parse_with_pattern(s, pattern)))
+                .map(|v| {
+                    let nanos = nanos_in_pattern(v?, pattern)?;
+                    i64::try_from(nanos.div_euclid(1_000_000)).ok()
+                })
                 .collect()
         }
         (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, _) => {
@@ -338,17 +342,6 @@ pub fn event_millis(column: &ArrayRef, format: &TimeFormat) -> Result<Int64Array
             )))
         }
     })
-}
-
-/// Parses with a chrono pattern; with a `%z`-style offset the time is
-/// converted to UTC, otherwise it is taken as UTC.
-fn parse_with_pattern(text: &str, pattern: &str) -> Option<i64> {
-    if let Ok(t) = chrono::DateTime::parse_from_str(text, pattern) {
-        return Some(t.timestamp_millis());
-    }
-    chrono::NaiveDateTime::parse_from_str(text, pattern)
-        .ok()
-        .map(|t| t.and_utc().timestamp_millis())
 }
 
 impl Checkpointable for WindowAssignOperator {
