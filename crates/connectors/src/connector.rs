@@ -12,6 +12,7 @@ use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
 use velostream_sql::{SinkBinding, SourceBinding};
 
 use crate::context::{Connectors, Guarantee};
+use crate::error::{ConnectorError, ConnectorResult};
 use crate::keys::{check_key_list, Key};
 
 /// What a connector does in a statement.
@@ -109,11 +110,11 @@ pub trait Connector: Send + Sync {
         _cx: &Connectors,
         _name: &str,
         _props: &BTreeMap<String, String>,
-    ) -> std::result::Result<SchemaRef, String> {
-        Err(format!(
+    ) -> ConnectorResult<SchemaRef> {
+        Err(ConnectorError::InvalidValue(format!(
             "{} cannot tell its columns; declare them with CREATE STREAM name (col TYPE, ...)",
             self.name()
-        ))
+        )))
     }
 
     /// Opens it as a stream source decoding the columns of `projected`.
@@ -124,7 +125,7 @@ pub trait Connector: Send + Sync {
         _projected: SchemaRef,
         _metrics: Arc<JobMetrics>,
     ) -> Result<Box<dyn Source>> {
-        Err(EngineError::connector(
+        Err(EngineError::misconfigured(
             &binding.name,
             format!("{} is not a source", self.name()),
         ))
@@ -162,7 +163,7 @@ pub trait Connector: Send + Sync {
         _key: &[String],
         _guarantee: Guarantee,
     ) -> Result<Box<dyn Sink>> {
-        Err(EngineError::connector(
+        Err(EngineError::misconfigured(
             &binding.name,
             format!("{} is not a sink", self.name()),
         ))
@@ -175,29 +176,16 @@ pub trait Connector: Send + Sync {
         cx: &Connectors,
         name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<(), String>;
+    ) -> ConnectorResult<()>;
 }
 
-/// The `'type'` values of the connectors, for code that configures one
-/// (tools, benchmarks, the conformance harness).
-pub mod types {
-    pub const FILE_SOURCE: &str = "file_source";
-    pub const STDIN: &str = "stdin";
-    pub const KAFKA_SOURCE: &str = "kafka_source";
-    pub const POSTGRES_SOURCE: &str = "postgres_source";
-    pub const NEXMARK: &str = "nexmark";
-    pub const FILE_SINK: &str = "file_sink";
-    pub const STDOUT: &str = "stdout";
-    pub const NULL: &str = "null";
-    pub const KAFKA_SINK: &str = "kafka_sink";
-    pub const POSTGRES_SINK: &str = "postgres_sink";
-}
+pub use crate::types;
 
 /// Unknown keys of `connector` are errors, unless it passes them on.
 pub fn check_keys(
     props: &BTreeMap<String, String>,
     connector: &dyn Connector,
-) -> std::result::Result<(), String> {
+) -> ConnectorResult<()> {
     if connector.other_keys().is_some() {
         return Ok(());
     }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use velostream_engine::connector::LookupCache;
 
+use crate::error::{ConnectorError, ConnectorResult};
 use crate::format::infer::SAMPLE_RECORDS;
 use crate::kafka::KafkaDefaults;
 use crate::postgres::connection::DatabaseDefaults;
@@ -53,14 +54,14 @@ pub enum Guarantee {
 }
 
 impl std::str::FromStr for Guarantee {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = ConnectorError;
+    fn from_str(s: &str) -> ConnectorResult<Self> {
         match s {
             "at_least_once" => Ok(Self::AtLeastOnce),
             "exactly_once" => Ok(Self::ExactlyOnce),
-            other => Err(format!(
+            other => Err(ConnectorError::InvalidValue(format!(
                 "unknown guarantee '{other}': expected at_least_once or exactly_once"
-            )),
+            ))),
         }
     }
 }
@@ -73,7 +74,7 @@ impl Connectors {
             stdin_sample: Mutex::new(None),
             kafka: KafkaDefaults::default(),
             guarantee: Guarantee::default(),
-            database: DatabaseDefaults::from_env(),
+            database: DatabaseDefaults::default(),
             lookup_cache: LookupCache::default(),
             sandbox: None,
             append_by_default: false,
@@ -81,18 +82,22 @@ impl Connectors {
     }
 
     /// Reads the first records of stdin (once) for schema inference.
-    pub(crate) fn sample_stdin(&self) -> std::result::Result<Vec<u8>, String> {
+    pub(crate) fn sample_stdin(&self) -> ConnectorResult<Vec<u8>> {
+        // a panic while sampling left at worst a partial sample
         let mut sample = self
             .stdin_sample
             .lock()
-            .map_err(|_| "stdin sample lock poisoned".to_string())?;
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if sample.is_none() {
             let mut buf = Vec::new();
             let mut stdin = std::io::stdin().lock();
             for _ in 0..SAMPLE_RECORDS {
                 let n = stdin
                     .read_until(b'\n', &mut buf)
-                    .map_err(|e| format!("cannot read stdin: {e}"))?;
+                    .map_err(|source| ConnectorError::Io {
+                        what: "cannot read stdin".into(),
+                        source,
+                    })?;
                 if n == 0 {
                     break;
                 }
@@ -117,11 +122,12 @@ impl Connectors {
     pub(crate) fn path(
         &self,
         props: &BTreeMap<String, String>,
-        connector: &str,
-    ) -> std::result::Result<PathBuf, String> {
-        let raw = props
-            .get("path")
-            .ok_or_else(|| format!("{connector} needs a 'path' property"))?;
+        connector: &'static str,
+    ) -> ConnectorResult<PathBuf> {
+        let raw = props.get("path").ok_or(ConnectorError::MissingKey {
+            connector,
+            key: "path",
+        })?;
         let path = Path::new(raw);
         let path = if path.is_absolute() {
             path.to_path_buf()

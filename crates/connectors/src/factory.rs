@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use velostream_engine::connector::KeyLookup;
-use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
-use velostream_sql::{SinkBinding, SourceBinding, SourceResolver, SourceTraits};
+use velostream_engine::{ErrorKind, JobMetrics, Result, Sink, Source};
+use velostream_sql::{InferError, SinkBinding, SourceBinding, SourceResolver, SourceTraits};
 
 use crate::connector::{Connector, Role};
 pub use crate::context::{Connectors, Guarantee};
@@ -73,27 +73,25 @@ impl Connectors {
     pub fn check_source(&self, binding: &SourceBinding) -> Result<()> {
         source_connector(binding)?
             .check(self, &binding.name, &binding.properties)
-            .map_err(|e| EngineError::misconfigured(&binding.name, e))
+            .map_err(|e| e.at(&binding.name))
     }
 
     /// Checks a sink's properties without opening it (for `validate`).
     pub fn check_sink(&self, binding: &SinkBinding) -> Result<()> {
         sink_connector(binding)?
             .check(self, &binding.name, &binding.properties)
-            .map_err(|e| EngineError::misconfigured(&binding.name, e))
+            .map_err(|e| e.at(&binding.name))
     }
 }
 
 /// The connector of source `binding`.
 fn source_connector(binding: &SourceBinding) -> Result<&'static dyn Connector> {
-    registry::of(&binding.properties, Role::Source, None)
-        .map_err(|e| EngineError::misconfigured(&binding.name, e))
+    registry::of(&binding.properties, Role::Source, None).map_err(|e| e.at(&binding.name))
 }
 
 /// The connector of sink `binding`: stdout without a `'type'`.
 fn sink_connector(binding: &SinkBinding) -> Result<&'static dyn Connector> {
-    registry::of(&binding.properties, Role::Sink, Some("stdout"))
-        .map_err(|e| EngineError::misconfigured(&binding.name, e))
+    registry::of(&binding.properties, Role::Sink, Some("stdout")).map_err(|e| e.at(&binding.name))
 }
 
 impl SourceResolver for Connectors {
@@ -101,8 +99,13 @@ impl SourceResolver for Connectors {
         &self,
         name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<SchemaRef, String> {
-        registry::of(props, Role::Source, None)?.infer_schema(self, name, props)
+    ) -> std::result::Result<SchemaRef, InferError> {
+        registry::of(props, Role::Source, None)
+            .and_then(|connector| connector.infer_schema(self, name, props))
+            .map_err(|e| InferError {
+                transient: e.kind() == ErrorKind::Unavailable,
+                message: e.to_string(),
+            })
     }
 
     fn traits(&self, name: &str, props: &BTreeMap<String, String>) -> SourceTraits {

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::{ConnectorError, ConnectorResult};
+
 /// One property key of a connector.
 #[derive(Debug, Clone, Copy)]
 pub struct Key {
@@ -42,15 +44,16 @@ pub fn check_key_list(
     props: &BTreeMap<String, String>,
     keys: &[Key],
     connector: &str,
-) -> std::result::Result<(), String> {
+) -> ConnectorResult<()> {
     match props
         .keys()
         .find(|k| !keys.iter().any(|key| key.name == k.as_str()))
     {
-        Some(key) => Err(format!(
-            "unknown property '{key}' for {connector}; valid keys: {}",
-            keys.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
-        )),
+        Some(key) => Err(ConnectorError::UnknownKey {
+            key: key.clone(),
+            connector: connector.to_string(),
+            valid: keys.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+        }),
         None => Ok(()),
     }
 }

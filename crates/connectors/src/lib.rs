@@ -6,13 +6,15 @@
 //! - [`kafka`]: Kafka sources and sinks (librdkafka).
 //! - [`postgres`]: PostgreSQL sources, key lookups for joins, and sinks.
 //! - [`nexmark`]: the Nexmark benchmark's event generator as a source.
-//! - [`memory`]: streams between statements of one application.
+//! - [`in_process`]: streams between statements of one application.
+//! - [`error`]: typed connector errors and the kind that decides retries.
 //! - [`factory`]: builds all of the above from statement properties.
 //! - [`sandbox`]: the files, clusters and database an application the
 //!   service runs may use.
 
 pub mod connector;
 pub mod context;
+pub mod error;
 pub mod factory;
 pub mod fanout;
 pub mod file;
@@ -25,7 +27,9 @@ pub mod null_sink;
 pub mod postgres;
 pub mod registry;
 pub mod sandbox;
+pub mod types;
 
+pub use error::{ConnectorError, ConnectorResult};
 pub use factory::{Connectors, Guarantee};
 pub use format::RecordFormat;
 pub use sandbox::Sandbox;

@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 
 use datafusion::arrow::record_batch::RecordBatch;
-use velostream_engine::{EngineError, Result, Sink};
+use velostream_engine::{Result, Sink};
 use velostream_sql::SinkBinding;
 
 use crate::connector::{check_keys, types, Connector, Role};
 use crate::context::{Connectors, Guarantee};
+use crate::error::ConnectorResult;
 use crate::keys::Key;
 
 /// Discards everything.
@@ -59,8 +60,7 @@ impl Connector for NullConnector {
         _key: &[String],
         _guarantee: Guarantee,
     ) -> Result<Box<dyn Sink>> {
-        check_keys(&binding.properties, self)
-            .map_err(|e| EngineError::misconfigured(&binding.name, e))?;
+        check_keys(&binding.properties, self).map_err(|e| e.at(&binding.name))?;
         Ok(Box::new(NullSink))
     }
 
@@ -69,7 +69,7 @@ impl Connector for NullConnector {
         _cx: &Connectors,
         _name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<(), String> {
+    ) -> ConnectorResult<()> {
         check_keys(props, self)
     }
 }

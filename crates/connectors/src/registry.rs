@@ -12,6 +12,7 @@ use std::fmt::Write;
 
 pub use crate::connector::types;
 use crate::connector::{Connector, Role};
+use crate::error::{ConnectorError, ConnectorResult};
 
 /// Every connector, sources first.
 pub fn all() -> &'static [&'static dyn Connector] {
@@ -49,32 +50,42 @@ pub fn of(
     props: &BTreeMap<String, String>,
     role: Role,
     default: Option<&str>,
-) -> std::result::Result<&'static dyn Connector, String> {
+) -> ConnectorResult<&'static dyn Connector> {
     let kind = match (props.get("type"), default) {
         (Some(kind), _) => kind.as_str(),
         (None, Some(default)) => default,
-        (None, None) => return Err("no 'type' property".into()),
+        (None, None) => {
+            return Err(ConnectorError::MissingKey {
+                connector: role.noun(),
+                key: "type",
+            })
+        }
     };
-    find(kind, role).ok_or_else(|| unavailable(kind, role))
+    find(kind, role).ok_or_else(|| unknown_type(kind, role))
 }
 
 /// The error for a `'type'` that names no connector of `role`.
-pub fn unavailable(kind: &str, role: Role) -> String {
+fn unknown_type(kind: &str, role: Role) -> ConnectorError {
     let known: Vec<&str> = all()
         .iter()
         .filter(|c| c.role() == role)
         .map(|c| c.name())
         .collect();
-    format!(
-        "unknown {} type '{kind}'; expected one of: {}",
-        role.noun(),
-        known.join(", ")
-    )
+    ConnectorError::UnknownType {
+        role: role.noun(),
+        kind: kind.to_string(),
+        known: known.join(", "),
+    }
+}
+
+/// The message for a `'type'` that names no connector of `role`.
+pub fn unavailable(kind: &str, role: Role) -> String {
+    unknown_type(kind, role).to_string()
 }
 
 /// Every connector (or the one named `only`) as Markdown: what
 /// `velostream connectors` prints and `docs/connectors.md` holds.
-pub fn markdown(only: Option<&str>) -> std::result::Result<String, String> {
+pub fn markdown(only: Option<&str>) -> ConnectorResult<String> {
     let chosen: Vec<&dyn Connector> = all()
         .iter()
         .copied()
@@ -82,11 +93,11 @@ pub fn markdown(only: Option<&str>) -> std::result::Result<String, String> {
         .collect();
     if chosen.is_empty() {
         let names: Vec<&str> = all().iter().map(|c| c.name()).collect();
-        return Err(format!(
-            "no connector '{}'; the connectors are: {}",
-            only.unwrap_or_default(),
-            names.join(", ")
-        ));
+        return Err(ConnectorError::UnknownType {
+            role: "connector",
+            kind: only.unwrap_or_default().to_string(),
+            known: names.join(", "),
+        });
     }
     let mut out = String::new();
     if only.is_none() {

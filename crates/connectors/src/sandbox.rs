@@ -13,6 +13,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::error::{ConnectorError, ConnectorResult};
+
 /// The confinement of one application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sandbox {
@@ -43,17 +45,17 @@ impl Sandbox {
     /// `path` (the value of property `key`) when it resolves inside an
     /// allowed directory; otherwise an error naming the key, the path and
     /// the rule.
-    pub fn check_path(&self, key: &str, path: &Path) -> Result<PathBuf, String> {
+    pub fn check_path(&self, key: &str, path: &Path) -> ConnectorResult<PathBuf> {
         let resolved = resolve(path).ok_or_else(|| {
-            format!(
+            ConnectorError::Refused(format!(
                 "'{key}' = '{}' is refused: a path of an application the service runs may not go up with '..' where nothing exists yet",
                 path.display()
-            )
+            ))
         })?;
         if self.allowed.iter().any(|dir| resolved.starts_with(dir)) {
             return Ok(resolved);
         }
-        Err(format!(
+        Err(ConnectorError::Refused(format!(
             "'{key}' = '{}' is refused: applications the service runs may only open files inside {} (security.sandbox.allowed_paths)",
             path.display(),
             match self.allowed.as_slice() {
@@ -64,7 +66,7 @@ impl Sandbox {
                     .collect::<Vec<_>>()
                     .join(", "),
             }
-        ))
+        )))
     }
 }
 
@@ -137,7 +139,8 @@ mod tests {
 
         let e = sandbox
             .check_path("trades.path", Path::new("/etc/passwd"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("'trades.path' = '/etc/passwd' is refused")
                 && e.contains("security.sandbox.allowed_paths"),

@@ -459,7 +459,7 @@ impl AppRun {
             *v = current;
         }
         self.set(AppStatus::Running);
-        run_all(jobs).map_err(|e| mask(e.into()))
+        run_all(jobs).map_err(mask)
     }
 
     /// Launch, run, restart on failure with backoff (or after the recovery
@@ -564,10 +564,11 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "no message".into())
 }
 
-/// Runs jobs on their own threads; the first error, if any. When one job
-/// fails, the others of its application are stopped too (they are
-/// restarted together).
-fn run_all(jobs: Vec<Job>) -> Result<(), String> {
+/// Runs jobs on their own threads; the first error, if any, with its kind
+/// (a job that finds its sink's table missing is misconfigured, one whose
+/// broker went away is not). When one job fails, the others of its
+/// application are stopped too (they are restarted together).
+fn run_all(jobs: Vec<Job>) -> Result<(), LaunchError> {
     let cancels: Vec<Arc<AtomicBool>> = jobs.iter().map(|j| j.cancel_handle()).collect();
     let mut handles: Vec<_> = jobs
         .into_iter()
@@ -576,23 +577,23 @@ fn run_all(jobs: Vec<Job>) -> Result<(), String> {
             std::thread::Builder::new()
                 .name(format!("job-{name}"))
                 .spawn(move || {
-                    job.run()
-                        .map(|_| ())
-                        .map_err(|e| format!("job {name}: {e}"))
+                    job.run().map(|_| ()).map_err(|e| LaunchError {
+                        kind: e.kind(),
+                        message: format!("job {name}: {e}"),
+                    })
                 })
         })
         .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| LaunchError::from(e.to_string()))?;
     let mut first = None;
     while !handles.is_empty() {
         let Some(i) = handles.iter().position(|h| h.is_finished()) else {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         };
-        let result = handles
-            .swap_remove(i)
-            .join()
-            .unwrap_or_else(|panic| Err(format!("a job panicked: {}", panic_message(&*panic))));
+        let result = handles.swap_remove(i).join().unwrap_or_else(|panic| {
+            Err(format!("a job panicked: {}", panic_message(&*panic)).into())
+        });
         if let Err(e) = result {
             for c in &cancels {
                 c.store(true, Ordering::Relaxed);

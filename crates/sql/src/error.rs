@@ -43,6 +43,9 @@ pub struct SqlError {
     pub message: String,
     pub location: Location,
     pub hint: Option<String>,
+    /// The error may pass without a change to the application (a source
+    /// whose server is not reachable yet): planning it again may succeed.
+    pub transient: bool,
 }
 
 impl SqlError {
@@ -51,7 +54,14 @@ impl SqlError {
             message: message.into(),
             location,
             hint: None,
+            transient: false,
         }
+    }
+
+    /// Marks the error as one that may pass when `transient`.
+    pub fn transient_if(mut self, transient: bool) -> Self {
+        self.transient = transient;
+        self
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {

@@ -36,7 +36,9 @@ pub use error::{Location, SqlError};
 pub use error_policy::ErrorPolicy;
 pub use event_time::{EventTime, LateDataStrategy, WatermarkStrategy};
 pub use plan::{SinkBinding, SourceBinding, SourceOrigin, SourceTraits, StreamNode, StreamingPlan};
-pub use planner::{parse_application, ApplicationPlanner, PropertyOverrides, SourceResolver};
+pub use planner::{
+    parse_application, ApplicationPlanner, InferError, PropertyOverrides, SourceResolver,
+};
 pub use statement::{ParsedStatement, StatementKind};
 pub use time_format::{TimeFormat, TimeFormats};
 pub use window_clause::{EmitMode, WindowKind, WindowSpec};

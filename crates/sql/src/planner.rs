@@ -40,6 +40,26 @@ use crate::windowing::{
 /// sink: `WITH ('dead_letter.type' = 'file_sink', 'dead_letter.path' = ...)`.
 pub const DEAD_LETTER: &str = "dead_letter";
 
+/// Why the columns of an undeclared source could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InferError {
+    pub message: String,
+    /// It may pass (a broker or database not reachable yet), so planning
+    /// the application again may succeed.
+    pub transient: bool,
+}
+
+impl From<String> for InferError {
+    /// A lasting failure: the settings or the data are wrong.
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            transient: false,
+        }
+    }
+}
+
 /// Supplies schemas of external sources that do not declare one, by
 /// looking at their data (the connectors implement this).
 pub trait SourceResolver {
@@ -48,7 +68,7 @@ pub trait SourceResolver {
         &self,
         name: &str,
         properties: &BTreeMap<String, String>,
-    ) -> std::result::Result<SchemaRef, String>;
+    ) -> std::result::Result<SchemaRef, InferError>;
 
     /// What the connector of source `name` says about it (nothing special
     /// unless overridden).
@@ -344,6 +364,7 @@ impl<'a> ApplicationPlanner<'a> {
                 };
                 SqlError::new(format!("cannot read source '{name}': {e}"), location)
                     .with_hint(format!("check the {settings} properties, or declare its columns with CREATE STREAM {name} (col TYPE, ...)"))
+                    .transient_if(e.transient)
             })?,
         };
         let schema = system_columns::with_system_columns(&schema, &traits.system_columns);

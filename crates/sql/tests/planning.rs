@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use velostream_sql::{
-    parse_application, ApplicationPlanner, SourceResolver, SourceTraits, StatementKind, StreamNode,
-    StreamingPlan,
+    parse_application, ApplicationPlanner, InferError, SourceResolver, SourceTraits, StatementKind,
+    StreamNode, StreamingPlan,
 };
 
 /// Every source has the columns `symbol`, `price` and `ts` (epoch
@@ -21,7 +21,7 @@ impl SourceResolver for Trades {
         &self,
         _name: &str,
         _props: &BTreeMap<String, String>,
-    ) -> Result<SchemaRef, String> {
+    ) -> Result<SchemaRef, InferError> {
         Ok(Arc::new(Schema::new(vec![
             Field::new("symbol", DataType::Utf8, true),
             Field::new("price", DataType::Float64, true),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use velostream_connectors::kafka::config::ClientRules;
-use velostream_connectors::kafka::KafkaDefaults;
+use velostream_connectors::kafka::{self, KafkaDefaults};
 use velostream_connectors::postgres::{self, connection::DatabaseDefaults};
 use velostream_connectors::{Guarantee, Sandbox};
 use velostream_engine::checkpoint::{BackendKind, CheckpointSettings};
@@ -20,6 +20,7 @@ use velostream_server::supervisor::{LaunchError, Launcher};
 use velostream_sql::{PropertyOverrides, StatementKind};
 
 use crate::app::{AppError, Application, RunOptions};
+use crate::settings;
 
 /// Builds applications' jobs with the service's batch size and Kafka settings.
 pub struct AppLauncher {
@@ -104,40 +105,6 @@ fn state_dir(config: &ServiceConfig) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
 }
 
-/// The PostgreSQL settings of a configuration: `velostream.database`, the
-/// primary region's database endpoint (`host:port`) when `regions` names
-/// one, and `timeouts.connection_timeout` for connecting.
-pub fn database_defaults(config: &ServiceConfig) -> DatabaseDefaults {
-    let mut d = DatabaseDefaults::default();
-    if let Some(db) = &config.velostream.database {
-        d.host = db.host.clone();
-        d.port = db.port;
-        d.user = db.user.clone();
-        d.password = db.password.clone();
-        d.name = db.name.clone();
-    }
-    if let Some(endpoint) = config
-        .regions
-        .as_ref()
-        .and_then(|r| r.primary.endpoints.database.as_deref())
-    {
-        use_endpoint(&mut d, endpoint);
-    }
-    d.connect_timeout = config.velostream.timeouts.connection_timeout.map(|t| t.0);
-    d
-}
-
-/// Points `d` at a region's `host:port` (the port stays when absent).
-fn use_endpoint(d: &mut DatabaseDefaults, endpoint: &str) {
-    match endpoint.rsplit_once(':') {
-        Some((host, port)) if port.parse::<u16>().is_ok() => {
-            d.host = Some(host.to_string());
-            d.port = port.parse().ok();
-        }
-        _ => d.host = Some(endpoint.to_string()),
-    }
-}
-
 /// How joins cache PostgreSQL lookups: `performance.cache.table_cache_size`
 /// keys with rows, `query_cache_size` keys without, each trusted for `ttl`.
 fn lookup_cache(config: &ServiceConfig) -> LookupCache {
@@ -207,62 +174,10 @@ impl AppLauncher {
 
     /// A launcher with the settings of `config` and no confinement (`velostream run --config`).
     pub fn new(config: &ServiceConfig) -> Self {
-        let mut client: std::collections::BTreeMap<String, String> = config
-            .velostream
-            .kafka
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_text()))
-            .collect();
-        // performance tuning becomes producer defaults (velostream.kafka wins)
         let p = &config.performance;
-        let mut tuned = |key: &str, value: Option<String>| {
-            if let Some(v) = value {
-                client.entry(key.to_string()).or_insert(v);
-            }
-        };
-        tuned(
-            "compression.type",
-            p.compression
-                .as_ref()
-                .map(|c| format!("{:?}", c.codec).to_lowercase()),
-        );
-        tuned(
-            "compression.level",
-            p.compression
-                .as_ref()
-                .and_then(|c| c.level)
-                .map(|l| l.to_string()),
-        );
-        tuned(
-            "max.in.flight.requests.per.connection",
-            p.max_in_flight_requests.map(|n| n.to_string()),
-        );
-        tuned(
-            "queue.buffering.max.kbytes",
-            p.buffer_size.map(|b| (b.0 / 1024).max(1).to_string()),
-        );
-        let mut kafka = KafkaDefaults {
-            client,
-            ..KafkaDefaults::default()
-        };
-        if let Some(t) = config.velostream.timeouts.table_load_timeout {
-            kafka.table_load_timeout = t.0;
-        }
-        if let Some(t) = p.batch_timeout {
-            kafka.batch_timeout = t.0;
-        }
-        // with regions, the primary region's cluster is used until a failover
-        if let Some(servers) = config
-            .regions
-            .as_ref()
-            .and_then(|r| r.primary.endpoints.kafka.clone())
-        {
-            kafka.client.remove("bootstrap_servers");
-            kafka.client.insert("bootstrap.servers".into(), servers);
-        }
         Self {
             parallelism: parallelism(config),
-            database: std::sync::Mutex::new(database_defaults(config)),
+            database: std::sync::Mutex::new(settings::database_defaults(config)),
             lookup_cache: lookup_cache(config),
             checkpoints: checkpoint_settings(config),
             guarantee: match config.velostream.processing.guarantee {
@@ -271,7 +186,7 @@ impl AppLauncher {
             },
             query_timeout: config.velostream.timeouts.query_timeout.map(|d| d.0),
             batch_size: p.batch_size.unwrap_or(1000).max(1),
-            kafka: std::sync::Mutex::new(kafka),
+            kafka: std::sync::Mutex::new(settings::kafka_defaults(config)),
             confinement: None,
             error_policy: config.velostream.processing.error_policy.map(|p| match p {
                 schema::ErrorPolicySetting::DeadLetter => velostream_sql::ErrorPolicy::DeadLetter,
@@ -381,41 +296,47 @@ impl Launcher for AppLauncher {
         app.check().map_err(|e| e.to_string())
     }
 
-    /// The configured Kafka cluster answers a metadata request.
+    /// The configured Kafka cluster answers a metadata request (asked
+    /// with the configured security settings and credentials), and the
+    /// configured database a query.
     fn probe(&self) -> Vec<(String, Result<(), String>)> {
         let kafka = self.kafka_defaults();
-        let servers = kafka
-            .client
-            .get("bootstrap_servers")
-            .or_else(|| kafka.client.get("bootstrap.servers"))
-            .cloned()
-            .or_else(|| std::env::var("KAFKA_BROKERS").ok());
         let mut outcomes = Vec::new();
+        if kafka::bootstrap_servers(&kafka).is_some() {
+            let outcome = kafka::client_settings(&kafka, None)
+                .map_err(|e| e.to_string())
+                .and_then(|settings| {
+                    let servers = settings.bootstrap_servers().to_string();
+                    settings
+                        .client_config()
+                        .create::<rdkafka::consumer::BaseConsumer>()
+                        .and_then(|c| {
+                            rdkafka::consumer::Consumer::fetch_metadata(
+                                &c,
+                                None,
+                                self.connection_timeout,
+                            )
+                        })
+                        .map(|_| ())
+                        .map_err(|e| format!("{servers} not reachable: {e}"))
+                });
+            outcomes.push(("kafka".to_string(), outcome));
+        }
         let database = self.database_defaults();
         if database.is_configured() {
             outcomes.push((
                 "database".to_string(),
-                postgres::probe(&database).map(|_| ()),
+                postgres::probe(&database)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
             ));
         }
-        let Some(servers) = servers else {
-            return outcomes;
-        };
-        let outcome = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &servers)
-            .create::<rdkafka::consumer::BaseConsumer>()
-            .and_then(|c| {
-                rdkafka::consumer::Consumer::fetch_metadata(&c, None, self.connection_timeout)
-            })
-            .map(|_| ())
-            .map_err(|e| format!("{servers} not reachable: {e}"));
-        outcomes.insert(0, ("kafka".to_string(), outcome));
         outcomes
     }
 
     fn use_database(&self, endpoint: &str) {
         if let Ok(mut d) = self.database.lock() {
-            use_endpoint(&mut d, endpoint);
+            settings::use_endpoint(&mut d, endpoint);
         }
     }
 

@@ -172,7 +172,23 @@ fn main() -> ExitCode {
         let _ =
             tracing::subscriber::set_global_default(velostream_server::logging::cli_subscriber());
     }
-    let result = match cli.command {
+    let result = dispatch(cli);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the command `cli` names.
+fn dispatch(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
         Some(Command::Run {
             app,
             config,
@@ -186,7 +202,7 @@ fn main() -> ExitCode {
         Some(Command::Test { specs }) => test(specs),
         Some(Command::Connectors { name }) => velostream_connectors::registry::markdown(name.as_deref())
             .map(|text| print!("{text}"))
-            .map_err(Failure::Usage),
+            .map_err(|e| Failure::Usage(e.to_string())),
         Some(Command::Bench(BenchCommand::Checkpoint(bench))) => {
             velostream::bench::checkpoint::run(&bench)
                 .map(|report| println!("{report}"))
@@ -206,7 +222,7 @@ fn main() -> ExitCode {
             partitions,
             batch_size,
         })) => bench_kafka::run(bench_kafka::KafkaBench {
-            brokers: kafka_tools::brokers(brokers),
+            brokers: kafka_tools::brokers(brokers).map_err(Failure::Usage)?,
             records,
             partitions,
             batch_size,
@@ -227,7 +243,10 @@ fn main() -> ExitCode {
             events,
             batch_size,
             files: !generator_only,
-            kafka: kafka.map(|b| kafka_tools::brokers(Some(b).filter(|b| !b.is_empty()))),
+            kafka: kafka
+                .map(|b| kafka_tools::brokers(Some(b).filter(|b| !b.is_empty())))
+                .transpose()
+                .map_err(Failure::Usage)?,
             parallelism,
         })
         .map(|report| println!("{report}"))
@@ -241,7 +260,8 @@ fn main() -> ExitCode {
             partitions,
             ..
         })) => {
-            let brokers = kafka_tools::brokers(Some(brokers).filter(|b| !b.is_empty()));
+            let brokers = kafka_tools::brokers(Some(brokers).filter(|b| !b.is_empty()))
+                .map_err(Failure::Usage)?;
             nexmark::generate_to_kafka(&brokers, &topic_prefix, events, seed, rate, partitions)
                 .map(|[p, a, b]| {
                     eprintln!(
@@ -274,7 +294,7 @@ fn main() -> ExitCode {
             partitions,
             file,
         }) => kafka_tools::produce(
-            &kafka_tools::brokers(brokers),
+            &kafka_tools::client(brokers).map_err(Failure::Usage)?,
             &topic,
             file,
             key_field.as_deref(),
@@ -289,7 +309,7 @@ fn main() -> ExitCode {
             idle_secs,
             keys,
         }) => kafka_tools::consume(
-            &kafka_tools::brokers(brokers),
+            &kafka_tools::client(brokers).map_err(Failure::Usage)?,
             &topic,
             max,
             std::time::Duration::from_secs_f64(idle_secs.max(0.1)),
@@ -318,17 +338,6 @@ fn main() -> ExitCode {
         None => Err(Failure::Usage(
             "nothing to do: run an application with `velostream run app.sql`, or start the service with `velostream --config config.yaml` (see --help)".into(),
         )),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Runtime(message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(1)
-        }
     }
 }
 
@@ -375,17 +384,20 @@ fn run(
     // the same loader as the service: substitution, overrides, checks
     let (mut options, configured_state_dir) = match &config {
         Some(path) => {
-            let loaded = velostream_server::config::load(
-                std::slice::from_ref(path),
-                &velostream_server::config::Environment::from_process(),
-            )
-            .map_err(|e| Failure::Usage(e.to_string()))?;
+            let loaded = velostream::settings::load(std::slice::from_ref(path))
+                .map_err(|e| Failure::Usage(e.to_string()))?;
             (
                 velostream::launcher::run_settings(&loaded),
                 loaded.velostream.state_dir.clone(),
             )
         }
-        None => (RunOptions::default(), None),
+        // the environment's settings alone (KAFKA_BROKERS, DB_*, ...)
+        None => (
+            velostream::launcher::run_settings(
+                &velostream::settings::load(&[]).map_err(|e| Failure::Usage(e.to_string()))?,
+            ),
+            None,
+        ),
     };
     if let Some(b) = batch_size {
         options.batch_size = b.max(1);
@@ -438,11 +450,7 @@ fn serve(files: Vec<PathBuf>) -> Result<(), Failure> {
             "the service needs --config <file.yaml>".into(),
         ));
     }
-    let config = velostream_server::config::load(
-        &files,
-        &velostream_server::config::Environment::from_process(),
-    )
-    .map_err(|e| Failure::Usage(e.to_string()))?;
+    let config = velostream::settings::load(&files).map_err(|e| Failure::Usage(e.to_string()))?;
     let logging = velostream_server::logging::subscriber(
         config.logging.as_ref(),
         config.velostream.monitoring.log_level,

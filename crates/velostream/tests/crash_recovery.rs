@@ -42,7 +42,7 @@ fn sector_of(symbol: i64) -> String {
 
 /// Produces the input topic; returns the expected per-window results.
 fn produce_input(topic: &str) -> Expected {
-    admin::create_topic(&brokers(), topic, 3).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers()), topic, 3).unwrap();
     let start = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
     let mut expected = Expected::new();
     let mut messages = Vec::with_capacity(RECORDS as usize);
@@ -248,7 +248,7 @@ fn seed() -> u64 {
 /// unless `exactly_once`, in which case a repeated result fails.
 fn into_kafka(input: &str, dir: &Path, backend: &str, exactly_once: bool, rows: usize) -> Expected {
     let output = unique("crash-output");
-    admin::create_topic(&brokers(), &output, 3).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers()), &output, 3).unwrap();
     let app = write_app(
         dir,
         input,

@@ -24,7 +24,7 @@ use velostream_connectors::format::decode::{BatchDecoder, Origin};
 use velostream_connectors::format::infer::infer_schema;
 use velostream_connectors::RecordFormat;
 use velostream_engine::{JobMetrics, PipelineBuilder};
-use velostream_sql::{parse_application, ApplicationPlanner, SourceResolver};
+use velostream_sql::{parse_application, ApplicationPlanner, InferError, SourceResolver};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -198,11 +198,11 @@ impl SourceResolver for Schemas {
         &self,
         name: &str,
         _properties: &BTreeMap<String, String>,
-    ) -> Result<SchemaRef, String> {
+    ) -> Result<SchemaRef, InferError> {
         self.0
             .get(name)
             .cloned()
-            .ok_or_else(|| format!("no source {name}"))
+            .ok_or_else(|| format!("no source {name}").into())
     }
 }
 

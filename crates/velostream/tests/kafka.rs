@@ -35,8 +35,8 @@ fn windowed_aggregate_from_a_three_partition_topic_to_an_output_topic() {
     const SYMBOLS: i64 = 50;
     let input = unique("trades");
     let output = unique("per-minute");
-    admin::create_topic(&brokers(), &input, 3).unwrap();
-    admin::create_topic(&brokers(), &output, 3).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers()), &input, 3).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers()), &output, 3).unwrap();
 
     // 200,000 trades over ~16 hours of event time; prices in cents so the
     // expected sums are exact integers
@@ -117,8 +117,8 @@ fn a_restarted_job_continues_from_its_committed_offsets() {
     let input = unique("events");
     let output = unique("copied");
     let group = unique("group");
-    admin::create_topic(&brokers(), &input, 3).unwrap();
-    admin::create_topic(&brokers(), &output, 1).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers()), &input, 3).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers()), &output, 1).unwrap();
     let batch = |ids: std::ops::Range<i64>| -> Vec<(String, String, i64)> {
         ids.map(|i| {
             (
@@ -212,7 +212,7 @@ fn system_columns_and_headers_are_readable_and_left_out_of_select_star() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
     let input = unique("headers");
-    admin::create_topic(&brokers(), &input, 1).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers()), &input, 1).unwrap();
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
@@ -276,8 +276,8 @@ fn a_compacted_topic_is_a_table_whose_tombstones_delete() {
 
     let customers = unique("customers");
     let orders = unique("orders");
-    admin::create_topic(&brokers(), &customers, 2).unwrap();
-    admin::create_topic(&brokers(), &orders, 1).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers()), &customers, 2).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers()), &orders, 1).unwrap();
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
@@ -388,7 +388,7 @@ fn a_poison_message_is_dead_lettered_and_the_offsets_pass_it() {
     const RECORDS: i64 = 100_000;
     let input = unique("poison");
     let group = unique("group");
-    admin::create_topic(&brokers(), &input, 2).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers()), &input, 2).unwrap();
     // besides the poison row: a message of two JSON values and an empty one
     let (two_values, empty) = (70_000, 80_000);
     let messages: Vec<(String, String, i64)> = (0..RECORDS)
@@ -457,7 +457,7 @@ fn a_killed_windowed_job_without_checkpoints_loses_no_input() {
     const RECORDS: i64 = 20_000;
     let input = unique("held");
     let group = unique("group");
-    admin::create_topic(&brokers(), &input, 2).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers()), &input, 2).unwrap();
     // 10 one-minute windows of 2,000 records each
     let messages: Vec<(String, String, i64)> = (0..RECORDS)
         .map(|i| {

@@ -506,7 +506,7 @@ fn active_passive_regions_fail_over_to_the_secondary_cluster() {
         .unwrap()
         .as_nanos();
     let topic = format!("failover-{nanos}");
-    admin::create_topic(&brokers, &topic, 1).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers), &topic, 1).unwrap();
     let mut producer = rdkafka::ClientConfig::new();
     producer.set("bootstrap.servers", &brokers);
     let payloads: Vec<String> = (0..100).map(|i| format!("{{\"id\": {i}}}")).collect();

@@ -7,11 +7,12 @@ use std::io::{Cursor, Read};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
+use velostream_engine::{JobMetrics, Result, Sink, Source};
 use velostream_sql::{SinkBinding, SourceBinding};
 
 use crate::connector::{check_keys, types, Connector, Role};
 use crate::context::{Connectors, Guarantee};
+use crate::error::{ConnectorError, ConnectorResult};
 use crate::file::committed::FileSink;
 use crate::file::reader::{LineSource, DEFAULT_MAX_RECORD_BYTES};
 use crate::file::stdout::WriterSink;
@@ -91,11 +92,14 @@ impl Connector for FileSourceConnector {
         cx: &Connectors,
         _name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<SchemaRef, String> {
+    ) -> ConnectorResult<SchemaRef> {
         let format = RecordFormat::from_properties(props)?;
         check_keys(props, self)?;
         let path = cx.path(props, self.name())?;
-        let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file = File::open(&path).map_err(|source| ConnectorError::Io {
+            what: format!("cannot open {}", path.display()),
+            source,
+        })?;
         Ok(Arc::new(infer_schema(format, file)?))
     }
 
@@ -107,7 +111,7 @@ impl Connector for FileSourceConnector {
         metrics: Arc<JobMetrics>,
     ) -> Result<Box<dyn Source>> {
         let props = &binding.properties;
-        let err = |e: String| EngineError::misconfigured(&binding.name, e);
+        let err = |e: ConnectorError| e.at(&binding.name);
         let (format, decoder) = line_decoder(cx, binding, projected)?;
         check_keys(props, self).map_err(err)?;
         let path = cx.path(props, self.name()).map_err(err)?;
@@ -122,7 +126,7 @@ impl Connector for FileSourceConnector {
         cx: &Connectors,
         _name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<(), String> {
+    ) -> ConnectorResult<()> {
         check_keys(props, self)?;
         cx.path(props, self.name()).map(|_| ())
     }
@@ -165,7 +169,7 @@ impl Connector for Stdin {
         cx: &Connectors,
         _name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<SchemaRef, String> {
+    ) -> ConnectorResult<SchemaRef> {
         let format = RecordFormat::from_properties(props)?;
         check_keys(props, self)?;
         let sample = cx.sample_stdin()?;
@@ -180,7 +184,7 @@ impl Connector for Stdin {
         metrics: Arc<JobMetrics>,
     ) -> Result<Box<dyn Source>> {
         let props = &binding.properties;
-        let err = |e: String| EngineError::misconfigured(&binding.name, e);
+        let err = |e: ConnectorError| e.at(&binding.name);
         let (format, decoder) = line_decoder(cx, binding, projected)?;
         check_keys(props, self).map_err(err)?;
         let reader = Cursor::new(cx.take_stdin_sample()).chain(std::io::stdin());
@@ -196,7 +200,7 @@ impl Connector for Stdin {
         _cx: &Connectors,
         _name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<(), String> {
+    ) -> ConnectorResult<()> {
         check_keys(props, self)
     }
 }
@@ -207,8 +211,8 @@ fn line_decoder(
     binding: &SourceBinding,
     projected: SchemaRef,
 ) -> Result<(RecordFormat, BatchDecoder)> {
-    let format = RecordFormat::from_properties(&binding.properties)
-        .map_err(|e| EngineError::misconfigured(&binding.name, e))?;
+    let format =
+        RecordFormat::from_properties(&binding.properties).map_err(|e| e.at(&binding.name))?;
     let decoder = BatchDecoder::new(format, binding.schema.clone(), projected, cx.batch_size)?
         .with_time_formats(binding.time_formats.clone());
     Ok((format, decoder))
@@ -216,7 +220,7 @@ fn line_decoder(
 
 /// `max.record.bytes`: the longest record a line source accepts (16 MiB
 /// unless set); a longer one is one bad record.
-fn max_record_bytes(props: &BTreeMap<String, String>) -> std::result::Result<usize, String> {
+fn max_record_bytes(props: &BTreeMap<String, String>) -> ConnectorResult<usize> {
     match props.get("max.record.bytes") {
         None => Ok(DEFAULT_MAX_RECORD_BYTES),
         Some(v) => v
@@ -224,7 +228,11 @@ fn max_record_bytes(props: &BTreeMap<String, String>) -> std::result::Result<usi
             .parse::<usize>()
             .ok()
             .filter(|n| *n > 0)
-            .ok_or_else(|| format!("'max.record.bytes' = '{v}' is not a positive number of bytes")),
+            .ok_or_else(|| {
+                ConnectorError::InvalidValue(format!(
+                    "'max.record.bytes' = '{v}' is not a positive number of bytes"
+                ))
+            }),
     }
 }
 
@@ -274,7 +282,7 @@ impl Connector for FileSinkConnector {
         guarantee: Guarantee,
     ) -> Result<Box<dyn Sink>> {
         let props = &binding.properties;
-        let err = |e: String| EngineError::misconfigured(&binding.name, e);
+        let err = |e: ConnectorError| e.at(&binding.name);
         let format = RecordFormat::from_properties(props).map_err(err)?;
         check_keys(props, self).map_err(err)?;
         let path = cx.path(props, self.name()).map_err(err)?;
@@ -283,9 +291,9 @@ impl Connector for FileSinkConnector {
             Some("false") => false,
             Some("true") => true,
             Some(other) => {
-                return Err(err(format!(
+                return Err(err(ConnectorError::InvalidValue(format!(
                     "'append' must be true or false, got '{other}'"
-                )))
+                ))))
             }
         };
         Ok(Box::new(FileSink::new(
@@ -301,7 +309,7 @@ impl Connector for FileSinkConnector {
         cx: &Connectors,
         _name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<(), String> {
+    ) -> ConnectorResult<()> {
         RecordFormat::from_properties(props)?;
         check_keys(props, self)?;
         cx.path(props, self.name()).map(|_| ())
@@ -345,13 +353,13 @@ impl Connector for Stdout {
         guarantee: Guarantee,
     ) -> Result<Box<dyn Sink>> {
         let props = &binding.properties;
-        let err = |e: String| EngineError::misconfigured(&binding.name, e);
+        let err = |e: ConnectorError| e.at(&binding.name);
         let format = RecordFormat::from_properties(props).map_err(err)?;
         check_keys(props, self).map_err(err)?;
         if guarantee == Guarantee::ExactlyOnce {
-            return Err(err(
+            return Err(err(ConnectorError::InvalidValue(
                 "results printed to stdout cannot be taken back after a crash, so they cannot be exactly-once; write them to a file_sink or kafka_sink, or use at_least_once".into(),
-            ));
+            )));
         }
         Ok(Box::new(WriterSink::stdout(format)))
     }
@@ -361,7 +369,7 @@ impl Connector for Stdout {
         _cx: &Connectors,
         _name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<(), String> {
+    ) -> ConnectorResult<()> {
         RecordFormat::from_properties(props)?;
         check_keys(props, self)
     }

@@ -7,15 +7,18 @@ use std::io::{BufRead, BufReader, Read};
 use datafusion::arrow::datatypes::Schema;
 
 use super::RecordFormat;
+use crate::error::{ConnectorError, ConnectorResult};
 
 /// How many records are looked at.
 pub const SAMPLE_RECORDS: usize = 1000;
 
-pub fn infer_schema(format: RecordFormat, input: impl Read) -> Result<Schema, String> {
+/// The columns of the first [`SAMPLE_RECORDS`] records of `input`.
+pub fn infer_schema(format: RecordFormat, input: impl Read) -> ConnectorResult<Schema> {
+    let unreadable = ConnectorError::Data;
     let mut reader = BufReader::new(input);
     let schema = match format {
         RecordFormat::Csv { header: false, .. } => {
-            return Err("format csv_no_header has no column names; declare the columns with CREATE STREAM name (col TYPE, ...)".into())
+            return Err(ConnectorError::InvalidValue("format csv_no_header has no column names; declare the columns with CREATE STREAM name (col TYPE, ...)".into()))
         }
         RecordFormat::Csv { delimiter, .. } => arrow_csv::reader::Format::default()
             .with_header(true)
@@ -24,18 +27,18 @@ pub fn infer_schema(format: RecordFormat, input: impl Read) -> Result<Schema, St
             // reported when it is decoded
             .with_truncated_rows(true)
             .infer_schema(reader, Some(SAMPLE_RECORDS))
-            .map_err(|e| e.to_string())?
+            .map_err(|e| unreadable(e.to_string()))?
             .0,
         RecordFormat::Json | RecordFormat::JsonLines => {
             let mut values = Vec::new();
             // an array's elements are sampled as lines, without reading it whole
-            let lines: Box<dyn BufRead> = if starts_with_array(&mut reader).map_err(|e| e.to_string())? {
+            let lines: Box<dyn BufRead> = if starts_with_array(&mut reader).map_err(read_error)? {
                 Box::new(BufReader::new(crate::file::json_array::ArrayLines::new(reader)))
             } else {
                 Box::new(reader)
             };
             for line in lines.lines() {
-                let line = line.map_err(|e| e.to_string())?;
+                let line = line.map_err(read_error)?;
                 if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(&line) {
                     values.push(v);
                 }
@@ -44,15 +47,22 @@ pub fn infer_schema(format: RecordFormat, input: impl Read) -> Result<Schema, St
                 }
             }
             if values.is_empty() {
-                return Err("found no JSON records to infer the columns from; declare them with CREATE STREAM name (col TYPE, ...)".into());
+                return Err(ConnectorError::Data("found no JSON records to infer the columns from; declare them with CREATE STREAM name (col TYPE, ...)".into()));
             }
-            arrow_json::reader::infer_json_schema_from_iterator(values.into_iter().map(Ok)).map_err(|e| e.to_string())?
+            arrow_json::reader::infer_json_schema_from_iterator(values.into_iter().map(Ok)).map_err(|e| unreadable(e.to_string()))?
         }
     };
     if schema.fields().is_empty() {
-        return Err("the data has no columns".into());
+        return Err(ConnectorError::Data("the data has no columns".into()));
     }
     Ok(schema)
+}
+
+fn read_error(source: std::io::Error) -> ConnectorError {
+    ConnectorError::Io {
+        what: "cannot read the sample".into(),
+        source,
+    }
 }
 
 /// True when the first non-whitespace byte is `[` (a JSON array document).

@@ -8,6 +8,8 @@ pub mod time;
 
 use std::collections::BTreeMap;
 
+use crate::error::{ConnectorError, ConnectorResult};
+
 /// The record formats of files and standard streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordFormat {
@@ -23,12 +25,16 @@ pub enum RecordFormat {
 impl RecordFormat {
     /// Reads `format` and `delimiter`; without `format`, guesses from the
     /// path's extension and falls back to JSON Lines.
-    pub fn from_properties(props: &BTreeMap<String, String>) -> Result<Self, String> {
+    pub fn from_properties(props: &BTreeMap<String, String>) -> ConnectorResult<Self> {
         let delimiter = match props.get("delimiter").map(String::as_str) {
             None => b',',
             Some("\\t") | Some("tab") => b'\t',
             Some(d) if d.len() == 1 => d.as_bytes()[0],
-            Some(d) => return Err(format!("'delimiter' must be a single character, got '{d}'")),
+            Some(d) => {
+                return Err(ConnectorError::InvalidValue(format!(
+                    "'delimiter' must be a single character, got '{d}'"
+                )))
+            }
         };
         let format = match props.get("format") {
             Some(f) => f.to_ascii_lowercase(),
@@ -61,9 +67,9 @@ impl RecordFormat {
                 delimiter,
             },
             other => {
-                return Err(format!(
+                return Err(ConnectorError::InvalidValue(format!(
                     "unknown format '{other}'; expected jsonl, json, csv or csv_no_header"
-                ))
+                )))
             }
         })
     }

@@ -82,7 +82,8 @@ fn not_a_time(column: &str, value: &str, format: &TimeFormat) -> ArrowError {
 }
 
 /// The column's values as timestamps in `unit` and `zone`; `Err` holds
-/// the first value that is not a time.
+/// the first value that is not a time (not a message: the caller words
+/// it with the column and the expected format).
 fn parse_column(
     column: &ArrayRef,
     format: &TimeFormat,

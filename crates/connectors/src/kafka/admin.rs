@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::delivery::{Deliveries, DeliveryContext};
+use super::error::KafkaError;
 
 /// The offsets the consumer's group has committed on the partitions of
 /// `wanted`, as `(topic, partition, next offset)`; partitions without a
@@ -23,7 +24,7 @@ pub fn committed_offsets<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     wanted: TopicPartitionList,
     timeout: Duration,
-) -> Result<Vec<(String, i32, i64)>, KafkaError> {
+) -> Result<Vec<(String, i32, i64)>, ClientError> {
     Ok(consumer
         .committed_offsets(wanted, timeout)?
         .elements()
@@ -42,10 +43,10 @@ pub fn partitions<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     timeout: Duration,
-) -> Result<Vec<i32>, String> {
+) -> Result<Vec<i32>, KafkaError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| format!("cannot read the metadata of '{topic}': {e}"))?;
+        .map_err(|e| KafkaError::request(format!("cannot read the metadata of '{topic}'"), e))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -53,7 +54,9 @@ pub fn partitions<C: ConsumerContext>(
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(format!("topic '{topic}' does not exist"));
+        return Err(KafkaError::NoTopic {
+            topic: topic.to_string(),
+        });
     }
     Ok(partitions)
 }
@@ -64,15 +67,18 @@ pub fn assign_from_start<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     timeout: Duration,
-) -> Result<Vec<i32>, String> {
+) -> Result<Vec<i32>, KafkaError> {
     let partitions = partitions(consumer, topic, timeout)?;
+    let assigning = || format!("cannot assign the partitions of '{topic}'");
     let mut assignment = TopicPartitionList::new();
     for &p in &partitions {
         assignment
             .add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| KafkaError::request(assigning(), e))?;
     }
-    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    consumer
+        .assign(&assignment)
+        .map_err(|e| KafkaError::request(assigning(), e))?;
     Ok(partitions)
 }
 
@@ -84,7 +90,7 @@ pub fn read_from_start<C: ConsumerContext>(
     topic: &str,
     limit: usize,
     timeout: Duration,
-) -> Result<Vec<Vec<u8>>, String> {
+) -> Result<Vec<Vec<u8>>, KafkaError> {
     let partitions = assign_from_start(consumer, topic, timeout)?;
     let deadline = Instant::now() + timeout;
     let mut at_end = BTreeSet::new();
@@ -95,31 +101,41 @@ pub fn read_from_start<C: ConsumerContext>(
                 at_end.remove(&m.partition());
                 out.push(m.payload().unwrap_or_default().to_vec())
             }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
+            Some(Err(ClientError::PartitionEOF(p))) => {
                 at_end.insert(p);
             }
-            Some(Err(e)) => return Err(format!("reading '{topic}': {e}")),
+            Some(Err(e)) => return Err(KafkaError::request(format!("reading '{topic}'"), e)),
             None => {}
         }
     }
     Ok(out)
 }
 
-/// Creates `topic` with `partitions` partitions (replication 1) unless it exists.
-pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .map_err(|e| format!("cannot create admin client: {e}"))?;
+/// A client of the cluster at `bootstrap` with no other settings (for
+/// benchmarks and tests on a local broker).
+pub fn plain_client(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    config
+}
+
+/// Creates `topic` with `partitions` partitions (replication 1) unless it
+/// exists, as a client configured by `client`.
+pub fn create_topic(client: &ClientConfig, topic: &str, partitions: i32) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client.create().map_err(|source| KafkaError::Client {
+            client: "admin client",
+            source,
+        })?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = futures_executor::block_on(admin.create_topics([&new], &options))
-        .map_err(|e| format!("cannot create topic '{topic}': {e}"))?;
+        .map_err(|e| KafkaError::request(format!("cannot create topic '{topic}'"), e))?;
     for result in results {
         match result {
             Ok(_) => {}
             Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => return Err(format!("cannot create topic '{name}': {code}")),
+            Err((topic, code)) => return Err(KafkaError::CreateTopic { topic, code }),
         }
     }
     Ok(())
@@ -130,11 +146,14 @@ pub fn produce<'a>(
     config: &ClientConfig,
     topic: &str,
     messages: impl IntoIterator<Item = (Option<&'a [u8]>, &'a [u8], Option<i64>)>,
-) -> Result<u64, String> {
+) -> Result<u64, KafkaError> {
     let deliveries = Arc::new(Deliveries::default());
     let producer: BaseProducer<DeliveryContext> = config
         .create_with_context(DeliveryContext(deliveries.clone()))
-        .map_err(|e| format!("cannot create producer: {e}"))?;
+        .map_err(|source| KafkaError::Client {
+            client: "producer",
+            source,
+        })?;
     let mut sent = 0u64;
     for (key, payload, timestamp) in messages {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
@@ -148,13 +167,15 @@ pub fn produce<'a>(
             match producer.send(record) {
                 Ok(()) => break,
                 Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    ClientError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
                     r,
                 )) => {
                     record = r;
                     producer.poll(Duration::from_millis(50));
                 }
-                Err((e, _)) => return Err(format!("cannot send to '{topic}': {e}")),
+                Err((e, _)) => {
+                    return Err(KafkaError::request(format!("cannot send to '{topic}'"), e))
+                }
             }
         }
         sent += 1;
@@ -162,12 +183,14 @@ pub fn produce<'a>(
     }
     producer
         .flush(Duration::from_secs(60))
-        .map_err(|e| format!("flushing to '{topic}': {e}"))?;
+        .map_err(|e| KafkaError::request(format!("flushing to '{topic}'"), e))?;
     let failed = deliveries.failed.load(Ordering::Relaxed);
     if failed > 0 {
-        return Err(format!(
-            "{failed} of {sent} messages could not be delivered to '{topic}'"
-        ));
+        return Err(KafkaError::Undelivered {
+            topic: topic.to_string(),
+            failed,
+            sent,
+        });
     }
     Ok(sent)
 }

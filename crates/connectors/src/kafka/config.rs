@@ -2,11 +2,13 @@
 //! properties, the application's Kafka defaults and the environment.
 //!
 //! Precedence, highest first: the statement's properties, then the
-//! defaults the application was given (the config file's
-//! `velostream.kafka` section), then the environment (`KAFKA_BROKERS`,
-//! `KAFKA_USERNAME`, `KAFKA_PASSWORD`). Velostream's own keys are taken
-//! out; every other key is handed to librdkafka unchanged, so any
-//! consumer or producer property can be set. Secrets never appear in
+//! defaults the application was given ([`KafkaDefaults`](super::KafkaDefaults):
+//! the configuration's `velostream.kafka` section with the environment's
+//! `KAFKA_BROKERS`, `KAFKA_USERNAME` and `KAFKA_PASSWORD` applied over
+//! it, resolved once by the binary's settings). Connectors never read the
+//! environment themselves. Velostream's own keys are taken out; every
+//! other key is handed to librdkafka unchanged, so any consumer or
+//! producer property can be set. Secrets never appear in
 //! errors or logs: [`KafkaSettings`]'s `Debug` masks them.
 //!
 //! Configured credentials (`sasl.*`, client keys and certificates) are
@@ -20,6 +22,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use rdkafka::ClientConfig;
+
+use crate::error::{ConnectorError, ConnectorResult};
 
 /// Keys that name the same librdkafka property under another spelling
 /// (the deployment guide's YAML uses underscores).
@@ -126,21 +130,21 @@ fn reaches_the_host(key: &str) -> bool {
 }
 
 /// The client properties of an application the service runs, checked.
-fn check_confined(own: &BTreeMap<String, String>) -> Result<(), String> {
+fn check_confined(own: &BTreeMap<String, String>) -> ConnectorResult<()> {
     for key in own.keys() {
         let key = canonical(key);
         if ALLOWED.contains(&key) {
             continue;
         }
         if reaches_the_host(key) {
-            return Err(format!(
+            return Err(ConnectorError::Refused(format!(
                 "'{key}' is refused: it makes the Kafka client load code, run a command or read local files, which applications the service runs may not do (the operator sets it in velostream.kafka)"
-            ));
+            )));
         }
-        return Err(format!(
+        return Err(ConnectorError::Refused(format!(
             "'{key}' is not a Kafka client property applications the service runs may set (the operator sets it in velostream.kafka); allowed: {}",
             ALLOWED.join(", ")
-        ));
+        )));
     }
     Ok(())
 }
@@ -191,22 +195,20 @@ pub(crate) fn shown(
 
 impl KafkaSettings {
     /// Builds the settings from `own` (the statement's properties minus
-    /// Velostream's keys), `defaults` and the environment, under `rules`.
+    /// Velostream's keys) over `defaults`, under `rules`.
     pub fn resolve(
         own: &BTreeMap<String, String>,
         defaults: &BTreeMap<String, String>,
-        env: &dyn Fn(&str) -> Option<String>,
         rules: &ClientRules,
-    ) -> Result<Self, String> {
+    ) -> ConnectorResult<Self> {
         if rules.confined {
             check_confined(own)?;
         }
-        let env_brokers = env("KAFKA_BROKERS").filter(|b| !b.is_empty());
         let configured = defaults
             .iter()
             .find(|(k, _)| canonical(k) == "bootstrap.servers")
             .map(|(_, v)| v.clone())
-            .or(env_brokers.clone());
+            .filter(|b| !b.is_empty());
         let known: Vec<&str> = configured
             .iter()
             .chain(&rules.clusters)
@@ -218,17 +220,14 @@ impl KafkaSettings {
             .map(|(_, v)| v.as_str());
         let unknown = named.filter(|n| !known.iter().any(|k| within(n, k)));
         if let (Some(cluster), true) = (unknown, rules.confined) {
-            return Err(format!(
+            return Err(ConnectorError::Refused(format!(
                 "'bootstrap.servers' = '{cluster}' is refused: applications the service runs may only use the Kafka clusters the configuration names ({}; velostream.kafka.bootstrap_servers, regions.*.endpoints.kafka)",
                 if known.is_empty() { "none".to_string() } else { known.join("; ") }
-            ));
+            )));
         }
         // configured credentials never travel to a cluster the configuration does not name
         let foreign = unknown.is_some() && !known.is_empty();
         let mut properties = BTreeMap::new();
-        if let Some(brokers) = env_brokers {
-            properties.insert("bootstrap.servers".to_string(), brokers);
-        }
         for (k, v) in defaults.iter() {
             let key = canonical(k);
             if !(foreign && is_credential(key)) {
@@ -239,19 +238,19 @@ impl KafkaSettings {
             properties.insert(canonical(k).to_string(), v.clone());
         }
         if !properties.contains_key("bootstrap.servers") {
-            return Err(
+            return Err(ConnectorError::MissingSetting(
                 "no 'bootstrap.servers': set it on the source or sink, in the config file's velostream.kafka.bootstrap_servers, or in KAFKA_BROKERS"
                     .into(),
-            );
+            ));
         }
         let sasl = match properties.get("security.protocol") {
             Some(p) => {
                 let upper = p.to_ascii_uppercase();
                 if !PROTOCOLS.contains(&upper.as_str()) {
-                    return Err(format!(
+                    return Err(ConnectorError::InvalidValue(format!(
                         "security_protocol '{p}' is not one of {}",
                         PROTOCOLS.join(", ")
-                    ));
+                    )));
                 }
                 properties.insert("security.protocol".into(), upper.clone());
                 upper.starts_with("SASL")
@@ -261,10 +260,10 @@ impl KafkaSettings {
         if let Some(m) = properties.get("sasl.mechanisms") {
             let upper = m.to_ascii_uppercase();
             if !MECHANISMS.contains(&upper.as_str()) {
-                return Err(format!(
+                return Err(ConnectorError::InvalidValue(format!(
                     "sasl_mechanism '{m}' is not one of {}",
                     MECHANISMS.join(", ")
-                ));
+                )));
             }
             properties.insert("sasl.mechanisms".into(), upper);
         }
@@ -273,19 +272,17 @@ impl KafkaSettings {
                 ("sasl.username", "KAFKA_USERNAME"),
                 ("sasl.password", "KAFKA_PASSWORD"),
             ] {
-                if !properties.contains_key(key) {
-                    match env(var).filter(|_| !foreign) {
-                        Some(v) => {
-                            properties.insert(key.into(), v);
-                        }
-                        None if foreign => {
-                            return Err(format!("SASL needs '{key}': the configured credentials go only to the configured clusters, so set the property for {}", named.unwrap_or_default()))
-                        }
-                        None => {
-                            return Err(format!("SASL needs '{key}': set {var} or the property"))
-                        }
-                    }
+                if properties.contains_key(key) {
+                    continue;
                 }
+                return Err(ConnectorError::MissingSetting(if foreign {
+                    format!("SASL needs '{key}': the configured credentials go only to the configured clusters, so set the property for {}", named.unwrap_or_default())
+                } else {
+                    format!(
+                        "SASL needs '{key}': set {var}, velostream.kafka.{}, or the property",
+                        key.replace('.', "_")
+                    )
+                }));
             }
             properties
                 .entry("sasl.mechanisms".into())
@@ -335,11 +332,6 @@ fn canonical(key: &str) -> &str {
         .unwrap_or(key)
 }
 
-/// The process environment.
-pub fn process_env(var: &str) -> Option<String> {
-    std::env::var(var).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,40 +345,32 @@ mod tests {
 
     #[test]
     fn precedence_and_aliases() {
-        let env = |v: &str| (v == "KAFKA_BROKERS").then(|| "env:9092".to_string());
-        let s = KafkaSettings::resolve(&props(&[]), &props(&[]), &env, &ClientRules::default())
-            .unwrap();
-        assert_eq!(s.bootstrap_servers(), "env:9092");
         let defaults = props(&[("bootstrap_servers", "cfg:9092"), ("linger_ms", "5")]);
-        let s =
-            KafkaSettings::resolve(&props(&[]), &defaults, &env, &ClientRules::default()).unwrap();
+        let s = KafkaSettings::resolve(&props(&[]), &defaults, &ClientRules::default()).unwrap();
         assert_eq!(s.bootstrap_servers(), "cfg:9092");
         assert_eq!(s.get("linger.ms"), Some("5"));
         let own = props(&[("bootstrap.servers", "own:9092"), ("linger.ms", "0")]);
-        let s = KafkaSettings::resolve(&own, &defaults, &env, &ClientRules::default()).unwrap();
+        let s = KafkaSettings::resolve(&own, &defaults, &ClientRules::default()).unwrap();
         assert_eq!(s.bootstrap_servers(), "own:9092");
         assert_eq!(s.get("linger.ms"), Some("0"));
-        let none = |_: &str| None;
         assert!(
-            KafkaSettings::resolve(&props(&[]), &props(&[]), &none, &ClientRules::default())
+            KafkaSettings::resolve(&props(&[]), &props(&[]), &ClientRules::default())
                 .unwrap_err()
+                .to_string()
                 .contains("KAFKA_BROKERS")
         );
     }
 
     #[test]
-    fn sasl_credentials_come_from_the_environment_and_are_never_shown() {
-        let env = |v: &str| match v {
-            "KAFKA_USERNAME" => Some("svc".to_string()),
-            "KAFKA_PASSWORD" => Some("hunter2".to_string()),
-            _ => None,
-        };
+    fn sasl_credentials_come_from_the_defaults_and_are_never_shown() {
+        // where KAFKA_USERNAME and KAFKA_PASSWORD arrive (the settings)
+        let defaults = props(&[("sasl_username", "svc"), ("sasl_password", "hunter2")]);
         let own = props(&[
             ("bootstrap.servers", "b:9092"),
             ("security_protocol", "sasl_ssl"),
             ("sasl_mechanism", "scram-sha-512"),
         ]);
-        let s = KafkaSettings::resolve(&own, &props(&[]), &env, &ClientRules::default()).unwrap();
+        let s = KafkaSettings::resolve(&own, &defaults, &ClientRules::default()).unwrap();
         assert_eq!(s.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(s.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
         assert_eq!(s.get("sasl.username"), Some("svc"));
@@ -399,8 +383,9 @@ mod tests {
 
         let bad = props(&[("bootstrap.servers", "b"), ("sasl_mechanism", "GSSAPI")]);
         assert!(
-            KafkaSettings::resolve(&bad, &props(&[]), &env, &ClientRules::default())
+            KafkaSettings::resolve(&bad, &defaults, &ClientRules::default())
                 .unwrap_err()
+                .to_string()
                 .contains("SCRAM-SHA-256")
         );
         let missing = props(&[
@@ -408,19 +393,15 @@ mod tests {
             ("security_protocol", "SASL_PLAINTEXT"),
         ]);
         assert!(
-            KafkaSettings::resolve(&missing, &props(&[]), &|_| None, &ClientRules::default())
+            KafkaSettings::resolve(&missing, &props(&[]), &ClientRules::default())
                 .unwrap_err()
+                .to_string()
                 .contains("KAFKA_USERNAME")
         );
     }
 
     #[test]
     fn configured_credentials_go_only_to_configured_clusters() {
-        let env = |v: &str| match v {
-            "KAFKA_USERNAME" => Some("svc".to_string()),
-            "KAFKA_PASSWORD" => Some("hunter2".to_string()),
-            _ => None,
-        };
         let defaults = props(&[
             ("bootstrap_servers", "kafka-1:9092,kafka-2:9092"),
             ("security_protocol", "SASL_PLAINTEXT"),
@@ -430,17 +411,19 @@ mod tests {
         let rules = ClientRules::default();
         // one broker of the configured cluster: the credentials apply
         let own = props(&[("bootstrap.servers", "KAFKA-2:9092")]);
-        let s = KafkaSettings::resolve(&own, &defaults, &env, &rules).unwrap();
+        let s = KafkaSettings::resolve(&own, &defaults, &rules).unwrap();
         assert_eq!(s.get("sasl.password"), Some("hunter2"));
-        // another cluster: neither the configured nor the environment's credentials
+        // another cluster: not the configured credentials (whether from a file or the environment)
         let own = props(&[("bootstrap.servers", "evil:9092")]);
-        let e = KafkaSettings::resolve(&own, &defaults, &env, &rules).unwrap_err();
+        let e = KafkaSettings::resolve(&own, &defaults, &rules)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("go only to the configured clusters"), "{e}");
         let own = props(&[
             ("bootstrap.servers", "evil:9092"),
             ("security.protocol", "PLAINTEXT"),
         ]);
-        let s = KafkaSettings::resolve(&own, &defaults, &env, &rules).unwrap();
+        let s = KafkaSettings::resolve(&own, &defaults, &rules).unwrap();
         assert_eq!(
             (s.get("sasl.username"), s.get("sasl.password")),
             (None, None)
@@ -454,16 +437,17 @@ mod tests {
             clusters: vec!["kafka-west:9092".into()],
             confined: true,
         };
-        let none = |_: &str| None;
         for ok in [
             props(&[]),
             props(&[("bootstrap.servers", "kafka-west:9092"), ("linger.ms", "0")]),
             props(&[("group.id", "g"), ("auto_offset_reset", "latest")]),
         ] {
-            KafkaSettings::resolve(&ok, &defaults, &none, &rules).unwrap();
+            KafkaSettings::resolve(&ok, &defaults, &rules).unwrap();
         }
         let refused = |own: &[(&str, &str)]| {
-            KafkaSettings::resolve(&props(own), &defaults, &none, &rules).unwrap_err()
+            KafkaSettings::resolve(&props(own), &defaults, &rules)
+                .unwrap_err()
+                .to_string()
         };
         let e = refused(&[("bootstrap.servers", "attacker:9092")]);
         assert!(

@@ -12,6 +12,7 @@ use super::{check_sink, check_source, infer_source_schema, open_sink, open_sourc
 use super::{SINK_KEYS, SOURCE_KEYS};
 use crate::connector::{types, Connector, Role};
 use crate::context::{Connectors, Guarantee};
+use crate::error::ConnectorResult;
 use crate::keys::Key;
 
 /// Where the keys Velostream does not read go.
@@ -80,7 +81,7 @@ impl Connector for KafkaSourceConnector {
         cx: &Connectors,
         name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<SchemaRef, String> {
+    ) -> ConnectorResult<SchemaRef> {
         infer_source_schema(name, props, &cx.kafka)
     }
 
@@ -109,7 +110,7 @@ impl Connector for KafkaSourceConnector {
         cx: &Connectors,
         name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<(), String> {
+    ) -> ConnectorResult<()> {
         check_source(name, props, &cx.kafka)
     }
 }
@@ -183,7 +184,7 @@ impl Connector for KafkaSinkConnector {
         cx: &Connectors,
         _name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<(), String> {
+    ) -> ConnectorResult<()> {
         check_sink(props, &cx.kafka)
     }
 }

@@ -13,6 +13,7 @@ pub mod columns;
 pub mod config;
 pub mod connector;
 pub mod delivery;
+pub mod error;
 mod group;
 pub mod sink;
 pub mod source;
@@ -23,15 +24,18 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rdkafka::consumer::BaseConsumer;
-use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
+use velostream_engine::{JobMetrics, Result, Sink, Source};
 use velostream_sql::{system_columns, TimeFormats};
 
 use self::config::KafkaSettings;
+use self::error::KafkaError;
 pub use self::source::ReadMode;
+use crate::error::{ConnectorError, ConnectorResult};
 use crate::format::decode::BatchDecoder;
 use crate::format::infer::{infer_schema, SAMPLE_RECORDS};
 use crate::format::RecordFormat;
 use crate::keys::Key;
+use crate::types;
 
 /// Velostream's own keys of a Kafka source; every other key goes to librdkafka.
 pub const SOURCE_KEYS: &[Key] = &[
@@ -85,12 +89,17 @@ pub enum KafkaFormat {
 }
 
 impl KafkaFormat {
-    pub fn from_properties(props: &BTreeMap<String, String>) -> std::result::Result<Self, String> {
+    pub fn from_properties(props: &BTreeMap<String, String>) -> ConnectorResult<Self> {
+        let invalid = ConnectorError::InvalidValue;
         let delimiter = match props.get("delimiter").map(String::as_str) {
             None => b',',
             Some("\\t") | Some("tab") => b'\t',
             Some(d) if d.len() == 1 => d.as_bytes()[0],
-            Some(d) => return Err(format!("'delimiter' must be a single character, got '{d}'")),
+            Some(d) => {
+                return Err(invalid(format!(
+                    "'delimiter' must be a single character, got '{d}'"
+                )))
+            }
         };
         match props
             .get("format")
@@ -101,12 +110,12 @@ impl KafkaFormat {
             Some("csv") => Ok(Self::Csv(delimiter)),
             Some("string") => Ok(Self::String),
             Some("bytes") => Ok(Self::Bytes),
-            Some(f @ ("avro" | "protobuf")) => Err(format!(
+            Some(f @ ("avro" | "protobuf")) => Err(invalid(format!(
                 "format '{f}' is not available in this build yet; use json, csv, string or bytes"
-            )),
-            Some(other) => Err(format!(
+            ))),
+            Some(other) => Err(invalid(format!(
                 "unknown format '{other}' for Kafka; expected json, csv, string or bytes"
-            )),
+            ))),
         }
     }
 
@@ -158,12 +167,39 @@ impl Default for KafkaDefaults {
     }
 }
 
-fn topic(props: &BTreeMap<String, String>) -> std::result::Result<String, String> {
+fn topic(props: &BTreeMap<String, String>, connector: &'static str) -> ConnectorResult<String> {
     props
         .get("topic")
         .or_else(|| props.get("topic.name"))
         .cloned()
-        .ok_or_else(|| "needs a 'topic' property".to_string())
+        .ok_or(ConnectorError::MissingKey {
+            connector,
+            key: "topic",
+        })
+}
+
+/// The cluster `defaults` name, if any (`bootstrap.servers` or its
+/// `bootstrap_servers` spelling).
+pub fn bootstrap_servers(defaults: &KafkaDefaults) -> Option<String> {
+    ["bootstrap.servers", "bootstrap_servers"]
+        .iter()
+        .find_map(|k| defaults.client.get(*k))
+        .filter(|b| !b.is_empty())
+        .cloned()
+}
+
+/// The client settings a probe or tool connects with: the cluster of
+/// `defaults` (or `brokers`), with its security settings and credentials,
+/// outside any consumer group.
+pub fn client_settings(
+    defaults: &KafkaDefaults,
+    brokers: Option<&str>,
+) -> ConnectorResult<KafkaSettings> {
+    let own: BTreeMap<String, String> = brokers
+        .map(|b| ("bootstrap.servers".to_string(), b.to_string()))
+        .into_iter()
+        .collect();
+    KafkaSettings::resolve(&own, &consumer_defaults(&defaults.client), &defaults.rules)
 }
 
 /// The librdkafka properties among `props` (Velostream's keys removed).
@@ -180,11 +216,10 @@ fn consumer_settings(
     name: &str,
     props: &BTreeMap<String, String>,
     defaults: &KafkaDefaults,
-) -> std::result::Result<KafkaSettings, String> {
+) -> ConnectorResult<KafkaSettings> {
     let mut settings = KafkaSettings::resolve(
         &client_properties(props, SOURCE_KEYS),
         &consumer_defaults(&defaults.client),
-        &config::process_env,
         &defaults.rules,
     )?;
     settings
@@ -238,18 +273,17 @@ pub fn open_source(
     mode: ReadMode,
     metrics: Arc<JobMetrics>,
 ) -> Result<Box<dyn Source>> {
-    let err = |e: String| EngineError::connector(name, e);
-    let bad = |e: String| EngineError::misconfigured(name, e);
-    let topic = topic(props).map_err(bad)?;
+    let bad = |e: ConnectorError| e.at(name);
+    let topic = topic(props, types::KAFKA_SOURCE).map_err(bad)?;
     let format = KafkaFormat::from_properties(props).map_err(bad)?;
     // bounded: read what the topic holds, then end (backfills, tests)
     let bounded = match props.get("bounded").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
         Some(other) => {
-            return Err(bad(format!(
+            return Err(bad(ConnectorError::InvalidValue(format!(
                 "'bounded' must be true or false, got '{other}'"
-            )))
+            ))))
         }
     };
     let mut settings = consumer_settings(name, props, defaults).map_err(bad)?;
@@ -259,9 +293,9 @@ pub fn open_source(
     let key_field = props.get("key.field").cloned();
     if let Some(field) = &key_field {
         if full_schema.index_of(field).is_err() {
-            return Err(bad(format!(
+            return Err(bad(ConnectorError::InvalidValue(format!(
                 "'key.field' names '{field}', which is not a column"
-            )));
+            ))));
         }
     }
     if mode == ReadMode::Table {
@@ -310,8 +344,8 @@ pub fn open_source(
         },
         metrics,
     )?;
-    let partitions =
-        admin::partitions(source.consumer(), &topic, Duration::from_secs(10)).map_err(err)?;
+    let partitions = admin::partitions(source.consumer(), &topic, Duration::from_secs(10))
+        .map_err(|e| e.at(name))?;
     source.set_partition_count(
         partitions
             .iter()
@@ -338,9 +372,9 @@ pub fn open_sink(
     defaults: &KafkaDefaults,
     exactly_once: bool,
 ) -> Result<Box<dyn Sink>> {
-    let bad = |e: String| EngineError::misconfigured(name, e);
+    let bad = |e: ConnectorError| e.at(name);
     let settings = sink_settings(props, defaults).map_err(bad)?;
-    let topic = topic(props).map_err(bad)?;
+    let topic = topic(props, types::KAFKA_SINK).map_err(bad)?;
     let format = match KafkaFormat::from_properties(props).map_err(bad)? {
         KafkaFormat::Json => RecordFormat::JsonLines,
         KafkaFormat::Csv(delimiter) => RecordFormat::Csv {
@@ -348,9 +382,9 @@ pub fn open_sink(
             delimiter,
         },
         other => {
-            return Err(bad(format!(
+            return Err(bad(ConnectorError::InvalidValue(format!(
                 "a kafka_sink writes json or csv, not {other:?}"
-            )))
+            ))))
         }
     };
     Ok(Box::new(sink::KafkaSink::open(
@@ -374,8 +408,8 @@ pub fn check_source(
     name: &str,
     props: &BTreeMap<String, String>,
     defaults: &KafkaDefaults,
-) -> std::result::Result<(), String> {
-    topic(props)?;
+) -> ConnectorResult<()> {
+    topic(props, types::KAFKA_SOURCE)?;
     KafkaFormat::from_properties(props)?;
     consumer_settings(name, props, defaults).map(|_| ())
 }
@@ -384,8 +418,8 @@ pub fn check_source(
 pub fn check_sink(
     props: &BTreeMap<String, String>,
     defaults: &KafkaDefaults,
-) -> std::result::Result<(), String> {
-    topic(props)?;
+) -> ConnectorResult<()> {
+    topic(props, types::KAFKA_SINK)?;
     KafkaFormat::from_properties(props)?;
     sink_settings(props, defaults).map(|_| ())
 }
@@ -393,11 +427,10 @@ pub fn check_sink(
 fn sink_settings(
     props: &BTreeMap<String, String>,
     defaults: &KafkaDefaults,
-) -> std::result::Result<KafkaSettings, String> {
+) -> ConnectorResult<KafkaSettings> {
     let mut settings = KafkaSettings::resolve(
         &client_properties(props, SINK_KEYS),
         &defaults.client,
-        &config::process_env,
         &defaults.rules,
     )?;
     settings.default("linger.ms", "5");
@@ -410,8 +443,8 @@ pub fn infer_source_schema(
     name: &str,
     props: &BTreeMap<String, String>,
     defaults: &KafkaDefaults,
-) -> std::result::Result<SchemaRef, String> {
-    let topic = topic(props)?;
+) -> ConnectorResult<SchemaRef> {
+    let topic = topic(props, types::KAFKA_SOURCE)?;
     let format = KafkaFormat::from_properties(props)?;
     match format {
         KafkaFormat::String => {
@@ -434,15 +467,21 @@ pub fn infer_source_schema(
     settings
         .force("group.id", "velostream-schema-sample")
         .force("enable.partition.eof", "true");
-    let consumer: BaseConsumer = settings
-        .client_config()
-        .create()
-        .map_err(|e| format!("cannot create consumer: {e}"))?;
+    let consumer: BaseConsumer =
+        settings
+            .client_config()
+            .create()
+            .map_err(|source| KafkaError::Client {
+                client: "consumer",
+                source,
+            })?;
     let sample = admin::read_from_start(&consumer, &topic, SAMPLE_RECORDS, Duration::from_secs(5))?;
     if sample.is_empty() {
-        return Err(format!(
-            "topic '{topic}' has no messages to infer columns from; declare them with CREATE STREAM {name} (col TYPE, ...)"
-        ));
+        return Err(KafkaError::EmptyTopic {
+            topic,
+            stream: name.to_string(),
+        }
+        .into());
     }
     let mut chunk = Vec::new();
     for payload in sample {

@@ -23,13 +23,14 @@ use std::time::Duration;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError as ClientError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, Result, Sink, Source};
 use velostream_sql::plan::columns::{window_role, EVENT_TIME};
 
 use super::delivery::{Deliveries, DeliveryContext};
+use super::error::KafkaError;
 use crate::format::encode::{record_spans, BatchEncoder};
 use crate::format::RecordFormat;
 
@@ -72,16 +73,20 @@ impl KafkaSink {
         let deliveries = Arc::new(Deliveries::default());
         let producer: BaseProducer<DeliveryContext> = config
             .create_with_context(DeliveryContext(deliveries.clone()))
-            .map_err(|e| EngineError::connector(name, format!("cannot create producer: {e}")))?;
+            .map_err(|source| {
+                KafkaError::Client {
+                    client: "producer",
+                    source,
+                }
+                .at(name)
+            })?;
         if transactional_id.is_some() {
             // fences an earlier incarnation of this job and aborts the
             // transaction it left open
             producer
                 .init_transactions(TRANSACTION_TIMEOUT)
                 .and_then(|()| producer.begin_transaction())
-                .map_err(|e| {
-                    EngineError::connector(name, format!("cannot start a transaction: {e}"))
-                })?;
+                .map_err(|e| KafkaError::request("cannot start a transaction", e).at(name))?;
         }
         Ok(Self {
             transactional_id,
@@ -184,7 +189,7 @@ impl Sink for KafkaSink {
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                         // the local queue is full: let deliveries drain it
                         record = r;
                         self.producer.poll(Duration::from_millis(50));
@@ -224,7 +229,7 @@ impl Sink for KafkaSink {
         if self.transactional_id.is_none() {
             return Ok(());
         }
-        let failed = |what: &str, e: KafkaError| {
+        let failed = |what: &str, e: ClientError| {
             EngineError::connector(&self.name, format!("{what} the transaction: {e}"))
         };
         if let Some(kafka) = source

@@ -20,13 +20,14 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
 use super::columns::{bytes_column, tombstone, MessageColumns};
+use super::error::KafkaError;
 use super::group::{GroupContext, Progress};
 use super::{admin, KafkaFormat};
 use crate::format::decode::{BatchDecoder, Origin};
@@ -118,14 +119,20 @@ impl KafkaSource {
                 metrics: metrics.clone(),
                 start_at: Progress::default(),
             })
-            .map_err(|e| EngineError::connector(&name, format!("cannot create consumer: {e}")))?;
+            .map_err(|source| {
+                KafkaError::Client {
+                    client: "consumer",
+                    source,
+                }
+                .at(&name)
+            })?;
         match mode {
             ReadMode::Group => consumer.subscribe(&[&topic]).map_err(|e| {
-                EngineError::connector(&name, format!("cannot subscribe to '{topic}': {e}"))
+                KafkaError::request(format!("cannot subscribe to '{topic}'"), e).at(&name)
             })?,
             ReadMode::Table => {
                 admin::assign_from_start(&consumer, &topic, Duration::from_secs(10))
-                    .map_err(|e| EngineError::connector(&name, e))?;
+                    .map_err(|e| e.at(&name))?;
             }
         }
         let raw_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
@@ -227,7 +234,7 @@ impl KafkaSource {
             };
             let message = match self.consumer.poll(wait) {
                 None => break,
-                Some(Err(KafkaError::PartitionEOF(p))) => {
+                Some(Err(ClientError::PartitionEOF(p))) => {
                     if let Some((_, at_end)) = &mut self.end {
                         at_end.insert(p);
                         if self.columns.is_empty() && self.reached_end() {
@@ -413,7 +420,7 @@ impl Source for KafkaSource {
         }
         let timeout = Duration::from_secs(10);
         let partitions = admin::partitions(&self.consumer, &self.topic, timeout)
-            .map_err(|e| EngineError::connector(&self.name, e))?;
+            .map_err(|e| e.at(&self.name))?;
         let mut wanted = TopicPartitionList::new();
         for p in partitions {
             wanted.add_partition(&self.topic, p);
@@ -421,10 +428,7 @@ impl Source for KafkaSource {
         let partitions: serde_json::Map<String, Position> =
             admin::committed_offsets(&self.consumer, wanted, timeout)
                 .map_err(|e| {
-                    EngineError::connector(
-                        &self.name,
-                        format!("cannot read committed offsets: {e}"),
-                    )
+                    KafkaError::request("cannot read committed offsets", e).at(&self.name)
                 })?
                 .into_iter()
                 .map(|(_, partition, offset)| (partition.to_string(), Position::from(offset)))
@@ -497,7 +501,7 @@ impl Source for KafkaSource {
                 Ok(())
             }
             // a rebalance took the partitions away: their new owner goes on
-            Err(KafkaError::ConsumerCommit(code))
+            Err(ClientError::ConsumerCommit(code))
                 if matches!(
                     code,
                     rdkafka::types::RDKafkaErrorCode::RebalanceInProgress
@@ -540,7 +544,7 @@ fn frame(payload: Option<&[u8]>, chunk: &mut Vec<u8>) {
     chunk.push(b'\n');
 }
 
-fn is_fatal(e: &KafkaError) -> bool {
+fn is_fatal(e: &ClientError) -> bool {
     match e.rdkafka_error_code() {
         Some(code) => matches!(
             code,

@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use velostream_engine::{EngineError, JobMetrics, Result, Source};
+use velostream_engine::{JobMetrics, Result, Source};
 use velostream_sql::SourceBinding;
 
 use super::{schema, NexmarkConfig, NexmarkSource, KEYS};
 use crate::connector::{types, Connector, Role};
 use crate::context::Connectors;
+use crate::error::ConnectorResult;
 use crate::keys::Key;
 
 /// `nexmark`.
@@ -49,7 +50,7 @@ impl Connector for NexmarkConnector {
         _cx: &Connectors,
         name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<SchemaRef, String> {
+    ) -> ConnectorResult<SchemaRef> {
         Ok(schema(NexmarkConfig::from_properties(name, props)?.kind))
     }
 
@@ -61,7 +62,7 @@ impl Connector for NexmarkConnector {
         _metrics: Arc<JobMetrics>,
     ) -> Result<Box<dyn Source>> {
         let config = NexmarkConfig::from_properties(&binding.name, &binding.properties)
-            .map_err(|e| EngineError::misconfigured(&binding.name, e))?;
+            .map_err(|e| e.at(&binding.name))?;
         Ok(Box::new(NexmarkSource::new(
             config,
             projected,
@@ -74,7 +75,7 @@ impl Connector for NexmarkConnector {
         _cx: &Connectors,
         name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<(), String> {
+    ) -> ConnectorResult<()> {
         NexmarkConfig::from_properties(name, props).map(|_| ())
     }
 }

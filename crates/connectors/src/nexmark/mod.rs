@@ -21,6 +21,7 @@ use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, Result, Source, SourceEvent};
 
 use self::generator::{Generator, Kind};
+use crate::error::{ConnectorError, ConnectorResult};
 use crate::keys::Key;
 
 /// The properties of a `nexmark` source.
@@ -57,43 +58,38 @@ pub struct NexmarkConfig {
 }
 
 impl NexmarkConfig {
-    pub fn from_properties(
-        name: &str,
-        props: &BTreeMap<String, String>,
-    ) -> std::result::Result<Self, String> {
+    pub fn from_properties(name: &str, props: &BTreeMap<String, String>) -> ConnectorResult<Self> {
         crate::keys::check_key_list(props, KEYS, "nexmark")?;
+        let invalid = ConnectorError::InvalidValue;
         let kind = match props.get("kind").map(String::as_str).unwrap_or(name) {
             "person" | "persons" | "people" => Kind::Person,
             "auction" | "auctions" => Kind::Auction,
             "bid" | "bids" => Kind::Bid,
             other => {
-                return Err(format!(
+                return Err(invalid(format!(
                     "nexmark 'kind' must be person, auction or bid (got '{other}'; it defaults to the source's name)"
-                ))
+                )))
             }
         };
-        let number =
-            |key: &str, default: Option<u64>| -> std::result::Result<Option<u64>, String> {
-                match props.get(key) {
-                    None => Ok(default),
-                    Some(v) => {
-                        v.replace('_', "").parse::<u64>().map(Some).map_err(|_| {
-                            format!("nexmark '{key}' must be a whole number, got '{v}'")
-                        })
-                    }
-                }
-            };
+        let number = |key: &str, default: Option<u64>| -> ConnectorResult<Option<u64>> {
+            match props.get(key) {
+                None => Ok(default),
+                Some(v) => v.replace('_', "").parse::<u64>().map(Some).map_err(|_| {
+                    invalid(format!("nexmark '{key}' must be a whole number, got '{v}'"))
+                }),
+            }
+        };
         let rate = number("rate", Some(10_000))?.unwrap_or(10_000);
         if rate == 0 {
-            return Err("nexmark 'rate' must be above 0".into());
+            return Err(invalid("nexmark 'rate' must be above 0".into()));
         }
         let throttle = match props.get("throttle").map(String::as_str) {
             None | Some("false") => false,
             Some("true") => true,
             Some(other) => {
-                return Err(format!(
+                return Err(invalid(format!(
                     "nexmark 'throttle' must be true or false, got '{other}'"
-                ))
+                )))
             }
         };
         Ok(Self {

@@ -1,6 +1,8 @@
 //! Where a PostgreSQL connector connects: the statement's `'<name>.url'`,
-//! else the service's `velostream.database` section, else the `DB_HOST`,
-//! `DB_PORT`, `DB_USER`, `DB_PASSWORD` and `DB_NAME` environment variables.
+//! else the [`DatabaseDefaults`] it was given (the configuration's
+//! `velostream.database` section with the `DB_HOST`, `DB_PORT`, `DB_USER`,
+//! `DB_PASSWORD` and `DB_NAME` environment variables applied over it,
+//! resolved once by the binary's settings).
 //! Sessions run in UTC so that `timestamptz` values read the same
 //! everywhere. Passwords never appear in messages. `sslmode=require` in a
 //! URL connects over TLS ([`super::tls`]).
@@ -11,6 +13,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use postgres::{Client, NoTls};
+
+use super::error::PostgresError;
+use crate::error::{ConnectorError, ConnectorResult};
 
 /// Database settings from the configuration (`velostream.database`,
 /// `timeouts.connection_timeout`, `performance.cache`).
@@ -44,21 +49,6 @@ impl std::fmt::Debug for DatabaseDefaults {
 }
 
 impl DatabaseDefaults {
-    /// The settings in the `DB_*` environment variables (for runs without
-    /// a configuration file).
-    pub fn from_env() -> Self {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        Self {
-            host: var("DB_HOST"),
-            port: var("DB_PORT").and_then(|p| p.parse().ok()),
-            user: var("DB_USER"),
-            password: var("DB_PASSWORD"),
-            name: var("DB_NAME"),
-            connect_timeout: None,
-            confined: false,
-        }
-    }
-
     /// True when a host is known, so connectors can be opened without a URL.
     pub fn is_configured(&self) -> bool {
         self.host.is_some()
@@ -79,10 +69,10 @@ impl Target {
     pub fn resolve(
         props: &BTreeMap<String, String>,
         defaults: &DatabaseDefaults,
-    ) -> Result<Self, String> {
+    ) -> ConnectorResult<Self> {
         let (url, root_cert) = match props.get("url") {
             Some(_) if defaults.confined => {
-                return Err("'url' is refused: applications the service runs use the configured database (velostream.database or DB_*), not one of their own".into())
+                return Err(ConnectorError::Refused("'url' is refused: applications the service runs use the configured database (velostream.database or DB_*), not one of their own".into()))
             }
             Some(url) => {
                 let (url, cert) = super::tls::take_root_cert(url);
@@ -92,13 +82,13 @@ impl Target {
         };
         let mut config = match url {
             Some(url) => postgres::Config::from_str(&url).map_err(|e| {
-                format!("'url' is not a PostgreSQL connection string ({e}); expected postgresql://user:password@host:port/database or host=... user=... dbname=...")
+                ConnectorError::InvalidValue(format!("'url' is not a PostgreSQL connection string ({e}); expected postgresql://user:password@host:port/database or host=... user=... dbname=..."))
             })?,
             None => {
                 let mut c = postgres::Config::new();
-                let host = defaults.host.as_deref().ok_or(
-                    "no database to connect to: set the connector's 'url', the service's velostream.database.host, or DB_HOST",
-                )?;
+                let host = defaults.host.as_deref().ok_or_else(|| ConnectorError::MissingSetting(
+                    "no database to connect to: set the connector's 'url', the service's velostream.database.host, or DB_HOST".into(),
+                ))?;
                 c.host(host).port(defaults.port.unwrap_or(5432));
                 if let Some(u) = &defaults.user {
                     c.user(u);
@@ -133,20 +123,19 @@ impl Target {
     /// Opens a session: over TLS with `sslmode=require`, else in the clear
     /// (`prefer`, the default, then means no TLS: a server certificate that
     /// could not be verified must not turn a working setup into a failure).
-    pub fn connect(&self) -> Result<Client, String> {
+    pub fn connect(&self) -> Result<Client, PostgresError> {
         let connected = match self.config.get_ssl_mode() {
             postgres::config::SslMode::Require => {
                 let tls = super::tls::connector(self.root_cert.as_deref())
-                    .map_err(|e| format!("{}: {e}", self.label))?;
+                    .map_err(|e| PostgresError::Tls(format!("{}: {e}", self.label)))?;
                 self.config.connect(tls)
             }
             _ => self.config.connect(NoTls),
         };
         connected.map_err(|e| {
-            format!(
-                "cannot connect to PostgreSQL at {}: {}",
-                self.label,
-                describe(&e)
+            PostgresError::server(
+                format!("cannot connect to PostgreSQL at {}", self.label),
+                &e,
             )
         })
     }
@@ -175,39 +164,17 @@ fn label(config: &postgres::Config) -> String {
     format!("{user}{host}:{port}{db}")
 }
 
-/// A database error as the server worded it (with its detail and hint),
-/// or the client's description.
-pub fn describe(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut text = db.message().to_string();
-            if let Some(d) = db.detail() {
-                text.push_str(&format!(" ({d})"));
-            }
-            if let Some(h) = db.hint() {
-                text.push_str(&format!("; hint: {h}"));
-            }
-            text
-        }
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            text
-        }
-    }
-}
-
 /// A table or view name as written in a connector property: plain or
 /// double-quoted identifiers, optionally schema-qualified. Anything else is
 /// refused, since the name is placed in SQL text.
-pub fn relation(props: &BTreeMap<String, String>, connector: &str) -> Result<String, String> {
-    let name = props
-        .get("table")
-        .ok_or_else(|| format!("{connector} needs a 'table' property"))?;
+pub fn relation(
+    props: &BTreeMap<String, String>,
+    connector: &'static str,
+) -> ConnectorResult<String> {
+    let name = props.get("table").ok_or(ConnectorError::MissingKey {
+        connector,
+        key: "table",
+    })?;
     let ok = !name.is_empty()
         && name.split('.').count() <= 3
         && name.split('.').all(|part| {
@@ -225,9 +192,9 @@ pub fn relation(props: &BTreeMap<String, String>, connector: &str) -> Result<Str
             quoted || plain
         });
     if !ok {
-        return Err(format!(
+        return Err(ConnectorError::InvalidValue(format!(
             "'table' = '{name}' is not a table name; use name, schema.name or \"Quoted\" identifiers"
-        ));
+        )));
     }
     Ok(name.clone())
 }
@@ -241,7 +208,7 @@ pub fn quote(name: &str) -> String {
 mod tests {
     use super::*;
 
-    fn target(url: Option<&str>, defaults: &DatabaseDefaults) -> Result<Target, String> {
+    fn target(url: Option<&str>, defaults: &DatabaseDefaults) -> ConnectorResult<Target> {
         let props: BTreeMap<String, String> = url
             .map(|u| [("url".to_string(), u.to_string())].into())
             .unwrap_or_default();
@@ -273,7 +240,10 @@ mod tests {
         let t = target(None, &defaults).unwrap();
         assert_eq!(t.label, "app@db.local:5432/app");
         assert!(!t.label.contains("secret"));
-        let missing = target(None, &DatabaseDefaults::default()).err().unwrap();
+        let missing = target(None, &DatabaseDefaults::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(missing.contains("no database to connect to"), "{missing}");
     }
 

@@ -15,6 +15,7 @@ use super::SOURCE_KEYS;
 use super::{check_sink, check_source, infer_source_schema, open_lookup, open_sink, open_source};
 use crate::connector::{types, Connector, Role};
 use crate::context::{Connectors, Guarantee};
+use crate::error::ConnectorResult;
 use crate::keys::Key;
 
 /// `postgres_source`.
@@ -54,7 +55,7 @@ impl Connector for PostgresSourceConnector {
         cx: &Connectors,
         _name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<SchemaRef, String> {
+    ) -> ConnectorResult<SchemaRef> {
         infer_source_schema(props, &cx.database)
     }
 
@@ -99,7 +100,7 @@ impl Connector for PostgresSourceConnector {
         cx: &Connectors,
         _name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<(), String> {
+    ) -> ConnectorResult<()> {
         check_source(props, &cx.database)
     }
 }
@@ -149,7 +150,7 @@ impl Connector for PostgresSinkConnector {
         _cx: &Connectors,
         _name: &str,
         props: &BTreeMap<String, String>,
-    ) -> std::result::Result<(), String> {
+    ) -> ConnectorResult<()> {
         check_sink(props)
     }
 }

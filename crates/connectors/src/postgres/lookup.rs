@@ -12,7 +12,8 @@ use postgres::{Client, Statement};
 use velostream_engine::connector::KeyLookup;
 use velostream_engine::{EngineError, JobMetrics, Result};
 
-use super::connection::{describe, quote};
+use super::connection::quote;
+use super::error::engine_error;
 use super::rows::{json_array, json_select_list, JsonRows, ServerColumn};
 
 pub struct PostgresLookup {
@@ -39,8 +40,7 @@ impl PostgresLookup {
         schema: SchemaRef,
         metrics: Arc<JobMetrics>,
     ) -> Result<Self> {
-        let rows = JsonRows::new(name, full, schema.clone(), 8192)
-            .map_err(|e| EngineError::connector(name, e))?;
+        let rows = JsonRows::new(name, full, schema.clone(), 8192)?;
         Ok(Self {
             name: name.to_string(),
             client,
@@ -88,7 +88,7 @@ impl PostgresLookup {
         let statement = self
             .client
             .prepare(&sql)
-            .map_err(|e| EngineError::connector(&self.name, describe(&e)))?;
+            .map_err(|e| engine_error(&self.name, &e))?;
         self.prepared = Some((key_columns.to_vec(), statement.clone()));
         Ok(statement)
     }
@@ -105,16 +105,15 @@ impl KeyLookup for PostgresLookup {
                 .collect::<Vec<_>>(),
         ));
         let batch = RecordBatch::try_new(key_schema, keys.to_vec())?;
-        let text = json_array(&batch).map_err(|e| EngineError::connector(&self.name, e))?;
+        let text = json_array(&batch).map_err(|e| e.at(&self.name))?;
         let fetched = self
             .client
             .query(&statement, &[&text])
-            .map_err(|e| EngineError::connector(&self.name, describe(&e)))?;
+            .map_err(|e| engine_error(&self.name, &e))?;
         let texts: Vec<String> = fetched.iter().map(|r| r.get(0)).collect();
         let first = self.fetched_rows + 1;
         self.fetched_rows += texts.len() as u64;
         self.rows
             .decode(texts.iter().map(String::as_str), first, &self.metrics)
-            .map_err(|e| EngineError::connector(&self.name, e))
     }
 }

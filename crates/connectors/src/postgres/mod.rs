@@ -12,6 +12,7 @@
 
 pub mod connection;
 pub mod connector;
+pub mod error;
 pub mod lookup;
 pub mod rows;
 pub mod sink;
@@ -27,7 +28,9 @@ use velostream_engine::connector::KeyLookup;
 use velostream_engine::{EngineError, JobMetrics, Result, Sink, Source};
 
 use self::connection::{relation, DatabaseDefaults, Target};
+use self::error::PostgresError;
 use self::source::{PostgresSource, ReadPlan};
+use crate::error::{ConnectorError, ConnectorResult};
 use crate::keys::{check_key_list, Key};
 
 /// The keys of a `postgres_source`.
@@ -47,10 +50,11 @@ pub const SOURCE_KEYS: &[Key] = &[
 ];
 
 /// The `SELECT` a source reads: its table, or its query.
-fn base_query(props: &BTreeMap<String, String>) -> std::result::Result<String, String> {
+fn base_query(props: &BTreeMap<String, String>) -> ConnectorResult<String> {
+    let invalid = ConnectorError::InvalidValue;
     check_key_list(props, SOURCE_KEYS, "postgres_source")?;
     match (props.contains_key("table"), props.get("query")) {
-        (true, Some(_)) => Err("set either 'table' or 'query', not both".into()),
+        (true, Some(_)) => Err(invalid("set either 'table' or 'query', not both".into())),
         (true, None) => Ok(format!(
             "SELECT * FROM {}",
             relation(props, "postgres_source")?
@@ -58,12 +62,14 @@ fn base_query(props: &BTreeMap<String, String>) -> std::result::Result<String, S
         (false, Some(q)) => {
             let q = q.trim().trim_end_matches(';');
             if q.is_empty() {
-                return Err("'query' is empty".into());
+                return Err(invalid("'query' is empty".into()));
             }
             one_select(q)?;
             Ok(q.to_string())
         }
-        (false, None) => Err("postgres_source needs a 'table' or a 'query' property".into()),
+        (false, None) => Err(invalid(
+            "postgres_source needs a 'table' or a 'query' property".into(),
+        )),
     }
 }
 
@@ -73,19 +79,52 @@ fn base_query(props: &BTreeMap<String, String>) -> std::result::Result<String, S
 /// server enforces the same (queries go through the extended protocol,
 /// which takes one statement, in a read-only session); this check names
 /// the problem before connecting.
-fn one_select(query: &str) -> std::result::Result<(), String> {
+fn one_select(query: &str) -> ConnectorResult<()> {
     use datafusion::sql::sqlparser::ast::Statement;
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, query)
-        .map_err(|e| format!("'query' is not one SELECT statement that can be read ({e})"))?;
+    let invalid = ConnectorError::InvalidValue;
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, query).map_err(|e| {
+        invalid(format!(
+            "'query' is not one SELECT statement that can be read ({e})"
+        ))
+    })?;
     match statements.as_slice() {
         [Statement::Query(_)] => Ok(()),
-        [_] => Err("'query' must be a SELECT (or VALUES or WITH) query; other statements are not run by a source".into()),
-        many => Err(format!(
+        [_] => Err(invalid("'query' must be a SELECT (or VALUES or WITH) query; other statements are not run by a source".into())),
+        many => Err(invalid(format!(
             "'query' holds {} statements; a source runs exactly one SELECT",
             many.len()
-        )),
+        ))),
+    }
+}
+
+/// What a source reads and where: its `SELECT` and its server, from its
+/// properties (checked without connecting).
+struct SourceQuery {
+    base: String,
+    target: Target,
+}
+
+impl SourceQuery {
+    fn resolve(
+        props: &BTreeMap<String, String>,
+        defaults: &DatabaseDefaults,
+    ) -> ConnectorResult<Self> {
+        Ok(Self {
+            base: base_query(props)?,
+            target: Target::resolve(props, defaults)?,
+        })
+    }
+
+    /// A read-only session on the source's server.
+    fn connect(&self) -> Result<postgres::Client, PostgresError> {
+        let mut client = self.target.connect()?;
+        // a source only reads: whatever its query calls cannot write
+        client
+            .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            .map_err(|e| PostgresError::server(&self.target.label, &e))?;
+        Ok(client)
     }
 }
 
@@ -94,36 +133,21 @@ fn one_select(query: &str) -> std::result::Result<(), String> {
 pub fn check_source(
     props: &BTreeMap<String, String>,
     defaults: &DatabaseDefaults,
-) -> std::result::Result<(), String> {
-    base_query(props)?;
-    Target::resolve(props, defaults).map(|_| ())
+) -> ConnectorResult<()> {
+    SourceQuery::resolve(props, defaults).map(|_| ())
 }
 
 /// The columns of an undeclared source, from the server's description.
 pub fn infer_source_schema(
     props: &BTreeMap<String, String>,
     defaults: &DatabaseDefaults,
-) -> std::result::Result<SchemaRef, String> {
-    let (base, mut client) = connect_source(props, defaults)?;
+) -> ConnectorResult<SchemaRef> {
+    let source = SourceQuery::resolve(props, defaults)?;
+    let mut client = source.connect()?;
     Ok(rows::schema_of(&rows::describe_columns(
         &mut client,
-        &base,
+        &source.base,
     )?))
-}
-
-/// A source's `SELECT` and a session on its server.
-fn connect_source(
-    props: &BTreeMap<String, String>,
-    defaults: &DatabaseDefaults,
-) -> std::result::Result<(String, postgres::Client), String> {
-    let base = base_query(props)?;
-    let target = Target::resolve(props, defaults)?;
-    let mut client = target.connect()?;
-    // a source only reads: whatever its query calls cannot write
-    client
-        .batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-        .map_err(|e| format!("{}: {}", target.label, connection::describe(&e)))?;
-    Ok((base, client))
 }
 
 /// Opens source `name` as a stream decoding the columns of `projected`.
@@ -136,27 +160,26 @@ pub fn open_source(
     defaults: &DatabaseDefaults,
     metrics: Arc<JobMetrics>,
 ) -> Result<Box<dyn Source>> {
-    let err = |e: String| EngineError::connector(name, e);
+    let invalid = |message: String| ConnectorError::InvalidValue(message).at(name);
     // what is wrong with the settings is found before connecting
-    check_source(props, defaults).map_err(|e| EngineError::misconfigured(name, e))?;
-    let (base, mut client) = connect_source(props, defaults).map_err(err)?;
+    let source = SourceQuery::resolve(props, defaults).map_err(|e| e.at(name))?;
+    let base = &source.base;
+    if props.contains_key("poll.interval") && !props.contains_key("incremental.column") {
+        return Err(invalid(
+            "'poll.interval' applies with 'incremental.column' only".into(),
+        ));
+    }
+    let mut client = source.connect().map_err(|e| e.at(name))?;
     let plan = match props.get("incremental.column") {
-        None => {
-            if props.contains_key("poll.interval") {
-                return Err(err(
-                    "'poll.interval' applies with 'incremental.column' only".into(),
-                ));
-            }
-            ReadPlan::Snapshot
-        }
+        None => ReadPlan::Snapshot,
         Some(column) => {
-            let columns = rows::describe_columns(&mut client, &base).map_err(err)?;
+            let columns = rows::describe_columns(&mut client, base).map_err(|e| e.at(name))?;
             let type_name = columns
                 .iter()
                 .find(|c| &c.name == column)
                 .map(|c| c.type_name.clone())
                 .ok_or_else(|| {
-                    err(format!(
+                    invalid(format!(
                         "'incremental.column' = '{column}' is not a column of the source; its columns are {}",
                         columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
                     ))
@@ -164,7 +187,7 @@ pub fn open_source(
             let poll_interval = match props.get("poll.interval") {
                 None => Duration::from_secs(1),
                 Some(text) => velostream_sql::duration::parse_shorthand(text).ok_or_else(|| {
-                    err(format!(
+                    invalid(format!(
                         "'poll.interval' = '{text}' is not a duration such as 500ms, 1s or 1m"
                     ))
                 })?,
@@ -176,9 +199,9 @@ pub fn open_source(
             }
         }
     };
-    let rows = rows::JsonRows::new(name, full.clone(), projected, batch_size).map_err(err)?;
+    let rows = rows::JsonRows::new(name, full.clone(), projected, batch_size)?;
     Ok(Box::new(PostgresSource::new(
-        name, client, &base, rows, plan, batch_size, metrics,
+        name, client, base, rows, plan, batch_size, metrics,
     )?))
 }
 
@@ -191,17 +214,16 @@ pub fn open_lookup(
     defaults: &DatabaseDefaults,
     metrics: Arc<JobMetrics>,
 ) -> Result<Box<dyn KeyLookup>> {
-    let err = |e: String| EngineError::connector(name, e);
     if props.contains_key("incremental.column") {
         return Err(EngineError::misconfigured(name, "a table joined by key is looked up as it is now; 'incremental.column' applies when the source is read as a stream"));
     }
-    check_source(props, defaults).map_err(|e| EngineError::misconfigured(name, e))?;
-    let (base, mut client) = connect_source(props, defaults).map_err(err)?;
-    let columns = rows::describe_columns(&mut client, &base).map_err(err)?;
+    let source = SourceQuery::resolve(props, defaults).map_err(|e| e.at(name))?;
+    let mut client = source.connect().map_err(|e| e.at(name))?;
+    let columns = rows::describe_columns(&mut client, &source.base).map_err(|e| e.at(name))?;
     Ok(Box::new(lookup::PostgresLookup::new(
         name,
         client,
-        base,
+        source.base,
         columns,
         full.clone(),
         projected,
@@ -217,10 +239,10 @@ pub fn open_sink(
     defaults: &DatabaseDefaults,
     exactly_once: bool,
 ) -> Result<Box<dyn Sink>> {
-    check_sink(props).map_err(|e| EngineError::misconfigured(name, e))?;
+    // its keys and table are checked before it connects
     sink::PostgresSink::open(name, props, key, defaults, exactly_once)
         .map(|s| Box::new(s) as Box<dyn Sink>)
-        .map_err(|e| EngineError::connector(name, e))
+        .map_err(|e| e.at(name))
 }
 
 /// What a database probe learnt.
@@ -233,7 +255,7 @@ pub struct Probe {
 
 /// Connects with `defaults` and asks the server for its version and its
 /// `max_prepared_transactions` (for `velostream check` and `/ready`).
-pub fn probe(defaults: &DatabaseDefaults) -> std::result::Result<Probe, String> {
+pub fn probe(defaults: &DatabaseDefaults) -> ConnectorResult<Probe> {
     let target = Target::resolve(&BTreeMap::new(), defaults)?;
     let mut client = target.connect()?;
     let row = client
@@ -241,7 +263,7 @@ pub fn probe(defaults: &DatabaseDefaults) -> std::result::Result<Probe, String> 
             "SELECT split_part(version(), ' ', 2), current_setting('max_prepared_transactions')",
             &[],
         )
-        .map_err(|e| format!("{}: {}", target.label, connection::describe(&e)))?;
+        .map_err(|e| PostgresError::server(&target.label, &e))?;
     let version: String = row.get(0);
     let prepared: String = row.get(1);
     Ok(Probe {
@@ -251,7 +273,7 @@ pub fn probe(defaults: &DatabaseDefaults) -> std::result::Result<Probe, String> 
 }
 
 /// Checks a sink's properties without connecting (for `validate`).
-pub fn check_sink(props: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+pub fn check_sink(props: &BTreeMap<String, String>) -> ConnectorResult<()> {
     check_key_list(props, sink::SINK_KEYS, "postgres_sink")?;
     relation(props, "postgres_sink").map(|_| ())
 }
@@ -266,7 +288,7 @@ mod tests {
             ("query".to_string(), q.to_string()),
         ]
         .into();
-        base_query(&props)
+        base_query(&props).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -18,7 +18,8 @@ use postgres::types::Type;
 use postgres::Client;
 use velostream_engine::JobMetrics;
 
-use super::connection::{describe, quote};
+use super::connection::quote;
+use super::error::PostgresError;
 use crate::format::decode::{BatchDecoder, Origin};
 use crate::format::RecordFormat;
 
@@ -31,10 +32,13 @@ pub struct ServerColumn {
 }
 
 /// Describes the columns of `base` (a `SELECT`) without running it.
-pub fn describe_columns(client: &mut Client, base: &str) -> Result<Vec<ServerColumn>, String> {
+pub fn describe_columns(
+    client: &mut Client,
+    base: &str,
+) -> Result<Vec<ServerColumn>, PostgresError> {
     let statement = client
         .prepare(&format!("SELECT * FROM ({base}) q LIMIT 0"))
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| PostgresError::server("cannot describe the columns of the source", &e))?;
     let mut columns = Vec::new();
     for c in statement.columns() {
         let ty = c.type_();
@@ -71,7 +75,7 @@ fn numeric_type(
     client: &mut Client,
     table: Option<u32>,
     column: Option<i16>,
-) -> Result<DataType, String> {
+) -> Result<DataType, PostgresError> {
     let unconstrained = DataType::Decimal128(38, 10);
     let (Some(table), Some(column)) = (table, column) else {
         return Ok(unconstrained);
@@ -81,7 +85,7 @@ fn numeric_type(
             "SELECT atttypmod FROM pg_attribute WHERE attrelid = $1 AND attnum = $2",
             &[&table, &column],
         )
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| PostgresError::server("cannot read the precision of a NUMERIC column", &e))?;
     let typmod: i32 = row.map(|r| r.get(0)).unwrap_or(-1);
     if typmod < 4 {
         return Ok(unconstrained);
@@ -128,19 +132,22 @@ pub fn json_select_list(schema: &Schema) -> String {
 /// their exact digits): the form the server spreads over columns
 /// (`json_populate_recordset`, `json_to_recordset`), so a whole batch
 /// travels as one parameter.
-pub fn json_array(batch: &RecordBatch) -> Result<String, String> {
+pub fn json_array(batch: &RecordBatch) -> Result<String, PostgresError> {
+    let encoding = |e: &dyn std::fmt::Display| {
+        PostgresError::Encoding(format!("cannot encode rows as JSON: {e}"))
+    };
     let mut out = Vec::new();
     {
         let mut writer = arrow_json::WriterBuilder::new()
             .with_explicit_nulls(true)
             .build::<_, arrow_json::writer::JsonArray>(&mut out);
-        writer.write(batch).map_err(|e| e.to_string())?;
-        writer.finish().map_err(|e| e.to_string())?;
+        writer.write(batch).map_err(|e| encoding(&e))?;
+        writer.finish().map_err(|e| encoding(&e))?;
     }
     if out.is_empty() {
         return Ok("[]".into());
     }
-    String::from_utf8(out).map_err(|e| e.to_string())
+    String::from_utf8(out).map_err(|e| encoding(&e))
 }
 
 /// Decodes rows fetched as JSON text into one batch of `schema`; rows that
@@ -159,14 +166,13 @@ impl JsonRows {
         full: SchemaRef,
         schema: SchemaRef,
         batch_size: usize,
-    ) -> Result<Self, String> {
+    ) -> velostream_engine::Result<Self> {
         let decoder = BatchDecoder::new(
             RecordFormat::JsonLines,
             full,
             schema.clone(),
             batch_size.max(1),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         Ok(Self {
             decoder,
             schema,
@@ -187,7 +193,7 @@ impl JsonRows {
         rows: impl Iterator<Item = &'a str>,
         first_row: u64,
         metrics: &JobMetrics,
-    ) -> Result<RecordBatch, String> {
+    ) -> velostream_engine::Result<RecordBatch> {
         self.buf.clear();
         for row in rows {
             self.buf.extend_from_slice(row.as_bytes());
@@ -200,10 +206,9 @@ impl JsonRows {
                 name: &self.name,
                 first_line: line,
             };
-            let consumed = self
-                .decoder
-                .decode_next(&self.buf[pos..], origin, metrics, &mut self.out)
-                .map_err(|e| e.to_string())?;
+            let consumed =
+                self.decoder
+                    .decode_next(&self.buf[pos..], origin, metrics, &mut self.out)?;
             if consumed == 0 {
                 break;
             }
@@ -214,6 +219,6 @@ impl JsonRows {
             pos += consumed;
         }
         let batches: Vec<RecordBatch> = self.out.drain(..).collect();
-        concat_batches(&self.schema, &batches).map_err(|e| e.to_string())
+        Ok(concat_batches(&self.schema, &batches)?)
     }
 }

@@ -28,8 +28,10 @@ use postgres::{Client, Statement};
 use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, Result, Sink, Source};
 
-use super::connection::{describe, quote, relation, DatabaseDefaults, Target};
+use super::connection::{quote, relation, DatabaseDefaults, Target};
+use super::error::{engine_error, PostgresError};
 use super::rows::json_array;
+use crate::error::{ConnectorError, ConnectorResult};
 use crate::keys::Key;
 
 pub const SINK_KEYS: &[Key] = &[
@@ -71,27 +73,30 @@ impl PostgresSink {
         key: &[String],
         defaults: &DatabaseDefaults,
         exactly_once: bool,
-    ) -> std::result::Result<Self, String> {
+    ) -> ConnectorResult<Self> {
+        let invalid = ConnectorError::InvalidValue;
         crate::keys::check_key_list(props, SINK_KEYS, "postgres_sink")?;
         let table = relation(props, "postgres_sink")?;
         let auto_create = match props.get("auto.create").map(String::as_str) {
             None | Some("false") => false,
             Some("true") => true,
             Some(other) => {
-                return Err(format!(
+                return Err(invalid(format!(
                     "'auto.create' must be true or false, got '{other}'"
-                ))
+                )))
             }
         };
         let key = match props.get("mode").map(String::as_str) {
             None => key,
             Some("append") => &[],
             Some("upsert") if key.is_empty() => {
-                return Err("'mode' = 'upsert' needs key columns: mark them with SELECT col PRIMARY KEY, or aggregate with GROUP BY".into())
+                return Err(invalid("'mode' = 'upsert' needs key columns: mark them with SELECT col PRIMARY KEY, or aggregate with GROUP BY".into()))
             }
             Some("upsert") => key,
             Some(other) => {
-                return Err(format!("'mode' must be upsert or append, got '{other}'"))
+                return Err(invalid(format!(
+                    "'mode' must be upsert or append, got '{other}'"
+                )))
             }
         };
         let target = Target::resolve(props, defaults)?;
@@ -99,13 +104,13 @@ impl PostgresSink {
         if exactly_once {
             let row = client
                 .query_one("SHOW max_prepared_transactions", &[])
-                .map_err(|e| describe(&e))?;
+                .map_err(|e| PostgresError::server(&target.label, &e))?;
             let max: String = row.get(0);
             if max.trim() == "0" {
-                return Err(format!(
+                return Err(invalid(format!(
                     "{}: exactly-once output into PostgreSQL prepares a transaction per checkpoint, and the server has max_prepared_transactions = 0; set it (for example to 16) and restart the server, or use at_least_once",
                     target.label
-                ));
+                )));
             }
         }
         Ok(Self {
@@ -122,8 +127,8 @@ impl PostgresSink {
         })
     }
 
-    fn fail(&self, e: impl std::fmt::Display) -> EngineError {
-        EngineError::connector(&self.label, e.to_string())
+    fn fail(&self, e: &postgres::Error) -> EngineError {
+        engine_error(&self.label, e)
     }
 
     /// The statement writing batches of `schema`; creates the table first
@@ -135,19 +140,17 @@ impl PostgresSink {
         let exists: bool = self
             .client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.table])
-            .map_err(|e| self.fail(describe(&e)))?
+            .map_err(|e| self.fail(&e))?
             .get(0);
         if !exists {
             if !self.auto_create {
-                return Err(self.fail(format!(
+                return Err(EngineError::misconfigured(&self.label, format!(
                     "table {} does not exist; create it, or set 'auto.create' = 'true' to create it from the result's columns",
                     self.table
                 )));
             }
             let ddl = create_table(&self.table, schema, &self.key);
-            self.client
-                .batch_execute(&ddl)
-                .map_err(|e| self.fail(describe(&e)))?;
+            self.client.batch_execute(&ddl).map_err(|e| self.fail(&e))?;
         }
         let columns: Vec<String> = self
             .client
@@ -155,7 +158,7 @@ impl PostgresSink {
                 "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
                 &[&self.table],
             )
-            .map_err(|e| self.fail(describe(&e)))?
+            .map_err(|e| self.fail(&e))?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -166,12 +169,15 @@ impl PostgresSink {
             .filter(|n| !columns.iter().any(|c| c == n))
             .collect();
         if !missing.is_empty() {
-            return Err(self.fail(format!(
-                "table {} has no column {}; its columns are {}",
-                self.table,
-                missing.join(", "),
-                columns.join(", ")
-            )));
+            return Err(EngineError::misconfigured(
+                &self.label,
+                format!(
+                    "table {} has no column {}; its columns are {}",
+                    self.table,
+                    missing.join(", "),
+                    columns.join(", ")
+                ),
+            ));
         }
         let names: Vec<String> = schema.fields().iter().map(|f| quote(f.name())).collect();
         let list = names.join(", ");
@@ -213,10 +219,7 @@ impl PostgresSink {
                 table = self.table
             )
         };
-        let statement = self
-            .client
-            .prepare(&sql)
-            .map_err(|e| self.fail(describe(&e)))?;
+        let statement = self.client.prepare(&sql).map_err(|e| self.fail(&e))?;
         self.statement = Some(statement.clone());
         Ok(statement)
     }
@@ -225,7 +228,7 @@ impl PostgresSink {
         if !self.in_transaction {
             self.client
                 .batch_execute("BEGIN")
-                .map_err(|e| self.fail(describe(&e)))?;
+                .map_err(|e| self.fail(&e))?;
             self.in_transaction = true;
         }
         Ok(())
@@ -235,7 +238,7 @@ impl PostgresSink {
         if self.in_transaction {
             self.client
                 .batch_execute("COMMIT")
-                .map_err(|e| self.fail(describe(&e)))?;
+                .map_err(|e| self.fail(&e))?;
             self.in_transaction = false;
         }
         Ok(())
@@ -250,7 +253,7 @@ impl PostgresSink {
                 "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND starts_with(gid, $1) ORDER BY prepared",
                 &[&prefix],
             )
-            .map_err(|e| self.fail(describe(&e)))?;
+            .map_err(|e| self.fail(&e))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }
@@ -261,11 +264,11 @@ impl Sink for PostgresSink {
             return Ok(());
         }
         let sql = self.statement(&batch.schema())?;
-        let text = json_array(batch).map_err(|e| self.fail(e))?;
+        let text = json_array(batch).map_err(|e| e.at(&self.label))?;
         self.begin()?;
         self.client
             .execute(&sql, &[&text])
-            .map_err(|e| self.fail(describe(&e)))?;
+            .map_err(|e| self.fail(&e))?;
         Ok(())
     }
 
@@ -293,7 +296,7 @@ impl Sink for PostgresSink {
                 "PREPARE TRANSACTION '{}'",
                 gid.replace('\'', "''")
             ))
-            .map_err(|e| self.fail(describe(&e)))?;
+            .map_err(|e| self.fail(&e))?;
         self.in_transaction = false;
         self.prepared = Some(gid.clone());
         Ok(Some(serde_json::json!({ "prepared": gid })))
@@ -303,7 +306,7 @@ impl Sink for PostgresSink {
         if let Some(gid) = self.prepared.take() {
             self.client
                 .batch_execute(&format!("COMMIT PREPARED '{}'", gid.replace('\'', "''")))
-                .map_err(|e| self.fail(describe(&e)))?;
+                .map_err(|e| self.fail(&e))?;
         }
         Ok(())
     }
@@ -320,7 +323,7 @@ impl Sink for PostgresSink {
             };
             self.client
                 .batch_execute(&format!("{verb} PREPARED '{}'", gid.replace('\'', "''")))
-                .map_err(|e| self.fail(describe(&e)))?;
+                .map_err(|e| self.fail(&e))?;
         }
         Ok(())
     }

@@ -21,7 +21,8 @@ use postgres::Client;
 use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
-use super::connection::{describe, quote};
+use super::connection::quote;
+use super::error::engine_error;
 use super::rows::{json_select_list, JsonRows};
 
 /// How the source reads.
@@ -100,7 +101,7 @@ impl PostgresSource {
     }
 
     fn error(&self, e: postgres::Error) -> EngineError {
-        EngineError::connector(&self.name, describe(&e))
+        engine_error(&self.name, &e)
     }
 
     fn poll_snapshot(&mut self) -> Result<SourceEvent> {
@@ -167,14 +168,11 @@ impl PostgresSource {
     }
 
     fn emit(&mut self, texts: &[String]) -> Result<SourceEvent> {
-        let batch = self
-            .rows
-            .decode(
-                texts.iter().map(String::as_str),
-                self.rows_read + 1,
-                &self.metrics,
-            )
-            .map_err(|e| EngineError::connector(&self.name, e))?;
+        let batch = self.rows.decode(
+            texts.iter().map(String::as_str),
+            self.rows_read + 1,
+            &self.metrics,
+        )?;
         self.rows_read += texts.len() as u64;
         Ok(SourceEvent::Batch(batch))
     }

@@ -13,6 +13,8 @@ use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::error::PostgresError;
+
 /// Splits libpq's `sslrootcert` off a connection string (URL or key=value
 /// form), which the client library would reject as unknown.
 pub fn take_root_cert(conn: &str) -> (String, Option<PathBuf>) {
@@ -78,7 +80,7 @@ fn percent_decoded(text: &str) -> String {
 }
 
 /// A TLS connector trusting the system's roots and `root_cert`.
-pub fn connector(root_cert: Option<&Path>) -> Result<MakeRustlsConnect, String> {
+pub fn connector(root_cert: Option<&Path>) -> Result<MakeRustlsConnect, PostgresError> {
     let mut roots = RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         // an unusable system certificate is skipped, as every client does
@@ -88,32 +90,32 @@ pub fn connector(root_cert: Option<&Path>) -> Result<MakeRustlsConnect, String> 
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .map_err(|e| {
-                format!(
+                PostgresError::Tls(format!(
                     "sslrootcert {}: not a PEM certificate file: {e}",
                     path.display()
-                )
+                ))
             })?;
         if certs.is_empty() {
-            return Err(format!(
+            return Err(PostgresError::Tls(format!(
                 "sslrootcert {}: no certificate in it",
                 path.display()
-            ));
+            )));
         }
         for cert in certs {
             roots
                 .add(cert)
-                .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                .map_err(|e| PostgresError::Tls(format!("sslrootcert {}: {e}", path.display())))?;
         }
     }
     if roots.is_empty() {
-        return Err(
+        return Err(PostgresError::Tls(
             "sslmode=require, but there is no root certificate to verify the server with: install the system's CA certificates or give sslrootcert".into(),
-        );
+        ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| PostgresError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))

@@ -12,7 +12,9 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use velostream_engine::operators::Pipeline;
 use velostream_engine::state::OperatorSnapshot;
 use velostream_engine::PipelineBuilder;
-use velostream_sql::{parse_application, ApplicationPlanner, SourceResolver, StreamingPlan};
+use velostream_sql::{
+    parse_application, ApplicationPlanner, InferError, SourceResolver, StreamingPlan,
+};
 
 struct FixedSchema(SchemaRef);
 
@@ -21,7 +23,7 @@ impl SourceResolver for FixedSchema {
         &self,
         _name: &str,
         _props: &BTreeMap<String, String>,
-    ) -> Result<SchemaRef, String> {
+    ) -> Result<SchemaRef, InferError> {
         Ok(self.0.clone())
     }
 }

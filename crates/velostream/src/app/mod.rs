@@ -49,10 +49,12 @@ pub enum AppError {
 
 impl AppError {
     /// What kind of failure this is: an SQL error is the application's
-    /// own and fails the same way every time.
+    /// own and fails the same way every time, unless it says a source's
+    /// server could not be reached to read its columns.
     pub fn kind(&self) -> ErrorKind {
         match self {
             AppError::Read { .. } => ErrorKind::Unavailable,
+            AppError::Sql { error, .. } if error.transient => ErrorKind::Unavailable,
             AppError::Sql { .. } => ErrorKind::Configuration,
             AppError::Job { source, .. } => source.kind(),
         }
@@ -94,7 +96,7 @@ impl Default for RunOptions {
             checkpoints: None,
             guarantee: Guarantee::AtLeastOnce,
             parallelism: 1,
-            database: DatabaseDefaults::from_env(),
+            database: DatabaseDefaults::default(),
             lookup_cache: LookupCache::default(),
             sandbox: None,
             error_policy: None,

@@ -33,8 +33,9 @@ pub fn run(bench: KafkaBench) -> Result<String, String> {
         .as_nanos();
     let input = format!("bench-trades-{nanos}");
     let output = format!("bench-out-{nanos}");
-    admin::create_topic(&bench.brokers, &input, bench.partitions)?;
-    admin::create_topic(&bench.brokers, &output, bench.partitions)?;
+    let client = admin::plain_client(&bench.brokers);
+    admin::create_topic(&client, &input, bench.partitions).map_err(|e| e.to_string())?;
+    admin::create_topic(&client, &output, bench.partitions).map_err(|e| e.to_string())?;
 
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let file = dir.path().join("trades.jsonl");
@@ -55,7 +56,8 @@ pub fn run(bench: KafkaBench) -> Result<String, String> {
         &config,
         &input,
         text.lines().map(|l| (None, l.as_bytes(), None)),
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     let (produce_secs, _) = clock.stop();
     eprintln!("  {} messages/s", human(produced as f64 / produce_secs));
 
@@ -121,7 +123,8 @@ fn plain_consume(brokers: &str, topic: &str, count: u64) -> Result<Measurement, 
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| e.to_string())?;
-    admin::assign_from_start(&consumer, topic, Duration::from_secs(10))?;
+    admin::assign_from_start(&consumer, topic, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
     let clock = Clock::start();
     let (mut seen, mut bytes) = (0u64, 0u64);
     while seen < count {

@@ -138,7 +138,9 @@ pub fn generate_to_kafka(
         .map(|(name, _)| format!("{prefix}{name}"))
         .collect();
     for topic in &topics {
-        velostream_connectors::kafka::admin::create_topic(brokers, topic, partitions)?;
+        let client = velostream_connectors::kafka::admin::plain_client(brokers);
+        velostream_connectors::kafka::admin::create_topic(&client, topic, partitions)
+            .map_err(|e| e.to_string())?;
     }
     let mut config = rdkafka::ClientConfig::new();
     config
@@ -151,7 +153,8 @@ pub fn generate_to_kafka(
             &config,
             &topics[stream],
             lines.iter().map(|l| (message_key(l), l.as_bytes(), None)),
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         lines.clear();
         Ok(())
     };

@@ -10,22 +10,29 @@ use rdkafka::message::Message;
 use rdkafka::ClientConfig;
 use velostream_connectors::kafka::admin;
 
-/// Where the broker is: `--brokers`, else `KAFKA_BROKERS`, else localhost.
-pub fn brokers(flag: Option<String>) -> String {
-    flag.or_else(|| std::env::var("KAFKA_BROKERS").ok())
-        .unwrap_or_else(|| "localhost:9092".to_string())
+/// The client the tools connect with: the cluster `--brokers` names, else
+/// the one the settings name (`KAFKA_BROKERS`), else localhost, with the
+/// settings' security and credentials ([`crate::settings`]).
+pub fn client(flag: Option<String>) -> Result<ClientConfig, String> {
+    let config = crate::settings::load(&[]).map_err(|e| e.to_string())?;
+    crate::settings::kafka_client(&config, flag.as_deref())
+}
+
+/// The cluster the tools connect to (see [`client`]).
+pub fn brokers(flag: Option<String>) -> Result<String, String> {
+    client(flag).map(|c| c.get("bootstrap.servers").unwrap_or_default().to_string())
 }
 
 /// Sends each JSON line of `input` (stdin when `None`) as one message;
 /// `key_field` names the field whose value becomes the message key.
 pub fn produce(
-    brokers: &str,
+    client: &ClientConfig,
     topic: &str,
     input: Option<PathBuf>,
     key_field: Option<&str>,
     partitions: i32,
 ) -> Result<u64, String> {
-    admin::create_topic(brokers, topic, partitions)?;
+    admin::create_topic(client, topic, partitions).map_err(|e| e.to_string())?;
     let reader: Box<dyn BufRead> = match &input {
         Some(path) => Box::new(std::io::BufReader::new(
             std::fs::File::open(path)
@@ -59,10 +66,8 @@ pub fn produce(
         };
         lines.push((key, line));
     }
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5");
+    let mut config = client.clone();
+    config.set("linger.ms", "5");
     admin::produce(
         &config,
         topic,
@@ -70,24 +75,21 @@ pub fn produce(
             .iter()
             .map(|(k, v)| (k.as_deref().map(str::as_bytes), v.as_bytes(), None)),
     )
+    .map_err(|e| e.to_string())
 }
 
 /// Prints the messages of `topic` from its start (one payload per line, or
 /// `key<TAB>payload` with `keys`) until `max` messages or `idle` without any.
 pub fn consume(
-    brokers: &str,
+    client: &ClientConfig,
     topic: &str,
     max: Option<u64>,
     idle: Duration,
     keys: bool,
 ) -> Result<u64, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "velostream-consume")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| format!("cannot create consumer: {e}"))?;
-    admin::assign_from_start(&consumer, topic, Duration::from_secs(10))?;
+    let consumer = group_consumer(client, "velostream-consume")?;
+    admin::assign_from_start(&consumer, topic, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut seen = 0u64;
@@ -131,9 +133,9 @@ pub struct PartitionOffset {
     pub offset: i64,
 }
 
-fn group_consumer(brokers: &str, group: &str) -> Result<BaseConsumer, String> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn group_consumer(client: &ClientConfig, group: &str) -> Result<BaseConsumer, String> {
+    client
+        .clone()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
@@ -143,16 +145,19 @@ fn group_consumer(brokers: &str, group: &str) -> Result<BaseConsumer, String> {
 /// The committed offsets of `group` on `topics` (every topic of the
 /// cluster when empty), for the guide's offset backup.
 pub fn export_offsets(
-    brokers: &str,
+    client: &ClientConfig,
     group: &str,
     topics: &[String],
 ) -> Result<GroupOffsets, String> {
     use rdkafka::consumer::Consumer;
     let timeout = Duration::from_secs(10);
-    let consumer = group_consumer(brokers, group)?;
-    let metadata = consumer
-        .fetch_metadata(None, timeout)
-        .map_err(|e| format!("{brokers} not reachable: {e}"))?;
+    let consumer = group_consumer(client, group)?;
+    let metadata = consumer.fetch_metadata(None, timeout).map_err(|e| {
+        format!(
+            "{} not reachable: {e}",
+            client.get("bootstrap.servers").unwrap_or_default()
+        )
+    })?;
     let mut wanted = rdkafka::TopicPartitionList::new();
     for topic in metadata.topics() {
         if !topics.is_empty() && !topics.iter().any(|t| t == topic.name()) {
@@ -188,7 +193,7 @@ pub fn export_offsets(
 /// Commits exported offsets for `group` (the group's members must be
 /// stopped: a running member's next commit would overwrite them).
 pub fn import_offsets(
-    brokers: &str,
+    client: &ClientConfig,
     group: &str,
     offsets: &[PartitionOffset],
 ) -> Result<(), String> {
@@ -196,7 +201,7 @@ pub fn import_offsets(
     if offsets.is_empty() {
         return Err("the file holds no offsets".into());
     }
-    let consumer = group_consumer(brokers, group)?;
+    let consumer = group_consumer(client, group)?;
     let mut list = rdkafka::TopicPartitionList::new();
     for o in offsets {
         list.add_partition_offset(&o.topic, o.partition, rdkafka::Offset::Offset(o.offset))
@@ -244,7 +249,7 @@ impl OffsetsCommand {
                 brokers: b,
                 to,
             } => {
-                let exported = export_offsets(&brokers(b), &group, &topics)?;
+                let exported = export_offsets(&client(b)?, &group, &topics)?;
                 let text = serde_json::to_string_pretty(&exported).map_err(|e| e.to_string())?;
                 match &to {
                     Some(path) => std::fs::write(path, text + "\n")
@@ -267,7 +272,7 @@ impl OffsetsCommand {
                 let exported: GroupOffsets = serde_json::from_str(&text)
                     .map_err(|e| format!("{} is not an offsets export: {e}", file.display()))?;
                 let group = group.unwrap_or(exported.group);
-                import_offsets(&brokers(b), &group, &exported.offsets)?;
+                import_offsets(&client(b)?, &group, &exported.offsets)?;
                 eprintln!(
                     "committed {} partition offset(s) for group '{group}'",
                     exported.offsets.len()

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
+use velostream_connectors::kafka;
 use velostream_server::config::schema::{Guarantee, LogOutput};
-use velostream_server::config::{load, Environment, ServiceConfig};
+use velostream_server::config::ServiceConfig;
 use velostream_server::service::DEFAULT_STATE_DIR;
 
 use crate::tools::api_client::{ApiAuth, ApiClient};
@@ -24,7 +24,7 @@ pub enum Outcome {
 /// Runs every check; prints one line each; true when none failed.
 pub fn check(files: &[PathBuf]) -> bool {
     let mut outcomes = Vec::new();
-    let config = match load(files, &Environment::from_process()) {
+    let config = match crate::settings::load(files) {
         Ok(c) => {
             outcomes.push(Outcome::Pass(format!(
                 "configuration: {} file(s) valid",
@@ -98,19 +98,21 @@ fn connection_timeout(c: &ServiceConfig) -> Duration {
 }
 
 fn kafka(c: &ServiceConfig) -> Outcome {
-    let Some(servers) = c
-        .velostream
-        .kafka
-        .get("bootstrap_servers")
-        .map(|s| s.as_text())
-    else {
+    let defaults = crate::settings::kafka_defaults(c);
+    if kafka::bootstrap_servers(&defaults).is_none() {
         return Outcome::Skip(
             "kafka: no velostream.kafka.bootstrap_servers (or KAFKA_BROKERS)".into(),
         );
+    }
+    // with the configured security settings and credentials, as connectors connect
+    let settings = match kafka::client_settings(&defaults, None) {
+        Ok(settings) => settings,
+        Err(e) => return Outcome::Fail(format!("kafka: {e}")),
     };
+    let servers = settings.bootstrap_servers().to_string();
     let timeout = connection_timeout(c);
-    let metadata = ClientConfig::new()
-        .set("bootstrap.servers", &servers)
+    let metadata = settings
+        .client_config()
         .create::<BaseConsumer>()
         .and_then(|consumer| consumer.fetch_metadata(None, timeout));
     match metadata {
@@ -128,7 +130,7 @@ fn kafka(c: &ServiceConfig) -> Outcome {
 /// Logs in to the configured PostgreSQL database and runs a query, as the
 /// guide's `psql -c "SELECT 1"` does.
 fn database(c: &ServiceConfig) -> Outcome {
-    let defaults = crate::launcher::database_defaults(c);
+    let defaults = crate::settings::database_defaults(c);
     if !defaults.is_configured() {
         return Outcome::Skip(
             "database: none configured (velostream.database.host, DB_HOST, or a region's database endpoint)".into(),
