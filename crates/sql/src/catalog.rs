@@ -54,6 +54,9 @@ pub fn streaming_session_state() -> SessionState {
         .register_udf(Arc::new(crate::header_function::header_udf()))
         .expect("registering HEADER cannot fail");
     state
+        .register_udf(Arc::new(crate::within_marker::within_udf()))
+        .expect("registering the WITHIN marker cannot fail");
+    state
         .register_udf(Arc::new(crate::processing_time::now_udf()))
         .expect("replacing NOW cannot fail");
     if let Some(round) = state.scalar_functions().get("round").cloned() {

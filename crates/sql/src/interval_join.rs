@@ -1,7 +1,9 @@
-//! Recognising stream–stream interval joins: `ON a.k = b.k AND b.ts BETWEEN
-//! a.ts + lower AND a.ts + upper` (or the same bounds as `>=` / `<=`
-//! comparisons). The bounds become an [`IntervalBounds`]; the rest of the
-//! condition stays a filter.
+//! Recognising stream–stream interval joins written in standard SQL: `ON
+//! a.k = b.k AND b.ts BETWEEN a.ts + lower AND a.ts + upper` (or the same
+//! bounds as `>=` / `<=` comparisons). The bounds become an
+//! [`IntervalBounds`]; the rest of the condition stays a filter. A `WITHIN`
+//! clause needs no recognising: it arrives as a marker
+//! ([`crate::within_marker`]).
 
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
@@ -135,7 +137,7 @@ fn unit_of(e: &Expr, schema: &DFSchema) -> Option<i64> {
 
 /// A time column as the join reads it: a timestamp as it is, an epoch
 /// number converted to epoch milliseconds.
-fn in_millis(column: &Expr, schema: &DFSchema) -> Expr {
+pub(crate) fn in_millis(column: &Expr, schema: &DFSchema) -> Expr {
     match unit_of(column, schema) {
         Some(n) if n > 1_000_000 => column.clone() * lit(n / 1_000_000),
         Some(n) if n < 1_000_000 => column.clone() / lit(1_000_000 / n),
@@ -152,7 +154,7 @@ fn strip_cast(e: &Expr) -> &Expr {
 }
 
 /// True when `e` is (a cast of) a column of `schema`.
-fn is_side(e: &Expr, schema: &DFSchema) -> bool {
+pub(crate) fn is_side(e: &Expr, schema: &DFSchema) -> bool {
     matches!(strip_cast(e), Expr::Column(c) if schema.has_column(c))
 }
 

@@ -4,7 +4,9 @@
 //!
 //! - `JOIN shipments s WITHIN 1h ON o.id = s.id` — an interval join whose
 //!   records meet when their event times are at most the duration apart;
-//!   becomes `AND s.<time> BETWEEN o.<time> - 1h AND o.<time> + 1h`.
+//!   becomes the marker `AND velostream_within(s.<time>, o.<time>, 3600000)`,
+//!   from which lowering takes the bounds as they were written
+//!   ([`crate::within_marker`]).
 //! - `JOIN rates FOR SYSTEM_TIME AS OF o.at AS r ON o.cur = r.cur` — a
 //!   versioned table join: each record meets the version of the table row
 //!   that was current at its time (the latest with a table time at or
@@ -26,6 +28,7 @@ use crate::error::{Location, Result, SqlError};
 use crate::plan::SourceBinding;
 use crate::script::{is_word, loc};
 use crate::window_clause::duration_arg;
+use crate::within_marker;
 
 /// A time clause and the join (by position in the outer FROM) it belongs to.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,19 +143,14 @@ pub(crate) fn apply(
         let condition = match &clause.time {
             JoinTime::Within(d) => {
                 let stream_time = time_column(&stream, clause)?;
-                let offset = offset_literal(d, &stream_time.1);
-                format!(
-                    "{t} BETWEEN {s} - {offset} AND {s} + {offset}",
-                    t = table_time.0,
-                    s = stream_time.0
-                )
+                within_marker::condition(&table_time, &stream_time, d.as_millis())
             }
             JoinTime::AsOf(column) => {
                 versioned.push(VersionedTable {
                     qualifier: table.qualifier.clone(),
                     time_column: table.time_field.clone().unwrap_or_default(),
                 });
-                format!("{} <= {column}", table_time.0)
+                format!("{table_time} <= {column}")
             }
         };
         let condition = Parser::new(&GenericDialect {})
@@ -212,8 +210,9 @@ fn relation(factor: &TableFactor, sources: &[SourceBinding]) -> Option<Relation>
     })
 }
 
-/// `qualifier."field"` and its type, or an error saying the source needs an event-time column.
-fn time_column(relation: &Relation, clause: &JoinTimeClause) -> Result<(String, DataType)> {
+/// `qualifier."field"`, or an error saying the source needs an event-time
+/// column of a time type.
+fn time_column(relation: &Relation, clause: &JoinTimeClause) -> Result<String> {
     let (Some(field), Some(data_type)) = (&relation.time_field, &relation.time_type) else {
         return Err(SqlError::new(
             format!(
@@ -241,18 +240,7 @@ fn time_column(relation: &Relation, clause: &JoinTimeClause) -> Result<(String, 
             relation.source
         )));
     }
-    Ok((
-        format!("\"{}\".\"{field}\"", relation.qualifier),
-        data_type.clone(),
-    ))
-}
-
-/// The duration as an offset to add to a time of `time_type`.
-fn offset_literal(d: &Duration, time_type: &DataType) -> String {
-    match time_type {
-        DataType::Timestamp(..) => format!("INTERVAL '{} milliseconds'", d.as_millis()),
-        _ => d.as_millis().to_string(),
-    }
+    Ok(format!("\"{}\".\"{field}\"", relation.qualifier))
 }
 
 /// The ON condition of a join, if it has one.

@@ -30,6 +30,7 @@ pub mod system_columns;
 pub mod time_format;
 pub mod window_clause;
 pub mod windowing;
+pub mod within_marker;
 
 pub use catalog::streaming_session_state;
 pub use error::{Location, SqlError};

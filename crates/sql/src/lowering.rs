@@ -17,6 +17,7 @@ use crate::plan::columns::window_role;
 use crate::plan::{SourceBinding, StreamNode};
 use crate::window_clause::{EmitMode, WindowSpec};
 use crate::windowing::window_assign;
+use crate::within_marker;
 
 /// Walks an optimized DataFusion plan and builds the operator chain.
 pub(crate) struct NodeMapper<'s> {
@@ -130,11 +131,11 @@ impl NodeMapper<'_> {
                         )
                     }
                 };
-                if let Some((bounds, filter)) = j
-                    .filter
-                    .as_ref()
-                    .and_then(|f| interval_join::extract(f, j.left.schema(), j.right.schema()))
-                {
+                if let Some((bounds, filter)) = j.filter.as_ref().and_then(|f| {
+                    let (left, right) = (j.left.schema(), j.right.schema());
+                    within_marker::bounds(f, left, right)
+                        .or_else(|| interval_join::extract(f, left, right))
+                }) {
                     let window = self.window.take();
                     let other = self.map(&j.right);
                     self.window = window;

@@ -136,6 +136,36 @@ fn within_becomes_an_interval_join_on_the_event_time_columns() {
 }
 
 #[test]
+fn within_gives_the_interval_join_the_bounds_as_written() {
+    let plans = plan(
+        "CREATE STREAM out AS SELECT a.symbol FROM trades a JOIN fills b WITHIN 30s \
+         ON a.symbol = b.symbol AND b.price > a.price WITH ('trades.type' = 'file', \
+         'fills.type' = 'file', 'trades.event.time.field' = 'ts', 'fills.event.time.field' = 'ts');",
+    );
+    let join = plans[0]
+        .root
+        .flow()
+        .into_iter()
+        .find_map(|n| match n {
+            StreamNode::IntervalJoin { bounds, filter, .. } => {
+                Some((bounds.clone(), filter.clone()))
+            }
+            _ => None,
+        })
+        .expect("an interval join");
+    let (bounds, filter) = join;
+    assert_eq!((bounds.lower_ms, bounds.upper_ms), (-30_000, 30_000));
+    assert_eq!(bounds.left_time.to_string(), "a.ts");
+    assert_eq!(bounds.right_time.to_string(), "b.ts");
+    // the marker is taken out; the rest of ON stays the join's filter
+    let filter = filter.expect("the price condition").to_string();
+    assert!(
+        filter.contains("price") && !filter.contains("within"),
+        "{filter}"
+    );
+}
+
+#[test]
 fn an_interval_on_an_epoch_event_time_is_a_number_in_its_unit() {
     let plans = plan(
         "CREATE STREAM out AS SELECT ts + INTERVAL '1' SECOND AS later FROM trades \
