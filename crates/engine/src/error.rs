@@ -58,19 +58,20 @@ impl EngineError {
     /// A connector failed in a way that may pass (a broker or database
     /// unreachable, a failed read or write): retried.
     pub fn connector(connector: impl Into<String>, message: impl ToString) -> Self {
-        Self::Connector {
-            connector: connector.into(),
-            kind: ErrorKind::Unavailable,
-            message: message.to_string(),
-        }
+        Self::of_kind(connector, ErrorKind::Unavailable, message)
     }
 
     /// A connector is configured wrongly (an unknown type or key, a value
     /// it cannot use): not retried.
     pub fn misconfigured(connector: impl Into<String>, message: impl ToString) -> Self {
+        Self::of_kind(connector, ErrorKind::Configuration, message)
+    }
+
+    /// Source or sink `connector` failed with an error of `kind`.
+    pub fn of_kind(connector: impl Into<String>, kind: ErrorKind, message: impl ToString) -> Self {
         Self::Connector {
             connector: connector.into(),
-            kind: ErrorKind::Configuration,
+            kind,
             message: message.to_string(),
         }
     }

@@ -75,11 +75,7 @@ impl KafkaError {
 
     /// The error as the engine reports it for source or sink `connector`.
     pub fn at(self, connector: &str) -> EngineError {
-        EngineError::Connector {
-            connector: connector.to_string(),
-            kind: self.kind(),
-            message: self.to_string(),
-        }
+        EngineError::of_kind(connector, self.kind(), self)
     }
 }
 

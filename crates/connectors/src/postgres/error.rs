@@ -52,22 +52,18 @@ impl PostgresError {
 
     /// The error as the engine reports it for source or sink `connector`.
     pub fn at(self, connector: &str) -> EngineError {
-        EngineError::Connector {
-            connector: connector.to_string(),
-            kind: self.kind(),
-            message: self.to_string(),
-        }
+        EngineError::of_kind(connector, self.kind(), self)
     }
 }
 
 /// A client error of source or sink `connector` while it runs, as the
 /// engine reports it: the server's words, the kind its SQLSTATE says.
 pub fn engine_error(connector: &str, error: &postgres::Error) -> EngineError {
-    EngineError::Connector {
-        connector: connector.to_string(),
-        kind: error.code().map(kind_of).unwrap_or(ErrorKind::Unavailable),
-        message: describe(error),
-    }
+    EngineError::of_kind(
+        connector,
+        error.code().map(kind_of).unwrap_or(ErrorKind::Unavailable),
+        describe(error),
+    )
 }
 
 /// A database error as the server worded it (with its detail and hint),
