@@ -134,11 +134,16 @@ fn run_with_kills(app: &Path, state: &Path, backend: &str, guarantee: &str, seed
             // a random point after this run has checkpointed progress of its own
             let started = Instant::now();
             while !checkpointed_progress(state, started) {
-                assert!(
-                    child.try_wait().unwrap().is_none(),
-                    "seed {seed}: the job ended before kill {}",
-                    kills + 1
-                );
+                if let Some(status) = child.try_wait().unwrap() {
+                    let mut said = String::new();
+                    if let Some(mut stderr) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+                    }
+                    panic!(
+                        "seed {seed}: the job ended ({status}) before kill {}:\n{said}",
+                        kills + 1
+                    );
+                }
                 assert!(
                     started.elapsed() < Duration::from_secs(120),
                     "seed {seed}: no progress"
