@@ -303,23 +303,9 @@ impl Launcher for AppLauncher {
         let kafka = self.kafka_defaults();
         let mut outcomes = Vec::new();
         if kafka::bootstrap_servers(&kafka).is_some() {
-            let outcome = kafka::client_settings(&kafka, None)
-                .map_err(|e| e.to_string())
-                .and_then(|settings| {
-                    let servers = settings.bootstrap_servers().to_string();
-                    settings
-                        .client_config()
-                        .create::<rdkafka::consumer::BaseConsumer>()
-                        .and_then(|c| {
-                            rdkafka::consumer::Consumer::fetch_metadata(
-                                &c,
-                                None,
-                                self.connection_timeout,
-                            )
-                        })
-                        .map(|_| ())
-                        .map_err(|e| format!("{servers} not reachable: {e}"))
-                });
+            let outcome = kafka::probe(&kafka, self.connection_timeout)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
             outcomes.push(("kafka".to_string(), outcome));
         }
         let database = self.database_defaults();

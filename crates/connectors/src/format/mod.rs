@@ -22,20 +22,23 @@ pub enum RecordFormat {
     Csv { header: bool, delimiter: u8 },
 }
 
+/// The `'delimiter'` of CSV records: one character, or `tab`; `,` when unset.
+pub fn delimiter(props: &BTreeMap<String, String>) -> ConnectorResult<u8> {
+    match props.get("delimiter").map(String::as_str) {
+        None => Ok(b','),
+        Some("\\t") | Some("tab") => Ok(b'\t'),
+        Some(d) if d.len() == 1 => Ok(d.as_bytes()[0]),
+        Some(d) => Err(ConnectorError::InvalidValue(format!(
+            "'delimiter' must be a single character, got '{d}'"
+        ))),
+    }
+}
+
 impl RecordFormat {
     /// Reads `format` and `delimiter`; without `format`, guesses from the
     /// path's extension and falls back to JSON Lines.
     pub fn from_properties(props: &BTreeMap<String, String>) -> ConnectorResult<Self> {
-        let delimiter = match props.get("delimiter").map(String::as_str) {
-            None => b',',
-            Some("\\t") | Some("tab") => b'\t',
-            Some(d) if d.len() == 1 => d.as_bytes()[0],
-            Some(d) => {
-                return Err(ConnectorError::InvalidValue(format!(
-                    "'delimiter' must be a single character, got '{d}'"
-                )))
-            }
-        };
+        let delimiter = delimiter(props)?;
         let format = match props.get("format") {
             Some(f) => f.to_ascii_lowercase(),
             None => match props

@@ -204,11 +204,7 @@ impl KafkaSettings {
         if rules.confined {
             check_confined(own)?;
         }
-        let configured = defaults
-            .iter()
-            .find(|(k, _)| canonical(k) == "bootstrap.servers")
-            .map(|(_, v)| v.clone())
-            .filter(|b| !b.is_empty());
+        let configured = configured_cluster(defaults);
         let known: Vec<&str> = configured
             .iter()
             .chain(&rules.clusters)
@@ -322,6 +318,16 @@ impl KafkaSettings {
         }
         config
     }
+}
+
+/// The bootstrap servers client properties `defaults` name (under either
+/// spelling), if any.
+pub(crate) fn configured_cluster(defaults: &BTreeMap<String, String>) -> Option<String> {
+    defaults
+        .iter()
+        .find(|(k, _)| canonical(k) == "bootstrap.servers")
+        .map(|(_, v)| v.clone())
+        .filter(|b| !b.is_empty())
 }
 
 fn canonical(key: &str) -> &str {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use velostream_engine::{JobMetrics, Result, Sink, Source};
 use velostream_sql::{system_columns, TimeFormats};
 
@@ -91,16 +91,7 @@ pub enum KafkaFormat {
 impl KafkaFormat {
     pub fn from_properties(props: &BTreeMap<String, String>) -> ConnectorResult<Self> {
         let invalid = ConnectorError::InvalidValue;
-        let delimiter = match props.get("delimiter").map(String::as_str) {
-            None => b',',
-            Some("\\t") | Some("tab") => b'\t',
-            Some(d) if d.len() == 1 => d.as_bytes()[0],
-            Some(d) => {
-                return Err(invalid(format!(
-                    "'delimiter' must be a single character, got '{d}'"
-                )))
-            }
-        };
+        let delimiter = crate::format::delimiter(props)?;
         match props
             .get("format")
             .map(|f| f.to_ascii_lowercase())
@@ -181,11 +172,7 @@ fn topic(props: &BTreeMap<String, String>, connector: &'static str) -> Connector
 /// The cluster `defaults` name, if any (`bootstrap.servers` or its
 /// `bootstrap_servers` spelling).
 pub fn bootstrap_servers(defaults: &KafkaDefaults) -> Option<String> {
-    ["bootstrap.servers", "bootstrap_servers"]
-        .iter()
-        .find_map(|k| defaults.client.get(*k))
-        .filter(|b| !b.is_empty())
-        .cloned()
+    config::configured_cluster(&defaults.client)
 }
 
 /// The client settings a probe or tool connects with: the cluster of
@@ -200,6 +187,39 @@ pub fn client_settings(
         .into_iter()
         .collect();
     KafkaSettings::resolve(&own, &consumer_defaults(&defaults.client), &defaults.rules)
+}
+
+/// What a probe of the configured cluster learnt.
+#[derive(Debug, Clone)]
+pub struct KafkaProbe {
+    /// The bootstrap servers asked.
+    pub servers: String,
+    pub brokers: usize,
+    pub topics: usize,
+}
+
+/// Asks the cluster of `defaults` for its metadata within `timeout`,
+/// connecting as the tools do ([`client_settings`]: the configured
+/// security settings and credentials), for `/ready` and `velostream check`.
+pub fn probe(defaults: &KafkaDefaults, timeout: Duration) -> ConnectorResult<KafkaProbe> {
+    let settings = client_settings(defaults, None)?;
+    let servers = settings.bootstrap_servers().to_string();
+    let consumer: BaseConsumer =
+        settings
+            .client_config()
+            .create()
+            .map_err(|source| KafkaError::Client {
+                client: "consumer",
+                source,
+            })?;
+    let metadata = consumer.fetch_metadata(None, timeout).map_err(|e| {
+        KafkaError::request(format!("{servers} not reachable within {timeout:?}"), e)
+    })?;
+    Ok(KafkaProbe {
+        brokers: metadata.brokers().len(),
+        topics: metadata.topics().len(),
+        servers,
+    })
 }
 
 /// The librdkafka properties among `props` (Velostream's keys removed).

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use velostream_connectors::kafka;
 use velostream_server::config::schema::{Guarantee, LogOutput};
 use velostream_server::config::ServiceConfig;
@@ -105,25 +104,12 @@ fn kafka(c: &ServiceConfig) -> Outcome {
         );
     }
     // with the configured security settings and credentials, as connectors connect
-    let settings = match kafka::client_settings(&defaults, None) {
-        Ok(settings) => settings,
-        Err(e) => return Outcome::Fail(format!("kafka: {e}")),
-    };
-    let servers = settings.bootstrap_servers().to_string();
-    let timeout = connection_timeout(c);
-    let metadata = settings
-        .client_config()
-        .create::<BaseConsumer>()
-        .and_then(|consumer| consumer.fetch_metadata(None, timeout));
-    match metadata {
-        Ok(m) => Outcome::Pass(format!(
-            "kafka: {servers} reachable ({} broker(s), {} topic(s))",
-            m.brokers().len(),
-            m.topics().len()
+    match kafka::probe(&defaults, connection_timeout(c)) {
+        Ok(p) => Outcome::Pass(format!(
+            "kafka: {} reachable ({} broker(s), {} topic(s))",
+            p.servers, p.brokers, p.topics
         )),
-        Err(e) => Outcome::Fail(format!(
-            "kafka: {servers} not reachable within {timeout:?}: {e}"
-        )),
+        Err(e) => Outcome::Fail(format!("kafka: {e}")),
     }
 }
 
