@@ -16,6 +16,13 @@ velostream_prerequisites() {
     command -v perl >/dev/null 2>&1 || missing+=(perl)
     command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
     # checkpoints link the system RocksDB; its Rust bindings are generated with libclang
+    # the Kubernetes manifests are rendered (kubectl kustomize) and checked
+    # against the binary with certificates made by openssl
+    command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    # the monitoring files (deploy/prometheus, deploy/grafana) are checked
+    # with promtool and a real Prometheus
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     if command -v dpkg >/dev/null 2>&1; then
         dpkg -s librocksdb-dev >/dev/null 2>&1 || missing+=(librocksdb-dev)
         dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)

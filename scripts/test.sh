@@ -30,6 +30,7 @@ EXTERNAL_KAFKA="${KAFKA_BROKERS:-}"
 EXTERNAL_POSTGRES="${VELOSTREAM_TEST_POSTGRES:-}"
 stop_services() {
     [ -n "$EXTERNAL_KAFKA" ] || env -u KAFKA_BROKERS scripts/kafka-broker.sh stop || true
+    [ -n "$EXTERNAL_KAFKA" ] || scripts/txn-broker.sh stop >/dev/null || true
     [ -n "$EXTERNAL_POSTGRES" ] || env -u VELOSTREAM_TEST_POSTGRES scripts/postgres.sh stop || true
 }
 trap stop_services EXIT
@@ -74,15 +75,18 @@ else
 fi
 
 # Exactly-once into Kafka can only be observed on a broker that hides
-# uncommitted transactions from read_committed readers; the local test
-# broker does not, so that test runs only against a cluster given in KAFKA_BROKERS.
+# uncommitted transactions from read_committed readers; the everyday test
+# broker does not, so that test runs against the transactional test broker
+# (scripts/txn-broker.sh), or against the cluster given in KAFKA_BROKERS.
 EO_TEST='killed_five_times_exactly_once_into_kafka_each_result_arrives_once'
 if [ -n "$EXTERNAL_KAFKA" ]; then
     echo "== exactly-once into Kafka against $EXTERNAL_KAFKA"
     run_ignored crash_recovery "$EO_TEST"
 else
-    echo "== skipped: $EO_TEST needs a Kafka cluster that enforces read_committed;"
-    echo "   the local test broker does not (set KAFKA_BROKERS to such a cluster to run it)"
+    scripts/txn-broker.sh start
+    echo "== exactly-once into Kafka against the transactional test broker"
+    KAFKA_BROKERS="$(scripts/txn-broker.sh address)" run_ignored crash_recovery "$EO_TEST"
+    scripts/txn-broker.sh stop
 fi
 
 # Every fuzz target for a bounded time with the fixed seed (scripts/fuzz.sh
@@ -104,3 +108,9 @@ echo "== differential SQL testing against DuckDB (seed $SQLFUZZ_SEED, $SQLFUZZ_Q
 cargo build --quiet -p velostream --bin velostream
 python3 scripts/sqlfuzz.py --seed "$SQLFUZZ_SEED" --queries "$SQLFUZZ_QUERIES" \
     --time-limit 300 --binary "$CARGO_TARGET_DIR/debug/velostream"
+
+echo "== Kubernetes manifests checked against the binary"
+python3 scripts/check_manifests.py "$CARGO_TARGET_DIR/debug/velostream"
+
+echo "== Prometheus rules and Grafana dashboard checked against the binary"
+python3 scripts/check_monitoring.py "$CARGO_TARGET_DIR/debug/velostream"

@@ -52,6 +52,19 @@ pub trait Source: Send {
     fn commit(&mut self) -> Result<()> {
         Ok(())
     }
+    /// A sink committed the position of every record returned so far
+    /// together with its output (a Kafka transaction's offsets), in place
+    /// of [`commit`](Self::commit): the source must not commit it again,
+    /// only note that the external system now holds it.
+    fn position_committed(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// The oldest source timestamp (ms since the Unix epoch) among the
+    /// records of the batch last returned, when the source has one (a
+    /// Kafka message's time): where end-to-end latency starts.
+    fn origin_time_ms(&self) -> Option<i64> {
+        None
+    }
     /// Where the source stands after the records returned so far, for a
     /// checkpoint (Kafka: the next offset per partition; a file: the byte
     /// offset of its next record). `None`: the source cannot be replayed

@@ -169,8 +169,14 @@ impl Job {
             match self.source.poll_batch()? {
                 SourceEvent::Batch(batch) => {
                     self.metrics.add_input(batch.num_rows() as u64, 0);
+                    let origin = self.source.origin_time_ms();
                     self.pipeline.process(batch, &mut out)?;
+                    let had_results = !out.is_empty();
                     self.deliver(&mut out)?;
+                    if let (true, Some(origin)) = (had_results, origin) {
+                        let micros = crate::watermark::wall_clock_us() - origin * 1000;
+                        self.metrics.e2e_latency.observe_us(micros.max(0) as u64);
+                    }
                     let state = self.pipeline.state_size();
                     self.metrics
                         .open_windows
@@ -281,7 +287,13 @@ impl Job {
         if let Some(sink) = &mut self.dead_letters {
             sink.commit_checkpoint(self.source.as_ref())?;
         }
-        self.source.commit()?;
+        if self.sink.commits_source_position() {
+            // the sink's transaction carried the position; a second,
+            // plain commit of it would race that transaction's offsets
+            self.source.position_committed()?;
+        } else {
+            self.source.commit()?;
+        }
         let duration_ms = taken.duration.as_secs_f64() * 1000.0;
         if let Ok(mut d) = self.metrics.checkpoint_durations_ms.lock() {
             if d.len() < 10_000 {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::dead_letter::DeadLetter;
+use crate::latency::LatencyHistogram;
 
 /// How many malformed records are described individually before only
 /// counting them.
@@ -42,6 +43,13 @@ pub struct JobMetrics {
     pub last_checkpoint: Mutex<Option<CheckpointReport>>,
     /// Durations (ms) of checkpoints not yet taken by the metrics endpoint.
     pub checkpoint_durations_ms: Mutex<Vec<f64>>,
+    /// Every batch's latency as `batch_latency_us` measures it, for the
+    /// whole life of the job.
+    pub processing_latency: LatencyHistogram,
+    /// From a record's source timestamp (a Kafka message's time) to its
+    /// results reaching the sink: observed once per input batch that had
+    /// results, for the batch's oldest record.
+    pub e2e_latency: LatencyHistogram,
 }
 
 /// One checkpoint, as the jobs API and logs report it.
@@ -177,6 +185,7 @@ impl JobMetrics {
     }
 
     pub fn record_latency(&self, micros: u64) {
+        self.processing_latency.observe_us(micros);
         let mut samples = self.batch_latency_us.lock().expect("metrics lock");
         if samples.len() < LATENCY_SAMPLES {
             samples.push(micros.min(u32::MAX as u64) as u32);

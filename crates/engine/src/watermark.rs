@@ -17,6 +17,13 @@ pub fn wall_clock_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Microseconds since the Unix epoch now.
+pub fn wall_clock_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct PartitionState {
     max_event_time: i64,

@@ -52,6 +52,12 @@ impl Breaker {
         None
     }
 
+    /// True after the breaker opened and until an attempt succeeds: the
+    /// next attempt is a trial.
+    pub fn is_half_open(&self) -> bool {
+        self.half_open
+    }
+
     fn push(&mut self, failed: bool, config: &CircuitBreaker) {
         // the window holds the last `min_calls_in_window` outcomes
         self.window.push_back(failed);

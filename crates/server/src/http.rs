@@ -70,6 +70,16 @@ pub fn health_routes(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// The routes of `monitoring.probe_port`: what probes and scrapers need,
+/// all of it open (no SQL, paths or errors are shown there).
+pub fn probe_routes(state: Shared) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
 /// The routes of the metrics port.
 pub fn metrics_routes(state: Shared) -> Router {
     Router::new()
@@ -85,8 +95,22 @@ async fn health(State(s): State<Shared>) -> Json<Value> {
 }
 
 async fn ready(State(s): State<Shared>) -> Response {
+    match not_ready_reason(&s) {
+        None => Json(json!({"ready": true, "applications": s.supervisor.applications().len()}))
+            .into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+/// Why the service is not ready, or `None` when it is: `/ready` and the
+/// `velostream_ready` gauge answer from this.
+fn not_ready_reason(s: &Shared) -> Option<String> {
     let apps = s.supervisor.applications();
-    let reason = if s.supervisor.is_held() {
+    if s.supervisor.is_held() {
         Some("processing is held by POST /checkpoint; POST /resume to continue".to_string())
     } else if apps.is_empty() {
         Some("no application is running".to_string())
@@ -108,14 +132,6 @@ async fn ready(State(s): State<Shared>) -> Response {
             )),
             other => Some(format!("application {name} is {}", state_name(other))),
         })
-    };
-    match reason {
-        None => Json(json!({"ready": true, "applications": apps.len()})).into_response(),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": reason})),
-        )
-            .into_response(),
     }
 }
 
@@ -297,6 +313,9 @@ async fn metrics(State(s): State<Shared>) -> Response {
         .into_iter()
         .map(|j| (j.name, j.metrics))
         .collect();
+    s.metrics
+        .ready
+        .set(i64::from(not_ready_reason(&s).is_none()));
     (
         [("content-type", "text/plain; version=0.0.4")],
         s.metrics.render(&jobs),
@@ -328,8 +347,10 @@ fn job_json(j: &JobView) -> Value {
         "late_records": m.late_records.load(Ordering::Relaxed),
         "open_windows": m.open_windows.load(Ordering::Relaxed),
         "state_keys": m.state_keys.load(Ordering::Relaxed),
-        "latency_p50_ms": m.latency_quantile(0.5).map(|us| us as f64 / 1000.0),
-        "latency_p99_ms": m.latency_quantile(0.99).map(|us| us as f64 / 1000.0),
+        "latency_p50_ms": m.processing_latency.quantile_ms(0.5),
+        "latency_p99_ms": m.processing_latency.quantile_ms(0.99),
+        "e2e_latency_p50_ms": m.e2e_latency.quantile_ms(0.5),
+        "e2e_latency_p99_ms": m.e2e_latency.quantile_ms(0.99),
         "consumer_lag": m.source_lag().into_iter().map(|((topic, partition), lag)| json!({"topic": topic, "partition": partition, "lag": lag})).collect::<Vec<_>>(),
         "last_checkpoint": m.last_checkpoint.lock().ok().and_then(|c| *c).map(|c| json!({
             "id": c.id,

@@ -8,15 +8,30 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
+use velostream_engine::latency::{LatencyHistogram, LATENCY_BUCKETS_MS};
 use velostream_engine::JobMetrics;
 
-/// Latency buckets in milliseconds.
-const LATENCY_BUCKETS_MS: &[f64] = &[
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+/// Which of a job's histograms a family exports.
+type HistogramOf = fn(&JobMetrics) -> &LatencyHistogram;
+
+/// The latency histograms each job fills itself (see
+/// [`velostream_engine::latency`]): name, help, and which of its histograms.
+const JOB_HISTOGRAMS: &[(&str, &str, HistogramOf)] = &[
+    (
+        "velostream_processing_latency_ms",
+        "Time from reading a batch to its results reaching the sink",
+        |m| &m.processing_latency,
+    ),
+    (
+        "velostream_e2e_latency_ms",
+        "Time from a record's source timestamp (its Kafka message time) to its results reaching the sink, per input batch with results, for its oldest record",
+        |m| &m.e2e_latency,
+    ),
 ];
 
 /// Every metric family the service exports.
@@ -25,15 +40,18 @@ pub struct ServiceMetrics {
     records: IntCounterVec,
     bytes: IntCounterVec,
     events_per_second: GaugeVec,
-    processing_latency: HistogramVec,
-    /// Event creation to result; observed by jobs that know their events' times.
-    pub e2e_latency: HistogramVec,
     /// Observed by checkpoints.
     pub checkpoint_duration: HistogramVec,
     errors: IntCounterVec,
     /// Job restarts after failures.
     pub retries: IntCounterVec,
     pub circuit_breaker_trips: IntCounterVec,
+    /// Per application: 0 closed, 1 half-open (a trial run), 2 open.
+    pub circuit_breaker_state: IntGaugeVec,
+    /// Seconds since each job's newest checkpoint (taken or restored).
+    checkpoint_age: GaugeVec,
+    /// 1 while `/ready` answers 200, else 0 (set at each scrape).
+    pub ready: IntGauge,
     heap_inuse: IntGauge,
     consumer_lag: IntGaugeVec,
     producer_send_rate: GaugeVec,
@@ -51,7 +69,6 @@ struct Seen {
     bytes: u64,
     errors: u64,
     row_errors: u64,
-    latencies: usize,
     at: Instant,
 }
 
@@ -83,14 +100,6 @@ impl ServiceMetrics {
                 job,
             )
         };
-        let processing_latency = histogram(
-            "velostream_processing_latency_ms",
-            "Time from reading a batch to its results reaching the sink",
-        )?;
-        let e2e_latency = histogram(
-            "velostream_e2e_latency_ms",
-            "Time from an event's creation to its result",
-        )?;
         let checkpoint_duration = histogram(
             "velostream_checkpoint_duration_ms",
             "Time to take a checkpoint",
@@ -112,6 +121,24 @@ impl ServiceMetrics {
                 "Times a job's circuit breaker opened",
             ),
             job,
+        )?;
+        let circuit_breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "velostream_circuit_breaker_state",
+                "Each application's circuit breaker: 0 closed, 1 half-open (a trial run), 2 open",
+            ),
+            job,
+        )?;
+        let checkpoint_age = GaugeVec::new(
+            Opts::new(
+                "velostream_checkpoint_age_seconds",
+                "Seconds since each job's newest checkpoint (taken, or restored at start)",
+            ),
+            job,
+        )?;
+        let ready = IntGauge::new(
+            "velostream_ready",
+            "Whether the service is ready (GET /ready answers 200): 1 yes, 0 no",
         )?;
         let heap_inuse = IntGauge::new(
             "go_memstats_heap_inuse_bytes",
@@ -138,12 +165,12 @@ impl ServiceMetrics {
         for c in [&records, &bytes, &errors, &retries, &circuit_breaker_trips] {
             registry.register(Box::new(c.clone()))?;
         }
-        for g in [&events_per_second, &producer_send_rate] {
+        for g in [&events_per_second, &producer_send_rate, &checkpoint_age] {
             registry.register(Box::new(g.clone()))?;
         }
-        for h in [&processing_latency, &e2e_latency, &checkpoint_duration] {
-            registry.register(Box::new(h.clone()))?;
-        }
+        registry.register(Box::new(checkpoint_duration.clone()))?;
+        registry.register(Box::new(circuit_breaker_state.clone()))?;
+        registry.register(Box::new(ready.clone()))?;
         registry.register(Box::new(heap_inuse.clone()))?;
         registry.register(Box::new(consumer_lag.clone()))?;
         registry.register(Box::new(broker_availability.clone()))?;
@@ -155,12 +182,13 @@ impl ServiceMetrics {
             records,
             bytes,
             events_per_second,
-            processing_latency,
-            e2e_latency,
             checkpoint_duration,
             errors,
             retries,
             circuit_breaker_trips,
+            circuit_breaker_state,
+            checkpoint_age,
+            ready,
             heap_inuse,
             consumer_lag,
             producer_send_rate,
@@ -180,8 +208,6 @@ impl ServiceMetrics {
         self.circuit_breaker_trips.with_label_values(&[job]);
         self.events_per_second.with_label_values(&[job]);
         self.producer_send_rate.with_label_values(&[job]);
-        self.processing_latency.with_label_values(&[job]);
-        self.e2e_latency.with_label_values(&[job]);
         self.checkpoint_duration.with_label_values(&[job]);
     }
 
@@ -193,17 +219,29 @@ impl ServiceMetrics {
     /// Brings the families up to date with `jobs` and renders the text format.
     pub fn render(&self, jobs: &[(String, Arc<JobMetrics>)]) -> String {
         self.update(jobs);
+        let mut families = self.registry.gather();
+        families.extend(
+            job_histograms(jobs)
+                .into_iter()
+                .filter(|f| !f.get_metric().is_empty()),
+        );
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let _ = TextEncoder::new().encode(&families, &mut out);
         let mut text = String::from_utf8(out).unwrap_or_default();
-        // a family without samples yet (no Kafka partition read so far) is
-        // still announced, so dashboards and alerts find the name
-        for (name, help) in [(
+        // a family without samples yet (no Kafka partition read, no job
+        // running) is still announced, so dashboards and alerts find the name
+        let lag = (
             "kafka_consumer_lag",
             "Messages not yet read, per job, topic and partition",
-        )] {
+            "gauge",
+        );
+        let histograms = JOB_HISTOGRAMS
+            .iter()
+            .map(|(name, help, _)| (*name, *help, "histogram"));
+        for (name, help, kind) in std::iter::once(lag).chain(histograms) {
             if !text.contains(&format!("# TYPE {name} ")) {
-                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             }
         }
         text
@@ -227,7 +265,6 @@ impl ServiceMetrics {
                 bytes: 0,
                 errors: 0,
                 row_errors: 0,
-                latencies: 0,
                 at: now,
             });
             let label = &[name.as_str()];
@@ -252,17 +289,12 @@ impl ServiceMetrics {
                     .with_label_values(label)
                     .set(records_out.saturating_sub(before.records_out) as f64 / secs);
             }
-            let latencies = m
-                .batch_latency_us
-                .lock()
-                .map(|samples| {
-                    let histogram = self.processing_latency.with_label_values(label);
-                    for &us in samples.iter().skip(before.latencies) {
-                        histogram.observe(us as f64 / 1000.0);
-                    }
-                    samples.len()
-                })
-                .unwrap_or(before.latencies);
+            if let Some(last) = m.last_checkpoint.lock().ok().and_then(|c| *c) {
+                let age_ms = velostream_engine::watermark::wall_clock_ms() - last.at_ms;
+                self.checkpoint_age
+                    .with_label_values(label)
+                    .set(age_ms.max(0) as f64 / 1000.0);
+            }
             if let Ok(mut durations) = m.checkpoint_durations_ms.lock() {
                 let histogram = self.checkpoint_duration.with_label_values(label);
                 for ms in durations.drain(..) {
@@ -282,7 +314,6 @@ impl ServiceMetrics {
                     bytes,
                     errors,
                     row_errors,
-                    latencies,
                     at: now,
                 },
             );
@@ -291,6 +322,47 @@ impl ServiceMetrics {
             self.heap_inuse.set(data as i64);
         }
     }
+}
+
+/// The families of [`JOB_HISTOGRAMS`], one series per job, read from the
+/// jobs' own counters (a restarted job starts again from zero, which
+/// `rate()` reads as a counter reset).
+fn job_histograms(jobs: &[(String, Arc<JobMetrics>)]) -> Vec<MetricFamily> {
+    JOB_HISTOGRAMS
+        .iter()
+        .map(|(name, help, histogram)| {
+            let mut family = MetricFamily::default();
+            family.set_name(name.to_string());
+            family.set_help(help.to_string());
+            family.set_field_type(MetricType::HISTOGRAM);
+            for (job, m) in jobs {
+                let snapshot = histogram(m).snapshot();
+                let mut h = proto::Histogram::default();
+                h.set_sample_count(snapshot.count);
+                h.set_sample_sum(snapshot.sum_ms);
+                h.set_bucket(
+                    LATENCY_BUCKETS_MS
+                        .iter()
+                        .zip(&snapshot.cumulative)
+                        .map(|(&bound, &count)| {
+                            let mut b = proto::Bucket::default();
+                            b.set_upper_bound(bound);
+                            b.set_cumulative_count(count);
+                            b
+                        })
+                        .collect(),
+                );
+                let mut label = proto::LabelPair::default();
+                label.set_name("job".into());
+                label.set_value(job.clone());
+                let mut metric = proto::Metric::default();
+                metric.set_label(vec![label]);
+                metric.set_histogram(h);
+                family.mut_metric().push(metric);
+            }
+            family
+        })
+        .collect()
 }
 
 /// `velostream_errors_total` kinds: records that could not be decoded,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::auth::Peer;
 use crate::config::ServiceConfig;
-use crate::http::{health_routes, metrics_routes, ServiceState};
+use crate::http::{health_routes, metrics_routes, probe_routes, ServiceState};
 use crate::metrics::ServiceMetrics;
 use crate::supervisor::{Launcher, Supervisor};
 use crate::tls::TlsListener;
@@ -93,12 +93,36 @@ pub fn run(
         let metrics = tokio::net::TcpListener::bind((bind.as_str(), metrics_port))
             .await
             .map_err(|e| format!("cannot listen on {bind}:{metrics_port} (monitoring.metrics_port): {e}"))?;
+        let probe = match v.monitoring.probe_port {
+            Some(port) => Some(
+                tokio::net::TcpListener::bind((bind.as_str(), port))
+                    .await
+                    .map_err(|e| format!("cannot listen on {bind}:{port} (monitoring.probe_port): {e}"))?,
+            ),
+            None => None,
+        };
         tracing::info!(
             component = "service",
-            "velostream service: health and API on {bind}:{health_port}, metrics on {bind}:{metrics_port} ({}), {} application(s)",
+            "velostream service: health and API on {bind}:{health_port}, metrics on {bind}:{metrics_port} ({}){}, {} application(s)",
             if tls.is_some() { "TLS" } else { "plain HTTP" },
+            match v.monitoring.probe_port {
+                Some(port) => format!(", probes and metrics on {bind}:{port} (plain HTTP)"),
+                None => String::new(),
+            },
             v.applications.len()
         );
+        // the probe port is plain HTTP whatever the other two use
+        let probes = async {
+            match probe {
+                Some(listener) => axum::serve(
+                    listener,
+                    probe_routes(state.clone()).into_make_service_with_connect_info::<Peer>(),
+                )
+                .await
+                .map_err(|e| e.to_string()),
+                None => std::future::pending().await,
+            }
+        };
         // handlers and the access guard see who is on the other end (`Peer`)
         let health_app = health_routes(state.clone()).into_make_service_with_connect_info::<Peer>();
         let metrics_app = metrics_routes(state.clone()).into_make_service_with_connect_info::<Peer>();
@@ -109,6 +133,7 @@ pub fn run(
                 tokio::select! {
                     r = health => r.map_err(|e| e.to_string()),
                     r = metrics => r.map_err(|e| e.to_string()),
+                    r = probes => r,
                     signal = termination() => drain_notice(signal),
                 }
             }
@@ -118,6 +143,7 @@ pub fn run(
                 tokio::select! {
                     r = health => r.map_err(|e| e.to_string()),
                     r = metrics => r.map_err(|e| e.to_string()),
+                    r = probes => r,
                     signal = termination() => drain_notice(signal),
                 }
             }

@@ -399,6 +399,11 @@ fn join_within(thread: JoinHandle<()>, timeout: Duration) -> Result<(), (JoinHan
 /// breaker's `recovery_timeout`, else this.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
+/// `velostream_circuit_breaker_state` values.
+const BREAKER_CLOSED: i64 = 0;
+const BREAKER_HALF_OPEN: i64 = 1;
+const BREAKER_OPEN: i64 = 2;
+
 /// One application's supervision: what its thread owns.
 struct AppRun {
     name: String,
@@ -418,6 +423,14 @@ impl AppRun {
         if let Ok(mut status) = self.status.lock() {
             *status = s;
         }
+    }
+
+    /// Sets the application's `velostream_circuit_breaker_state`.
+    fn publish_breaker(&self, state: i64) {
+        self.metrics
+            .circuit_breaker_state
+            .with_label_values(&[self.name.as_str()])
+            .set(state);
     }
 
     /// Sleeps up to `pause`, waking early when the application is stopped.
@@ -469,6 +482,12 @@ impl AppRun {
         let mut restarts = 0u32;
         let mut backoff = Duration::from_secs(1);
         while !self.stop.load(Ordering::Relaxed) {
+            // after a trip this attempt is the breaker's trial
+            self.publish_breaker(if self.breaker.is_half_open() {
+                BREAKER_HALF_OPEN
+            } else {
+                BREAKER_CLOSED
+            });
             let started = Instant::now();
             let outcome = self.attempt();
             if outcome.is_err() && started.elapsed() >= self.healthy_run {
@@ -481,6 +500,7 @@ impl AppRun {
             let error = match outcome {
                 Ok(()) => {
                     self.breaker.record(false);
+                    self.publish_breaker(BREAKER_CLOSED);
                     self.set(if self.stop.load(Ordering::Relaxed) {
                         AppStatus::Stopped
                     } else {
@@ -514,6 +534,7 @@ impl AppRun {
                         .circuit_breaker_trips
                         .with_label_values(&[name.as_str()])
                         .inc();
+                    self.publish_breaker(BREAKER_OPEN);
                     tracing::error!(
                         component = "supervisor",
                         error_type = "circuit_breaker_open",

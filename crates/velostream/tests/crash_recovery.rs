@@ -81,6 +81,7 @@ fn write_app(dir: &Path, input: &str, group: &str, sink: &str) -> std::path::Pat
                 'trades.group.id' = '{group}', 'trades.bounded' = 'true',
                 'trades.event.time.field' = 'ts',
                 'trades.session.timeout.ms' = '6000', 'trades.heartbeat.interval.ms' = '1000',
+                'trades.group.instance.id' = '{group}-member',
                 'trades.watermark.idle_timeout' = '2m');
              -- @name: per_sector
              CREATE STREAM per_sector AS
@@ -406,11 +407,12 @@ fn killed_five_times_exactly_once_into_postgres_each_result_arrives_once() {
 }
 
 /// Exactly-once into Kafka through transactions, read with
-/// `read_committed`. The local test broker does not hide uncommitted
-/// transactions from such readers, so this runs only against a full Kafka
-/// cluster: scripts/test.sh runs it when `KAFKA_BROKERS` names one.
+/// `read_committed`. The everyday test broker does not hide uncommitted
+/// transactions from such readers, so this runs against a broker that
+/// does: scripts/test.sh starts the transactional test broker
+/// (scripts/txn-broker.sh) and points `KAFKA_BROKERS` at it.
 #[test]
-#[ignore = "needs a Kafka cluster that enforces read_committed (scripts/test.sh runs it when KAFKA_BROKERS names one)"]
+#[ignore = "needs a broker that enforces read_committed (scripts/test.sh runs it on scripts/txn-broker.sh)"]
 fn killed_five_times_exactly_once_into_kafka_each_result_arrives_once() {
     let input = unique("crash-input");
     let expected = produce_input(&input);

@@ -36,9 +36,10 @@ pub fn committed_offsets<C: ConsumerContext>(
         .collect())
 }
 
-/// The partitions of `topic`. (End offsets are not asked of the broker:
-/// some Kafka-protocol brokers report them wrongly for batched writes, so
-/// reads that stop at the end use librdkafka's end-of-partition events.)
+/// The partitions of `topic`. (End offsets are not asked of the broker
+/// up front: some Kafka-protocol brokers report them wrongly for batched
+/// writes, so reads that stop at the end use librdkafka's end-of-partition
+/// events, and ask for the high watermark only once a partition is idle.)
 pub fn partitions<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,

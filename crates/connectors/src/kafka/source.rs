@@ -91,6 +91,11 @@ pub struct KafkaSource {
     end: Option<(BTreeSet<i32>, BTreeSet<i32>)>,
     /// The source ends when every partition is at its end.
     ends: bool,
+    /// When a bounded read last asked the broker where its idle
+    /// partitions end (see [`KafkaSource::check_idle_ends`]).
+    ends_checked: Option<Instant>,
+    /// The oldest message time of the batch being read.
+    oldest_ms: Option<i64>,
     /// A table still loading: no `Idle` before every partition reached its
     /// end (the stream meets the whole table), until this deadline.
     loading_until: Option<Instant>,
@@ -160,12 +165,14 @@ impl KafkaSource {
             pending: VecDeque::new(),
             end: None,
             ends: false,
+            ends_checked: None,
             loading_until: None,
             partition_count: None,
             key_field,
             mode,
             batch_timeout,
             held_tombstone: None,
+            oldest_ms: None,
         })
     }
 
@@ -213,6 +220,57 @@ impl KafkaSource {
         self.loading_until = Some(Instant::now() + timeout);
     }
 
+    /// For a bounded read with nothing arriving: marks as at its end each
+    /// partition whose next offset has reached the broker's high
+    /// watermark, at most once a second. End-of-partition events alone do
+    /// not suffice: a job restored at the end of a partition may never get
+    /// one. The broker is asked only while the partitions are idle, so a
+    /// watermark reported low for records still arriving cannot end the
+    /// read early.
+    fn check_idle_ends(&mut self) -> Result<()> {
+        if self
+            .ends_checked
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        self.ends_checked = Some(Instant::now());
+        let Some((all, at_end)) = &self.end else {
+            return Ok(());
+        };
+        let pending: Vec<i32> = all.difference(at_end).copied().collect();
+        let progress = self.progress.lock().map_err(|_| poisoned())?.clone();
+        let mut reached = Vec::new();
+        for partition in pending {
+            let (low, high) =
+                match self
+                    .consumer
+                    .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
+                {
+                    Ok(marks) => marks,
+                    Err(e) => {
+                        tracing::debug!(
+                            component = "kafka",
+                            "{}: watermarks of partition {partition}: {e}",
+                            self.name
+                        );
+                        continue;
+                    }
+                };
+            let done = match progress.get(&partition) {
+                Some(&next) => next >= high,
+                None => high <= low, // nothing to read in it
+            };
+            if done {
+                reached.push(partition);
+            }
+        }
+        if let Some((_, at_end)) = &mut self.end {
+            at_end.extend(reached);
+        }
+        Ok(())
+    }
+
     /// True when every partition has been read to its end.
     fn reached_end(&self) -> bool {
         self.end
@@ -225,6 +283,7 @@ impl KafkaSource {
         self.chunk.clear();
         self.raw.clear();
         self.columns.clear();
+        self.oldest_ms = None;
         let mut bytes = 0u64;
         while self.columns.len() < self.batch_size {
             let wait = if self.columns.is_empty() {
@@ -259,6 +318,9 @@ impl KafkaSource {
             }
             if let Some((_, at_end)) = &mut self.end {
                 at_end.remove(&message.partition());
+            }
+            if let Some(t) = message.timestamp().to_millis() {
+                self.oldest_ms = Some(self.oldest_ms.map_or(t, |o| o.min(t)));
             }
             let payload = message.payload();
             bytes += payload.map_or(0, |p| p.len() as u64);
@@ -355,6 +417,12 @@ impl Source for KafkaSource {
             return self.tombstone(&key);
         }
         self.read_messages()?;
+        if self.ends && self.columns.is_empty() && self.held_tombstone.is_none() {
+            self.check_idle_ends()?;
+            if self.reached_end() {
+                return Ok(SourceEvent::End);
+            }
+        }
         while self.columns.is_empty() && self.held_tombstone.is_none() {
             match self.loading_until {
                 Some(_) if self.reached_end() => self.loading_until = None,
@@ -392,6 +460,10 @@ impl Source for KafkaSource {
 
     fn is_bounded(&self) -> bool {
         self.ends
+    }
+
+    fn origin_time_ms(&self) -> Option<i64> {
+        self.oldest_ms
     }
 
     fn partition_count(&self) -> Option<usize> {
@@ -478,6 +550,18 @@ impl Source for KafkaSource {
         Ok(())
     }
 
+    /// The group now holds checkpoint-consistent offsets: partitions
+    /// assigned from here on start at them, not at the restored checkpoint.
+    fn position_committed(&mut self) -> Result<()> {
+        self.consumer
+            .context()
+            .start_at
+            .lock()
+            .map_err(|_| poisoned())?
+            .clear();
+        Ok(())
+    }
+
     fn commit(&mut self) -> Result<()> {
         if self.mode == ReadMode::Table {
             return Ok(()); // a table is read whole on every start
@@ -493,13 +577,7 @@ impl Source for KafkaSource {
                 .map_err(|e| EngineError::connector(&self.name, e))?;
         }
         match self.consumer.commit(&offsets, CommitMode::Sync) {
-            Ok(()) => {
-                // the group now holds checkpoint-consistent offsets
-                if let Ok(mut start_at) = self.consumer.context().start_at.lock() {
-                    start_at.clear();
-                }
-                Ok(())
-            }
+            Ok(()) => self.position_committed(),
             // a rebalance took the partitions away: their new owner goes on
             Err(ClientError::ConsumerCommit(code))
                 if matches!(

@@ -151,7 +151,12 @@ pub struct Monitoring {
     pub metrics_port: u16,
     #[serde(default = "default_health_port")]
     pub health_check_port: u16,
-    /// The address both ports listen on.
+    /// A plain-HTTP listener serving only `/health`, `/ready` and
+    /// `/metrics`: for Kubernetes probes and Prometheus, which cannot
+    /// present client certificates, while TLS with `client_auth: required`
+    /// guards the other two ports. None by default.
+    pub probe_port: Option<u16>,
+    /// The address the ports listen on.
     #[serde(default = "default_bind")]
     pub bind_address: String,
     #[serde(default = "default_true")]
@@ -164,6 +169,7 @@ impl Default for Monitoring {
         Self {
             metrics_port: default_metrics_port(),
             health_check_port: default_health_port(),
+            probe_port: None,
             bind_address: default_bind(),
             progress_tracking: true,
             log_level: None,
