@@ -114,3 +114,8 @@ python3 scripts/check_manifests.py "$CARGO_TARGET_DIR/debug/velostream"
 
 echo "== Prometheus rules and Grafana dashboard checked against the binary"
 python3 scripts/check_monitoring.py "$CARGO_TARGET_DIR/debug/velostream"
+
+# The container image from the binary just built: served, processing
+# against a test broker, running as uid 1000 (scripts/image.sh).
+echo "== container image"
+scripts/image.sh test

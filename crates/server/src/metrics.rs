@@ -211,6 +211,16 @@ impl ServiceMetrics {
         self.checkpoint_duration.with_label_values(&[job]);
     }
 
+    /// Makes the families counted per application (failures, restarts,
+    /// breaker trips and state) show `application` at zero from its start,
+    /// so `increase()` sees its first failure.
+    pub fn register_application(&self, application: &str) {
+        self.errors.with_label_values(&[application, JOB_FAILED]);
+        self.retries.with_label_values(&[application]);
+        self.circuit_breaker_trips.with_label_values(&[application]);
+        self.circuit_breaker_state.with_label_values(&[application]);
+    }
+
     /// Counts a job failure.
     pub fn job_failed(&self, job: &str) {
         self.errors.with_label_values(&[job, JOB_FAILED]).inc();

@@ -479,6 +479,7 @@ impl AppRun {
     /// timeout when the circuit breaker opens).
     fn supervise(mut self) {
         let name = self.name.clone();
+        self.metrics.register_application(&name);
         let mut restarts = 0u32;
         let mut backoff = Duration::from_secs(1);
         while !self.stop.load(Ordering::Relaxed) {
