@@ -125,7 +125,7 @@ fn a_configuration_error_fails_the_application_once() {
     assert_eq!(attempts.load(Ordering::Relaxed), 1, "not retried");
     let text = metrics.render(&[]);
     assert!(
-        !text.contains(r#"velostream_retries_total{job="typo"}"#),
+        text.contains("velostream_retries_total{job=\"typo\"} 0\n"),
         "{text}"
     );
     assert!(
