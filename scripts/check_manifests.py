@@ -51,6 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from test_certificates import make_certificates
+
 try:
     import yaml
 except ImportError:
@@ -754,27 +756,6 @@ def free_ports(n):
     return ports
 
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_certificates(directory):
-    """A CA, a server certificate for localhost and a client certificate, as PEM files."""
-    d = str(directory)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-            "-days", "2", "-subj", "/CN=check-ca", cwd=d)
-    for name, cn, ext in (
-        ("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
-        ("client", "check-client", "extendedKeyUsage=clientAuth\n"),
-    ):
-        Path(d, f"{name}.ext").write_text(ext)
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={cn}", cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-    return {k: Path(d, k) for k in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
-
-
 def request(port, path, https=False, verify=None, cert=None, token=None):
     """(status, body) of a GET, or (None, error)."""
     try:
@@ -854,7 +835,7 @@ def start_binary(name, pod, s, binary, secrets_made):
         mapping[""] = work / "unmounted"
         for m in pod.mounts:
             (work / "mnt" / m["mountPath"].strip("/")).mkdir(parents=True, exist_ok=True)
-        certs = make_certificates(Path(tempfile.mkdtemp(dir=work, prefix="pki-")))
+        certs = make_certificates(Path(tempfile.mkdtemp(dir=work, prefix="pki-")), ca_name="check-ca")
         token = secrets.token_hex(32)
         # the Secrets, as the README creates them
         secret_files = {

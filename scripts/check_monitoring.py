@@ -64,6 +64,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from test_certificates import CertificateError, make_certificates
+
 try:
     import yaml
 except ImportError:
@@ -235,29 +237,6 @@ def ensure_tools():
 
 
 # ---------------------------------------------------------------- certificates
-
-
-def openssl(*args, cwd):
-    result = run(["openssl", *args], cwd=cwd)
-    if result.returncode != 0:
-        raise Stop(f"openssl {' '.join(args[:2])} failed: {result.stderr.strip()[-300:]}")
-
-
-def make_certificates(directory):
-    """A test CA, a server certificate for 127.0.0.1 and localhost, and a client certificate (CN prometheus)."""
-    d = str(directory)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-            "-days", "2", "-subj", "/CN=velostream-monitoring-check-ca", cwd=d)
-    for name, cn, ext in (
-        ("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
-        ("prometheus", "prometheus", "extendedKeyUsage=clientAuth\n"),
-    ):
-        Path(d, f"{name}.ext").write_text(ext)
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={cn}", cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-    return {k: Path(d, k) for k in ("ca.crt", "server.crt", "server.key", "prometheus.crt", "prometheus.key")}
 
 
 # ---------------------------------------------------------------- static checks
@@ -1006,7 +985,11 @@ def main():
     binary_side, other = [], []
     try:
         ensure_tools()
-        certs = make_certificates(Path(tempfile.mkdtemp(dir=work, prefix="pki-")))
+        try:
+            certs = make_certificates(Path(tempfile.mkdtemp(dir=work, prefix="pki-")), client="prometheus",
+                                      ca_name="velostream-monitoring-check-ca")
+        except CertificateError as e:
+            raise Stop(str(e)) from e
         check_promtool(certs, work)
         check_rule_files()
         dashboard = check_dashboard()
