@@ -391,13 +391,7 @@ fn run(
                 loaded.velostream.state_dir.clone(),
             )
         }
-        // the environment's settings alone (KAFKA_BROKERS, DB_*, ...)
-        None => (
-            velostream::launcher::run_settings(
-                &velostream::settings::load(&[]).map_err(|e| Failure::Usage(e.to_string()))?,
-            ),
-            None,
-        ),
+        None => (environment_options()?, None),
     };
     if let Some(b) = batch_size {
         options.batch_size = b.max(1);
@@ -507,8 +501,16 @@ fn parse_overrides(set: &[String]) -> Result<PropertyOverrides, Failure> {
     Ok(overrides)
 }
 
+/// Run options from the environment's settings alone (`KAFKA_BROKERS`,
+/// `DB_*`, `VELOSTREAM__*`), as `run`, `validate` and `explain` use them
+/// without `--config`.
+fn environment_options() -> Result<RunOptions, Failure> {
+    let loaded = velostream::settings::load(&[]).map_err(|e| Failure::Usage(e.to_string()))?;
+    Ok(velostream::launcher::run_settings(&loaded))
+}
+
 fn validate(app: PathBuf) -> Result<(), Failure> {
-    let application = Application::load(&app, &RunOptions::default())?;
+    let application = Application::load(&app, &environment_options()?)?;
     application.check()?;
     let names: Vec<_> = application.plans.iter().map(|p| p.name.as_str()).collect();
     println!(
@@ -522,7 +524,7 @@ fn validate(app: PathBuf) -> Result<(), Failure> {
 }
 
 fn explain(app: PathBuf) -> Result<(), Failure> {
-    let application = Application::load(&app, &RunOptions::default())?;
+    let application = Application::load(&app, &environment_options()?)?;
     for plan in &application.plans {
         println!("{plan}\n");
     }

@@ -369,3 +369,37 @@ fn health_names_an_unreachable_https_service_and_never_prints_the_token() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--key"), "{}", text(&out.stderr));
 }
+
+/// `validate` and `explain` take the Kafka cluster from the environment as
+/// `run` does, so an application that names no `bootstrap.servers` of its
+/// own validates where `KAFKA_BROKERS` is set.
+#[test]
+fn validate_and_explain_read_the_cluster_from_the_environment() {
+    let (_dir, app) = temp_file(
+        "kafka.sql",
+        "CREATE STREAM trades (symbol VARCHAR, qty BIGINT) WITH (
+             'trades.type' = 'kafka_source', 'trades.topic' = 'trades');
+         CREATE STREAM big AS SELECT symbol, qty FROM trades WHERE qty > 100
+         WITH ('big.type' = 'file_sink', 'big.path' = 'big.jsonl');",
+    );
+    let app = app.to_str().unwrap();
+    let without = velostream()
+        .args(["validate", app])
+        .env_remove("KAFKA_BROKERS")
+        .output()
+        .unwrap();
+    assert!(!without.status.success());
+    assert!(
+        text(&without.stderr).contains("KAFKA_BROKERS"),
+        "{}",
+        text(&without.stderr)
+    );
+    for command in ["validate", "explain"] {
+        let with = velostream()
+            .args([command, app])
+            .env("KAFKA_BROKERS", "127.0.0.1:19092")
+            .output()
+            .unwrap();
+        assert!(with.status.success(), "{command}: {}", text(&with.stderr));
+    }
+}
