@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 /// Milliseconds since the Unix epoch now: processing time, and the time
 /// stamps of checkpoints.
 pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    wall_clock_us() / 1000
 }
 
 /// Microseconds since the Unix epoch now.

@@ -95,10 +95,11 @@ async fn health(State(s): State<Shared>) -> Json<Value> {
 }
 
 async fn ready(State(s): State<Shared>) -> Response {
-    match not_ready_reason(&s) {
-        None => Json(json!({"ready": true, "applications": s.supervisor.applications().len()}))
-            .into_response(),
-        Some(reason) => (
+    match readiness(&s) {
+        Ok(applications) => {
+            Json(json!({"ready": true, "applications": applications})).into_response()
+        }
+        Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"ready": false, "reason": reason})),
         )
@@ -106,11 +107,11 @@ async fn ready(State(s): State<Shared>) -> Response {
     }
 }
 
-/// Why the service is not ready, or `None` when it is: `/ready` and the
-/// `velostream_ready` gauge answer from this.
-fn not_ready_reason(s: &Shared) -> Option<String> {
+/// How many applications run when the service is ready, else why it is
+/// not: `/ready` and the `velostream_ready` gauge answer from this.
+fn readiness(s: &Shared) -> Result<usize, String> {
     let apps = s.supervisor.applications();
-    if s.supervisor.is_held() {
+    let reason = if s.supervisor.is_held() {
         Some("processing is held by POST /checkpoint; POST /resume to continue".to_string())
     } else if apps.is_empty() {
         Some("no application is running".to_string())
@@ -132,6 +133,10 @@ fn not_ready_reason(s: &Shared) -> Option<String> {
             )),
             other => Some(format!("application {name} is {}", state_name(other))),
         })
+    };
+    match reason {
+        None => Ok(apps.len()),
+        Some(reason) => Err(reason),
     }
 }
 
@@ -313,9 +318,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
         .into_iter()
         .map(|j| (j.name, j.metrics))
         .collect();
-    s.metrics
-        .ready
-        .set(i64::from(not_ready_reason(&s).is_none()));
+    s.metrics.ready.set(i64::from(readiness(&s).is_ok()));
     (
         [("content-type", "text/plain; version=0.0.4")],
         s.metrics.render(&jobs),
