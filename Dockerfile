@@ -18,7 +18,7 @@
 # and mount a volume at /var/lib/velostream for the state directory
 # (velostream.state_dir, default /var/lib/velostream/state).
 
-ARG RUST_IMAGE=docker.io/library/rust:1.89-bookworm
+ARG RUST_IMAGE=docker.io/library/rust:1.94-bookworm
 ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
 
 # ---------------------------------------------------------------------------

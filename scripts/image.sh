@@ -25,7 +25,7 @@
 # so buildah itself is not needed.
 #
 # Base images: the Dockerfile's defaults (docker.io/library/debian:bookworm-slim
-# and docker.io/library/rust:1.89-bookworm) when they are present or a
+# and docker.io/library/rust:1.94-bookworm) when they are present or a
 # registry answers; otherwise local stand-ins: a Debian bookworm made with
 # `debootstrap --variant=minbase` from the mirror apt uses (cached in
 # $VELOSTREAM_IMAGE_BASE_DIR, default /var/tmp/velostream-image-base) and,
@@ -57,9 +57,9 @@ source scripts/env.sh
 IMAGE="${VELOSTREAM_IMAGE:-velostream:local}"
 BASE_DIR="${VELOSTREAM_IMAGE_BASE_DIR:-/var/tmp/velostream-image-base}"
 PUBLIC_RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
-PUBLIC_RUST_IMAGE=docker.io/library/rust:1.89-bookworm
+PUBLIC_RUST_IMAGE=docker.io/library/rust:1.94-bookworm
 LOCAL_RUNTIME_IMAGE=localhost/velostream-base:bookworm
-LOCAL_RUST_IMAGE=localhost/velostream-rust-base:1.89-bookworm
+LOCAL_RUST_IMAGE=localhost/velostream-rust-base:1.94-bookworm
 SUITE=bookworm
 RUN_CONTAINER=velostream
 TEST_CONTAINER=velostream-image-test
@@ -280,7 +280,7 @@ make_local_rust_base() {
     fi
     local context began
     began=$(date +%s)
-    step "local Rust base: $LOCAL_RUST_IMAGE (rustup, Rust 1.89.0)"
+    step "local Rust base: $LOCAL_RUST_IMAGE (rustup, Rust 1.94.0)"
     context="$(mktemp -d /var/tmp/velostream-rust-base.XXXXXX)"
     CLEANUP_DIRS+=("$context")
     mkdir "$context/ca-certificates"
