@@ -30,7 +30,7 @@ EXTERNAL_KAFKA="${KAFKA_BROKERS:-}"
 EXTERNAL_POSTGRES="${VELOSTREAM_TEST_POSTGRES:-}"
 stop_services() {
     [ -n "$EXTERNAL_KAFKA" ] || env -u KAFKA_BROKERS scripts/kafka-broker.sh stop || true
-    [ -n "$EXTERNAL_KAFKA" ] || scripts/txn-broker.sh stop >/dev/null || true
+    scripts/txn-broker.sh stop >/dev/null || true
     [ -n "$EXTERNAL_POSTGRES" ] || env -u VELOSTREAM_TEST_POSTGRES scripts/postgres.sh stop || true
 }
 trap stop_services EXIT
@@ -86,6 +86,24 @@ else
     scripts/txn-broker.sh start
     echo "== exactly-once into Kafka against the transactional test broker"
     KAFKA_BROKERS="$(scripts/txn-broker.sh address)" run_ignored crash_recovery "$EO_TEST"
+    scripts/txn-broker.sh stop
+fi
+
+# The guide's SASL_SSL settings against a broker that enforces TLS and SASL
+# (the same test broker, secured: its own CA, a SCRAM-SHA-512 user), or the
+# one VELOSTREAM_TEST_SECURE_KAFKA and its _CA, _USERNAME and _PASSWORD name.
+SECURED_TEST='the_guide_sasl_ssl_settings_reach_a_secured_broker_and_keep_the_service_ready'
+if [ -n "${VELOSTREAM_TEST_SECURE_KAFKA:-}" ]; then
+    echo "== the guide's SASL_SSL settings against $VELOSTREAM_TEST_SECURE_KAFKA"
+    run_ignored secured_kafka "$SECURED_TEST"
+else
+    scripts/txn-broker.sh start --sasl-ssl
+    echo "== the guide's SASL_SSL settings against the secured test broker"
+    VELOSTREAM_TEST_SECURE_KAFKA="$(scripts/txn-broker.sh address)" \
+        VELOSTREAM_TEST_SECURE_KAFKA_CA="$(scripts/txn-broker.sh ca)" \
+        VELOSTREAM_TEST_SECURE_KAFKA_USERNAME="$(scripts/txn-broker.sh username)" \
+        VELOSTREAM_TEST_SECURE_KAFKA_PASSWORD="$(scripts/txn-broker.sh password)" \
+        run_ignored secured_kafka "$SECURED_TEST"
     scripts/txn-broker.sh stop
 fi
 

@@ -74,9 +74,8 @@ enum Command {
         /// Topic (created if missing)
         #[arg(long)]
         topic: String,
-        /// Bootstrap servers (default: KAFKA_BROKERS, else localhost:9092)
-        #[arg(long)]
-        brokers: Option<String>,
+        #[command(flatten)]
+        cluster: kafka_tools::ClusterArgs,
         /// JSON field whose value becomes the message key
         #[arg(long)]
         key_field: Option<String>,
@@ -96,9 +95,8 @@ enum Command {
     Consume {
         #[arg(long)]
         topic: String,
-        /// Bootstrap servers (default: KAFKA_BROKERS, else localhost:9092)
-        #[arg(long)]
-        brokers: Option<String>,
+        #[command(flatten)]
+        cluster: kafka_tools::ClusterArgs,
         /// Stop after this many messages
         #[arg(long)]
         max: Option<u64>,
@@ -289,12 +287,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             .map_err(Failure::Runtime),
         Some(Command::Produce {
             topic,
-            brokers,
+            cluster,
             key_field,
             partitions,
             file,
         }) => kafka_tools::produce(
-            &kafka_tools::client(brokers).map_err(Failure::Usage)?,
+            &cluster.client().map_err(Failure::Usage)?,
             &topic,
             file,
             key_field.as_deref(),
@@ -304,12 +302,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         .map_err(Failure::Runtime),
         Some(Command::Consume {
             topic,
-            brokers,
+            cluster,
             max,
             idle_secs,
             keys,
         }) => kafka_tools::consume(
-            &kafka_tools::client(brokers).map_err(Failure::Usage)?,
+            &cluster.client().map_err(Failure::Usage)?,
             &topic,
             max,
             std::time::Duration::from_secs_f64(idle_secs.max(0.1)),

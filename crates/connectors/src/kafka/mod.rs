@@ -15,6 +15,7 @@ pub mod connector;
 pub mod delivery;
 pub mod error;
 mod group;
+mod probe;
 pub mod sink;
 pub mod source;
 
@@ -23,12 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use velostream_engine::{JobMetrics, Result, Sink, Source};
 use velostream_sql::{system_columns, TimeFormats};
 
 use self::config::KafkaSettings;
 use self::error::KafkaError;
+pub use self::probe::{probe, KafkaProbe};
 pub use self::source::ReadMode;
 use crate::error::{ConnectorError, ConnectorResult};
 use crate::format::decode::BatchDecoder;
@@ -133,6 +135,27 @@ pub struct KafkaDefaults {
     pub batch_timeout: Duration,
     /// The clusters credentials go to, and whether the application is confined.
     pub rules: config::ClientRules,
+    /// What an exactly-once sink's `transactional.id` starts with when the
+    /// sink sets none: `velostream.kafka.transactional_id_prefix`, else
+    /// [`DEFAULT_TRANSACTIONAL_ID_PREFIX`]. Two deployments that write at
+    /// once (blue and green) need different prefixes, or they fence each
+    /// other's producers.
+    pub transactional_id_prefix: Option<String>,
+}
+
+/// The start of a sink's default `transactional.id` (then the statement's name).
+pub const DEFAULT_TRANSACTIONAL_ID_PREFIX: &str = "velostream-";
+
+impl KafkaDefaults {
+    /// The `transactional.id` of the exactly-once sink of statement `name`
+    /// whose properties `props` name none.
+    pub fn transactional_id(&self, name: &str) -> String {
+        let prefix = self
+            .transactional_id_prefix
+            .as_deref()
+            .unwrap_or(DEFAULT_TRANSACTIONAL_ID_PREFIX);
+        format!("{prefix}{name}")
+    }
 }
 
 /// Secret values (`sasl.password`, ...) shown as `***`.
@@ -143,6 +166,7 @@ impl std::fmt::Debug for KafkaDefaults {
             .field("table_load_timeout", &self.table_load_timeout)
             .field("batch_timeout", &self.batch_timeout)
             .field("rules", &self.rules)
+            .field("transactional_id_prefix", &self.transactional_id_prefix)
             .finish()
     }
 }
@@ -154,6 +178,7 @@ impl Default for KafkaDefaults {
             table_load_timeout: Duration::from_secs(120),
             batch_timeout: Duration::from_millis(100),
             rules: config::ClientRules::default(),
+            transactional_id_prefix: None,
         }
     }
 }
@@ -187,39 +212,6 @@ pub fn client_settings(
         .into_iter()
         .collect();
     KafkaSettings::resolve(&own, &consumer_defaults(&defaults.client), &defaults.rules)
-}
-
-/// What a probe of the configured cluster learnt.
-#[derive(Debug, Clone)]
-pub struct KafkaProbe {
-    /// The bootstrap servers asked.
-    pub servers: String,
-    pub brokers: usize,
-    pub topics: usize,
-}
-
-/// Asks the cluster of `defaults` for its metadata within `timeout`,
-/// connecting as the tools do ([`client_settings`]: the configured
-/// security settings and credentials), for `/ready` and `velostream check`.
-pub fn probe(defaults: &KafkaDefaults, timeout: Duration) -> ConnectorResult<KafkaProbe> {
-    let settings = client_settings(defaults, None)?;
-    let servers = settings.bootstrap_servers().to_string();
-    let consumer: BaseConsumer =
-        settings
-            .client_config()
-            .create()
-            .map_err(|source| KafkaError::Client {
-                client: "consumer",
-                source,
-            })?;
-    let metadata = consumer.fetch_metadata(None, timeout).map_err(|e| {
-        KafkaError::request(format!("{servers} not reachable within {timeout:?}"), e)
-    })?;
-    Ok(KafkaProbe {
-        brokers: metadata.brokers().len(),
-        topics: metadata.topics().len(),
-        servers,
-    })
 }
 
 /// The librdkafka properties among `props` (Velostream's keys removed).
@@ -418,7 +410,7 @@ pub fn open_sink(
             props
                 .get("transactional.id")
                 .cloned()
-                .unwrap_or_else(|| format!("velostream-{name}"))
+                .unwrap_or_else(|| defaults.transactional_id(name))
         }),
     )?))
 }

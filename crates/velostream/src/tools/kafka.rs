@@ -10,17 +10,46 @@ use rdkafka::message::Message;
 use rdkafka::ClientConfig;
 use velostream_connectors::kafka::admin;
 
-/// The client the tools connect with: the cluster `--brokers` names, else
-/// the one the settings name (`KAFKA_BROKERS`), else localhost, with the
-/// settings' security and credentials ([`crate::settings`]).
-pub fn client(flag: Option<String>) -> Result<ClientConfig, String> {
-    let config = crate::settings::load(&[]).map_err(|e| e.to_string())?;
-    crate::settings::kafka_client(&config, flag.as_deref())
+/// Which cluster a tool connects to, and with what settings: the same
+/// `--config` files the service reads (their `velostream.kafka` section,
+/// so TLS, SASL and credentials are the service's), with `--brokers`
+/// naming another bootstrap list.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ClusterArgs {
+    /// Bootstrap servers (default: the configuration's, KAFKA_BROKERS, else localhost:9092)
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Configuration files whose `velostream.kafka` settings (security,
+    /// credentials, cluster) the client uses (repeatable; files merge)
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Vec<PathBuf>,
 }
 
-/// The cluster the tools connect to (see [`client`]).
+impl ClusterArgs {
+    /// The client the tools connect with: the cluster `--brokers` names,
+    /// else the one the settings name (`--config`, `KAFKA_BROKERS`), else
+    /// localhost, with the settings' security and credentials
+    /// ([`crate::settings`]).
+    pub fn client(&self) -> Result<ClientConfig, String> {
+        let config = crate::settings::load(&self.config).map_err(|e| e.to_string())?;
+        crate::settings::kafka_client(&config, self.brokers.as_deref())
+    }
+
+    /// The bootstrap list [`client`](Self::client) connects to.
+    pub fn brokers(&self) -> Result<String, String> {
+        self.client()
+            .map(|c| c.get("bootstrap.servers").unwrap_or_default().to_string())
+    }
+}
+
+/// The cluster the benchmarks and generators connect to: `flag`, else the
+/// environment's (see [`ClusterArgs::client`]).
 pub fn brokers(flag: Option<String>) -> Result<String, String> {
-    client(flag).map(|c| c.get("bootstrap.servers").unwrap_or_default().to_string())
+    ClusterArgs {
+        brokers: flag,
+        config: Vec::new(),
+    }
+    .brokers()
 }
 
 /// Sends each JSON line of `input` (stdin when `None`) as one message;
@@ -222,9 +251,8 @@ pub enum OffsetsCommand {
         /// Only these topics (default: every topic the group has offsets on)
         #[arg(long = "topic")]
         topics: Vec<String>,
-        /// Bootstrap servers (default: KAFKA_BROKERS, else localhost:9092)
-        #[arg(long)]
-        brokers: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
         #[arg(long, value_name = "FILE")]
         to: Option<PathBuf>,
     },
@@ -235,8 +263,8 @@ pub enum OffsetsCommand {
         /// The group to commit for (default: the exported group)
         #[arg(long)]
         group: Option<String>,
-        #[arg(long)]
-        brokers: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 }
 
@@ -246,10 +274,10 @@ impl OffsetsCommand {
             Self::Export {
                 group,
                 topics,
-                brokers: b,
+                cluster,
                 to,
             } => {
-                let exported = export_offsets(&client(b)?, &group, &topics)?;
+                let exported = export_offsets(&cluster.client()?, &group, &topics)?;
                 let text = serde_json::to_string_pretty(&exported).map_err(|e| e.to_string())?;
                 match &to {
                     Some(path) => std::fs::write(path, text + "\n")
@@ -265,14 +293,14 @@ impl OffsetsCommand {
             Self::Import {
                 file,
                 group,
-                brokers: b,
+                cluster,
             } => {
                 let text = std::fs::read_to_string(&file)
                     .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
                 let exported: GroupOffsets = serde_json::from_str(&text)
                     .map_err(|e| format!("{} is not an offsets export: {e}", file.display()))?;
                 let group = group.unwrap_or(exported.group);
-                import_offsets(&client(b)?, &group, &exported.offsets)?;
+                import_offsets(&cluster.client()?, &group, &exported.offsets)?;
                 eprintln!(
                     "committed {} partition offset(s) for group '{group}'",
                     exported.offsets.len()
