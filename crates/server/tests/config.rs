@@ -153,6 +153,16 @@ fn unknown_keys_and_bad_values_name_file_key_and_form() {
             "logging.outputs",
             "console",
         ),
+        (
+            "velostream:\n  database:\n    sslmode: verify-everything\n",
+            "velostream.database.sslmode",
+            "verify-full",
+        ),
+        (
+            "velostream:\n  database:\n    host: db\n    sslrootcert: /ca.pem\n",
+            "velostream.database.sslrootcert",
+            "sslmode",
+        ),
         ("nonsense: 1\n", "nonsense", "velostream"),
     ];
     for (text, key, form) in cases {
@@ -186,4 +196,25 @@ fn a_file_may_leave_out_keys_another_file_provides() {
     std::fs::write(&with_var, "velostream:\n  environment: ${STAGE:-dev}\n").unwrap();
     let c = load(&[with_var], &env(&[("STAGE", "")])).unwrap();
     assert_eq!(c.velostream.environment.as_deref(), Some("dev"));
+}
+
+#[test]
+fn the_database_section_takes_libpq_tls_settings() {
+    use velostream_server::config::schema::DatabaseSslMode;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("db.yaml");
+    std::fs::write(
+        &file,
+        "velostream:\n  database:\n    host: db\n    sslmode: verify-full\n    sslrootcert: /etc/velostream/tls/db-ca.pem\n",
+    )
+    .unwrap();
+    let c = load(&[file], &env(&[])).unwrap();
+    let db = c.velostream.database.unwrap();
+    assert_eq!(db.sslmode, Some(DatabaseSslMode::VerifyFull));
+    assert!(db.sslmode.unwrap().uses_tls());
+    assert!(!DatabaseSslMode::Prefer.uses_tls());
+    assert_eq!(
+        db.sslrootcert.as_deref(),
+        Some(std::path::Path::new("/etc/velostream/tls/db-ca.pem"))
+    );
 }

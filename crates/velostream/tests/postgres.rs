@@ -529,4 +529,70 @@ fn a_database_reached_over_tls_verifies_its_certificate() {
         said.contains("cannot connect to PostgreSQL") && said.contains("certificate"),
         "{said}"
     );
+
+    // the same through the configuration's database section (no 'url'):
+    // the join's connector, `velostream check` and so the service's probe
+    let server = server();
+    let app = dir.path().join("section.sql");
+    std::fs::write(
+        &app,
+        format!(
+            "CREATE STREAM p (cur VARCHAR, amount DECIMAL(10, 2)) WITH ('p.type' = 'file_source', 'p.path' = 'in.jsonl');
+             SELECT p.amount * r.rate AS usd FROM p JOIN rates r ON p.cur = r.cur
+             WITH ('rates.type' = 'postgres_source', 'rates.table' = '{table}');"
+        ),
+    )
+    .unwrap();
+    let with_section = |tls: &str| {
+        let config = dir.path().join("database.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "velostream:\n  state_dir: {}\n{}{tls}",
+                dir.path().join("state").display(),
+                server.database_yaml()
+            ),
+        )
+        .unwrap();
+        let run = velostream()
+            .arg("run")
+            .arg(&app)
+            .arg("--config")
+            .arg(&config)
+            .env("DB_PASSWORD", &server.password)
+            .output()
+            .unwrap();
+        let check = velostream()
+            .args(["check", "--config"])
+            .arg(&config)
+            .env("DB_PASSWORD", &server.password)
+            .env_remove("KAFKA_BROKERS")
+            .output()
+            .unwrap();
+        let checked = String::from_utf8_lossy(&check.stdout).into_owned()
+            + &String::from_utf8_lossy(&check.stderr);
+        (run, checked)
+    };
+    let (run, checked) = with_section(&format!(
+        "    sslmode: verify-full\n    sslrootcert: {ca}\n"
+    ));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        r#"{"usd":10.850000}"#
+    );
+    assert!(checked.contains("PASS database: "), "{checked}");
+    // TLS really is used: without the CA the server's certificate is refused
+    let (run, checked) = with_section("    sslmode: require\n");
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(said.contains("certificate"), "{said}");
+    assert!(
+        checked.contains("FAIL database: ") && checked.contains("certificate"),
+        "{checked}"
+    );
 }

@@ -5,7 +5,8 @@
 //! resolved once by the binary's settings).
 //! Sessions run in UTC so that `timestamptz` values read the same
 //! everywhere. Passwords never appear in messages. `sslmode=require` in a
-//! URL connects over TLS ([`super::tls`]).
+//! URL, or [`DatabaseDefaults::tls`] for connections without one, connects
+//! over TLS ([`super::tls`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,6 +27,11 @@ pub struct DatabaseDefaults {
     pub user: Option<String>,
     pub password: Option<String>,
     pub name: Option<String>,
+    /// Sessions over TLS, the server's certificate chain and name
+    /// verified (`sslmode` require, verify-ca or verify-full).
+    pub tls: bool,
+    /// A CA certificate to trust besides the system's (`sslrootcert`).
+    pub root_cert: Option<PathBuf>,
     /// How long opening a connection may take (10 s when absent).
     pub connect_timeout: Option<Duration>,
     /// An application the service runs: only this database, never a
@@ -42,6 +48,8 @@ impl std::fmt::Debug for DatabaseDefaults {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("name", &self.name)
+            .field("tls", &self.tls)
+            .field("root_cert", &self.root_cert)
             .field("connect_timeout", &self.connect_timeout)
             .field("confined", &self.confined)
             .finish()
@@ -78,7 +86,7 @@ impl Target {
                 let (url, cert) = super::tls::take_root_cert(url);
                 (Some(url), cert)
             }
-            None => (None, None),
+            None => (None, defaults.root_cert.clone()),
         };
         let mut config = match url {
             Some(url) => postgres::Config::from_str(&url).map_err(|e| {
@@ -98,6 +106,9 @@ impl Target {
                 }
                 if let Some(n) = &defaults.name {
                     c.dbname(n);
+                }
+                if defaults.tls {
+                    c.ssl_mode(postgres::config::SslMode::Require);
                 }
                 c
             }

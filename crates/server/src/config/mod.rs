@@ -111,6 +111,14 @@ fn check(value: &Value, origin: &str) -> Result<ServiceConfig, ConfigError> {
             message: "velostream.processing.guarantee: exactly_once publishes results with checkpoints; set velostream.processing.checkpoint_interval too".into(),
         });
     }
+    if let Some(db) = &config.velostream.database {
+        if db.sslrootcert.is_some() && !db.sslmode.is_some_and(|m| m.uses_tls()) {
+            return Err(ConfigError::Invalid {
+                file: origin.to_string(),
+                message: "velostream.database.sslrootcert: a CA is used only over TLS; set velostream.database.sslmode to require, verify-ca or verify-full".into(),
+            });
+        }
+    }
     Ok(config)
 }
 

@@ -228,6 +228,37 @@ pub struct Database {
     pub user: Option<String>,
     pub password: Option<String>,
     pub name: Option<String>,
+    /// libpq's `sslmode`: whether sessions use TLS.
+    pub sslmode: Option<DatabaseSslMode>,
+    /// libpq's `sslrootcert`: a CA certificate (PEM) to trust besides the
+    /// system's, for a server certificate from a private CA.
+    pub sslrootcert: Option<std::path::PathBuf>,
+}
+
+/// `velostream.database.sslmode`, with libpq's names. The TLS modes all
+/// verify the server's certificate chain and its name (libpq's
+/// `verify-full`): a session that could be intercepted is never opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatabaseSslMode {
+    /// No TLS.
+    Disable,
+    /// No TLS either (the default): a server certificate that cannot be
+    /// verified must not turn a working setup into a failure.
+    Prefer,
+    /// TLS, certificate and name verified.
+    Require,
+    /// The same as `require`.
+    VerifyCa,
+    /// The same as `require`.
+    VerifyFull,
+}
+
+impl DatabaseSslMode {
+    /// True for the modes that connect over TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Require | Self::VerifyCa | Self::VerifyFull)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
