@@ -3,9 +3,9 @@
 
     scripts/check_manifests.py /var/tmp/velostream-target/debug/velostream
 
-Renders deploy/kubernetes/base, overlays/blue, overlays/green and active with
-`kubectl kustomize`, and checks what the rendered objects say against what
-the binary and its sources say:
+Renders deploy/kubernetes/base, overlays/blue, overlays/green, active and
+backup with `kubectl kustomize`, and checks what the rendered objects say
+against what the binary and its sources say:
 
 - the ConfigMap holds the deployment guide's documents byte for byte
   (config/guide/), and the container loads every document of it;
@@ -20,14 +20,36 @@ the binary and its sources say:
 - the configuration's paths (the config files, state_dir, the TLS files,
   the tokens file, log files, applications) lie on the volumes mounted
   there, and the state directory on the pod's own volume claim;
-- the overlays differ in name, environment label and consumer group, and
+- the overlays differ in name, environment label, consumer group and
+  transactional-id prefix, and
   velostream-active selects one of them;
+- deploy/kubernetes/backup: the CronJob's schedule meets the 15-minute
+  RPO, concurrencyPolicy is Forbid and a run ends before the next is due,
+  the Role bound to the CronJob's ServiceAccount grants exactly get/list on
+  pods and create on pods/exec, the container runs non-root on a read-only
+  root with resources and its image from an images: entry; in backup.sh,
+  the label selector selects the StatefulSet's pods (each colour's alone
+  with VELOSTREAM_COLOUR), every `velostream state backup` flag is one of
+  the binary's `state backup --help`, every path passed into a pod
+  (certificates, state directory, staging directory) lies on a volume the
+  StatefulSet mounts and the certificates are keys of the README's Secret,
+  the state directory is the configuration's state_dir, only the staging
+  directory is removed, and the backup claim is mounted where the script
+  writes;
+- backup.sh, run against stand-in pods (a stand-in kubectl runs each pod's
+  commands in a directory of its own, the binary's `state backup`
+  included): every pod is tried when one fails, one line per pod, a
+  non-zero exit, backups under <pod>/<UTC stamp>/, no staging left in the
+  pods, old backups pruned;
 - the binary, started with the container's arguments and environment
   (each mounted volume a temporary directory, the configuration rewritten
   to loopback, free ports, no Kafka cluster, no database and a local file
   application), answers the probes as the kubelet sends them with 200,
   serves the API and the metrics as configured, writes its state and logs
-  where the volumes are, and drains on SIGTERM.
+  where the volumes are, and drains on SIGTERM; and the backup CronJob's
+  `velostream state backup`, with its flags, the pod's token and a client
+  certificate, holds and releases it and writes a backup that, copied out
+  with tar, restores.
 
 Prints one PASS or FAIL line per check and a summary; exits 1 when a check
 fails (2 when it cannot run at all).
@@ -41,6 +63,7 @@ import mmap
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -49,6 +72,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 from test_certificates import make_certificates
@@ -80,6 +104,13 @@ GUIDE_RBAC_RULES = [
     {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get"]},
 ]
 START_TIMEOUT = 90.0
+# deploy/kubernetes/backup and what the guide asks of backups (docs/operations.md)
+BACKUP_DIRECTORY = "backup"
+BACKUP_CRONJOB = "velostream-state-backup"
+BACKUP_ACCOUNT = "velostream-backup"
+BACKUP_RPO_MINUTES = 15
+BACKUP_RETENTION_DAYS = 7
+BACKUP_GRANTS = {("", "pods", "get"), ("", "pods", "list"), ("", "pods/exec", "create")}
 
 
 class Report:
@@ -284,6 +315,7 @@ class Settings:
         self.applications = [a if isinstance(a, str) else a.get("path") for a in v.get("applications") or []]
         self.kafka = v.get("kafka") or {}
         self.group_id = self.kafka.get("group_id", self.kafka.get("group.id"))
+        self.transactional_id_prefix = self.kafka.get("transactional_id_prefix")
         self.guarantee = dig(v, "processing", "guarantee", default="at_least_once")
         tls = dig(config, "security", "tls") or {}
         self.tls_enabled = bool(tls.get("enabled", False))
@@ -573,26 +605,7 @@ def check_rendering(name, objects, pod, defaults, env_names, binary, secrets_mad
                 m["name"] in pod.volumes or m["name"] in pod.claims, m["name"])
 
     def on(path, what, kinds, writable=False, key_in=None):
-        mount = pod.mount_of(path)
-        if not mount:
-            return R.check(f"{label} {what} {path} is on a mounted volume", False, "no volume mounted there")
-        kind = pod.volume_kind(mount["name"])
-        problems = []
-        if kind not in kinds:
-            problems.append(f"{kind} volume, expected {' or '.join(kinds)}")
-        if writable and mount.get("readOnly"):
-            problems.append("mounted read-only")
-        rel = os.path.relpath(path, mount["mountPath"])
-        if key_in == "configMap":
-            cm = pod.configmap_of(mount)
-            if rel not in (cm or {}).get("data", {}):
-                problems.append(f"ConfigMap has no {rel}")
-        if key_in == "secret":
-            secret = pod.secret_of(mount)
-            if rel not in secrets_made.get(secret, set()):
-                problems.append(f"the README's Secret {secret} has no key {rel}")
-        return R.check(f"{label} {what} {path} is on the {kind} volume {mount['name']} at {mount['mountPath']}",
-                       not problems, "; ".join(problems))
+        return check_on(label, pod, secrets_made, path, what, kinds, writable, key_in)
 
     for f in files:
         on(f, "config file", ["configMap"], key_in="configMap")
@@ -724,9 +737,9 @@ def check_colours(rendered, pods, settings):
     groups = {c: settings[c].group_id if settings.get(c) else None for c in COLOURS}
     R.check("each colour has its own Kafka consumer group (velostream.kafka.group_id)",
             all(groups.values()) and groups["blue"] != groups["green"], json.dumps(groups))
-    R.check("transactional ids per colour: none in use (at_least_once)",
-            all(settings.get(c) and settings[c].guarantee != "exactly_once" for c in COLOURS),
-            "a kafka_sink's transactional.id is its 'transactional.id' property or velostream-<statement>; no configuration key or variable sets it")
+    prefixes = {c: settings[c].transactional_id_prefix if settings.get(c) else None for c in COLOURS}
+    R.check("each colour has its own transactional ids (velostream.kafka.transactional_id_prefix)",
+            all(prefixes.values()) and prefixes["blue"] != prefixes["green"], json.dumps(prefixes))
     active = [o for o in rendered.get("active") or [] if o.get("kind") == "Service" and o["metadata"]["name"] == "velostream-active"]
     if R.check("Service velostream-active exists", bool(active)):
         svc = active[0]
@@ -741,6 +754,696 @@ def check_colours(rendered, pods, settings):
                 target = pods[c].port(p.get("targetPort", p["port"]))
                 R.check(f"velostream-active port {p['port']} reaches {c}'s health_check_port",
                         target == settings[c].health_port, f"-> {target}")
+
+
+# ---------------------------------------------------------------- the state backup
+
+
+def cron_minutes(field, low, high):
+    """The values of one cron field (`*`, `*/n`, `a`, `a-b`, `a-b/n`, lists), or None."""
+    values = set()
+    for part in field.split(","):
+        span, _, step = part.partition("/")
+        if not (step.isdigit() or step == ""):
+            return None
+        step = int(step) if step else 1
+        if span == "*":
+            start, end = low, high
+        elif re.fullmatch(r"\d+-\d+", span):
+            start, end = map(int, span.split("-"))
+        elif span.isdigit():
+            start, end = int(span), high if step > 1 else int(span)
+        else:
+            return None
+        if step < 1 or start < low or end > high:
+            return None
+        values.update(range(start, end + 1, step))
+    return sorted(values)
+
+
+def schedule_gaps(schedule):
+    """(shortest, longest) minutes between the runs of a daily cron schedule, or None."""
+    fields = str(schedule).split()
+    if len(fields) != 5 or fields[2:] != ["*", "*", "*"]:
+        return None
+    minutes, hours = cron_minutes(fields[0], 0, 59), cron_minutes(fields[1], 0, 23)
+    if not minutes or not hours:
+        return None
+    runs = sorted(h * 60 + m for h in hours for m in minutes)
+    gaps = [b - a for a, b in zip(runs, runs[1:])] + [runs[0] + 24 * 60 - runs[-1]]
+    return min(gaps), max(gaps)
+
+
+def shell_expand(word, env):
+    """`${NAME}`, `${NAME:-word}`, `${NAME:+word}` and `${NAME:?}` of a shell word, for
+    the names in `env`; any other expansion (the script's own variables) is left as written."""
+    out, i = [], 0
+    while True:
+        start = word.find("${", i)
+        if start < 0:
+            out.append(word[i:])
+            return "".join(out)
+        depth, j = 0, start
+        while j < len(word):
+            if word.startswith("${", j):
+                depth, j = depth + 1, j + 2
+                continue
+            if word[j] == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            j += 1
+        if j >= len(word):
+            out.append(word[i:])
+            return "".join(out)
+        out.append(word[i:start])
+        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:[-+?])(.*))?", word[start + 2:j], re.S)
+        if m and m.group(1) in env:
+            value, op, alternative = env[m.group(1)], m.group(2), m.group(3) or ""
+            if op == ":-" and not value:
+                value = shell_expand(alternative, env)
+            elif op == ":+":
+                value = shell_expand(alternative, env) if value else ""
+            out.append(value)
+        else:
+            out.append(word[start:j + 1])
+        i = j + 1
+
+
+def shell_commands(script):
+    """The simple commands of a shell script, each a list of words (quotes removed,
+    redirections and keywords dropped): as much of sh as the backup script needs."""
+    text = script.replace("\\\n", " ")
+    text = re.sub(r"(\|\||&&|\|)[ \t]*\n", r"\1 ", text)
+    keywords = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}"}
+    commands = []
+    for line in text.splitlines():
+        if line.strip().startswith("#"):
+            continue
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        lexer.commenters = ""
+        try:
+            tokens = list(lexer)
+        except ValueError:
+            continue
+        current, skip = [], False
+        for token in tokens:
+            if skip:
+                skip = False
+            elif set(token) <= set("<>&|") and ("<" in token or ">" in token):
+                if current and current[-1].isdigit():
+                    current.pop()
+                skip = True
+            elif set(token) <= set("|&;()"):
+                if current:
+                    commands.append(current)
+                current = []
+            elif current or token not in keywords:
+                current.append(token)
+        if current:
+            commands.append(current)
+    return commands
+
+
+def option_value(words, *names):
+    """The value of `--name value`, `-n value` or `--name=value` in `words`, or None."""
+    for i, w in enumerate(words):
+        if w in names and i + 1 < len(words):
+            return words[i + 1]
+        for n in names:
+            if n.startswith("--") and w.startswith(n + "="):
+                return w.split("=", 1)[1]
+    return None
+
+
+class BackupScript:
+    """What the backup script runs, its words expanded with the CronJob's environment."""
+
+    def __init__(self, script, env):
+        self.commands = [[shell_expand(w, env) for w in c] for c in shell_commands(script)]
+        self.execs, self.listings, self.local = [], [], []
+        for words in self.commands:
+            if "kubectl" not in words:
+                self.local.append(words)
+                continue
+            k = words.index("kubectl")
+            if words[k + 1:k + 2] == ["exec"] and "--" in words[k:]:
+                d = words.index("--", k)
+                options = words[k + 2:d]
+                pods = [w for i, w in enumerate(options) if not w.startswith("-")
+                        and not (i and options[i - 1] in ("-n", "--namespace", "-c", "--container"))]
+                self.execs.append({
+                    "namespace": option_value(options, "-n", "--namespace"),
+                    "container": option_value(options, "-c", "--container"),
+                    "pod": pods[0] if pods else None,
+                    "argv": words[d + 1:],
+                })
+            elif words[k + 1:k + 3] == ["get", "pods"]:
+                self.listings.append(words[k:])
+
+    def in_pod(self, *argv0):
+        return [e for e in self.execs if e["argv"][:len(argv0)] == list(argv0)]
+
+    def backup_argv(self):
+        found = self.in_pod("velostream", "state", "backup")
+        return found[0]["argv"] if len(found) == 1 else None
+
+    def flags(self):
+        """The `velostream state backup` flags, each with its value (None for a switch)."""
+        argv, flags, i = self.backup_argv() or [], {}, 3
+        while i < len(argv):
+            w = argv[i]
+            if w.startswith("--") and "=" in w:
+                flags[w.split("=", 1)[0]] = w.split("=", 1)[1]
+            elif w.startswith("-"):
+                takes = i + 1 < len(argv) and not argv[i + 1].startswith("-")
+                flags[w] = argv[i + 1] if takes else None
+                i += 1 if takes else 0
+            i += 1
+        return flags
+
+
+def help_flags(binary, *command):
+    result = subprocess.run([str(binary.path), *command, "--help"], capture_output=True, text=True, timeout=60)
+    return set(re.findall(r"^\s+(?:-\w,\s+)?(--[a-z][a-z0-9-]*)", result.stdout, re.M)), result.stdout
+
+
+def selector_labels(selector):
+    labels = {}
+    for part in (selector or "").split(","):
+        if "=" not in part:
+            return None
+        key, value = part.split("=", 1)
+        labels[key.rstrip("=")] = value
+    return labels
+
+
+def check_on(label, pod, secrets_made, path, what, kinds, writable=False, key_in=None):
+    """PASS when `path` lies on a volume of the pod of one of `kinds` (writable, holding
+    the key as a ConfigMap or the README's Secret has it, when asked)."""
+    mount = pod.mount_of(path)
+    if not mount:
+        return R.check(f"{label} {what} {path} is on a mounted volume", False, "no volume mounted there")
+    kind = pod.volume_kind(mount["name"])
+    problems = []
+    if kind not in kinds:
+        problems.append(f"{kind} volume, expected {' or '.join(kinds)}")
+    if writable and mount.get("readOnly"):
+        problems.append("mounted read-only")
+    rel = os.path.relpath(path, mount["mountPath"])
+    if key_in == "configMap":
+        cm = pod.configmap_of(mount)
+        if rel not in (cm or {}).get("data", {}):
+            problems.append(f"ConfigMap has no {rel}")
+    if key_in == "secret":
+        secret = pod.secret_of(mount)
+        if rel not in secrets_made.get(secret, set()):
+            problems.append(f"the README's Secret {secret} has no key {rel}")
+    return R.check(f"{label} {what} {path} is on the {kind} volume {mount['name']} at {mount['mountPath']}",
+                   not problems, "; ".join(problems))
+
+
+def within(path, directory):
+    directory = directory.rstrip("/") or "/"
+    return path == directory or path.startswith(directory + "/")
+
+
+class BackupJob:
+    """The CronJob of deploy/kubernetes/backup and the pieces of its pod the checks use."""
+
+    def __init__(self, objects):
+        self.cronjob = next((o for o in of_kind(objects, "CronJob") if o["metadata"]["name"] == BACKUP_CRONJOB), None)
+        if not self.cronjob:
+            return
+        self.spec = self.cronjob["spec"]
+        self.job = dig(self.spec, "jobTemplate", "spec", default={})
+        self.template = self.job.get("template", {})
+        self.labels = dig(self.template, "metadata", "labels", default={})
+        self.pod_spec = self.template.get("spec", {})
+        self.container = (self.pod_spec.get("containers") or [{}])[0]
+        self.volumes = {v["name"]: v for v in self.pod_spec.get("volumes", [])}
+        self.mounts = self.container.get("volumeMounts", [])
+        self.configmaps = {c["metadata"]["name"]: c for c in of_kind(objects, "ConfigMap")}
+        self.claims = {c["metadata"]["name"]: c for c in of_kind(objects, "PersistentVolumeClaim")}
+        namespace = self.cronjob["metadata"].get("namespace")
+        self.env = {}
+        for e in self.container.get("env", []):
+            if "value" in e:
+                self.env[e["name"]] = str(e["value"])
+            elif dig(e, "valueFrom", "fieldRef", "fieldPath") == "metadata.namespace" and namespace:
+                self.env[e["name"]] = namespace
+
+    mount_of = Pod.mount_of
+
+    def script(self):
+        """(path, text) of the script the container runs, from the ConfigMap mounted there."""
+        for word in list(self.container.get("command", [])) + list(self.container.get("args", [])):
+            mount = self.mount_of(word) if word.startswith("/") else None
+            name = dig(self.volumes.get(mount["name"], {}), "configMap", "name") if mount else None
+            if name:
+                key = os.path.relpath(word, mount["mountPath"])
+                return word, self.configmaps.get(name, {}).get("data", {}).get(key)
+        return None, None
+
+    def claim_at(self, path):
+        """The PersistentVolumeClaim mounted (writable) where `path` lies, or None."""
+        mount = self.mount_of(path)
+        name = dig(self.volumes.get(mount["name"], {}), "persistentVolumeClaim", "claimName") if mount else None
+        return (self.claims.get(name), mount) if name else (None, mount)
+
+
+def backup_rbac(objects, account):
+    """The Roles that RoleBindings give `account`, and the bindings."""
+    roles = {o["metadata"]["name"]: o for o in of_kind(objects, "Role")}
+    bindings = [b for b in of_kind(objects, "RoleBinding")
+                if any(x.get("kind") == "ServiceAccount" and x.get("name") == account
+                       and x.get("namespace", NAMESPACE) == NAMESPACE for x in b.get("subjects", []))]
+    return roles, bindings
+
+
+def rule_grants(rules):
+    grants = set()
+    for rule in rules or []:
+        if set(rule) - {"apiGroups", "resources", "verbs"}:
+            grants.add(("?", ",".join(sorted(set(rule) - {"apiGroups", "resources", "verbs"})), "?"))
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                for verb in rule.get("verbs", []):
+                    grants.add((group, resource, verb))
+    return grants
+
+
+def check_backup(objects, pods, settings, binary, secrets_made):
+    """The static checks of deploy/kubernetes/backup; returns the plan the other checks
+    run (the CronJob, its script, the `state backup` command), or None."""
+    label = "[backup]"
+    R.section(f"{DEPLOY.relative_to(ROOT)}/{BACKUP_DIRECTORY}")
+    wrong_ns = [f"{o['kind']}/{o['metadata']['name']}" for o in objects if o["metadata"].get("namespace") != NAMESPACE]
+    R.check(f"{label} every object is in namespace {NAMESPACE}", not wrong_ns, ", ".join(wrong_ns))
+    job = BackupJob(objects)
+    if not R.check(f"{label} CronJob {BACKUP_CRONJOB}", job.cronjob is not None,
+                   ", ".join(o["metadata"]["name"] for o in of_kind(objects, "CronJob"))):
+        return None
+    spec = job.spec
+
+    # schedule
+    schedule = spec.get("schedule")
+    gaps = schedule_gaps(schedule)
+    R.check(f"{label} schedule {schedule!r} meets the RPO of {BACKUP_RPO_MINUTES} minutes",
+            gaps is not None and gaps[1] <= BACKUP_RPO_MINUTES,
+            f"at most {gaps[1]} minutes between runs" if gaps else "not a daily minute/hour schedule")
+    R.check(f"{label} concurrencyPolicy Forbid (never two runs at once)", spec.get("concurrencyPolicy") == "Forbid",
+            f"{spec.get('concurrencyPolicy', 'Allow (the default)')}")
+    interval = (gaps[0] if gaps else BACKUP_RPO_MINUTES) * 60
+    start, active = spec.get("startingDeadlineSeconds"), job.job.get("activeDeadlineSeconds")
+    R.check(f"{label} startingDeadlineSeconds set, under the {interval // 60} minutes between runs",
+            isinstance(start, int) and 0 < start < interval, f"{start}")
+    R.check(f"{label} activeDeadlineSeconds: a run started as late as startingDeadlineSeconds allows ends "
+            f"before the next is due",
+            isinstance(active, int) and isinstance(start, int) and 0 < active and start + active <= interval,
+            f"{start} + {active} s, {interval} s between runs")
+    for key in ("successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        R.check(f"{label} {key} set", isinstance(spec.get(key), int), f"{spec.get(key)}")
+
+    # the account and what it may do
+    account = job.pod_spec.get("serviceAccountName")
+    R.check(f"{label} the CronJob's pods run as ServiceAccount {BACKUP_ACCOUNT}", account == BACKUP_ACCOUNT, f"{account}")
+    accounts = {o["metadata"]["name"] for o in of_kind(objects, "ServiceAccount")}
+    R.check(f"{label} ServiceAccount {account} exists", account in accounts, ", ".join(sorted(accounts)))
+    R.check(f"{label} the CronJob's pods mount the account's token (kubectl needs it)",
+            job.pod_spec.get("automountServiceAccountToken", True) is not False)
+    roles, bindings = backup_rbac(objects, account)
+    bound = [roles.get(b["roleRef"]["name"]) for b in bindings if b["roleRef"].get("kind") == "Role"]
+    R.check(f"{label} a RoleBinding binds {account} to a Role of the namespace, and only that",
+            len(bindings) == 1 and len(bound) == 1 and bound[0] is not None
+            and bindings[0]["roleRef"].get("apiGroup") == "rbac.authorization.k8s.io",
+            "; ".join(f"{b['metadata']['name']} -> {b['roleRef'].get('kind')}/{b['roleRef'].get('name')}" for b in bindings)
+            or "none")
+    grants = rule_grants(bound[0].get("rules")) if len(bound) == 1 and bound[0] else set()
+    R.check(f"{label} the Role grants exactly get and list on pods and create on pods/exec",
+            grants == BACKUP_GRANTS,
+            f"extra: {sorted(grants - BACKUP_GRANTS)}; missing: {sorted(BACKUP_GRANTS - grants)}"
+            if grants != BACKUP_GRANTS else f"Role {bound[0]['metadata']['name']}")
+
+    # the container
+    c = job.container
+    psc, csc = job.pod_spec.get("securityContext", {}), c.get("securityContext", {})
+    R.check(f"{label} runs as non-root (runAsNonRoot, a non-zero runAsUser)",
+            psc.get("runAsNonRoot") is True and (csc.get("runAsUser", psc.get("runAsUser")) or 0) > 0,
+            json.dumps(psc))
+    R.check(f"{label} read-only root file system, no privilege escalation, no capabilities",
+            csc.get("readOnlyRootFilesystem") is True and csc.get("allowPrivilegeEscalation") is False
+            and dig(csc, "capabilities", "drop") == ["ALL"], json.dumps(csc))
+    resources = c.get("resources", {})
+    R.check(f"{label} resources: requests and limits of cpu and memory",
+            all(dig(resources, kind, r) for kind in ("requests", "limits") for r in ("cpu", "memory")),
+            json.dumps(resources))
+    kustomization = yaml.safe_load((DEPLOY / BACKUP_DIRECTORY / "kustomization.yaml").read_text()) or {}
+    raw_images = [dig(d, "spec", "jobTemplate", "spec", "template", "spec", "containers", default=[{}])[0].get("image")
+                  for f in kustomization.get("resources", [])
+                  for d in yaml.safe_load_all((DEPLOY / BACKUP_DIRECTORY / f).read_text()) if d and d.get("kind") == "CronJob"]
+    entries = {i.get("name"): i for i in kustomization.get("images", [])}
+    entry = entries.get(raw_images[0]) if len(raw_images) == 1 else None
+    expected = f"{entry.get('newName', entry['name'])}:{entry['newTag']}" if entry and entry.get("newTag") else None
+    R.check(f"{label} the image is set by the images: entry {raw_images[0] if raw_images else '?'} of "
+            f"{BACKUP_DIRECTORY}/kustomization.yaml", bool(entry) and c.get("image") == expected,
+            f"rendered {c.get('image')}")
+    if csc.get("readOnlyRootFilesystem"):
+        for name in ("HOME", "TMPDIR"):
+            path = job.env.get(name)
+            mount = job.mount_of(path) if path else None
+            R.check(f"{label} {name} {path} is writable under the read-only root",
+                    bool(mount) and not mount.get("readOnly"), "no volume mounted there" if not mount else "")
+    R.check(f"{label} the CronJob's pods are not selected as Velostream pods (labels {json.dumps(job.labels)})",
+            job.labels.get("app") != "velostream")
+
+    # the script
+    path, script = job.script()
+    R.check(f"{label} the container runs a script from a mounted ConfigMap", script is not None, f"{path}")
+    if script is None:
+        return None
+    source = DEPLOY / BACKUP_DIRECTORY / os.path.basename(path)
+    R.check(f"{label} the script is {BACKUP_DIRECTORY}/{source.name}", source.exists() and source.read_text() == script)
+    syntax = subprocess.run(["sh", "-n", str(source)], capture_output=True, text=True)
+    R.check(f"{label} sh -n {BACKUP_DIRECTORY}/{source.name} (the script parses)", syntax.returncode == 0,
+            syntax.stderr.strip()[:200])
+    unset = sorted(set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):\?\}", script)) - set(job.env))
+    R.check(f"{label} every variable the script requires is set by the CronJob", not unset, ", ".join(unset))
+    parsed = BackupScript(script, job.env)
+    argv = parsed.backup_argv()
+    if not R.check(f"{label} the script runs `velostream state backup` in the pods (kubectl exec) once",
+                   argv is not None, f"{len(parsed.in_pod('velostream', 'state', 'backup'))} found"):
+        return None
+    flags = parsed.flags()
+    known, help_text = help_flags(binary, "state", "backup")
+    unknown = sorted(set(flags) - known)
+    R.check(f"{label} every flag of its `velostream state backup` is one of `state backup --help`",
+            bool(known) and not unknown, f"unknown: {', '.join(unknown)}" if unknown else " ".join(sorted(flags)))
+    R.check(f"{label} the token is not on the command line (other users see it; --token reads VELOSTREAM_TOKEN)",
+            "--token" not in flags and re.search(r"--token\b.*\[env: VELOSTREAM_TOKEN\]", help_text) is not None)
+    containers = sorted({str(e["container"]) for e in parsed.execs})
+    namespaces = sorted({str(e["namespace"]) for e in parsed.execs})
+    R.check(f"{label} every kubectl exec names the namespace {NAMESPACE}", namespaces == [NAMESPACE], ", ".join(namespaces))
+    listing = parsed.listings[0] if len(parsed.listings) == 1 else []
+    R.check(f"{label} the script lists the pods once, the running ones (kubectl get pods)",
+            len(parsed.listings) == 1 and option_value(listing, "--field-selector") == "status.phase=Running"
+            and option_value(listing, "-n", "--namespace") == NAMESPACE,
+            f"{len(parsed.listings)} listing(s)")
+    unexpanded = BackupScript(script, {}).listings
+    raw_selector = option_value(unexpanded[0], "-l", "--selector") if len(unexpanded) == 1 else None
+    colour_default = job.env.get("VELOSTREAM_COLOUR")
+    R.check(f"{label} VELOSTREAM_COLOUR is empty (every colour) or a colour",
+            colour_default in ("", *COLOURS), f"{colour_default!r}")
+
+    # the pods: selector, container, paths, for each rendering of the StatefulSet
+    for name, pod in pods.items():
+        s = settings.get(name)
+        if not (pod.statefulset and s):
+            continue
+        tag = f"[backup/{name}]"
+        colour = name if name in COLOURS else ""
+        env = dict(job.env, VELOSTREAM_COLOUR=colour)
+        selector = selector_labels(shell_expand(raw_selector, env)) if raw_selector else None
+        R.check(f"{tag} the script's selector {json.dumps(selector)} (VELOSTREAM_COLOUR={colour!r}) selects "
+                f"the StatefulSet's pods", selects(selector, pod.labels), json.dumps(pod.labels))
+        for other in COLOURS:
+            if colour and other != colour and other in pods and pods[other].statefulset:
+                R.check(f"{tag} ... and not the pods of {other}", not selects(selector, pods[other].labels))
+        R.check(f"{tag} ... nor the backup Job's own pods", not selects(selector or {}, job.labels) if selector else False)
+        R.check(f"{tag} kubectl exec runs in the container {pod.container.get('name')}",
+                containers == [pod.container.get("name")], ", ".join(containers))
+        plan = BackupScript(script, env)
+        backup_flags = plan.flags()
+        url = urllib.parse.urlsplit(backup_flags.get("--service") or "")
+        scheme = "https" if s.tls_enabled else "http"
+        R.check(f"{tag} --service {url.geturl()} is the pod's own API ({scheme}, health_check_port {s.health_port})",
+                url.scheme == scheme and url.port == s.health_port and url.hostname in ("localhost", "127.0.0.1"))
+        if s.tls_enabled and s.client_auth == "required":
+            R.check(f"{tag} --cacert, --cert and --key given (security.tls.client_auth: required)",
+                    all(backup_flags.get(f) for f in ("--cacert", "--cert", "--key")))
+        for flag in ("--cacert", "--cert", "--key"):
+            if backup_flags.get(flag):
+                check_on(tag, pod, secrets_made, backup_flags[flag], f"{flag}", ["secret"], key_in="secret")
+        if s.auth_mode == "token":
+            R.check(f"{tag} the pods set VELOSTREAM_TOKEN, the token of --service (security.auth.mode: token)",
+                    "VELOSTREAM_TOKEN" in pod.env())
+        state_dir = backup_flags.get("--state-dir")
+        R.check(f"{tag} --state-dir {state_dir} is the configuration's state_dir {s.state_dir}",
+                state_dir == s.state_dir)
+        if state_dir:
+            check_on(tag, pod, secrets_made, state_dir, "--state-dir", ["volumeClaimTemplate"], writable=True)
+        to = backup_flags.get("--to") or ""
+        state_mount = pod.mount_of(s.state_dir)
+        check_on(tag, pod, secrets_made, to, "--to (the staging directory)", ["volumeClaimTemplate"], writable=True)
+        R.check(f"{tag} --to is on the state volume, beside the state directory, not in it",
+                bool(to) and pod.mount_of(to) is state_mount and not within(to, s.state_dir), to)
+        streamed = [option_value(e["argv"], "-C") for e in plan.in_pod("tar") if "-cf" in e["argv"]]
+        R.check(f"{tag} the script streams out the directory --to names (tar -C ... -cf)", streamed == [to],
+                ", ".join(map(str, streamed)))
+        removed = [w for e in plan.in_pod("rm") for w in e["argv"][1:] if not w.startswith("-")]
+        unsafe = [r for r in removed if not within(to, r) or within(s.state_dir, r)
+                  or r.rstrip("/") == (state_mount or {}).get("mountPath", "").rstrip("/")]
+        R.check(f"{tag} the script removes in the pod only the staging directory (never the state "
+                f"directory or the volume)", bool(removed) and not unsafe, ", ".join(unsafe or removed))
+        paths = sorted({w for e in plan.execs for w in e["argv"] if w.startswith("/")})
+        outside = [p for p in paths if not pod.mount_of(p)]
+        R.check(f"{tag} every path the script passes into the pod lies on a volume the StatefulSet mounts",
+                not outside, ", ".join(outside) if outside else ", ".join(paths))
+
+    # where the backups go
+    extracted = [option_value(words, "-C") for words in parsed.local if words[:1] == ["tar"] and "-xf" in words]
+    target = extracted[0] if len(extracted) == 1 else None
+    claim, mount = job.claim_at(target) if target else (None, None)
+    R.check(f"{label} the script extracts the backups into BACKUP_DIR {job.env.get('BACKUP_DIR')} (tar -C ... -xf)",
+            bool(target) and within(target, job.env.get("BACKUP_DIR", "")), f"{target}")
+    R.check(f"{label} the backup claim is mounted, writable, where the script writes",
+            bool(claim) and not mount.get("readOnly") and within(job.env.get("BACKUP_DIR", "/"), mount["mountPath"]),
+            f"{mount['name']} at {mount['mountPath']}" if mount else "no claim mounted there")
+    templates = {t for p in pods.values() if p.statefulset for t in p.claims}
+    R.check(f"{label} the backups are on a claim of their own, not a pod's state volume",
+            bool(claim) and not any(claim["metadata"]["name"].startswith(t + "-") for t in templates),
+            claim["metadata"]["name"] if claim else "")
+    R.check(f"{label} RETENTION_DAYS is the guide's {BACKUP_RETENTION_DAYS} days",
+            job.env.get("RETENTION_DAYS") == str(BACKUP_RETENTION_DAYS), f"{job.env.get('RETENTION_DAYS')}")
+    return {"job": job, "script": script, "argv": argv, "container": containers[0] if len(containers) == 1 else None}
+
+
+FAKE_KUBECTL = r'''
+"""A stand-in for kubectl, for the backup script: `get pods` and `exec` on the pods of
+a JSON file (CHECK_FAKE_KUBE), each a directory standing for its volumes."""
+import json, os, subprocess, sys
+
+conf = json.load(open(os.environ["CHECK_FAKE_KUBE"]))
+args = sys.argv[1:]
+with open(conf["log"], "a") as log:
+    log.write(json.dumps(args) + "\n")
+
+
+def option(words, *names):
+    for i, w in enumerate(words):
+        if w in names and i + 1 < len(words):
+            return words[i + 1]
+        for n in names:
+            if w.startswith(n + "="):
+                return w.split("=", 1)[1]
+    return None
+
+
+def fail(message):
+    sys.stderr.write(message + "\n")
+    sys.exit(1)
+
+
+if args[:2] == ["get", "pods"]:
+    if option(args, "-n", "--namespace") != conf["namespace"]:
+        fail("error: the namespace is not " + conf["namespace"])
+    wanted = dict(p.split("=", 1) for p in (option(args, "-l", "--selector") or "").split(",") if p)
+    phase = option(args, "--field-selector")
+    output = option(args, "-o", "--output")
+    names = [n for n, p in sorted(conf["pods"].items())
+             if all(p["labels"].get(k) == v for k, v in wanted.items())
+             and (phase is None or phase == "status.phase=" + p["phase"])]
+    if output == 'jsonpath={range .items[*]}{.metadata.name}{"\\n"}{end}':
+        sys.stdout.write("".join(n + "\n" for n in names))
+    elif output == "name":
+        sys.stdout.write("".join("pod/" + n + "\n" for n in names))
+    else:
+        fail("error: output format not supported here: %r" % output)
+elif args[:1] == ["exec"]:
+    end = args.index("--")
+    options, argv = args[1:end], args[end + 1:]
+    names = [w for i, w in enumerate(options) if not w.startswith("-")
+             and not (i and options[i - 1] in ("-n", "--namespace", "-c", "--container"))]
+    pod = conf["pods"].get(names[0] if names else "")
+    if option(options, "-n", "--namespace") != conf["namespace"] or not pod or pod["phase"] != "Running":
+        fail("Error from server (NotFound): pods not found")
+    if option(options, "-c", "--container") != conf["container"]:
+        fail("Error from server (BadRequest): container not found")
+    argv = [pod["root"] + a if a.startswith("/") else a for a in argv]
+    if argv[0] == "velostream":
+        if pod.get("fail"):
+            fail("Error: POST https://localhost:8080/checkpoint: 503 Service Unavailable (stand-in failure)")
+        # the hold (--service) is checked against the started binary
+        i = argv.index("--service") if "--service" in argv else -1
+        if i >= 0:
+            del argv[i:i + 2]
+        argv[0] = conf["binary"]
+    sys.exit(subprocess.run(argv, env=dict(pod["env"], PATH=os.environ["PATH"])).returncode)
+else:
+    fail("not supported here: kubectl " + " ".join(args))
+'''
+
+
+def run_backup_script(plan, pods, settings, binary):
+    """backup.sh against stand-in pods: a stand-in kubectl runs each pod's commands in a
+    directory of its own, the real binary's `state backup` included."""
+    R.section("the backup script, run against stand-in pods")
+    job = plan["job"]
+    colours = [c for c in COLOURS if c in pods and pods[c].statefulset and settings.get(c)]
+    if len(colours) != len(COLOURS):
+        R.check("both colours render, for the stand-in pods", False)
+        return
+    work = Path(tempfile.mkdtemp(prefix="velostream-backup-script-"))
+    ok = False
+    try:
+        bin_dir = work / "bin"
+        bin_dir.mkdir()
+        fake = bin_dir / "kubectl"
+        fake.write_text(f"#!{sys.executable}\n{FAKE_KUBECTL}")
+        fake.chmod(0o755)
+        mapping = {m["mountPath"].rstrip("/"): work / "job" / m["mountPath"].strip("/") for m in job.mounts}
+        for directory in mapping.values():
+            directory.mkdir(parents=True, exist_ok=True)
+        env = {k: map_path(v, mapping) if v.startswith("/") else v for k, v in job.env.items()}
+        env["PATH"] = f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        backups = Path(env["BACKUP_DIR"])
+        staging = job.env["STAGING_DIR"]
+        names = {c: pods[c].statefulset["metadata"]["name"] for c in colours}
+        stand_in = {
+            f"{names['blue']}-0": ("blue", "Running", False),
+            f"{names['blue']}-1": ("blue", "Running", True),
+            f"{names['green']}-0": ("green", "Running", False),
+            f"{names['green']}-2": ("green", "Pending", False),
+        }
+        conf = {"namespace": NAMESPACE, "container": plan["container"], "binary": str(binary.path),
+                "log": str(work / "kubectl.log"), "pods": {
+                    "gateway-0": {"labels": {"app": "gateway"}, "phase": "Running", "root": str(work / "gateway-0"),
+                                  "env": {}}}}
+        for pod_name, (colour, phase, failing) in stand_in.items():
+            root = work / "pods" / pod_name
+            state = Path(str(root) + settings[colour].state_dir)
+            (state / "applications").mkdir(parents=True)
+            (state / "applications" / "marker.sql").write_text(f"-- {pod_name}\n")
+            (Path(str(root) + staging) / "20000101T000000Z").mkdir(parents=True)  # left by an interrupted run
+            conf["pods"][pod_name] = {"labels": pods[colour].labels, "phase": phase, "root": str(root),
+                                      "fail": failing, "env": pods[colour].env()}
+        (work / "kubectl.json").write_text(json.dumps(conf))
+        env["CHECK_FAKE_KUBE"] = str(work / "kubectl.json")
+        script = work / "backup.sh"
+        script.write_text(plan["script"])
+
+        # what earlier runs left on the backup claim
+        days = int(job.env.get("RETENTION_DAYS", BACKUP_RETENTION_DAYS))
+        aged = time.time() - (days + 1) * 86400
+        blue0, blue1, green0 = f"{names['blue']}-0", f"{names['blue']}-1", f"{names['green']}-0"
+        old = {backups / blue0 / "20000101T000000Z": aged, backups / blue0 / "20000102T000000Z.partial": time.time(),
+               backups / "velostream-gone-0" / "20000101T000000Z": aged,
+               backups / green0 / "20000103T000000Z": time.time() - 86400,
+               backups / "lost+found" / "20000101T000000Z": aged}
+        for directory, mtime in old.items():
+            directory.mkdir(parents=True)
+            os.utime(directory, (mtime, mtime))
+
+        def run(colour):
+            result = subprocess.run(["sh", str(script)], env=dict(env, VELOSTREAM_COLOUR=colour), cwd=work,
+                                    capture_output=True, text=True, timeout=300)
+            lines = result.stdout.strip().splitlines()
+            return result, lines, {p: [line for line in lines if re.search(rf"\b{re.escape(p)}\b", line)]
+                                   for p in conf["pods"]}
+
+        result, lines, by_pod = run("")
+        print("     " + "\n     ".join(lines))
+        one_line = all(len(by_pod[p]) == 1 for p in (blue0, blue1, green0))
+        R.check("[backup] with one pod's backup failing, every running pod is tried, one line each, and the "
+                "script exits non-zero",
+                result.returncode != 0 and one_line and by_pod[blue1][0].startswith("FAILED")
+                and by_pod[blue0][0].startswith("OK") and by_pod[green0][0].startswith("OK"),
+                f"exit {result.returncode}; {result.stderr.strip()[-200:]}")
+        R.check("[backup] pods the selector leaves out (another app, a pod not Running) are not backed up",
+                not by_pod["gateway-0"] and not by_pod[f"{names['green']}-2"])
+        stamps = {}
+        for p in (blue0, green0):
+            m = re.search(rf"{re.escape(str(backups))}/{re.escape(p)}/(\d{{8}}T\d{{6}}Z)\b", by_pod[p][0] if by_pod[p] else "")
+            stamps[p] = m.group(1) if m else None
+        copied = all(stamps[p] and (backups / p / stamps[p] / "applications" / "marker.sql").read_text() == f"-- {p}\n"
+                     for p in stamps)
+        R.check(f"[backup] each backup lands in BACKUP_DIR/<pod>/<UTC stamp>/ with the state's content",
+                copied, json.dumps(stamps))
+        left = [p for p in (blue0, blue1, green0) if Path(str(work / "pods" / p) + staging).exists()]
+        R.check(f"[backup] the staging directory {staging} is removed from every pod, also after a failure",
+                not left, ", ".join(left))
+        R.check("[backup] the failed pod leaves no backup and no partial copy",
+                not list((backups / blue1).glob("*")) if (backups / blue1).exists() else True)
+        R.check(f"[backup] backups older than {days} days and interrupted copies are removed, the newest of "
+                f"each pod kept",
+                not (backups / blue0 / "20000101T000000Z").exists()
+                and not (backups / blue0 / "20000102T000000Z.partial").exists()
+                and (backups / "velostream-gone-0" / "20000101T000000Z").exists()
+                and (backups / green0 / "20000103T000000Z").exists()
+                and (backups / "lost+found" / "20000101T000000Z").exists())
+
+        time.sleep(max(0.0, 1.05 - (time.time() % 1)))  # a new UTC stamp
+        result, lines, by_pod = run("green")
+        print("     " + "\n     ".join(lines))
+        R.check("[backup] with VELOSTREAM_COLOUR=green only green's running pods, and exit 0 when all succeed",
+                result.returncode == 0 and len(by_pod[green0]) == 1 and by_pod[green0][0].startswith("OK")
+                and not by_pod[blue0] and not by_pod[blue1],
+                f"exit {result.returncode}; {result.stderr.strip()[-200:]}")
+        ok = not R.failed
+    finally:
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def backup_against_service(name, pod, plan, mapping, by_number, certs, env, secrets_made, binary, probe):
+    """The CronJob's `velostream state backup`, run as kubectl exec would run it in the
+    pod (its environment, the volumes' temporary directories), against the started service."""
+    words = [re.sub(r"\$\{[^}]*\}", "check", w) for w in plan["argv"][3:]]
+    flags = dict(zip(words, words[1:]))
+    for flag, made in (("--cert", "client.crt"), ("--key", "client.key")):
+        path = flags.get(flag)
+        mount = pod.mount_of(path) if path else None
+        secret = pod.secret_of(mount) if mount else None
+        if secret and os.path.basename(path) in secrets_made.get(secret, set()):
+            shutil.copy(certs[made], map_path(path, mapping))
+    args = []
+    for i, w in enumerate(words):
+        if i and words[i - 1] == "--service":
+            url = urllib.parse.urlsplit(w)
+            w = url._replace(netloc=f"{url.hostname}:{by_number.get(url.port, url.port)}").geturl()
+        elif w.startswith("/"):
+            w = map_path(w, mapping)
+        args.append(w)
+    to = Path(args[args.index("--to") + 1]) if "--to" in args else None
+    result = subprocess.run([str(binary.path), "state", "backup", *args], env=env, capture_output=True, text=True,
+                            timeout=120)
+    R.check(f"[{name}] the backup CronJob's `velostream state backup` (its flags, the pod's VELOSTREAM_TOKEN, "
+            f"a client certificate of ca.crt as {os.path.basename(flags.get('--cert', '?'))}) holds the service "
+            f"and writes the backup", result.returncode == 0 and bool(to) and to.is_dir(),
+            (result.stderr.strip().splitlines() or [""])[-1][:300])
+    status, body = probe("readinessProbe")
+    R.check(f"[{name}] the service is ready again after the backup (POST /resume)", status == 200, f"{status} {body[:120]}")
+    if result.returncode != 0 or not to or not to.is_dir():
+        return
+    # out of the pod as the script copies it, and back as docs/operations.md restores it
+    claim, restored = Path(tempfile.mkdtemp(prefix="claim-", dir=to.parent)), Path(tempfile.mkdtemp(dir=to.parent))
+    copied = subprocess.run(f"tar -C '{to}' -cf - . | tar -C '{claim}' -xf -", shell=True, capture_output=True, text=True)
+    restore = subprocess.run([str(binary.path), "state", "restore", "--from", str(claim), "--state-dir",
+                              str(restored / "state")], env=env, capture_output=True, text=True, timeout=120)
+    R.check(f"[{name}] the backup, copied out with tar, restores (velostream state restore --from ... --state-dir ...)",
+            copied.returncode == 0 and restore.returncode == 0 and "restored up to checkpoint" in restore.stderr,
+            (copied.stderr + restore.stderr).strip().replace("\n", "; ")[:300])
 
 
 # ---------------------------------------------------------------- the binary, started
@@ -826,7 +1529,7 @@ def local_config(text, mapping, last, ports, state_dir, application):
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def start_binary(name, pod, s, binary, secrets_made):
+def start_binary(name, pod, s, binary, secrets_made, backup=None):
     R.section(f"[{name}] the binary, started as the pod would start it")
     work = Path(tempfile.mkdtemp(prefix=f"velostream-manifests-{name}-"))
     process = None
@@ -940,6 +1643,8 @@ def start_binary(name, pod, s, binary, secrets_made):
                                    cert=client)
             R.check(f"[{name}] GET /jobs without a token answers 401 (security.auth.mode: token)", status == 401,
                     f"{status}")
+        if backup:
+            backup_against_service(name, pod, backup, mapping, by_number, certs, env, secrets_made, binary, probe)
         state = Path(map_path(s.state_dir, mapping))
         R.check(f"[{name}] the state directory {s.state_dir} is written on the state volume",
                 bool(pod.mount_of(s.state_dir)) and state.is_dir() and any(state.iterdir()), f"{sorted(p.name for p in state.iterdir()) if state.is_dir() else 'absent'}")
@@ -1034,13 +1739,19 @@ def main():
         pods[name] = Pod(objects)
         settings[name] = check_rendering(name, objects, pods[name], defaults, env_names, bin_, secrets_made)
     check_colours(rendered, pods, settings)
+    backup = None
+    objects, error = render(BACKUP_DIRECTORY)
+    if R.check(f"kubectl kustomize {BACKUP_DIRECTORY}", objects is not None, error):
+        backup = check_backup(objects, pods, settings, bin_, secrets_made)
+    if backup:
+        run_backup_script(backup, pods, settings, bin_)
 
     R.section("the applications")
     if settings.get("base"):
         plan_applications(pods["base"], settings["base"], bin_)
     for name in ("base", "blue", "green"):
         if settings.get(name):
-            start_binary(name, pods[name], settings[name], bin_, secrets_made)
+            start_binary(name, pods[name], settings[name], bin_, secrets_made, backup)
 
     print(f"\n{R.passed} passed, {len(R.failed)} failed")
     for name in R.failed:

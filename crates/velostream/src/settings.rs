@@ -29,6 +29,10 @@ pub fn load(files: &[PathBuf]) -> Result<ServiceConfig, ConfigError> {
     config::load(files, &Environment::from_process())
 }
 
+/// `velostream.kafka.transactional_id_prefix`: what exactly-once sinks'
+/// transactional ids start with (see [`KafkaDefaults::transactional_id`]).
+pub const TRANSACTIONAL_ID_PREFIX: &str = "transactional_id_prefix";
+
 /// The Kafka settings of a configuration: `velostream.kafka` (with the
 /// environment's `KAFKA_*` applied), the `performance` tuning as producer
 /// defaults, the table-load and batch timeouts, and the primary region's
@@ -68,8 +72,11 @@ pub fn kafka_defaults(config: &ServiceConfig) -> KafkaDefaults {
         "queue.buffering.max.kbytes",
         p.buffer_size.map(|b| (b.0 / 1024).max(1).to_string()),
     );
+    // Velostream's own key, not a librdkafka property
+    let transactional_id_prefix = client.remove(TRANSACTIONAL_ID_PREFIX);
     let mut kafka = KafkaDefaults {
         client,
+        transactional_id_prefix,
         ..KafkaDefaults::default()
     };
     if let Some(t) = config.velostream.timeouts.table_load_timeout {
@@ -101,6 +108,8 @@ pub fn database_defaults(config: &ServiceConfig) -> DatabaseDefaults {
         d.user = db.user.clone();
         d.password = db.password.clone();
         d.name = db.name.clone();
+        d.tls = db.sslmode.is_some_and(|m| m.uses_tls());
+        d.root_cert = db.sslrootcert.clone();
     }
     if let Some(endpoint) = config
         .regions
@@ -218,5 +227,30 @@ mod tests {
         assert_eq!(flagged.get("bootstrap.servers"), Some("flag:9092"));
         let local = kafka_client(&config::load(&[], &env(&[])).unwrap(), None).unwrap();
         assert_eq!(local.get("bootstrap.servers"), Some(LOCAL_BROKERS));
+    }
+
+    #[test]
+    fn the_transactional_id_prefix_names_exactly_once_sinks_and_stays_out_of_librdkafka() {
+        let unset = config::load(&[], &env(&[])).unwrap();
+        assert_eq!(
+            kafka_defaults(&unset).transactional_id("totals"),
+            "velostream-totals"
+        );
+        let green = config::load(
+            &[],
+            &env(&[
+                ("KAFKA_BROKERS", "env:9092"),
+                (
+                    "VELOSTREAM__VELOSTREAM__KAFKA__TRANSACTIONAL_ID_PREFIX",
+                    "velostream-green-",
+                ),
+            ]),
+        )
+        .unwrap();
+        let kafka = kafka_defaults(&green);
+        assert_eq!(kafka.transactional_id("totals"), "velostream-green-totals");
+        assert!(!kafka.client.contains_key(TRANSACTIONAL_ID_PREFIX));
+        let client = kafka_client(&green, None).unwrap();
+        assert_eq!(client.get(TRANSACTIONAL_ID_PREFIX), None);
     }
 }
