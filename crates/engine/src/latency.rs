@@ -72,18 +72,39 @@ impl LatencyHistogram {
         }
     }
 
+    /// The `q` quantile (0..=1) in milliseconds; see
+    /// [`LatencySnapshot::quantile_ms`].
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        self.snapshot().quantile_ms(q)
+    }
+}
+
+impl LatencySnapshot {
+    /// What was observed after `earlier` (a snapshot of the same histogram).
+    pub fn since(&self, earlier: &LatencySnapshot) -> LatencySnapshot {
+        LatencySnapshot {
+            cumulative: self
+                .cumulative
+                .iter()
+                .zip(&earlier.cumulative)
+                .map(|(now, then)| now.saturating_sub(*then))
+                .collect(),
+            count: self.count.saturating_sub(earlier.count),
+            sum_ms: (self.sum_ms - earlier.sum_ms).max(0.0),
+        }
+    }
+
     /// The `q` quantile (0..=1) in milliseconds, interpolated linearly
     /// inside its bucket; `None` before the first observation. Above the
     /// last bound it is that bound (as Prometheus answers).
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        let snapshot = self.snapshot();
-        if snapshot.count == 0 {
+        if self.count == 0 {
             return None;
         }
-        let rank = q.clamp(0.0, 1.0) * snapshot.count as f64;
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
         let mut below = 0u64;
         let mut lower = 0.0;
-        for (i, &upto) in snapshot.cumulative.iter().enumerate() {
+        for (i, &upto) in self.cumulative.iter().enumerate() {
             let upper = LATENCY_BUCKETS_MS[i];
             if upto as f64 >= rank && upto > below {
                 let within = (rank - below as f64) / (upto - below) as f64;
@@ -132,5 +153,20 @@ mod tests {
         h.observe_us(40_000_000);
         assert!(h.quantile_ms(0.99).unwrap() <= 5.0);
         assert_eq!(h.quantile_ms(1.0), Some(60000.0));
+    }
+
+    #[test]
+    fn a_snapshot_difference_holds_only_the_later_observations() {
+        let h = LatencyHistogram::default();
+        h.observe_us(4_000_000); // a slow start
+        let before = h.snapshot();
+        for _ in 0..10 {
+            h.observe_us(3_000);
+        }
+        let later = h.snapshot().since(&before);
+        assert_eq!(later.count, 10);
+        assert!(later.quantile_ms(1.0).unwrap() <= 5.0);
+        assert!((later.sum_ms - 30.0).abs() < 1e-9);
+        assert!(h.quantile_ms(1.0).unwrap() > 2500.0);
     }
 }

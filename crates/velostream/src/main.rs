@@ -227,6 +227,21 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         })
         .map(|report| println!("{report}"))
         .map_err(Failure::Runtime),
+        Some(Command::Bench(BenchCommand::Latency {
+            rates,
+            seconds,
+            brokers,
+            partitions,
+            batch_size,
+        })) => velostream::bench::latency::run(velostream::bench::latency::LatencyBench {
+            brokers: kafka_tools::brokers(brokers).map_err(Failure::Usage)?,
+            rates,
+            seconds,
+            partitions,
+            batch_size,
+        })
+        .map(|report| println!("{report}"))
+        .map_err(Failure::Runtime),
         Some(Command::Bench(BenchCommand::Nexmark {
             events,
             queries,

@@ -60,6 +60,23 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
     },
+    /// Latency of a Kafka → filter → Kafka job at fixed input rates, beside
+    /// the broker's own produce-to-consume latency in the same run
+    Latency {
+        /// Input records per second, one run each (comma-separated)
+        #[arg(long, default_value = "100,1000,10000", value_delimiter = ',')]
+        rates: Vec<u64>,
+        /// Seconds each rate is produced
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Bootstrap servers (default: KAFKA_BROKERS, else localhost:9092)
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+    },
     /// Stateless pipeline (filter + projection) vs decode-only, on JSON Lines
     Stateless {
         #[arg(long, default_value_t = 1_000_000)]
@@ -189,11 +206,12 @@ pub fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
             )
         },
         BenchCommand::Kafka { .. }
+        | BenchCommand::Latency { .. }
         | BenchCommand::Nexmark { .. }
         | BenchCommand::Checkpoint(_)
         | BenchCommand::Postgres { .. } => {
             unreachable!(
-                "bench kafka, nexmark, checkpoint and postgres are dispatched before the file suites"
+                "bench kafka, latency, nexmark, checkpoint and postgres are dispatched before the file suites"
             )
         }
         BenchCommand::Interval { records, keys, run } => bench::Suite {

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod kafka;
+pub mod latency;
 pub mod nexmark;
 pub mod postgres;
 
