@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod service_support;
-use service_support::{free_port, request, start_with, wait_for};
+use service_support::{free_port, request, start_with, wait_for, wait_for_metric};
 
 /// The secured broker the suite was given.
 struct SecuredBroker {
@@ -205,18 +205,11 @@ fn the_guide_sasl_ssl_settings_reach_a_secured_broker_and_keep_the_service_ready
     wait_for(health, "/health", 200, Duration::from_secs(30));
     let ready = wait_for(health, "/ready", 200, Duration::from_secs(60));
     assert!(ready.contains(r#""ready":true"#), "{ready}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !request(metrics, "GET", "/metrics", "")
-        .1
-        .lines()
-        .any(|l| l == "kafka_broker_availability 1")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the SASL_SSL probe never succeeded"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_metric(
+        metrics,
+        "kafka_broker_availability 1",
+        Duration::from_secs(30),
+    );
 
     // the application read the topic and wrote its totals over SASL_SSL
     let mut consumed = String::new();

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 mod postgres_support;
 mod service_support;
-use service_support::{call, free_port, request, start, start_with, wait_for, Service, TestCa};
+use service_support::{
+    call, free_port, request, start, start_with, wait_for, wait_for_metric, Service, TestCa,
+};
 
 fn guide(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -99,18 +101,11 @@ fn the_service_of_the_guide() {
     );
     // the first probe of both dependencies (the primary region's Kafka
     // cluster and database) has answered: the service is ready
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !request(metrics, "GET", "/metrics", "")
-        .1
-        .lines()
-        .any(|l| l == "kafka_broker_availability 1")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the broker probe never succeeded"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_metric(
+        metrics,
+        "kafka_broker_availability 1",
+        Duration::from_secs(30),
+    );
     // the bounded application finishes; the service stays up and ready
     wait_for(health, "/ready", 200, Duration::from_secs(30));
     let (code, body) = api("GET", "/jobs", "");

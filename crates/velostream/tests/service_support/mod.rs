@@ -76,6 +76,20 @@ pub fn wait_for(port: u16, path: &str, status: u16, within: Duration) -> String 
     }
 }
 
+/// Polls `/metrics` on `port` until it has the line `line` (a series and
+/// its value, e.g. `kafka_broker_availability 1`).
+pub fn wait_for_metric(port: u16, line: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !request(port, "GET", "/metrics", "")
+        .1
+        .lines()
+        .any(|l| l == line)
+    {
+        assert!(Instant::now() < deadline, "/metrics never showed {line}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A running service, killed when dropped; its stderr is `service.log`
 /// and its stdout `service.out` in the test's directory.
 pub struct Service(pub Child);
