@@ -233,12 +233,14 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             brokers,
             partitions,
             batch_size,
+            fetch_wait_ms,
         })) => velostream::bench::latency::run(velostream::bench::latency::LatencyBench {
             brokers: kafka_tools::brokers(brokers).map_err(Failure::Usage)?,
             rates,
             seconds,
             partitions,
             batch_size,
+            fetch_wait_ms,
         })
         .map(|report| println!("{report}"))
         .map_err(Failure::Runtime),

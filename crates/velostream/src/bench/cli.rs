@@ -76,6 +76,12 @@ pub enum BenchCommand {
         partitions: i32,
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
+        /// fetch.wait.max.ms of the job's source and of both readers: how
+        /// long a broker may hold a fetch that has no new data (librdkafka's
+        /// default is 500; a broker that holds fetches until then adds up
+        /// to that much on each hop)
+        #[arg(long, default_value_t = 5)]
+        fetch_wait_ms: u64,
     },
     /// Stateless pipeline (filter + projection) vs decode-only, on JSON Lines
     Stateless {

@@ -38,6 +38,9 @@ pub struct LatencyBench {
     pub seconds: f64,
     pub partitions: i32,
     pub batch_size: usize,
+    /// `fetch.wait.max.ms` of every consumer: the job's source and both
+    /// readers, so the broker's fetch wait counts the same on each hop.
+    pub fetch_wait_ms: u64,
 }
 
 /// The job: a filter every record passes (it is evaluated all the same)
@@ -55,9 +58,9 @@ pub fn run(bench: LatencyBench) -> Result<String, String> {
         return Err("--rates needs one or more rates above 0 (records per second)".into());
     }
     let mut report = format!(
-        "Latency at fixed input rates: Kafka → filter + projection → Kafka (one job thread, batch size {}, sink linger.ms 0, {} partition(s)), {} s per rate\n\n\
+        "Latency at fixed input rates: Kafka → filter + projection → Kafka (one job thread, batch size {}, sink linger.ms 0, {} partition(s), fetch.wait.max.ms {} on every consumer), {} s per rate\n\n\
          | rate (records/s) | path | records | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n",
-        bench.batch_size, bench.partitions, bench.seconds
+        bench.batch_size, bench.partitions, bench.fetch_wait_ms, bench.seconds
     );
     for &rate in &bench.rates {
         eprintln!("rate {rate} records/s ...");
@@ -169,7 +172,7 @@ fn one_rate(bench: &LatencyBench, rate: u64) -> Result<RateResult, String> {
     let mut id = 0u64;
     let first_measured;
     {
-        let watcher = reader(&bench.brokers, &output)?;
+        let watcher = reader(&bench.brokers, &output, bench.fetch_wait_ms)?;
         loop {
             send(&producer, &input, id)?;
             id += 1;
@@ -185,8 +188,8 @@ fn one_rate(bench: &LatencyBench, rate: u64) -> Result<RateResult, String> {
         first_measured = id;
     }
     let expected = (rate as f64 * bench.seconds).round().max(1.0) as u64;
-    let broker = collect(&bench.brokers, &input, first_measured, expected)?;
-    let pipeline = collect(&bench.brokers, &output, first_measured, expected)?;
+    let broker = collect(bench, &input, first_measured, expected)?;
+    let pipeline = collect(bench, &output, first_measured, expected)?;
     let job_before = metrics.e2e_latency.snapshot();
 
     let started = Instant::now();
@@ -243,6 +246,7 @@ fn options(bench: &LatencyBench, input: &str, output: &str, nanos: u128) -> RunO
             ("topic", input),
             ("bootstrap.servers", &bench.brokers),
             ("group.id", &format!("bench-latency-{nanos}")),
+            ("fetch.wait.max.ms", &bench.fetch_wait_ms.to_string()),
         ]),
     );
     overrides.insert(
@@ -282,12 +286,12 @@ fn send(producer: &BaseProducer, topic: &str, id: u64) -> Result<(), String> {
     }
 }
 
-fn reader(brokers: &str, topic: &str) -> Result<BaseConsumer, String> {
+fn reader(brokers: &str, topic: &str, fetch_wait_ms: u64) -> Result<BaseConsumer, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "velostream-bench-latency")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
+        .set("fetch.wait.max.ms", &fetch_wait_ms.to_string())
         .create()
         .map_err(|e| format!("consumer of {topic}: {e}"))?;
     admin::assign_from_start(&consumer, topic, Duration::from_secs(10))
@@ -299,12 +303,12 @@ fn reader(brokers: &str, topic: &str) -> Result<BaseConsumer, String> {
 /// have arrived (or [`DRAIN`] passes without one), noting each one's
 /// latency from its `sent_us`.
 fn collect(
-    brokers: &str,
+    bench: &LatencyBench,
     topic: &str,
     first: u64,
     count: u64,
 ) -> Result<thread::JoinHandle<Result<Samples, String>>, String> {
-    let consumer = Arc::new(reader(brokers, topic)?);
+    let consumer = Arc::new(reader(&bench.brokers, topic, bench.fetch_wait_ms)?);
     let topic = topic.to_string();
     thread::Builder::new()
         .name(format!("read-{topic}"))
