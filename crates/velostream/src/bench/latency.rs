@@ -291,7 +291,7 @@ fn reader(brokers: &str, topic: &str, fetch_wait_ms: u64) -> Result<BaseConsumer
         .set("bootstrap.servers", brokers)
         .set("group.id", "velostream-bench-latency")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", &fetch_wait_ms.to_string())
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
         .create()
         .map_err(|e| format!("consumer of {topic}: {e}"))?;
     admin::assign_from_start(&consumer, topic, Duration::from_secs(10))
