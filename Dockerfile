@@ -93,12 +93,17 @@ COPY .cargo .cargo
 COPY crates crates
 
 # The registry and the target directory are cache mounts, so a rebuild after
-# a source change recompiles only the workspace's crates. ROCKSDB_LIB_DIR and
-# CARGO_TARGET_DIR replace the host paths of .cargo/config.toml.
+# a source change recompiles only the workspace's crates. COPY keeps the
+# files' modification times, which can be older than the cached build of an
+# earlier context, and cargo would then reuse stale workspace crates: the
+# sources are touched so the workspace is always compiled from this context.
+# ROCKSDB_LIB_DIR and CARGO_TARGET_DIR replace the host paths of
+# .cargo/config.toml.
 RUN --mount=type=cache,id=velostream-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=velostream-target,target=/src/target \
     set -eux; \
     export ROCKSDB_LIB_DIR="/usr/lib/$(gcc -print-multiarch)" CARGO_TARGET_DIR=/src/target; \
+    find crates -type f -exec touch {} +; \
     cargo --version; \
     cargo build --release --locked -p velostream; \
     install -D -m 0755 /src/target/release/velostream /out/velostream

@@ -82,6 +82,9 @@ pub enum BenchCommand {
         /// to that much on each hop)
         #[arg(long, default_value_t = 5)]
         fetch_wait_ms: u64,
+        /// linger.ms of the producer feeding the input (both paths include it)
+        #[arg(long, default_value_t = 1)]
+        producer_linger_ms: u64,
     },
     /// Stateless pipeline (filter + projection) vs decode-only, on JSON Lines
     Stateless {

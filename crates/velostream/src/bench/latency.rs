@@ -41,6 +41,10 @@ pub struct LatencyBench {
     /// `fetch.wait.max.ms` of every consumer: the job's source and both
     /// readers, so the broker's fetch wait counts the same on each hop.
     pub fetch_wait_ms: u64,
+    /// `linger.ms` of the input's producer: at thousands of records per
+    /// second a producer that sends every record alone (0) overwhelms the
+    /// test broker; both paths include this wait alike.
+    pub producer_linger_ms: u64,
 }
 
 /// The job: a filter every record passes (it is evaluated all the same)
@@ -58,9 +62,13 @@ pub fn run(bench: LatencyBench) -> Result<String, String> {
         return Err("--rates needs one or more rates above 0 (records per second)".into());
     }
     let mut report = format!(
-        "Latency at fixed input rates: Kafka → filter + projection → Kafka (one job thread, batch size {}, sink linger.ms 0, {} partition(s), fetch.wait.max.ms {} on every consumer), {} s per rate\n\n\
+        "Latency at fixed input rates: Kafka → filter + projection → Kafka (one job thread, batch size {}, sink linger.ms 0, input producer linger.ms {}, {} partition(s), fetch.wait.max.ms {} on every consumer), {} s per rate\n\n\
          | rate (records/s) | path | records | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n",
-        bench.batch_size, bench.partitions, bench.fetch_wait_ms, bench.seconds
+        bench.batch_size,
+        bench.producer_linger_ms,
+        bench.partitions,
+        bench.fetch_wait_ms,
+        bench.seconds
     );
     for &rate in &bench.rates {
         eprintln!("rate {rate} records/s ...");
@@ -163,7 +171,7 @@ fn one_rate(bench: &LatencyBench, rate: u64) -> Result<RateResult, String> {
 
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bench.brokers)
-        .set("linger.ms", "0")
+        .set("linger.ms", bench.producer_linger_ms.to_string())
         .create()
         .map_err(|e| format!("producer: {e}"))?;
     // warm-up: records until one comes out of the job, so the job's
