@@ -23,6 +23,15 @@ impl Sink for FanoutSink {
         self.sinks.iter_mut().try_for_each(|s| s.flush())
     }
 
+    fn flushed(&mut self) -> Result<bool> {
+        // every sink is asked, so each serves its acknowledgements
+        let mut all = true;
+        for sink in &mut self.sinks {
+            all &= sink.flushed()?;
+        }
+        Ok(all)
+    }
+
     fn close(&mut self) -> Result<()> {
         self.sinks.iter_mut().try_for_each(|s| s.close())
     }

@@ -102,6 +102,16 @@ pub trait Sink: Send {
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Makes everything written so far durable/visible.
     fn flush(&mut self) -> Result<()>;
+    /// Whether everything written so far is durable/visible already,
+    /// without waiting for it (a Kafka sink: every message acknowledged).
+    /// The job's periodic commit asks this instead of flushing, so a
+    /// record arriving meanwhile is not held up by acknowledgements still
+    /// in flight. The default flushes, for sinks whose flush does not wait
+    /// on another system.
+    fn flushed(&mut self) -> Result<bool> {
+        self.flush()?;
+        Ok(true)
+    }
     /// Flushes and releases the destination; called once at the end.
     fn close(&mut self) -> Result<()> {
         self.flush()

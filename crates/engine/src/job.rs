@@ -15,6 +15,10 @@ use crate::error::{EngineError, Result};
 use crate::execution::Execution;
 use crate::metrics::{CheckpointReport, JobMetrics};
 
+/// After this many commit intervals without the sinks reporting everything
+/// delivered, the periodic commit waits for them (see `periodic_commit`).
+const FORCED_COMMIT_AFTER: u32 = 5;
+
 pub struct Job {
     pub name: String,
     source: Box<dyn Source>,
@@ -146,8 +150,14 @@ impl Job {
         }
         while !self.cancel.load(Ordering::Relaxed) {
             let checkpoint_due = self.checkpoints.as_ref().is_some_and(Checkpointer::due);
-            if checkpoint_due || last_commit.elapsed() >= self.commit_interval {
-                self.periodic_commit(checkpoint_due)?;
+            let since_commit = last_commit.elapsed();
+            if checkpoint_due {
+                self.commit()?;
+                last_commit = Instant::now();
+            } else if since_commit >= self.commit_interval
+                && self
+                    .periodic_commit(since_commit >= self.commit_interval * FORCED_COMMIT_AFTER)?
+            {
                 last_commit = Instant::now();
             }
             if self.hold.requested.load(Ordering::Relaxed) {
@@ -239,15 +249,44 @@ impl Job {
         self.source.commit()
     }
 
-    /// The commit that runs every `commit_interval`: between checkpoints
-    /// only the sinks are flushed (a source position may be committed only
-    /// once a checkpoint holds it).
-    fn periodic_commit(&mut self, checkpoint_due: bool) -> Result<()> {
-        if self.checkpoints.is_some() && !checkpoint_due {
-            self.flush_sinks()
-        } else {
-            self.commit()
+    /// The commit that runs every `commit_interval`, without waiting on
+    /// the sinks: the source's position is committed once the sinks report
+    /// every result so far delivered ([`Sink::flushed`]); until then the
+    /// job goes on reading and asks again at the next batch. Between
+    /// checkpoints nothing is committed (a position may be committed only
+    /// once a checkpoint holds it), so only the sinks' acknowledgements are
+    /// served. `force` flushes and commits however long that waits: under
+    /// steady traffic a sink may always have something in flight. Returns
+    /// whether the commit happened.
+    fn periodic_commit(&mut self, force: bool) -> Result<bool> {
+        if force {
+            match self.checkpoints {
+                Some(_) => self.flush_sinks()?,
+                None => self.commit()?,
+            }
+            return Ok(true);
         }
+        let mut in_flight = Vec::new();
+        self.pipeline.drain(&mut in_flight)?;
+        self.deliver(&mut in_flight)?;
+        if !self.sinks_flushed()? {
+            return Ok(false);
+        }
+        // what was read may still be only in the operators' state
+        let all_out = !self.holds_records || self.input_complete;
+        if self.checkpoints.is_none() && all_out {
+            self.source.commit()?;
+        }
+        Ok(true)
+    }
+
+    /// Whether every sink has everything written so far out, without waiting.
+    fn sinks_flushed(&mut self) -> Result<bool> {
+        let mut all = self.sink.flushed()?;
+        if let Some(sink) = &mut self.dead_letters {
+            all &= sink.flushed()?;
+        }
+        Ok(all)
     }
 
     fn flush_sinks(&mut self) -> Result<()> {

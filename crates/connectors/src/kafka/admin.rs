@@ -11,7 +11,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::delivery::{Deliveries, DeliveryContext};
@@ -182,8 +182,7 @@ pub fn produce<'a>(
         sent += 1;
         producer.poll(Duration::ZERO);
     }
-    producer
-        .flush(Duration::from_secs(60))
+    super::delivery::flush(&producer, Duration::from_secs(60))
         .map_err(|e| KafkaError::request(format!("flushing to '{topic}'"), e))?;
     let failed = deliveries.failed.load(Ordering::Relaxed);
     if failed > 0 {

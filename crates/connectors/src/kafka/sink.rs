@@ -29,7 +29,7 @@ use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, Result, Sink, Source};
 use velostream_sql::plan::columns::{window_role, EVENT_TIME};
 
-use super::delivery::{Deliveries, DeliveryContext};
+use super::delivery::{self, Deliveries, DeliveryContext};
 use super::error::KafkaError;
 use crate::format::encode::{record_spans, BatchEncoder};
 use crate::format::RecordFormat;
@@ -208,10 +208,16 @@ impl Sink for KafkaSink {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.producer.flush(FLUSH_TIMEOUT).map_err(|e| {
+        delivery::flush(&self.producer, FLUSH_TIMEOUT).map_err(|e| {
             EngineError::connector(&self.name, format!("flushing to '{}': {e}", self.topic))
         })?;
         self.check_deliveries()
+    }
+
+    fn flushed(&mut self) -> Result<bool> {
+        self.producer.poll(Duration::ZERO);
+        self.check_deliveries()?;
+        Ok(self.producer.in_flight_count() == 0)
     }
 
     fn pre_commit(&mut self) -> Result<Option<Position>> {
