@@ -52,6 +52,13 @@ pub trait Source: Send {
     fn commit(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Like [`commit`](Self::commit), for the records up to `position` (an
+    /// earlier [`position`](Self::position)) only: the results of those
+    /// have been delivered, those of later records may not be yet. A
+    /// source that commits implements both.
+    fn commit_position(&mut self, _position: &Position) -> Result<()> {
+        Ok(())
+    }
     /// A sink committed the position of every record returned so far
     /// together with its output (a Kafka transaction's offsets), in place
     /// of [`commit`](Self::commit): the source must not commit it again,
@@ -97,19 +104,29 @@ pub trait Source: Send {
 /// terms (kept readable in the checkpoint manifest).
 pub type Position = serde_json::Value;
 
+/// A point in a sink's output ([`Sink::mark`]); what it counts is the sink's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryMark(pub u64);
+
 /// A consumer of result batches.
 pub trait Sink: Send {
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Makes everything written so far durable/visible.
     fn flush(&mut self) -> Result<()>;
-    /// Whether everything written so far is durable/visible already,
-    /// without waiting for it (a Kafka sink: every message acknowledged).
-    /// The job's periodic commit asks this instead of flushing, so a
-    /// record arriving meanwhile is not held up by acknowledgements still
-    /// in flight. The default flushes, for sinks whose flush does not wait
-    /// on another system.
-    fn flushed(&mut self) -> Result<bool> {
+    /// Notes the point reached by everything written so far, to ask
+    /// [`delivered`](Self::delivered) about it later without waiting (a
+    /// Kafka sink: the messages sent so far, whose acknowledgements come
+    /// back while later ones are sent). The job's periodic commit uses
+    /// it, so a record arriving meanwhile is not held up by
+    /// acknowledgements in flight. The default flushes, for sinks whose
+    /// flush does not wait on another system: the point is delivered at once.
+    fn mark(&mut self) -> Result<DeliveryMark> {
         self.flush()?;
+        Ok(DeliveryMark(0))
+    }
+    /// Whether everything written before `mark` was taken is durable or
+    /// visible (acknowledgements served, never waited for).
+    fn delivered(&mut self, _mark: DeliveryMark) -> Result<bool> {
         Ok(true)
     }
     /// Flushes and releases the destination; called once at the end.

@@ -9,15 +9,29 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::checkpoint::{self, CheckpointSettings, Checkpointer};
-use crate::connector::{Sink, Source, SourceEvent};
+use crate::connector::{DeliveryMark, Position, Sink, Source, SourceEvent};
 use crate::dead_letter;
 use crate::error::{EngineError, Result};
 use crate::execution::Execution;
 use crate::metrics::{CheckpointReport, JobMetrics};
 
-/// After this many commit intervals without the sinks reporting everything
-/// delivered, the periodic commit waits for them (see `periodic_commit`).
+/// After this many commit intervals without the sinks reporting a commit's
+/// mark delivered, the job waits for them (see [`PendingCommit`]).
 const FORCED_COMMIT_AFTER: u32 = 5;
+
+/// A periodic commit waiting for the sinks to deliver what was written
+/// before it: then the source's position of that moment is committed. The
+/// job goes on reading meanwhile, so no record waits for
+/// acknowledgements in flight.
+struct PendingCommit {
+    sink: DeliveryMark,
+    dead_letters: Option<DeliveryMark>,
+    /// What to commit: `None` when nothing may be committed yet (between
+    /// checkpoints, or records still held in the operators' state), and
+    /// the commit only serves the sinks' acknowledgements.
+    position: Option<Position>,
+    since: Instant,
+}
 
 pub struct Job {
     pub name: String,
@@ -34,6 +48,7 @@ pub struct Job {
     holds_records: bool,
     /// The input ended and the pipeline was finished: nothing is held.
     input_complete: bool,
+    pending_commit: Option<PendingCommit>,
 }
 
 /// Holding a job at a consistent point: `requested` asks for it, `held`
@@ -78,6 +93,7 @@ impl Job {
             commit_interval: Duration::from_secs(1),
             checkpoints: None,
             holds_records: false,
+            pending_commit: None,
             input_complete: false,
         }
     }
@@ -149,16 +165,15 @@ impl Job {
             self.pipeline.declare_source_partitions(count)?;
         }
         while !self.cancel.load(Ordering::Relaxed) {
-            let checkpoint_due = self.checkpoints.as_ref().is_some_and(Checkpointer::due);
-            let since_commit = last_commit.elapsed();
-            if checkpoint_due {
+            if self.checkpoints.as_ref().is_some_and(Checkpointer::due) {
                 self.commit()?;
                 last_commit = Instant::now();
-            } else if since_commit >= self.commit_interval
-                && self
-                    .periodic_commit(since_commit >= self.commit_interval * FORCED_COMMIT_AFTER)?
-            {
-                last_commit = Instant::now();
+            } else {
+                self.advance_commit()?;
+                if self.pending_commit.is_none() && last_commit.elapsed() >= self.commit_interval {
+                    self.start_commit()?;
+                    last_commit = Instant::now();
+                }
             }
             if self.hold.requested.load(Ordering::Relaxed) {
                 // a consistent point: everything read so far is out and
@@ -235,6 +250,8 @@ impl Job {
     /// one; without, flushes the sinks and lets the source record what has
     /// been consumed.
     fn commit(&mut self) -> Result<()> {
+        // its flush and commit cover what a pending commit waited for
+        self.pending_commit = None;
         let mut in_flight = Vec::new();
         self.pipeline.drain(&mut in_flight)?;
         self.deliver(&mut in_flight)?;
@@ -249,44 +266,57 @@ impl Job {
         self.source.commit()
     }
 
-    /// The commit that runs every `commit_interval`, without waiting on
-    /// the sinks: the source's position is committed once the sinks report
-    /// every result so far delivered ([`Sink::flushed`]); until then the
-    /// job goes on reading and asks again at the next batch. Between
-    /// checkpoints nothing is committed (a position may be committed only
-    /// once a checkpoint holds it), so only the sinks' acknowledgements are
-    /// served. `force` flushes and commits however long that waits: under
-    /// steady traffic a sink may always have something in flight. Returns
-    /// whether the commit happened.
-    fn periodic_commit(&mut self, force: bool) -> Result<bool> {
-        if force {
-            match self.checkpoints {
-                Some(_) => self.flush_sinks()?,
-                None => self.commit()?,
-            }
-            return Ok(true);
-        }
+    /// The commit that runs every `commit_interval`: marks what the sinks
+    /// have been given and notes the source's position, to commit once the
+    /// marks are delivered ([`advance_commit`](Self::advance_commit)).
+    fn start_commit(&mut self) -> Result<()> {
         let mut in_flight = Vec::new();
         self.pipeline.drain(&mut in_flight)?;
         self.deliver(&mut in_flight)?;
-        if !self.sinks_flushed()? {
-            return Ok(false);
-        }
-        // what was read may still be only in the operators' state
+        // what was read may still be only in the operators' state; with
+        // checkpoints a position is committed only once a checkpoint holds it
         let all_out = !self.holds_records || self.input_complete;
-        if self.checkpoints.is_none() && all_out {
-            self.source.commit()?;
-        }
-        Ok(true)
+        let position = match self.checkpoints.is_none() && all_out {
+            true => self.source.position(),
+            false => None,
+        };
+        let dead_letters = match &mut self.dead_letters {
+            Some(sink) => Some(sink.mark()?),
+            None => None,
+        };
+        self.pending_commit = Some(PendingCommit {
+            sink: self.sink.mark()?,
+            dead_letters,
+            position,
+            since: Instant::now(),
+        });
+        Ok(())
     }
 
-    /// Whether every sink has everything written so far out, without waiting.
-    fn sinks_flushed(&mut self) -> Result<bool> {
-        let mut all = self.sink.flushed()?;
-        if let Some(sink) = &mut self.dead_letters {
-            all &= sink.flushed()?;
+    /// Commits the pending commit's position once the sinks delivered
+    /// everything before its marks, without waiting; after
+    /// [`FORCED_COMMIT_AFTER`] intervals it waits for them (under steady
+    /// traffic a broker may take long to acknowledge a given message).
+    fn advance_commit(&mut self) -> Result<()> {
+        let Some(pending) = &self.pending_commit else {
+            return Ok(());
+        };
+        let mut delivered = self.sink.delivered(pending.sink)?;
+        if let (Some(sink), Some(mark)) = (&mut self.dead_letters, pending.dead_letters) {
+            delivered &= sink.delivered(mark)?;
         }
-        Ok(all)
+        if !delivered {
+            if pending.since.elapsed() < self.commit_interval * FORCED_COMMIT_AFTER {
+                return Ok(());
+            }
+            self.flush_sinks()?;
+        }
+        if let Some(pending) = self.pending_commit.take() {
+            if let Some(position) = pending.position {
+                self.source.commit_position(&position)?;
+            }
+        }
+        Ok(())
     }
 
     fn flush_sinks(&mut self) -> Result<()> {

@@ -1,17 +1,18 @@
-//! The periodic commit does not wait on the sinks: a source position is
-//! committed only once the sink reports everything written so far
-//! delivered, and until then the job goes on reading. A sink that never
-//! reports that is flushed (waited for) every few intervals, so positions
-//! are still committed.
+//! The periodic commit does not wait on the sinks: the source's position
+//! of a moment is committed only once the sink reports everything written
+//! before it delivered, and until then the job goes on reading. A sink
+//! that never reports that is flushed (waited for) every few intervals, so
+//! positions are still committed.
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use velostream_engine::connector::{DeliveryMark, Position};
 use velostream_engine::{Job, PipelineBuilder, Result, Sink, Source, SourceEvent};
 
 use common::{timed_batch, timed_schema};
@@ -19,17 +20,19 @@ use common::{timed_batch, timed_schema};
 /// What the source and the sink of one run saw.
 #[derive(Default)]
 struct Seen {
-    /// Nothing written since the sink last reported, or was made, delivered.
-    delivered: AtomicBool,
+    /// Batches the sink has had acknowledged (all of them after a flush).
+    acknowledged: AtomicUsize,
+    written: AtomicUsize,
     commits: AtomicUsize,
-    /// Commits made while something written was not yet delivered.
+    /// Commits of a position whose results were not yet acknowledged.
     early_commits: AtomicUsize,
     /// Waiting flushes before the sink was closed.
     flushes: AtomicUsize,
     polls: AtomicUsize,
 }
 
-/// A batch every millisecond for `batches` polls, then the end.
+/// A batch every millisecond for `batches` polls, then the end; its
+/// position is the number of batches returned.
 struct Ticking {
     seen: Arc<Seen>,
     batches: usize,
@@ -50,40 +53,66 @@ impl Source for Ticking {
     fn is_bounded(&self) -> bool {
         true
     }
+    fn position(&self) -> Option<Position> {
+        Some(Position::from(
+            self.seen.polls.load(Ordering::SeqCst).min(self.batches),
+        ))
+    }
+    fn commit_position(&mut self, position: &Position) -> Result<()> {
+        self.seen.commits.fetch_add(1, Ordering::SeqCst);
+        let upto = position.as_u64().unwrap() as usize;
+        if upto > self.seen.acknowledged.load(Ordering::SeqCst) {
+            self.seen.early_commits.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
     fn commit(&mut self) -> Result<()> {
         self.seen.commits.fetch_add(1, Ordering::SeqCst);
-        if !self.seen.delivered.load(Ordering::SeqCst) {
+        if self.seen.acknowledged.load(Ordering::SeqCst) < self.seen.written.load(Ordering::SeqCst)
+        {
             self.seen.early_commits.fetch_add(1, Ordering::SeqCst);
         }
         Ok(())
     }
 }
 
-/// A sink whose writes are acknowledged at once (`acks`) or never without
-/// a waiting flush.
+/// A sink whose writes are acknowledged `lag` marks later (`None`: never
+/// without a waiting flush). A mark is the number of batches written.
 struct Acks {
     seen: Arc<Seen>,
-    acks: bool,
+    lag: Option<u64>,
+    marks: u64,
     running: bool,
 }
 
 impl Sink for Acks {
     fn write(&mut self, _: &RecordBatch) -> Result<()> {
-        self.seen.delivered.store(false, Ordering::SeqCst);
+        self.seen.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
     fn flush(&mut self) -> Result<()> {
         if self.running {
             self.seen.flushes.fetch_add(1, Ordering::SeqCst);
         }
-        self.seen.delivered.store(true, Ordering::SeqCst);
+        let written = self.seen.written.load(Ordering::SeqCst);
+        self.seen.acknowledged.store(written, Ordering::SeqCst);
         Ok(())
     }
-    fn flushed(&mut self) -> Result<bool> {
-        if self.acks {
-            self.seen.delivered.store(true, Ordering::SeqCst);
+    fn mark(&mut self) -> Result<DeliveryMark> {
+        self.marks += 1;
+        Ok(DeliveryMark(self.seen.written.load(Ordering::SeqCst) as u64))
+    }
+    fn delivered(&mut self, mark: DeliveryMark) -> Result<bool> {
+        // asked again at every batch: `lag` polls later it is acknowledged
+        if let Some(lag) = self.lag {
+            self.marks += 1;
+            if self.marks.is_multiple_of(lag + 1) {
+                self.seen
+                    .acknowledged
+                    .fetch_max(mark.0 as usize, Ordering::SeqCst);
+            }
         }
-        Ok(self.seen.delivered.load(Ordering::SeqCst))
+        Ok(self.seen.acknowledged.load(Ordering::SeqCst) >= mark.0 as usize)
     }
     fn close(&mut self) -> Result<()> {
         self.running = false;
@@ -92,7 +121,7 @@ impl Sink for Acks {
 }
 
 /// Runs 400 batches (about 0.4 s) committing every 10 ms.
-fn run(acks: bool) -> Arc<Seen> {
+fn run(lag: Option<u64>) -> Arc<Seen> {
     let seen = Arc::new(Seen::default());
     let plan = common::plan(
         "SELECT k, at FROM t WITH ('t.type' = 'test')",
@@ -107,7 +136,8 @@ fn run(acks: bool) -> Arc<Seen> {
     };
     let sink = Acks {
         seen: seen.clone(),
-        acks,
+        lag,
+        marks: 0,
         running: true,
     };
     Job::new(
@@ -125,7 +155,8 @@ fn run(acks: bool) -> Arc<Seen> {
 
 #[test]
 fn positions_are_committed_once_delivered_without_waiting_for_the_sink() {
-    let seen = run(true);
+    // acknowledged a few batches after each mark, as a broker does
+    let seen = run(Some(3));
     assert_eq!(seen.early_commits.load(Ordering::SeqCst), 0);
     // only the final commit, at the end of the input, waits
     assert_eq!(seen.flushes.load(Ordering::SeqCst), 1);
@@ -138,7 +169,7 @@ fn positions_are_committed_once_delivered_without_waiting_for_the_sink() {
 
 #[test]
 fn a_sink_that_never_reports_delivery_is_flushed_every_few_intervals() {
-    let seen = run(false);
+    let seen = run(None);
     assert_eq!(seen.early_commits.load(Ordering::SeqCst), 0);
     let (flushes, commits) = (
         seen.flushes.load(Ordering::SeqCst),

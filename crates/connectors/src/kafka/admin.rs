@@ -157,7 +157,9 @@ pub fn produce<'a>(
         })?;
     let mut sent = 0u64;
     for (key, payload, timestamp) in messages {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+        // one epoch: the tool waits for everything with a flush
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, 0).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
         }

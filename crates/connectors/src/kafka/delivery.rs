@@ -38,12 +38,83 @@ pub fn flush<C: ProducerContext>(producer: &BaseProducer<C>, timeout: Duration) 
     }
 }
 
+/// How many epochs of messages ([`Epochs`]) can be awaited at once.
+const EPOCHS: usize = 16;
+
 /// Delivery outcomes, shared with librdkafka's callback thread.
 #[derive(Default)]
 pub struct Deliveries {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     pub(super) first_error: Mutex<Option<String>>,
+    /// Outcomes (delivered or failed) per epoch slot: a message carries
+    /// the slot of the epoch it was sent in as its delivery opaque.
+    settled: [AtomicU64; EPOCHS],
+}
+
+/// The producer's side of delivery marks: messages are sent in numbered
+/// epochs, a mark closes the current one, and a mark is delivered once
+/// every message of its epoch and the earlier ones has an outcome. This
+/// holds whatever order the broker acknowledges partitions in, and costs
+/// a counter per message (the slot travels as the message's opaque, no
+/// allocation).
+#[derive(Default)]
+pub struct Epochs {
+    current: u64,
+    sent: [u64; EPOCHS],
+    /// Every epoch below this one has all its messages settled.
+    settled_below: u64,
+}
+
+impl Epochs {
+    /// The opaque of a message sent now.
+    pub fn slot(&self) -> usize {
+        (self.current % EPOCHS as u64) as usize
+    }
+
+    /// One more message was handed to the producer in the current epoch.
+    pub fn sent_one(&mut self) {
+        self.sent[self.slot()] += 1;
+    }
+
+    fn advance(&mut self, deliveries: &Deliveries) {
+        while self.settled_below < self.current {
+            let slot = (self.settled_below % EPOCHS as u64) as usize;
+            if deliveries.settled[slot].load(Ordering::Acquire) < self.sent[slot] {
+                break;
+            }
+            self.settled_below += 1;
+        }
+    }
+
+    /// Closes the current epoch and returns it as a mark; `None` when the
+    /// slot the next epoch needs still belongs to an unsettled one (the
+    /// caller flushes, then calls [`all_settled`](Self::all_settled)).
+    pub fn close(&mut self, deliveries: &Deliveries) -> Option<u64> {
+        self.advance(deliveries);
+        let next = self.current + 1;
+        if next >= EPOCHS as u64 && self.settled_below <= next - EPOCHS as u64 {
+            return None;
+        }
+        let slot = (next % EPOCHS as u64) as usize;
+        self.sent[slot] = 0;
+        deliveries.settled[slot].store(0, Ordering::Release);
+        let mark = self.current;
+        self.current = next;
+        Some(mark)
+    }
+
+    /// After a flush: every message sent so far has an outcome.
+    pub fn all_settled(&mut self) {
+        self.settled_below = self.current;
+    }
+
+    /// Whether every message sent up to and including epoch `mark` has an
+    /// outcome.
+    pub fn settled(&mut self, deliveries: &Deliveries, mark: u64) -> bool {
+        self.advance(deliveries);
+        self.settled_below > mark
+    }
 }
 
 /// Records each delivery outcome in the shared [`Deliveries`].
@@ -52,9 +123,11 @@ pub struct DeliveryContext(pub Arc<Deliveries>);
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
+    /// The [`Epochs`] slot the message was sent in.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, slot: usize) {
+        self.0.settled[slot % EPOCHS].fetch_add(1, Ordering::AcqRel);
         match result {
             Ok(_) => {
                 self.0.delivered.fetch_add(1, Ordering::Relaxed);
@@ -66,5 +139,55 @@ impl ProducerContext for DeliveryContext {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Settles one message sent in `slot`, as the delivery callback does.
+    fn settle(d: &Deliveries, slot: usize) {
+        d.settled[slot % EPOCHS].fetch_add(1, Ordering::AcqRel);
+    }
+
+    #[test]
+    fn a_mark_is_delivered_once_its_epoch_and_the_earlier_ones_are_settled() {
+        let d = Deliveries::default();
+        let mut e = Epochs::default();
+        let first = e.slot();
+        e.sent_one();
+        e.sent_one();
+        let m0 = e.close(&d).unwrap();
+        let second = e.slot();
+        e.sent_one();
+        let m1 = e.close(&d).unwrap();
+        // the later epoch is acknowledged first: neither mark is delivered
+        // until the earlier epoch is complete
+        settle(&d, second);
+        assert!(!e.settled(&d, m1));
+        settle(&d, first);
+        assert!(!e.settled(&d, m0));
+        settle(&d, first);
+        assert!(e.settled(&d, m0) && e.settled(&d, m1));
+        // messages sent after the mark do not hold it back
+        e.sent_one();
+        assert!(e.settled(&d, m1));
+    }
+
+    #[test]
+    fn an_unsettled_epoch_keeps_its_slot_until_a_flush() {
+        let d = Deliveries::default();
+        let mut e = Epochs::default();
+        e.sent_one(); // epoch 0 never acknowledged
+        for _ in 0..EPOCHS - 1 {
+            assert!(e.close(&d).is_some());
+        }
+        // the next epoch would reuse epoch 0's slot
+        assert_eq!(e.close(&d), None);
+        e.all_settled();
+        let mark = e.close(&d).unwrap();
+        assert!(!e.settled(&d, mark + 1));
+        assert!(e.settled(&d, mark));
     }
 }

@@ -25,11 +25,11 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use rdkafka::error::{KafkaError as ClientError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use velostream_engine::connector::Position;
+use velostream_engine::connector::{DeliveryMark, Position};
 use velostream_engine::{EngineError, Result, Sink, Source};
 use velostream_sql::plan::columns::{window_role, EVENT_TIME};
 
-use super::delivery::{self, Deliveries, DeliveryContext};
+use super::delivery::{self, Deliveries, DeliveryContext, Epochs};
 use super::error::KafkaError;
 use crate::format::encode::{record_spans, BatchEncoder};
 use crate::format::RecordFormat;
@@ -48,6 +48,8 @@ pub struct KafkaSink {
     topic: String,
     producer: BaseProducer<DeliveryContext>,
     deliveries: Arc<Deliveries>,
+    /// Which messages the marks of the job's periodic commits cover.
+    epochs: Epochs,
     encoder: BatchEncoder,
     /// CSV records may span lines (a quoted line break): messages are cut
     /// at record ends, not at every line break.
@@ -94,6 +96,7 @@ impl KafkaSink {
             topic: topic.to_string(),
             producer,
             deliveries,
+            epochs: Epochs::default(),
             encoder: BatchEncoder::new(format),
             csv: matches!(format, RecordFormat::Csv { .. }),
             key_columns,
@@ -178,8 +181,9 @@ impl Sink for KafkaSink {
         let keys = self.encode_keys(batch)?;
         let times = message_times(batch)?;
         for (i, &(start, end)) in values.iter().enumerate() {
-            let mut record: BaseRecord<'_, [u8], [u8]> =
-                BaseRecord::to(&self.topic).payload(&self.values[start..end]);
+            let mut record: BaseRecord<'_, [u8], [u8], usize> =
+                BaseRecord::with_opaque_to(&self.topic, self.epochs.slot())
+                    .payload(&self.values[start..end]);
             if let Some(&(ks, ke)) = keys.get(i) {
                 record = record.key(&self.keys[ks..ke]);
             }
@@ -188,7 +192,10 @@ impl Sink for KafkaSink {
             }
             loop {
                 match self.producer.send(record) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        self.epochs.sent_one();
+                        break;
+                    }
                     Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                         // the local queue is full: let deliveries drain it
                         record = r;
@@ -214,10 +221,26 @@ impl Sink for KafkaSink {
         self.check_deliveries()
     }
 
-    fn flushed(&mut self) -> Result<bool> {
+    fn mark(&mut self) -> Result<DeliveryMark> {
+        self.producer.poll(Duration::ZERO);
+        if let Some(mark) = self.epochs.close(&self.deliveries) {
+            return Ok(DeliveryMark(mark));
+        }
+        // every slot holds an epoch still unacknowledged: wait for them
+        self.flush()?;
+        self.epochs.all_settled();
+        self.epochs
+            .close(&self.deliveries)
+            .map(DeliveryMark)
+            .ok_or_else(|| {
+                EngineError::connector(&self.name, "delivery epochs unsettled after a flush")
+            })
+    }
+
+    fn delivered(&mut self, mark: DeliveryMark) -> Result<bool> {
         self.producer.poll(Duration::ZERO);
         self.check_deliveries()?;
-        Ok(self.producer.in_flight_count() == 0)
+        Ok(self.epochs.settled(&self.deliveries, mark.0))
     }
 
     fn pre_commit(&mut self) -> Result<Option<Position>> {

@@ -567,6 +567,28 @@ impl Source for KafkaSource {
             return Ok(()); // a table is read whole on every start
         }
         let progress = self.progress.lock().map_err(|_| poisoned())?.clone();
+        self.commit_offsets(progress)
+    }
+
+    /// Commits the offsets of an earlier [`position`](Source::position).
+    fn commit_position(&mut self, position: &Position) -> Result<()> {
+        if self.mode == ReadMode::Table {
+            return Ok(());
+        }
+        let offsets = position
+            .get("partitions")
+            .and_then(Position::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(p, o)| Some((p.parse::<i32>().ok()?, o.as_i64()?)))
+            .collect();
+        self.commit_offsets(offsets)
+    }
+}
+
+impl KafkaSource {
+    /// Commits `progress` (partition → next offset) for the group.
+    fn commit_offsets(&mut self, progress: BTreeMap<i32, i64>) -> Result<()> {
         if progress.is_empty() {
             return Ok(());
         }
