@@ -25,6 +25,7 @@ pub mod processing_time;
 pub mod properties;
 pub mod script;
 pub mod secrets;
+pub mod standard_functions;
 pub mod statement;
 pub mod system_columns;
 pub mod time_format;

@@ -28,6 +28,7 @@ use crate::plan::{
     SinkBinding, SourceBinding, SourceOrigin, SourceTraits, StreamNode, StreamingPlan,
 };
 use crate::script::split_statements;
+use crate::standard_functions;
 use crate::statement::{parse_statement, ParsedStatement, StatementKind};
 use crate::system_columns;
 use crate::time_format::TimeFormats;
@@ -189,6 +190,7 @@ impl<'a> ApplicationPlanner<'a> {
         system.dedup();
         system_columns::exclude_from_wildcards(&mut query, &system);
         header_function::rewrite_header_calls(&mut query);
+        standard_functions::rewrite_standard_calls(&mut query);
         let uses_event_time = mentions_identifier(&query, EVENT_TIME);
         let plan_with = |query: Box<Query>, windowed: bool| -> Result<LogicalPlan> {
             let mut catalog = StatementCatalog::new(&self.state);
