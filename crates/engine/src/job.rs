@@ -252,31 +252,39 @@ impl Job {
     fn commit(&mut self) -> Result<()> {
         // its flush and commit cover what a pending commit waited for
         self.pending_commit = None;
-        let mut in_flight = Vec::new();
-        self.pipeline.drain(&mut in_flight)?;
-        self.deliver(&mut in_flight)?;
+        self.deliver_in_flight()?;
         if self.checkpoints.is_some() {
             return self.checkpoint();
         }
         self.flush_sinks()?;
-        if self.holds_records && !self.input_complete {
-            // what was read may still be only in the operators' state
+        if !self.results_all_out() {
             return Ok(());
         }
         self.source.commit()
+    }
+
+    /// Hands the sinks what the pipeline still has in flight (results of
+    /// records already read, in parallel pipelines).
+    fn deliver_in_flight(&mut self) -> Result<()> {
+        let mut in_flight = Vec::new();
+        self.pipeline.drain(&mut in_flight)?;
+        self.deliver(&mut in_flight)
+    }
+
+    /// Whether the results of every record read so far have been handed to
+    /// the sinks: not while the operators may still hold some in their
+    /// state, before the input ended.
+    fn results_all_out(&self) -> bool {
+        !self.holds_records || self.input_complete
     }
 
     /// The commit that runs every `commit_interval`: marks what the sinks
     /// have been given and notes the source's position, to commit once the
     /// marks are delivered ([`advance_commit`](Self::advance_commit)).
     fn start_commit(&mut self) -> Result<()> {
-        let mut in_flight = Vec::new();
-        self.pipeline.drain(&mut in_flight)?;
-        self.deliver(&mut in_flight)?;
-        // what was read may still be only in the operators' state; with
-        // checkpoints a position is committed only once a checkpoint holds it
-        let all_out = !self.holds_records || self.input_complete;
-        let position = match self.checkpoints.is_none() && all_out {
+        self.deliver_in_flight()?;
+        // with checkpoints a position is committed only once a checkpoint holds it
+        let position = match self.checkpoints.is_none() && self.results_all_out() {
             true => self.source.position(),
             false => None,
         };

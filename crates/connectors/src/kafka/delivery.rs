@@ -52,6 +52,13 @@ pub struct Deliveries {
     settled: [AtomicU64; EPOCHS],
 }
 
+impl Deliveries {
+    /// One message sent in epoch slot `slot` has its outcome.
+    fn settle(&self, slot: usize) {
+        self.settled[slot % EPOCHS].fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// The producer's side of delivery marks: messages are sent in numbered
 /// epochs, a mark closes the current one, and a mark is delivered once
 /// every message of its epoch and the earlier ones has an outcome. This
@@ -66,10 +73,15 @@ pub struct Epochs {
     settled_below: u64,
 }
 
+/// The slot of `epoch` in the ring of [`EPOCHS`].
+fn slot_of(epoch: u64) -> usize {
+    (epoch % EPOCHS as u64) as usize
+}
+
 impl Epochs {
     /// The opaque of a message sent now.
     pub fn slot(&self) -> usize {
-        (self.current % EPOCHS as u64) as usize
+        slot_of(self.current)
     }
 
     /// One more message was handed to the producer in the current epoch.
@@ -79,7 +91,7 @@ impl Epochs {
 
     fn advance(&mut self, deliveries: &Deliveries) {
         while self.settled_below < self.current {
-            let slot = (self.settled_below % EPOCHS as u64) as usize;
+            let slot = slot_of(self.settled_below);
             if deliveries.settled[slot].load(Ordering::Acquire) < self.sent[slot] {
                 break;
             }
@@ -96,7 +108,7 @@ impl Epochs {
         if next >= EPOCHS as u64 && self.settled_below <= next - EPOCHS as u64 {
             return None;
         }
-        let slot = (next % EPOCHS as u64) as usize;
+        let slot = slot_of(next);
         self.sent[slot] = 0;
         deliveries.settled[slot].store(0, Ordering::Release);
         let mark = self.current;
@@ -127,7 +139,7 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, slot: usize) {
-        self.0.settled[slot % EPOCHS].fetch_add(1, Ordering::AcqRel);
+        self.0.settle(slot);
         match result {
             Ok(_) => {
                 self.0.delivered.fetch_add(1, Ordering::Relaxed);
@@ -146,11 +158,6 @@ impl ProducerContext for DeliveryContext {
 mod tests {
     use super::*;
 
-    /// Settles one message sent in `slot`, as the delivery callback does.
-    fn settle(d: &Deliveries, slot: usize) {
-        d.settled[slot % EPOCHS].fetch_add(1, Ordering::AcqRel);
-    }
-
     #[test]
     fn a_mark_is_delivered_once_its_epoch_and_the_earlier_ones_are_settled() {
         let d = Deliveries::default();
@@ -164,11 +171,11 @@ mod tests {
         let m1 = e.close(&d).unwrap();
         // the later epoch is acknowledged first: neither mark is delivered
         // until the earlier epoch is complete
-        settle(&d, second);
+        d.settle(second);
         assert!(!e.settled(&d, m1));
-        settle(&d, first);
+        d.settle(first);
         assert!(!e.settled(&d, m0));
-        settle(&d, first);
+        d.settle(first);
         assert!(e.settled(&d, m0) && e.settled(&d, m1));
         // messages sent after the mark do not hold it back
         e.sent_one();

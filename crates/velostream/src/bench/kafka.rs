@@ -2,7 +2,6 @@
 //! to a plain librdkafka consume of the same topic, in the same run. The
 //! ratio of the two is what the engine costs on top of the client library.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::BaseConsumer;
@@ -12,7 +11,9 @@ use velostream_connectors::kafka::admin;
 use velostream_connectors::registry::types::{KAFKA_SINK, KAFKA_SOURCE};
 use velostream_sql::PropertyOverrides;
 
-use crate::bench::{generate_trades, measure_app, peak_rss_line, Clock, Measurement};
+use crate::bench::{
+    generate_trades, measure_app, peak_rss_line, properties, unique_suffix, Clock, Measurement,
+};
 use crate::progress::human;
 
 /// What `bench kafka` runs.
@@ -27,10 +28,7 @@ const PIPELINE: &str = "CREATE STREAM out AS SELECT id, symbol, price * quantity
     lower(side) AS side FROM trades WHERE price > 100 AND exchange = 'NASDAQ'";
 
 pub fn run(bench: KafkaBench) -> Result<String, String> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_nanos();
+    let nanos = unique_suffix();
     let input = format!("bench-trades-{nanos}");
     let output = format!("bench-out-{nanos}");
     let client = admin::plain_client(&bench.brokers);
@@ -65,16 +63,10 @@ pub fn run(bench: KafkaBench) -> Result<String, String> {
     let plain = plain_consume(&bench.brokers, &input, produced)?;
     eprintln!("Kafka -> filter + projection -> Kafka ...");
     let mut overrides = PropertyOverrides::new();
-    let props = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
     let group = format!("bench-{nanos}");
     overrides.insert(
         "trades".into(),
-        props(&[
+        properties(&[
             ("type", KAFKA_SOURCE),
             ("topic", &input),
             ("bootstrap.servers", &bench.brokers),
@@ -84,7 +76,7 @@ pub fn run(bench: KafkaBench) -> Result<String, String> {
     );
     overrides.insert(
         "out".into(),
-        props(&[
+        properties(&[
             ("type", KAFKA_SINK),
             ("topic", &output),
             ("bootstrap.servers", &bench.brokers),

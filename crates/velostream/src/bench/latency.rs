@@ -11,11 +11,10 @@
 //! `velostream_e2e_latency_ms` histogram (source message time to sink
 //! delivery) is reported as well.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
@@ -28,6 +27,7 @@ use velostream_connectors::registry::types::{KAFKA_SINK, KAFKA_SOURCE};
 use velostream_sql::PropertyOverrides;
 
 use crate::app::{Application, RunOptions};
+use crate::bench::{properties, unique_suffix};
 
 /// What `bench latency` runs.
 pub struct LatencyBench {
@@ -129,18 +129,13 @@ struct RateResult {
     job_p99: Option<f64>,
 }
 
+/// The wall clock the job's own latency metric uses, in µs.
 fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    velostream_engine::watermark::wall_clock_us().max(0) as u64
 }
 
 fn one_rate(bench: &LatencyBench, rate: u64) -> Result<RateResult, String> {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_nanos();
+    let nanos = unique_suffix();
     let input = format!("bench-latency-in-{nanos}");
     let output = format!("bench-latency-out-{nanos}");
     let client = admin::plain_client(&bench.brokers);
@@ -240,16 +235,10 @@ fn one_rate(bench: &LatencyBench, rate: u64) -> Result<RateResult, String> {
 /// The job's connectors: an unbounded source from the start of the input,
 /// a sink that sends at once.
 fn options(bench: &LatencyBench, input: &str, output: &str, nanos: u128) -> RunOptions {
-    let props = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
     let mut overrides = PropertyOverrides::new();
     overrides.insert(
         "trades".into(),
-        props(&[
+        properties(&[
             ("type", KAFKA_SOURCE),
             ("topic", input),
             ("bootstrap.servers", &bench.brokers),
@@ -259,7 +248,7 @@ fn options(bench: &LatencyBench, input: &str, output: &str, nanos: u128) -> RunO
     );
     overrides.insert(
         "out".into(),
-        props(&[
+        properties(&[
             ("type", KAFKA_SINK),
             ("topic", output),
             ("bootstrap.servers", &bench.brokers),

@@ -175,6 +175,22 @@ pub fn measure_app(
     })
 }
 
+/// A suffix no earlier run used: the time in nanoseconds, for the topics
+/// and consumer groups of one benchmark run.
+pub fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Connector properties (a statement's overrides) from `(key, value)` pairs.
+pub fn properties<V: AsRef<str>>(pairs: &[(&str, V)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_ref().to_string()))
+        .collect()
+}
+
 /// What a benchmark run covers.
 pub struct Suite<'a> {
     pub title: &'a str,

@@ -5,7 +5,6 @@
 //! reporting events/s, events/s per core, batch latency and peak memory as
 //! a Markdown table.
 
-use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -14,7 +13,7 @@ use velostream_connectors::registry::types::{FILE_SOURCE, KAFKA_SOURCE, NEXMARK}
 use velostream_sql::PropertyOverrides;
 
 use crate::app::{run_jobs, Application, RunOptions};
-use crate::bench::{peak_rss_line, Clock, Measurement};
+use crate::bench::{peak_rss_line, properties, unique_suffix, Clock, Measurement};
 use crate::progress::human;
 
 /// The streams of the generator.
@@ -176,13 +175,6 @@ pub fn generate_to_kafka(
     Ok(counts)
 }
 
-/// A suffix no earlier run used (consumer groups of benchmark runs).
-fn unique_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-}
-
 /// The id a message is keyed by: the first number of the JSON line
 /// (`id` of persons and auctions, `auction` of bids).
 fn message_key(line: &str) -> Option<&[u8]> {
@@ -280,18 +272,12 @@ fn run(
     batch_size: usize,
 ) -> Result<Measurement, String> {
     let mut overrides = PropertyOverrides::new();
-    let props = |pairs: &[(&str, String)]| -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
-    };
     for (name, _) in STREAMS {
         let source = match input {
             Input::Generator | Input::Parallel(_) => {
-                props(&[("type", NEXMARK.into()), ("events", events.to_string())])
+                properties(&[("type", NEXMARK.into()), ("events", events.to_string())])
             }
-            Input::Files(dir) => props(&[
+            Input::Files(dir) => properties(&[
                 ("type", FILE_SOURCE.into()),
                 (
                     "path",
@@ -299,7 +285,7 @@ fn run(
                 ),
                 ("format", "jsonl".into()),
             ]),
-            Input::Kafka(brokers, prefix) => props(&[
+            Input::Kafka(brokers, prefix) => properties(&[
                 ("type", KAFKA_SOURCE.into()),
                 ("topic", format!("{prefix}{name}")),
                 ("bootstrap.servers", brokers.to_string()),
@@ -314,7 +300,7 @@ fn run(
         };
         overrides.insert(name.to_string(), source);
     }
-    overrides.insert(query.to_string(), props(&[("type", "null".into())]));
+    overrides.insert(query.to_string(), properties(&[("type", "null")]));
     let options = RunOptions {
         batch_size,
         overrides,
