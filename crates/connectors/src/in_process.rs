@@ -9,7 +9,7 @@ use std::time::Duration;
 use datafusion::arrow::array::{ArrayRef, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{RowConverter, SortField};
 use velostream_engine::{Result, Sink, Source, SourceEvent};
 
@@ -130,11 +130,13 @@ impl Sink for CollectSink {
     }
 }
 
-/// Reads a table produced by another statement (`CREATE TABLE ... AS
-/// SELECT`), which arrives as a stream of updates, to its end and yields
-/// its latest row per key, projected onto the reader's columns.
+/// Reads a table to its end and yields its latest row per key, projected
+/// onto the reader's columns: another statement's `CREATE TABLE ... AS
+/// SELECT` output (a stream of updates), or a bounded source declared as a
+/// table (`CREATE TABLE name (..., PRIMARY KEY (k))`), whose deletes (a
+/// compacted topic's tombstones) remove their keys.
 pub struct LatestPerKeySource {
-    inner: ChannelSource,
+    inner: Box<dyn Source>,
     key: Vec<usize>,
     projection: Vec<usize>,
     schema: SchemaRef,
@@ -144,7 +146,7 @@ pub struct LatestPerKeySource {
 impl LatestPerKeySource {
     /// `inner` yields the table's full rows; `key` indexes its key columns;
     /// `schema` is what the reader decodes (a subset of the table's columns).
-    pub fn new(inner: ChannelSource, key: Vec<usize>, schema: SchemaRef) -> Result<Self> {
+    pub fn new(inner: Box<dyn Source>, key: Vec<usize>, schema: SchemaRef) -> Result<Self> {
         let full = inner.schema();
         let projection = schema
             .fields()
@@ -170,36 +172,52 @@ impl Source for LatestPerKeySource {
         if self.done {
             return Ok(SourceEvent::End);
         }
+        let full = self.inner.schema();
+        let converter = RowConverter::new(
+            self.key
+                .iter()
+                .map(|&i| SortField::new(full.field(i).data_type().clone()))
+                .collect(),
+        )?;
+        // the last update of each key wins and a delete removes it; keys
+        // keep the order they (last) first appeared in
+        let mut latest: HashMap<Vec<u8>, (usize, u32)> = HashMap::new();
         let mut updates = Vec::new();
+        let (mut offset, mut arrival) = (0usize, 0usize);
         loop {
-            match self.inner.poll_batch()? {
-                SourceEvent::Batch(b) => updates.push(b),
-                SourceEvent::Idle | SourceEvent::Deletes(_) => {}
+            let (batch, delete) = match self.inner.poll_batch()? {
+                SourceEvent::Batch(b) => (b, false),
+                SourceEvent::Deletes(d) => (d, true),
+                SourceEvent::Idle => continue,
                 SourceEvent::End => break,
+            };
+            let keys: Vec<ArrayRef> = self.key.iter().map(|&i| batch.column(i).clone()).collect();
+            let rows = converter.convert_columns(&keys)?;
+            if delete {
+                for row in rows.iter() {
+                    latest.remove(row.as_ref());
+                }
+                continue;
             }
+            for (i, row) in rows.iter().enumerate() {
+                let first = latest.get(row.as_ref()).map(|(f, _)| *f).unwrap_or(arrival);
+                arrival += 1;
+                latest.insert(row.as_ref().to_vec(), (first, (offset + i) as u32));
+            }
+            offset += batch.num_rows();
+            updates.push(batch);
         }
         self.done = true;
-        let all = concat_batches(&self.inner.schema(), &updates)?;
-        let keys: Vec<ArrayRef> = self.key.iter().map(|&i| all.column(i).clone()).collect();
-        let rows = RowConverter::new(
-            keys.iter()
-                .map(|k| SortField::new(k.data_type().clone()))
-                .collect(),
-        )?
-        .convert_columns(&keys)?;
-        // the last update of each key wins; keys keep the order they first appeared in
-        let mut latest: HashMap<Vec<u8>, (usize, u32)> = HashMap::new();
-        for (i, row) in rows.iter().enumerate() {
-            let first = latest.get(row.as_ref()).map(|(f, _)| *f).unwrap_or(i);
-            latest.insert(row.as_ref().to_vec(), (first, i as u32));
-        }
+        let all = concat_batches(&full, &updates)?;
         let mut order: Vec<(usize, u32)> = latest.into_values().collect();
         order.sort_unstable();
         let indices = UInt32Array::from(order.into_iter().map(|(_, i)| i).collect::<Vec<_>>());
         let table = take_record_batch(&all, &indices)?.project(&self.projection)?;
-        Ok(SourceEvent::Batch(RecordBatch::try_new(
+        // a reader may use no column at all (COUNT(*)): the rows still count
+        Ok(SourceEvent::Batch(RecordBatch::try_new_with_options(
             self.schema.clone(),
             table.columns().to_vec(),
+            &RecordBatchOptions::new().with_row_count(Some(table.num_rows())),
         )?))
     }
 

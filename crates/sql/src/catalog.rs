@@ -59,6 +59,9 @@ pub fn streaming_session_state() -> SessionState {
     state
         .register_udf(Arc::new(crate::processing_time::now_udf()))
         .expect("replacing NOW cannot fail");
+    state
+        .register_udf(Arc::new(crate::regexp_extract::regexp_extract_udf()))
+        .expect("registering REGEXP_EXTRACT cannot fail");
     if let Some(round) = state.scalar_functions().get("round").cloned() {
         let stable = ScalarUDF::new_from_impl(crate::decimal_round::StableRound::new(round));
         state
@@ -75,7 +78,26 @@ const AGGREGATE_ALIASES: &[(&str, &str)] = &[
     ("listagg", "string_agg"),
 ];
 
+/// Scalar names of ksqlDB, Flink SQL and MySQL, mapped onto DataFusion's.
+const SCALAR_ALIASES: &[(&str, &str)] = &[
+    ("ucase", "upper"),
+    ("lcase", "lower"),
+    ("len", "character_length"),
+    ("rand", "random"),
+    ("ceiling", "ceil"),
+    ("truncate", "trunc"),
+];
+
 fn add_aliases(state: &mut SessionState) {
+    for (alias, target) in SCALAR_ALIASES {
+        let known = state.scalar_functions().contains_key(*alias);
+        if let (false, Some(udf)) = (known, state.scalar_functions().get(*target).cloned()) {
+            let aliased = udf.as_ref().clone().with_aliases([*alias]);
+            state
+                .register_udf(Arc::new(aliased))
+                .expect("registering a scalar alias cannot fail");
+        }
+    }
     for (alias, target) in AGGREGATE_ALIASES {
         if let Some(udaf) = state.aggregate_functions().get(*target).cloned() {
             let aliased = udaf.as_ref().clone().with_aliases([*alias]);

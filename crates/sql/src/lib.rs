@@ -9,11 +9,13 @@
 
 pub mod catalog;
 pub mod decimal_round;
+mod derived_tables;
 pub mod duration;
 pub mod epoch_time;
 pub mod error;
 pub mod error_policy;
 pub mod event_time;
+pub mod function_list;
 pub mod header_function;
 pub mod interval_join;
 pub mod join_time;
@@ -23,12 +25,14 @@ pub mod plan;
 pub mod planner;
 pub mod processing_time;
 pub mod properties;
+pub mod regexp_extract;
 pub mod script;
 pub mod secrets;
 pub mod standard_functions;
 pub mod statement;
 pub mod system_columns;
 pub mod time_format;
+mod type_checks;
 pub mod window_clause;
 pub mod windowing;
 pub mod within_marker;
@@ -41,6 +45,6 @@ pub use plan::{SinkBinding, SourceBinding, SourceOrigin, SourceTraits, StreamNod
 pub use planner::{
     parse_application, ApplicationPlanner, InferError, PropertyOverrides, SourceResolver,
 };
-pub use statement::{ParsedStatement, StatementKind};
+pub use statement::{DerivedFrom, ParsedStatement, StatementKind};
 pub use time_format::{TimeFormat, TimeFormats};
 pub use window_clause::{EmitMode, WindowKind, WindowSpec};

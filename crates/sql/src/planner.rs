@@ -81,11 +81,11 @@ pub trait SourceResolver {
 
 /// Parses every statement of an application script.
 pub fn parse_application(text: &str) -> Result<Vec<ParsedStatement>> {
-    split_statements(text)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, raw)| parse_statement(i, raw))
-        .collect()
+    let mut statements = Vec::new();
+    for (i, raw) in split_statements(text)?.into_iter().enumerate() {
+        statements.extend(parse_statement(statements.len(), i + 1, raw)?);
+    }
+    Ok(statements)
 }
 
 /// Plans an application into one streaming plan per query statement.
@@ -184,7 +184,10 @@ impl<'a> ApplicationPlanner<'a> {
         let mut system: Vec<String> = sources
             .iter()
             .flat_map(|b| b.schema.fields().iter().map(|f| f.name().clone()))
-            .filter(|n| system_columns::is_system_column(n))
+            .filter(|n| {
+                system_columns::is_system_column(n)
+                    || n.starts_with(crate::derived_tables::GROUP_KEY_PREFIX)
+            })
             .collect();
         system.sort();
         system.dedup();
@@ -210,6 +213,9 @@ impl<'a> ApplicationPlanner<'a> {
             let logical = planner
                 .sql_statement_to_plan(SqlStatement::Query(query))
                 .map_err(|e| df_error(e, stmt.location))?;
+            if let Some((message, hint)) = crate::type_checks::check_plan(&logical) {
+                return Err(SqlError::new(message, stmt.location).with_hint(hint));
+            }
             self.state
                 .optimize(&logical)
                 .map_err(|e| df_error(e, stmt.location))
@@ -246,13 +252,7 @@ impl<'a> ApplicationPlanner<'a> {
         drop(mapper);
 
         let key = result_key(stmt, &root, &optimized)?;
-        let name = stmt
-            .annotation("name")
-            .or(stmt.annotation("job_name"))
-            .or(stmt.annotation("job"))
-            .map(str::to_string)
-            .or_else(|| stmt.name.clone())
-            .unwrap_or_else(|| format!("select_{}", stmt.index + 1));
+        let name = stmt.job_name();
         // a job's name becomes its state directory and lock file
         crate::names::check_path_name("job", &name).map_err(|m| {
             SqlError::new(m, stmt.location)
@@ -298,6 +298,7 @@ impl<'a> ApplicationPlanner<'a> {
             annotations: stmt.annotations.clone(),
             emit: (aggregates > 0).then_some(emit),
             emit_defaulted: stmt.emit.is_none(),
+            derived: stmt.derived.clone(),
         })
     }
 
@@ -309,6 +310,20 @@ impl<'a> ApplicationPlanner<'a> {
         scope: &[String],
     ) -> Result<SourceBinding> {
         let own = self.overridden(name, stmt.properties.scoped(name, scope, true));
+        let table_key: Vec<String> = match self.declared.get(name) {
+            Some((schema, decl)) if decl.declares_table => decl
+                .primary_key
+                .iter()
+                .filter_map(|(k, _)| {
+                    schema
+                        .fields()
+                        .iter()
+                        .find(|f| f.name().eq_ignore_ascii_case(k))
+                        .map(|f| f.name().clone())
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let (origin, mut properties, schema) = if let Some((schema, decl)) = self.declared.get(name)
         {
             let decl_scope = vec![name.to_string()];
@@ -402,6 +417,7 @@ impl<'a> ApplicationPlanner<'a> {
             event_time,
             time_formats,
             traits,
+            table_key,
         })
     }
 
@@ -467,7 +483,9 @@ fn ident_name(ident: &Ident) -> String {
 }
 
 /// Relations named in FROM/JOIN clauses (not CTE names), first use first.
-fn referenced_relations(query: &datafusion::sql::sqlparser::ast::Query) -> Vec<(String, Location)> {
+pub(crate) fn referenced_relations(
+    query: &datafusion::sql::sqlparser::ast::Query,
+) -> Vec<(String, Location)> {
     let ctes: HashSet<String> = query
         .with
         .iter()
@@ -544,9 +562,17 @@ fn result_key(
             .filter(|(e, _)| passed_through(e))
             .map(|(_, f)| f.name().clone())
             .collect(),
-        _ => group_names
-            .into_iter()
-            .filter(|c| output.fields().iter().any(|f| f.name() == c))
+        // no projection above the aggregate (SELECT DISTINCT): its group
+        // columns are output under their own names
+        _ => output
+            .fields()
+            .iter()
+            .filter(|f| {
+                group_exprs.iter().any(
+                    |e| matches!(e, Expr::Column(c) if c.name == *f.name() && !c.name.starts_with('_')),
+                ) || group_names.contains(f.name())
+            })
+            .map(|f| f.name().clone())
             .collect(),
     })
 }

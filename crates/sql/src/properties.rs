@@ -131,6 +131,23 @@ impl Properties {
         out
     }
 
+    /// The entries a statement reading only `keep` inherits from one that
+    /// names every relation in `all`: the unprefixed ones and those
+    /// addressed to a relation of `keep`; keys addressed to the other
+    /// relations of `all` stay behind.
+    pub fn inherited(&self, all: &[String], keep: &[String]) -> Properties {
+        let entries = self
+            .entries
+            .iter()
+            .filter(|p| match prefix_of(&p.key, all) {
+                None => true,
+                Some((prefix, _)) => keep.iter().any(|k| k.eq_ignore_ascii_case(prefix)),
+            })
+            .cloned()
+            .collect();
+        Properties { entries }
+    }
+
     /// Where a key (exact or prefixed by any relation) was written.
     pub fn location_of(&self, key: &str) -> Option<Location> {
         self.entries

@@ -8,9 +8,11 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan};
 
+use crate::derived_tables;
 use crate::error::{Location, Result, SqlError};
 use crate::join_time::{self, JoinTimeClause};
 pub use crate::plan::StatementKind;
+use crate::planner::{referenced_relations, DEAD_LETTER};
 use crate::properties::Properties;
 use crate::script::{is_word, loc, matching_paren, StatementTokens};
 use crate::window_clause::{
@@ -33,15 +35,65 @@ pub struct ParsedStatement {
     pub emit: Option<EmitMode>,
     /// `WITHIN` and `FOR SYSTEM_TIME AS OF` clauses of the outer query's joins.
     pub join_times: Vec<JoinTimeClause>,
-    /// Output columns marked `col PRIMARY KEY` in the SELECT list.
+    /// Output columns marked `col PRIMARY KEY` in the SELECT list, or the
+    /// key of a table declaration.
     pub primary_key: Vec<(String, Location)>,
+    /// A source declared with `CREATE TABLE name (..., PRIMARY KEY (k))`:
+    /// read as its latest row per key.
+    pub declares_table: bool,
     pub query: Option<Box<Query>>,
     /// Columns of a source declaration.
     pub columns: Vec<ColumnDef>,
     pub location: Location,
+    /// Position of the statement in the script (1 for the first), shared
+    /// by the statements lifted out of it.
+    pub ordinal: usize,
+    /// Set on a statement lifted out of another one's FROM clause.
+    pub derived: Option<DerivedFrom>,
+}
+
+/// Where a lifted statement came from: the subquery of `statement` that it
+/// reads as `alias`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedFrom {
+    pub statement: String,
+    pub alias: Option<String>,
 }
 
 impl ParsedStatement {
+    fn new(index: usize, ordinal: usize, location: Location) -> Self {
+        Self {
+            index,
+            kind: StatementKind::Select,
+            name: None,
+            annotations: Vec::new(),
+            properties: Properties::default(),
+            window: None,
+            window_from_table_function: false,
+            emit: None,
+            join_times: Vec::new(),
+            primary_key: Vec::new(),
+            declares_table: false,
+            query: None,
+            columns: Vec::new(),
+            location,
+            ordinal,
+            derived: None,
+        }
+    }
+
+    /// The name of the statement's job: its `-- @name` (or `@job_name`,
+    /// `@job`) annotation, else the stream or table it creates, else
+    /// `select_<n>` after its position in the script.
+    pub fn job_name(&self) -> String {
+        self.annotation("name")
+            .or(self.annotation("job_name"))
+            .or(self.annotation("job"))
+            .map(str::to_string)
+            .or_else(|| self.name.clone())
+            .unwrap_or_else(|| format!("select_{}", self.ordinal))
+    }
+
     /// The value of an `-- @key: value` annotation.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations
@@ -52,28 +104,22 @@ impl ParsedStatement {
     }
 }
 
-/// Parses one statement's tokens.
-pub fn parse_statement(index: usize, raw: StatementTokens) -> Result<ParsedStatement> {
+/// Parses one statement's tokens: the statement written at position
+/// `ordinal` of the script, planned as statement `index`. Derived tables
+/// lifted out of its query come first, numbered from `index`; the
+/// statement itself comes last.
+pub fn parse_statement(
+    index: usize,
+    ordinal: usize,
+    raw: StatementTokens,
+) -> Result<Vec<ParsedStatement>> {
     let StatementTokens {
         tokens,
         annotations,
         location,
     } = raw;
-    let mut stmt = ParsedStatement {
-        index,
-        kind: StatementKind::Select,
-        name: None,
-        annotations,
-        properties: Properties::default(),
-        window: None,
-        window_from_table_function: false,
-        emit: None,
-        join_times: Vec::new(),
-        primary_key: Vec::new(),
-        query: None,
-        columns: Vec::new(),
-        location,
-    };
+    let mut stmt = ParsedStatement::new(index, ordinal, location);
+    stmt.annotations = annotations;
 
     let mut pos = 0;
     if is_word(&tokens[0].token, "CREATE") {
@@ -104,7 +150,7 @@ pub fn parse_statement(index: usize, raw: StatementTokens) -> Result<ParsedState
         });
         pos += 1;
         if matches!(tok(&tokens, pos), Token::LParen) {
-            return parse_declaration(stmt, &tokens, pos);
+            return Ok(vec![parse_declaration(stmt, &tokens, pos)?]);
         }
         if is_word(tok(&tokens, pos), "WITH") && matches!(tok(&tokens, pos + 1), Token::LParen) {
             let end = matching_paren(&tokens, pos + 1).ok_or_else(|| unclosed(&tokens[pos + 1]))?;
@@ -113,7 +159,7 @@ pub fn parse_statement(index: usize, raw: StatementTokens) -> Result<ParsedState
             if pos >= tokens.len() {
                 // `CREATE STREAM s WITH (...)`: a source whose connector knows its columns
                 stmt.kind = StatementKind::SourceDeclaration;
-                return Ok(stmt);
+                return Ok(vec![stmt]);
             }
         }
         if !is_word(tok(&tokens, pos), "AS") {
@@ -126,14 +172,45 @@ pub fn parse_statement(index: usize, raw: StatementTokens) -> Result<ParsedState
         pos += 1;
     }
 
-    let query_tokens = lift_dialect_clauses(&mut stmt, &tokens[pos..])?;
+    let job = stmt.job_name();
+    let (query_tokens, lifted) = derived_tables::lift(&job, &tokens[pos..])?;
+    parse_query(&mut stmt, &query_tokens)?;
+    let mut statements = Vec::with_capacity(lifted.len() + 1);
+    for d in lifted {
+        let mut derived = ParsedStatement::new(index + statements.len(), ordinal, d.location);
+        derived.kind = d.kind;
+        derived.name = Some(d.name);
+        derived.derived = Some(DerivedFrom {
+            statement: job.clone(),
+            alias: d.alias,
+        });
+        parse_query(&mut derived, &d.tokens)?;
+        if d.kind == StatementKind::CreateTable {
+            if let Some(query) = derived.query.as_deref_mut() {
+                derived_tables::expose_group_keys(query);
+            }
+        }
+        statements.push(derived);
+    }
+    if !statements.is_empty() {
+        inherit_properties(&stmt, &mut statements);
+    }
+    stmt.index = index + statements.len();
+    statements.push(stmt);
+    Ok(statements)
+}
+
+/// Parses a query's tokens into `stmt`: its dialect clauses lifted, the
+/// rest parsed by sqlparser.
+fn parse_query(stmt: &mut ParsedStatement, tokens: &[TokenWithSpan]) -> Result<()> {
+    let query_tokens = lift_dialect_clauses(stmt, tokens)?;
     if query_tokens.is_empty() {
-        return Err(SqlError::new("expected a SELECT query", location));
+        return Err(SqlError::new("expected a SELECT query", stmt.location));
     }
     let end = query_tokens
         .last()
         .map(|t| Location::from_sqlparser(t.span.end))
-        .unwrap_or(location);
+        .unwrap_or(stmt.location);
     let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(query_tokens);
     let query = parser.parse_query().map_err(|e| parser_error(e, end))?;
     if parser.peek_token().token != Token::EOF {
@@ -145,7 +222,35 @@ pub fn parse_statement(index: usize, raw: StatementTokens) -> Result<ParsedState
         .with_hint("clause order: SELECT .. FROM .. WHERE .. GROUP BY .. WINDOW .. HAVING .. ORDER BY .. LIMIT .. EMIT .. WITH (..)"));
     }
     stmt.query = Some(query);
-    Ok(stmt)
+    Ok(())
+}
+
+/// The statements lifted out of `outer` read their sources with the
+/// settings written on `outer` (`WITH ('bids.type' = ...)` and its error
+/// policy); `outer`'s own sink and dead-letter settings stay with it.
+fn inherit_properties(outer: &ParsedStatement, lifted: &mut [ParsedStatement]) {
+    let relations = |s: &ParsedStatement| -> Vec<String> {
+        s.query
+            .as_deref()
+            .map(referenced_relations)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let mut all: Vec<String> = relations(outer);
+    for s in lifted.iter() {
+        all.extend(relations(s));
+        all.extend(s.name.clone());
+    }
+    all.extend(outer.name.clone());
+    all.push(DEAD_LETTER.to_string());
+    all.push(crate::error_policy::ERROR.to_string());
+    for s in lifted {
+        let mut keep = relations(s);
+        keep.push(crate::error_policy::ERROR.to_string());
+        s.properties = outer.properties.inherited(&all, &keep);
+    }
 }
 
 /// Removes `WINDOW <spec>`, `EMIT CHANGES|FINAL` and `WITH (...)` found at
@@ -331,7 +436,10 @@ fn parse_declaration(
         .parse_statement()
         .map_err(|e| parser_error(e, last))?
     {
-        SqlStatement::CreateTable(ct) => stmt.columns = ct.columns,
+        SqlStatement::CreateTable(ct) => {
+            stmt.primary_key = declared_key(&ct, stmt.location)?;
+            stmt.columns = ct.columns;
+        }
         _ => unreachable!("tokens start with CREATE TABLE"),
     }
     let mut pos = end;
@@ -346,17 +454,84 @@ fn parse_declaration(
             loc(extra),
         ));
     }
-    if stmt.kind == StatementKind::CreateTable {
-        return Err(SqlError::new(
-            "declare sources with CREATE STREAM name (...) WITH (...)",
-            stmt.location,
-        )
-        .with_hint(
-            "CREATE TABLE needs AS SELECT ...; reading a source as a table is declared on the join",
-        ));
+    match (stmt.kind, stmt.primary_key.is_empty()) {
+        (StatementKind::CreateTable, true) => {
+            return Err(SqlError::new(
+                "a table declaration needs a PRIMARY KEY: its rows are the latest per key",
+                stmt.location,
+            )
+            .with_hint("CREATE TABLE users (id BIGINT, name VARCHAR, PRIMARY KEY (id)) WITH (...), or CREATE STREAM for a source read record by record"))
+        }
+        (StatementKind::CreateStream, false) => {
+            return Err(SqlError::new(
+                "a stream has no PRIMARY KEY: its records are not replaced by key",
+                stmt.primary_key[0].1,
+            )
+            .with_hint("declare it with CREATE TABLE to read the latest row per key"))
+        }
+        _ => {}
     }
+    stmt.declares_table = stmt.kind == StatementKind::CreateTable;
     stmt.kind = StatementKind::SourceDeclaration;
     Ok(stmt)
+}
+
+/// The key of a declaration: `PRIMARY KEY (a, b)` after the columns or
+/// `col TYPE PRIMARY KEY` on one of them (not both).
+fn declared_key(
+    ct: &datafusion::sql::sqlparser::ast::CreateTable,
+    at: Location,
+) -> Result<Vec<(String, Location)>> {
+    use datafusion::sql::sqlparser::ast::{ColumnOption, Expr as SqlExpr, TableConstraint};
+    let mut key = Vec::new();
+    for c in &ct.constraints {
+        if let TableConstraint::PrimaryKey(pk) = c {
+            for col in &pk.columns {
+                match &col.column.expr {
+                    SqlExpr::Identifier(i) => {
+                        key.push((i.value.clone(), Location::from_sqlparser(i.span.start)))
+                    }
+                    other => {
+                        return Err(SqlError::new(
+                            format!("PRIMARY KEY lists columns, not `{other}`"),
+                            at,
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    for column in &ct.columns {
+        if column
+            .options
+            .iter()
+            .any(|o| matches!(o.option, ColumnOption::PrimaryKey(_)))
+        {
+            if !key.is_empty() {
+                return Err(SqlError::new(
+                    "the key is declared twice: PRIMARY KEY on a column and PRIMARY KEY (...)",
+                    Location::from_sqlparser(column.name.span.start),
+                ));
+            }
+            key.push((
+                column.name.value.clone(),
+                Location::from_sqlparser(column.name.span.start),
+            ));
+        }
+    }
+    for (name, location) in &key {
+        if !ct
+            .columns
+            .iter()
+            .any(|c| c.name.value.eq_ignore_ascii_case(name))
+        {
+            return Err(SqlError::new(
+                format!("PRIMARY KEY column '{name}' is not a declared column"),
+                *location,
+            ));
+        }
+    }
+    Ok(key)
 }
 
 fn tok(tokens: &[TokenWithSpan], i: usize) -> &Token {

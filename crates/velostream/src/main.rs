@@ -66,6 +66,13 @@ enum Command {
         /// Only this connector (a 'type' value)
         name: Option<String>,
     },
+    /// Every function a statement can call, with its signatures (as
+    /// Markdown with --markdown: docs/functions.md is that output)
+    Functions {
+        /// Print the Markdown reference instead of the plain list
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Benchmarks
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -201,6 +208,15 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Some(Command::Connectors { name }) => velostream_connectors::registry::markdown(name.as_deref())
             .map(|text| print!("{text}"))
             .map_err(|e| Failure::Usage(e.to_string())),
+        Some(Command::Functions { markdown }) => {
+            let library = velostream_sql::function_list::function_library();
+            if markdown {
+                print!("{}", velostream_sql::function_list::render_markdown(&library));
+            } else {
+                print!("{}", velostream_sql::function_list::render_text(&library));
+            }
+            Ok(())
+        }
         Some(Command::Bench(BenchCommand::Checkpoint(bench))) => {
             velostream::bench::checkpoint::run(&bench)
                 .map(|report| println!("{report}"))

@@ -112,6 +112,7 @@ spec_tests! {
     epoch_intervals => "epoch_intervals.yaml",
     event_time_order => "event_time_order.yaml",
     differential => "differential.yaml",
+    derived_tables => "derived_tables.yaml",
 }
 
 #[test]

@@ -122,9 +122,23 @@ fn open_kafka(
     mode: ReadMode,
     metrics: Arc<JobMetrics>,
 ) -> Result<Box<dyn Source>> {
+    // A topic declared as a table is read as one wherever it is read: from
+    // its start, its message key filling the key column, tombstones
+    // deleting their key.
+    let mut properties = binding.properties.clone();
+    let mode = if binding.table_key.is_empty() {
+        mode
+    } else {
+        if let [key] = binding.table_key.as_slice() {
+            properties
+                .entry("key.field".to_string())
+                .or_insert_with(|| key.clone());
+        }
+        ReadMode::Table
+    };
     open_source(
         &binding.name,
-        &binding.properties,
+        &properties,
         &binding.schema,
         &binding.time_formats,
         projected,

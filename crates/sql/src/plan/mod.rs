@@ -155,6 +155,10 @@ pub struct SourceBinding {
     pub time_formats: TimeFormats,
     /// What its connector says about it.
     pub traits: SourceTraits,
+    /// The primary key of a source declared as a table (`CREATE TABLE name
+    /// (..., PRIMARY KEY (k)) WITH (...)`): it is read as its latest row
+    /// per key. Empty for a stream.
+    pub table_key: Vec<String>,
 }
 
 /// What planning and wiring need to know about a source's connector. The
@@ -224,6 +228,8 @@ pub struct StreamingPlan {
     pub emit: Option<EmitMode>,
     /// True when the statement has no EMIT clause and `emit` is the default.
     pub emit_defaulted: bool,
+    /// Set when the planner lifted this statement out of another one's FROM.
+    pub derived: Option<crate::DerivedFrom>,
 }
 
 impl StreamNode {
@@ -406,6 +412,20 @@ impl StreamingPlan {
         })
     }
 
+    /// Whether the plan's results update rows written before: a `CREATE
+    /// TABLE` whose aggregate is not one of final windows.
+    pub fn updates_rows(&self) -> bool {
+        self.kind == StatementKind::CreateTable && self.emit != Some(EmitMode::Final)
+    }
+
+    /// Whether the plan aggregates its input stream.
+    pub fn aggregates(&self) -> bool {
+        self.root
+            .flow()
+            .iter()
+            .any(|n| matches!(n, StreamNode::Aggregate { .. }))
+    }
+
     /// True for a join whose table is a PostgreSQL table: it is looked up
     /// by key rather than read whole.
     fn is_looked_up(&self, node: &StreamNode) -> bool {
@@ -438,6 +458,12 @@ impl fmt::Display for StreamingPlan {
                 .collect();
             writeln!(f, "  annotations: {}", notes.join(", "))?;
         }
+        if let Some(d) = &self.derived {
+            match &d.alias {
+                Some(alias) => writeln!(f, "  derived table {alias} of {}", d.statement)?,
+                None => writeln!(f, "  derived table of {}", d.statement)?,
+            }
+        }
         for s in &self.sources {
             let origin = match s.origin {
                 SourceOrigin::External => s
@@ -448,9 +474,14 @@ impl fmt::Display for StreamingPlan {
                 SourceOrigin::Statement(i) => format!("output of statement {}", i + 1),
             };
             let schema_kind = if s.declared { "declared" } else { "inferred" };
+            let table = if s.table_key.is_empty() {
+                String::new()
+            } else {
+                format!("table, key ({}), ", s.table_key.join(", "))
+            };
             writeln!(
                 f,
-                "  source {} <- {origin} ({schema_kind} schema, {} columns)",
+                "  source {} <- {origin} ({table}{schema_kind} schema, {} columns)",
                 s.name,
                 s.schema.fields().len()
             )?;

@@ -89,8 +89,9 @@ impl TableLoader for JoinTables {
         let mut source = self
             .connectors
             .open_table_source(binding, schema, metrics)?;
-        if !source.is_bounded() {
-            // a changing table: the join applies its updates as they arrive
+        if !source.is_bounded() || !binding.table_key.is_empty() {
+            // a changing table: the join applies its updates as they arrive;
+            // a declared table: its latest row per key, deletes applied
             return Ok(TableData::Stream(source));
         }
         let mut rows = Vec::new();

@@ -198,6 +198,7 @@ impl Application {
     /// and that every operator can run. This is `validate`.
     pub fn check(&self) -> Result<(), AppError> {
         self.check_single_stdin_reader()?;
+        self.check_aggregated_tables()?;
         for (plan, bounded) in self.plans.iter().zip(self.boundedness()) {
             let job_err = |source| AppError::Job {
                 job: plan.name.clone(),
@@ -216,6 +217,52 @@ impl Application {
             self.connectors.check_sink(&plan.sink).map_err(job_err)?;
             if let Some(dead_letter) = &plan.dead_letter {
                 self.connectors.check_sink(dead_letter).map_err(job_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An aggregation over a table read as it changes would count every
+    /// version of a row: that needs changelog semantics (retracting a
+    /// row's earlier version), which the aggregates do not have. A bounded
+    /// table is read whole first (its latest row per key), which is exact.
+    fn check_aggregated_tables(&self) -> Result<(), AppError> {
+        let bounded = self.boundedness();
+        for (at, plan) in self
+            .plans
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.aggregates())
+        {
+            let Some(first) = plan.sources.first() else {
+                continue;
+            };
+            if first.origin == SourceOrigin::External && !first.table_key.is_empty() && !bounded[at]
+            {
+                return Err(AppError::Job {
+                    job: plan.name.clone(),
+                    source: EngineError::Plan(format!(
+                        "it aggregates table {}, whose rows change as their keys update; aggregating an updating table needs changelog semantics (retracting a row's earlier version), which Velostream does not have yet — declare {} with CREATE STREAM to aggregate every record, join it as a table, or read it bounded ('bounded' = 'true')",
+                        first.name, first.name
+                    )),
+                });
+            }
+            let SourceOrigin::Statement(up) = first.origin else {
+                continue;
+            };
+            let Some(at) = self.plans.iter().position(|p| p.statement == up) else {
+                continue;
+            };
+            let table = &self.plans[at];
+            let read_whole = bounded[at] && !table.key.is_empty();
+            if table.updates_rows() && !read_whole {
+                return Err(AppError::Job {
+                    job: plan.name.clone(),
+                    source: EngineError::Plan(format!(
+                        "it aggregates the rows of table {}, which change as their keys update; aggregating an updating result needs changelog semantics (retracting a row's earlier version), which Velostream does not have yet — window the inner aggregation (WINDOW TUMBLING(...) or TABLE(TUMBLE(...))) so its rows are final, or read a bounded input",
+                        table.name
+                    )),
+                });
             }
         }
         Ok(())

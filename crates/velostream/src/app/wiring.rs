@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+
 use velostream_connectors::in_process::{stream_channel, ChannelSource, LatestPerKeySource};
 use velostream_engine::execution::Execution;
 use velostream_engine::parallel::{self, ParallelPipeline, Partitioning};
@@ -20,6 +22,7 @@ impl Application {
     /// Opens all connectors and builds the jobs, in statement order.
     pub fn build_jobs(&self) -> Result<Vec<Job>, AppError> {
         self.check_single_stdin_reader()?;
+        self.check_aggregated_tables()?;
         let bounded = self.boundedness();
         let position: HashMap<usize, usize> = self
             .plans
@@ -85,9 +88,12 @@ impl Application {
                         .map(|k| up.output_schema.index_of(k))
                         .collect::<std::result::Result<Vec<_>, _>>()
                         .map_err(|e| job_err(e.into()))?;
-                    let table =
-                        LatestPerKeySource::new(source, key, scan_schema_of(&self.plans[*c], name))
-                            .map_err(job_err)?;
+                    let table = LatestPerKeySource::new(
+                        Box::new(source),
+                        key,
+                        scan_schema_of(&self.plans[*c], name),
+                    )
+                    .map_err(job_err)?;
                     table_sources.insert((*c, name.clone()), Box::new(table));
                 } else {
                     channel_sources.insert((*c, name.clone()), source);
@@ -156,9 +162,14 @@ impl Application {
                         job_err(EngineError::Plan("the query reads no source".into()))
                     })?;
                     let binding = self.as_read_by(binding, plan);
-                    self.connectors
-                        .open_source(&binding, scan_schema(plan), metrics.clone())
-                        .map_err(job_err)?
+                    if !binding.table_key.is_empty() && bounded[i] {
+                        self.declared_table(&binding, scan_schema(plan), &metrics)
+                            .map_err(job_err)?
+                    } else {
+                        self.connectors
+                            .open_source(&binding, scan_schema(plan), metrics.clone())
+                            .map_err(job_err)?
+                    }
                 }
             };
             let downstream = channel_sinks.remove(&plan.statement);
@@ -254,6 +265,32 @@ impl Application {
 
     /// Source `binding` as `plan` reads it: a source several statements
     /// read may be read differently by each (a Kafka consumer group each).
+    /// A bounded source declared as a table, read by a query as its latest
+    /// row per key: its key columns are decoded too, then left out.
+    fn declared_table(
+        &self,
+        binding: &SourceBinding,
+        scan: SchemaRef,
+        metrics: &Arc<JobMetrics>,
+    ) -> Result<Box<dyn Source>, EngineError> {
+        let mut fields: Vec<_> = scan.fields().iter().cloned().collect();
+        for k in &binding.table_key {
+            if scan.field_with_name(k).is_err() {
+                fields.push(Arc::new(binding.schema.field_with_name(k)?.clone()));
+            }
+        }
+        let decoded = Arc::new(Schema::new(fields));
+        let source = self
+            .connectors
+            .open_source(binding, decoded.clone(), metrics.clone())?;
+        let key = binding
+            .table_key
+            .iter()
+            .map(|k| decoded.index_of(k))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Box::new(LatestPerKeySource::new(source, key, scan)?))
+    }
+
     fn as_read_by(&self, binding: &SourceBinding, plan: &StreamingPlan) -> SourceBinding {
         let readers = self
             .plans
