@@ -26,6 +26,7 @@ pub mod planner;
 pub mod processing_time;
 pub mod properties;
 pub mod regexp_extract;
+mod relations;
 pub mod script;
 pub mod secrets;
 pub mod standard_functions;

@@ -3,7 +3,7 @@
 //! the standard SELECT with DataFusion's SQL planner and optimizer, and maps
 //! the optimized logical plan onto streaming operators.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -12,8 +12,7 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::sql::planner::{ParserOptions, SqlToRel};
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions, visit_relations, Expr as SqlExprNode, GroupByExpr, Ident, ObjectName, Query,
-    SetExpr, Statement as SqlStatement,
+    visit_expressions, Expr as SqlExprNode, GroupByExpr, Query, SetExpr, Statement as SqlStatement,
 };
 
 use crate::catalog::{streaming_session_state, StatementCatalog};
@@ -37,9 +36,8 @@ use crate::windowing::{
     group_by_window, with_event_time_column, with_window_columns, without_window_roles,
 };
 
-/// The relation name under which a statement configures its dead-letter
-/// sink: `WITH ('dead_letter.type' = 'file_sink', 'dead_letter.path' = ...)`.
-pub const DEAD_LETTER: &str = "dead_letter";
+use crate::relations::referenced_relations;
+pub use crate::relations::DEAD_LETTER;
 
 /// Why the columns of an undeclared source could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -473,35 +471,6 @@ fn parser_options() -> ParserOptions {
 /// Unquoted identifiers are case-insensitive (lower-cased), as DataFusion does.
 fn normalize(name: &str) -> String {
     name.to_lowercase()
-}
-
-fn ident_name(ident: &Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => normalize(&ident.value),
-    }
-}
-
-/// Relations named in FROM/JOIN clauses (not CTE names), first use first.
-pub(crate) fn referenced_relations(
-    query: &datafusion::sql::sqlparser::ast::Query,
-) -> Vec<(String, Location)> {
-    let ctes: HashSet<String> = query
-        .with
-        .iter()
-        .flat_map(|w| w.cte_tables.iter().map(|c| ident_name(&c.alias.name)))
-        .collect();
-    let mut out: Vec<(String, Location)> = Vec::new();
-    let _ = visit_relations(query, |name: &ObjectName| {
-        if let Some(ident) = name.0.last().and_then(|p| p.as_ident()) {
-            let n = ident_name(ident);
-            if !ctes.contains(&n) && !out.iter().any(|(seen, _)| *seen == n) {
-                out.push((n, Location::from_sqlparser(ident.span.start)));
-            }
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    out
 }
 
 /// The key of a statement's results: its `PRIMARY KEY` columns (which

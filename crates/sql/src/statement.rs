@@ -12,8 +12,8 @@ use crate::derived_tables;
 use crate::error::{Location, Result, SqlError};
 use crate::join_time::{self, JoinTimeClause};
 pub use crate::plan::StatementKind;
-use crate::planner::{referenced_relations, DEAD_LETTER};
 use crate::properties::Properties;
+use crate::relations::{referenced_relations, DEAD_LETTER};
 use crate::script::{is_word, loc, matching_paren, StatementTokens};
 use crate::window_clause::{
     is_table_function, is_window_function, parse_table_function, parse_window, EmitMode, WindowSpec,

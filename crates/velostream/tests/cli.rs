@@ -120,6 +120,38 @@ fn explain_shows_operators_sources_and_emit_mode() {
     );
 }
 
+/// The statements the planner lifts out of a query, and a source declared
+/// as a table, are shown with where they come from and their key.
+#[test]
+fn explain_shows_derived_tables_and_declared_tables() {
+    let (_dir, app) = temp_file(
+        "derived.sql",
+        "CREATE TABLE customers (id VARCHAR, tier VARCHAR, PRIMARY KEY (id)) WITH ('type' = 'file_source', 'path' = 'c.jsonl', 'format' = 'jsonl');\n\
+         CREATE STREAM orders (cid VARCHAR, amount DOUBLE) WITH ('type' = 'file_source', 'path' = 'o.jsonl', 'format' = 'jsonl');\n\
+         CREATE STREAM out AS SELECT c.tier, per_customer.total FROM (SELECT cid, SUM(amount) AS total FROM orders GROUP BY cid) AS per_customer \
+         JOIN customers c ON per_customer.cid = c.id;\n",
+    );
+    let out = run(&["explain", app.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("job out_per_customer (statement 3, CreateTable)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("derived table per_customer of out"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("source out_per_customer <- output of statement 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("source customers <- file_source (table, key (id), declared schema"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn stdin_to_stdout() {
     let (_dir, app) = temp_file("pipe.sql", "CREATE STREAM s (a BIGINT, b VARCHAR) WITH ('type' = 'stdin');\nSELECT a * 2 AS twice, upper(b) AS b FROM s WHERE a > 1;\n");

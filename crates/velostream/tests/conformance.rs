@@ -113,6 +113,8 @@ spec_tests! {
     event_time_order => "event_time_order.yaml",
     differential => "differential.yaml",
     derived_tables => "derived_tables.yaml",
+    functions => "functions.yaml",
+    tables => "tables.yaml",
 }
 
 #[test]

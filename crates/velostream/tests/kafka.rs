@@ -270,14 +270,11 @@ fn system_columns_and_headers_are_readable_and_left_out_of_select_star() {
     assert_eq!(everything.trim(), "{\"id\":0}\n{\"id\":1}\n{\"id\":2}");
 }
 
-#[test]
-fn a_compacted_topic_is_a_table_whose_tombstones_delete() {
+/// Writes customer changes keyed by id to `topic`: c1 is updated, c2 is
+/// deleted by a tombstone, c3 stays.
+fn produce_customer_changes(topic: &str) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-    let customers = unique("customers");
-    let orders = unique("orders");
-    admin::create_topic(&admin::plain_client(&brokers()), &customers, 2).unwrap();
-    admin::create_topic(&admin::plain_client(&brokers()), &orders, 1).unwrap();
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
@@ -291,7 +288,7 @@ fn a_compacted_topic_is_a_table_whose_tombstones_delete() {
         ("c2", None),
     ];
     for (key, value) in updates {
-        let mut record: BaseRecord<'_, str, str> = BaseRecord::to(&customers).key(key);
+        let mut record: BaseRecord<'_, str, str> = BaseRecord::to(topic).key(key);
         if let Some(v) = value {
             record = record.payload(v);
         }
@@ -299,6 +296,47 @@ fn a_compacted_topic_is_a_table_whose_tombstones_delete() {
         // one partition per key, in order
         producer.flush(Duration::from_secs(10)).unwrap();
     }
+}
+
+/// A topic declared as a table (`CREATE TABLE ... PRIMARY KEY (id)`): its
+/// message key fills the key column, tombstones delete, and a query reading
+/// it bounded sees its latest rows, as a join does.
+#[test]
+fn a_topic_declared_as_a_table_reads_as_its_latest_rows_without_the_deleted() {
+    let customers = unique("customers");
+    admin::create_topic(&admin::plain_client(&brokers()), &customers, 2).unwrap();
+    produce_customer_changes(&customers);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("latest.jsonl");
+    run_app(&format!(
+        "CREATE TABLE customers (id VARCHAR, tier VARCHAR, PRIMARY KEY (id)) WITH ('customers.type' = 'kafka_source',
+            'customers.topic' = '{customers}', 'customers.bounded' = 'true');
+         CREATE STREAM latest AS SELECT id, tier FROM customers
+         WITH ('latest.type' = 'file_sink', 'latest.path' = '{out}');",
+        out = out.display()
+    ));
+    let mut rows: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            r#"{"id":"c1","tier":"platinum"}"#,
+            r#"{"id":"c3","tier":"bronze"}"#,
+        ]
+    );
+}
+
+#[test]
+fn a_compacted_topic_is_a_table_whose_tombstones_delete() {
+    let customers = unique("customers");
+    let orders = unique("orders");
+    admin::create_topic(&admin::plain_client(&brokers()), &customers, 2).unwrap();
+    admin::create_topic(&admin::plain_client(&brokers()), &orders, 1).unwrap();
+    produce_customer_changes(&customers);
     produce(
         &orders,
         &(1..=4)

@@ -161,6 +161,14 @@ pub struct SourceBinding {
     pub table_key: Vec<String>,
 }
 
+impl SourceBinding {
+    /// Whether the source ends by itself: its connector's inputs do, or it
+    /// is read to its current end (`'bounded' = 'true'`, a Kafka backfill).
+    pub fn ends(&self) -> bool {
+        !self.traits.unbounded || self.properties.get("bounded").is_some_and(|b| b == "true")
+    }
+}
+
 /// What planning and wiring need to know about a source's connector. The
 /// connectors say it (through [`SourceResolver`](crate::SourceResolver));
 /// the front end names no connector.

@@ -237,7 +237,9 @@ impl Application {
             let Some(first) = plan.sources.first() else {
                 continue;
             };
-            if first.origin == SourceOrigin::External && !first.table_key.is_empty() && !bounded[at]
+            if first.origin == SourceOrigin::External
+                && !first.table_key.is_empty()
+                && !(bounded[at] || first.ends())
             {
                 return Err(AppError::Job {
                     job: plan.name.clone(),

@@ -162,7 +162,7 @@ impl Application {
                         job_err(EngineError::Plan("the query reads no source".into()))
                     })?;
                     let binding = self.as_read_by(binding, plan);
-                    if !binding.table_key.is_empty() && bounded[i] {
+                    if !binding.table_key.is_empty() && (bounded[i] || binding.ends()) {
                         self.declared_table(&binding, scan_schema(plan), &metrics)
                             .map_err(job_err)?
                     } else {
