@@ -25,18 +25,39 @@ enum Inner {
 
 impl Inner {
     fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
-        match self {
+        guarded(|| match self {
             Inner::Json(d) => d.decode(buf),
             Inner::Csv(d) => d.decode(buf),
-        }
+        })
     }
 
     fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
-        match self {
+        guarded(|| match self {
             Inner::Json(d) => d.flush(),
             Inner::Csv(d) => d.flush(),
-        }
+        })
     }
+}
+
+/// Runs a step of arrow's decoders, turning a panic into a decode error.
+/// Arrow's text-to-number parsers can overflow on extreme input (a decimal
+/// written `E-1000000000000000.00` overflows the exponent), and a record
+/// must never stop the job: the error sends the batch to the line-by-line
+/// path, which finds the record and counts it as malformed. Unwinding
+/// through the decoder is sound to observe because a decoder that failed is
+/// never used again: both callers replace it (`decode_next` rebuilds
+/// `inner`, `decode_lines` drops its single-line decoder).
+fn guarded<T>(step: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, ArrowError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the decoder failed".to_string());
+        Err(ArrowError::ParseError(format!(
+            "a value cannot be decoded: {why}"
+        )))
+    })
 }
 
 /// Where a chunk's records come from, for reports of malformed ones.
