@@ -22,7 +22,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use crate::error::{Location, Result, SqlError};
 use crate::plan::StatementKind;
-use crate::script::{is_word, loc, matching_paren};
+use crate::script::{is_word, loc, matching_paren, token_at, unclosed};
 use crate::window_clause::{is_table_function, is_window_function};
 
 /// One subquery lifted into a statement of its own.
@@ -74,7 +74,7 @@ impl Lifter {
             let t = &tokens[i];
             if let Some(lifted) = self.renamed_relation(tokens, i) {
                 out.push(word(lifted, t.span));
-                if !has_alias(tokens, i + 1) {
+                if alias_after(tokens, i + 1).is_none() {
                     out.push(TokenWithSpan::new(Token::make_keyword("AS"), t.span));
                     out.push(t.clone());
                 }
@@ -97,8 +97,7 @@ impl Lifter {
                     || is_word(&tokens[i - 1].token, "JOIN")
                     || matches!(tokens[i - 1].token, Token::Comma));
             if starts_derived {
-                let close = matching_paren(tokens, i)
-                    .ok_or_else(|| SqlError::new("this parenthesis is never closed", loc(t)))?;
+                let close = matching_paren(tokens, i).ok_or_else(|| unclosed(t))?;
                 let inner = self.level(&tokens[i + 1..close - 1])?;
                 match own_statement_kind(&inner) {
                     Some(kind) => {
@@ -159,9 +158,7 @@ impl Lifter {
                 ));
             };
             let open = i + 2;
-            let close = matching_paren(tokens, open).ok_or_else(|| {
-                SqlError::new("this parenthesis is never closed", loc(&tokens[open]))
-            })?;
+            let close = matching_paren(tokens, open).ok_or_else(|| unclosed(&tokens[open]))?;
             let inner = self.level(&tokens[open + 1..close - 1])?;
             match own_statement_kind(&inner) {
                 Some(kind) => {
@@ -252,11 +249,7 @@ const ENDS_FROM: &[&str] = &[
     "WITH",
 ];
 
-fn token_at(tokens: &[TokenWithSpan], i: usize) -> &Token {
-    tokens.get(i).map(|t| &t.token).unwrap_or(&Token::EOF)
-}
-
-/// `) AS name` or `) name`: the alias of a derived table.
+/// `AS name` or `name` at `at`: the alias of the relation before it.
 fn alias_after(tokens: &[TokenWithSpan], close: usize) -> Option<String> {
     let at = if is_word(token_at(tokens, close), "AS") {
         close + 1
@@ -272,11 +265,6 @@ fn alias_after(tokens: &[TokenWithSpan], close: usize) -> Option<String> {
         }
         _ => None,
     }
-}
-
-/// True when `tokens[at..]` starts with the alias of the relation before it.
-fn has_alias(tokens: &[TokenWithSpan], at: usize) -> bool {
-    is_word(token_at(tokens, at), "AS") || alias_after(tokens, at).is_some()
 }
 
 fn word(value: String, span: datafusion::sql::sqlparser::tokenizer::Span) -> TokenWithSpan {

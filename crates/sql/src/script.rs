@@ -109,6 +109,16 @@ pub fn matching_paren(tokens: &[TokenWithSpan], open: usize) -> Option<usize> {
     None
 }
 
+/// The token at `i`, or EOF past the end.
+pub fn token_at(tokens: &[TokenWithSpan], i: usize) -> &Token {
+    tokens.get(i).map(|t| &t.token).unwrap_or(&Token::EOF)
+}
+
+/// The error for an opening parenthesis that nothing closes.
+pub fn unclosed(open: &TokenWithSpan) -> SqlError {
+    SqlError::new("this parenthesis is never closed", loc(open))
+}
+
 /// Position of a token, as our [`Location`].
 pub fn loc(token: &TokenWithSpan) -> Location {
     Location::from_sqlparser(token.span.start)

@@ -14,7 +14,7 @@ use crate::join_time::{self, JoinTimeClause};
 pub use crate::plan::StatementKind;
 use crate::properties::Properties;
 use crate::relations::{referenced_relations, DEAD_LETTER};
-use crate::script::{is_word, loc, matching_paren, StatementTokens};
+use crate::script::{is_word, loc, matching_paren, token_at, unclosed, StatementTokens};
 use crate::window_clause::{
     is_table_function, is_window_function, parse_table_function, parse_window, EmitMode, WindowSpec,
 };
@@ -124,12 +124,12 @@ pub fn parse_statement(
     let mut pos = 0;
     if is_word(&tokens[0].token, "CREATE") {
         pos = 1;
-        if is_word(tok(&tokens, pos), "OR") && is_word(tok(&tokens, pos + 1), "REPLACE") {
+        if is_word(token_at(&tokens, pos), "OR") && is_word(token_at(&tokens, pos + 1), "REPLACE") {
             pos += 2;
         }
-        stmt.kind = if is_word(tok(&tokens, pos), "STREAM") {
+        stmt.kind = if is_word(token_at(&tokens, pos), "STREAM") {
             StatementKind::CreateStream
-        } else if is_word(tok(&tokens, pos), "TABLE") {
+        } else if is_word(token_at(&tokens, pos), "TABLE") {
             StatementKind::CreateTable
         } else {
             return Err(SqlError::new(
@@ -149,10 +149,12 @@ pub fn parse_statement(
             }
         });
         pos += 1;
-        if matches!(tok(&tokens, pos), Token::LParen) {
+        if matches!(token_at(&tokens, pos), Token::LParen) {
             return Ok(vec![parse_declaration(stmt, &tokens, pos)?]);
         }
-        if is_word(tok(&tokens, pos), "WITH") && matches!(tok(&tokens, pos + 1), Token::LParen) {
+        if is_word(token_at(&tokens, pos), "WITH")
+            && matches!(token_at(&tokens, pos + 1), Token::LParen)
+        {
             let end = matching_paren(&tokens, pos + 1).ok_or_else(|| unclosed(&tokens[pos + 1]))?;
             stmt.properties = Properties::parse(&tokens[pos + 2..end - 1])?;
             pos = end;
@@ -162,7 +164,7 @@ pub fn parse_statement(
                 return Ok(vec![stmt]);
             }
         }
-        if !is_word(tok(&tokens, pos), "AS") {
+        if !is_word(token_at(&tokens, pos), "AS") {
             return Err(SqlError::new(
                 "expected AS SELECT ... or a column list after the stream name",
                 tokens.get(pos).map(loc).unwrap_or(location),
@@ -281,9 +283,9 @@ fn lift_dialect_clauses(
             rest.extend(frames.remove(pos).1);
         }
         if is_word(&t.token, "TABLE")
-            && matches!(tok(tokens, i + 1), Token::LParen)
-            && is_table_function(tok(tokens, i + 2))
-            && matches!(tok(tokens, i + 3), Token::LParen)
+            && matches!(token_at(tokens, i + 1), Token::LParen)
+            && is_table_function(token_at(tokens, i + 2))
+            && matches!(token_at(tokens, i + 3), Token::LParen)
         {
             let end = matching_paren(tokens, i + 1).ok_or_else(|| unclosed(&tokens[i + 1]))?;
             let inner_end =
@@ -307,8 +309,8 @@ fn lift_dialect_clauses(
                 i = next;
                 continue;
             }
-            if is_word(&t.token, "WINDOW") && is_window_function(tok(tokens, i + 1)) {
-                if !matches!(tok(tokens, i + 2), Token::LParen) {
+            if is_word(&t.token, "WINDOW") && is_window_function(token_at(tokens, i + 1)) {
+                if !matches!(token_at(tokens, i + 2), Token::LParen) {
                     return Err(SqlError::new(
                         "expected `(` after the window type",
                         loc(&tokens[i + 1]),
@@ -325,7 +327,7 @@ fn lift_dialect_clauses(
                 i = end;
                 continue;
             }
-            if is_word(&t.token, "PRIMARY") && is_word(tok(tokens, i + 1), "KEY") {
+            if is_word(&t.token, "PRIMARY") && is_word(token_at(tokens, i + 1), "KEY") {
                 match rest.last().map(|p: &TokenWithSpan| &p.token) {
                     Some(Token::Word(w))
                         if !["SELECT", "DISTINCT"].iter().any(|k| {
@@ -346,9 +348,9 @@ fn lift_dialect_clauses(
                 continue;
             }
             if is_word(&t.token, "EMIT") {
-                stmt.emit = Some(if is_word(tok(tokens, i + 1), "CHANGES") {
+                stmt.emit = Some(if is_word(token_at(tokens, i + 1), "CHANGES") {
                     EmitMode::Changes
-                } else if is_word(tok(tokens, i + 1), "FINAL") {
+                } else if is_word(token_at(tokens, i + 1), "FINAL") {
                     EmitMode::Final
                 } else {
                     return Err(SqlError::new("expected CHANGES or FINAL after EMIT", tokens.get(i + 1).map(loc).unwrap_or(loc(t)))
@@ -357,7 +359,7 @@ fn lift_dialect_clauses(
                 i += 2;
                 continue;
             }
-            if is_word(&t.token, "WITH") && matches!(tok(tokens, i + 1), Token::LParen) {
+            if is_word(&t.token, "WITH") && matches!(token_at(tokens, i + 1), Token::LParen) {
                 let end = matching_paren(tokens, i + 1).ok_or_else(|| unclosed(&tokens[i + 1]))?;
                 let props = Properties::parse(&tokens[i + 2..end - 1])?;
                 stmt.properties.extend(&props);
@@ -387,17 +389,17 @@ fn lift_dialect_clauses(
 /// `ROWS BETWEEN n-1 PRECEDING AND CURRENT ROW`, when `tokens[i..]` starts
 /// with the clause.
 fn row_buffer_frame(tokens: &[TokenWithSpan], i: usize) -> Result<Option<Vec<TokenWithSpan>>> {
-    if !(is_word(tok(tokens, i), "ROWS")
-        && is_word(tok(tokens, i + 1), "WINDOW")
-        && is_word(tok(tokens, i + 2), "BUFFER"))
+    if !(is_word(token_at(tokens, i), "ROWS")
+        && is_word(token_at(tokens, i + 1), "WINDOW")
+        && is_word(token_at(tokens, i + 2), "BUFFER"))
     {
         return Ok(None);
     }
-    let n = match tok(tokens, i + 3) {
+    let n = match token_at(tokens, i + 3) {
         Token::Number(n, _) => n.parse::<u64>().ok().filter(|n| *n > 0),
         _ => None,
     };
-    let (Some(n), true) = (n, is_word(tok(tokens, i + 4), "ROWS")) else {
+    let (Some(n), true) = (n, is_word(token_at(tokens, i + 4), "ROWS")) else {
         return Err(SqlError::new(
             "expected ROWS WINDOW BUFFER <n> ROWS with n > 0",
             loc(&tokens[i + 2]),
@@ -443,7 +445,8 @@ fn parse_declaration(
         _ => unreachable!("tokens start with CREATE TABLE"),
     }
     let mut pos = end;
-    if is_word(tok(tokens, pos), "WITH") && matches!(tok(tokens, pos + 1), Token::LParen) {
+    if is_word(token_at(tokens, pos), "WITH") && matches!(token_at(tokens, pos + 1), Token::LParen)
+    {
         let close = matching_paren(tokens, pos + 1).ok_or_else(|| unclosed(&tokens[pos + 1]))?;
         stmt.properties = Properties::parse(&tokens[pos + 2..close - 1])?;
         pos = close;
@@ -534,16 +537,8 @@ fn declared_key(
     Ok(key)
 }
 
-fn tok(tokens: &[TokenWithSpan], i: usize) -> &Token {
-    tokens.get(i).map(|t| &t.token).unwrap_or(&Token::EOF)
-}
-
 fn synthetic(word: &str) -> TokenWithSpan {
     TokenWithSpan::new(Token::make_keyword(word), Span::empty())
-}
-
-fn unclosed(open: &TokenWithSpan) -> SqlError {
-    SqlError::new("this parenthesis is never closed", loc(open))
 }
 
 /// sqlparser reports `... at Line: L, Column: C`; turn that into a position.

@@ -270,6 +270,17 @@ fn system_columns_and_headers_are_readable_and_left_out_of_select_star() {
     assert_eq!(everything.trim(), "{\"id\":0}\n{\"id\":1}\n{\"id\":2}");
 }
 
+/// The lines of a file the test's application wrote, sorted.
+fn sorted_lines(path: &std::path::Path) -> Vec<String> {
+    let mut rows: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    rows
+}
+
 /// Writes customer changes keyed by id to `topic`: c1 is updated, c2 is
 /// deleted by a tombstone, c3 stays.
 fn produce_customer_changes(topic: &str) {
@@ -315,12 +326,7 @@ fn a_topic_declared_as_a_table_reads_as_its_latest_rows_without_the_deleted() {
          WITH ('latest.type' = 'file_sink', 'latest.path' = '{out}');",
         out = out.display()
     ));
-    let mut rows: Vec<String> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    rows.sort();
+    let rows = sorted_lines(&out);
     assert_eq!(
         rows,
         [
@@ -363,12 +369,7 @@ fn a_compacted_topic_is_a_table_whose_tombstones_delete() {
         group = unique("group"),
         out = out.display()
     ));
-    let mut rows: Vec<String> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    rows.sort();
+    let rows = sorted_lines(&out);
     assert_eq!(
         rows,
         [
