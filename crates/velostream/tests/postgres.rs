@@ -1,8 +1,8 @@
 //! PostgreSQL end to end, against the real server scripts/test.sh starts:
 //! a stream enriched from a database table and upserted into another, the
 //! lookup cache of `performance.cache`, an incremental source resuming
-//! after a restart, `velostream check` against the database, and the
-//! errors a user meets.
+//! after a restart, a table declared with its key, `velostream check`
+//! against the database, and the errors a user meets.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -436,6 +436,118 @@ fn a_source_query_cannot_run_a_second_statement_or_write() {
         .unwrap()
         .get(0);
     assert!(!advanced, "the sequence was not advanced");
+}
+
+/// A database table declared `CREATE TABLE ... PRIMARY KEY`: as a join's
+/// table side each trade meets the row of its key (looked up per batch,
+/// as `explain` says), and read by a query the declaration is its latest
+/// row per key, here of a history read in the order of its `seq`.
+#[test]
+fn a_database_table_declared_with_its_key_is_read_as_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (changes, totals) = (unique("sector_changes"), unique("per_sector"));
+    let mut db = client();
+    db.batch_execute(&format!(
+        "CREATE TABLE {changes} (seq bigint PRIMARY KEY, symbol text NOT NULL, sector text NOT NULL);
+         INSERT INTO {changes} VALUES (1, 'AAPL', 'tech'), (2, 'XOM', 'energy'),
+           (3, 'AAPL', 'hardware'), (4, 'MSFT', 'tech'), (5, 'CVX', 'energy');"
+    ))
+    .unwrap();
+    std::fs::write(
+        dir.path().join("trades.jsonl"),
+        [
+            r#"{"seq": 1, "qty": 3}"#,
+            r#"{"seq": 3, "qty": 1}"#,
+            r#"{"seq": 9, "qty": 7}"#,
+            r#"{"seq": 4, "qty": 2}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let declared = |name: &str, key: &str, query: &str| {
+        format!(
+            "CREATE TABLE {name} (seq BIGINT, symbol VARCHAR, sector VARCHAR, PRIMARY KEY ({key}))
+               WITH ('{name}.type' = 'postgres_source', '{name}.url' = '{url}', '{name}.query' = '{query}');",
+            url = url()
+        )
+    };
+    // the table side of a join: a key lookup on the declared key
+    let joined = dir.path().join("joined.sql");
+    std::fs::write(
+        &joined,
+        format!(
+            "CREATE STREAM trades (seq BIGINT, qty BIGINT) WITH ('trades.type' = 'file_source', 'trades.path' = 'trades.jsonl');
+             {}
+             CREATE STREAM enriched AS SELECT t.seq, c.symbol, t.qty FROM trades t JOIN changes c ON t.seq = c.seq
+             WITH ('enriched.type' = 'file_sink', 'enriched.path' = '{}');",
+            declared("changes", "seq", &format!("SELECT * FROM {changes}")),
+            dir.path().join("enriched.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let explained = velostream().arg("explain").arg(&joined).output().unwrap();
+    let explained = String::from_utf8_lossy(&explained.stdout);
+    assert!(explained.contains("table, key (seq)"), "{explained}");
+    assert!(
+        explained.contains("looked up by key per batch"),
+        "{explained}"
+    );
+    run(&joined, &[]);
+    let mut enriched: Vec<String> = std::fs::read_to_string(dir.path().join("enriched.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    enriched.sort();
+    assert_eq!(
+        enriched,
+        [
+            r#"{"seq":1,"symbol":"AAPL","qty":3}"#,
+            r#"{"seq":3,"symbol":"AAPL","qty":1}"#,
+            r#"{"seq":4,"symbol":"MSFT","qty":2}"#,
+        ]
+    );
+
+    // a query's input: the latest sector of each symbol (AAPL moved to
+    // hardware, so tech counts MSFT alone)
+    let counted = dir.path().join("counted.sql");
+    std::fs::write(
+        &counted,
+        format!(
+            "{}
+             CREATE TABLE per_sector AS SELECT sector, COUNT(*) AS symbols FROM sectors GROUP BY sector
+             WITH ('per_sector.type' = 'postgres_sink', 'per_sector.url' = '{url}',
+                   'per_sector.table' = '{totals}', 'per_sector.auto.create' = 'true');",
+            declared(
+                "sectors",
+                "symbol",
+                &format!("SELECT seq, symbol, sector FROM {changes} ORDER BY seq")
+            ),
+            url = url()
+        ),
+    )
+    .unwrap();
+    let explained = velostream().arg("explain").arg(&counted).output().unwrap();
+    let explained = String::from_utf8_lossy(&explained.stdout);
+    assert!(explained.contains("table, key (symbol)"), "{explained}");
+    run(&counted, &[]);
+    let rows: Vec<(String, i64)> = db
+        .query(
+            &format!("SELECT sector, symbols FROM {totals} ORDER BY sector"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("energy".into(), 2),
+            ("hardware".into(), 1),
+            ("tech".into(), 1)
+        ]
+    );
 }
 
 /// The example of the README: file trades, a PostgreSQL symbols table,

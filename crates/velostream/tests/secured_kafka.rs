@@ -238,7 +238,18 @@ fn the_guide_sasl_ssl_settings_reach_a_secured_broker_and_keep_the_service_ready
         })
         .collect();
     got.sort();
-    assert_eq!(got, totals);
+    if got != totals {
+        // which side duplicated: the input topic as the broker holds it
+        let input_now = tool(
+            &["consume", "--topic", &input, "--idle-secs", "2"],
+            &credentials,
+        );
+        panic!(
+            "totals {got:?}, expected {totals:?}\ninput topic holds {} messages\nservice log:\n{}",
+            String::from_utf8_lossy(&input_now.stdout).lines().count(),
+            std::fs::read_to_string(service_dir.join("service.log")).unwrap_or_default()
+        );
+    }
     // its group's offsets, read back through the same settings
     let exported = tool(&["offsets", "export", "--group", &group], &credentials);
     assert!(exported.status.success(), "{}", text(&exported));

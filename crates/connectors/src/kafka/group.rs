@@ -25,6 +25,14 @@ pub struct GroupContext {
     /// (which may be older when the job stopped between writing a
     /// checkpoint and committing it). Kept until the next commit.
     pub start_at: Progress,
+    /// Where reading had reached in partitions the group took away. The
+    /// records before it are already in this job's state, so a partition
+    /// given back (an eager rebalance revokes everything, then often
+    /// assigns the same partitions again) resumes there: starting at the
+    /// group's committed offset would feed those records into the state a
+    /// second time. Never committed while the partition is away, since
+    /// another member may own it.
+    pub held: Progress,
 }
 
 impl ClientContext for GroupContext {
@@ -41,9 +49,10 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    /// Assigns what the group gives this member — from the restored
-    /// checkpoint's offsets where there are any — and forgets the progress
-    /// of partitions taken away.
+    /// Assigns what the group gives this member — where this member had
+    /// read to before a rebalance took the partition away, else from the
+    /// restored checkpoint's offsets — and sets aside the progress of
+    /// partitions taken away so that it is not committed.
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -56,22 +65,7 @@ impl ConsumerContext for GroupContext {
         );
         let outcome = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if let Ok(start_at) = self.start_at.lock() {
-                    let assigned: Vec<(String, i32)> = partitions
-                        .elements()
-                        .iter()
-                        .map(|p| (p.topic().to_string(), p.partition()))
-                        .collect();
-                    for (topic, partition) in assigned {
-                        if let Some(&offset) = start_at.get(&partition) {
-                            let _ = partitions.set_partition_offset(
-                                &topic,
-                                partition,
-                                Offset::Offset(offset),
-                            );
-                        }
-                    }
-                }
+                self.resume_positions(partitions);
                 if cooperative {
                     consumer.incremental_assign(partitions)
                 } else {
@@ -79,11 +73,7 @@ impl ConsumerContext for GroupContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                if let Ok(mut progress) = self.progress.lock() {
-                    for p in partitions.elements() {
-                        progress.remove(&p.partition());
-                    }
-                }
+                self.set_aside(partitions);
                 if cooperative {
                     consumer.incremental_unassign(partitions)
                 } else {
@@ -99,5 +89,104 @@ impl ConsumerContext for GroupContext {
                 "rebalance: {e}"
             );
         }
+    }
+}
+
+impl GroupContext {
+    /// Moves the progress of revoked `partitions` out of what is committed
+    /// into [`held`](Self::held).
+    fn set_aside(&self, partitions: &TopicPartitionList) {
+        let (Ok(mut progress), Ok(mut held)) = (self.progress.lock(), self.held.lock()) else {
+            return;
+        };
+        for p in partitions.elements() {
+            if let Some(next) = progress.remove(&p.partition()) {
+                held.insert(p.partition(), next);
+            }
+        }
+    }
+
+    /// Sets the start of each newly assigned partition: where this member
+    /// had read to when the partition was last taken away (its records are
+    /// in the state, and committable again), else the restored
+    /// checkpoint's offset; otherwise the group's committed offset applies.
+    fn resume_positions(&self, partitions: &mut TopicPartitionList) {
+        let (Ok(start_at), Ok(mut held), Ok(mut progress)) =
+            (self.start_at.lock(), self.held.lock(), self.progress.lock())
+        else {
+            return;
+        };
+        let assigned: Vec<(String, i32)> = partitions
+            .elements()
+            .iter()
+            .map(|p| (p.topic().to_string(), p.partition()))
+            .collect();
+        for (topic, partition) in assigned {
+            let offset = match held.remove(&partition) {
+                Some(next) => {
+                    progress.insert(partition, next);
+                    next
+                }
+                None => match start_at.get(&partition) {
+                    Some(&offset) => offset,
+                    None => continue,
+                },
+            };
+            let _ = partitions.set_partition_offset(&topic, partition, Offset::Offset(offset));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> GroupContext {
+        GroupContext {
+            progress: Progress::default(),
+            metrics: Arc::new(JobMetrics::default()),
+            start_at: Progress::default(),
+            held: Progress::default(),
+        }
+    }
+
+    fn list(partitions: &[i32]) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for &p in partitions {
+            list.add_partition("t", p);
+        }
+        list
+    }
+
+    fn offset_of(list: &TopicPartitionList, partition: i32) -> Offset {
+        list.find_partition("t", partition).unwrap().offset()
+    }
+
+    #[test]
+    fn a_partition_given_back_resumes_where_this_member_had_read_to() {
+        let group = context();
+        group.progress.lock().unwrap().extend([(0, 10), (1, 4)]);
+        group.start_at.lock().unwrap().insert(0, 2);
+        group.set_aside(&list(&[0, 1]));
+        // nothing of a revoked partition is committed while it is away
+        assert!(group.progress.lock().unwrap().is_empty());
+
+        let mut assigned = list(&[0, 2]);
+        group.resume_positions(&mut assigned);
+        // ahead of the restored checkpoint: those records are in the state
+        assert_eq!(offset_of(&assigned, 0), Offset::Offset(10));
+        // never read here: the group's committed offset applies
+        assert_eq!(offset_of(&assigned, 2), Offset::Invalid);
+        assert_eq!(*group.progress.lock().unwrap(), BTreeMap::from([(0, 10)]));
+        assert_eq!(*group.held.lock().unwrap(), BTreeMap::from([(1, 4)]));
+    }
+
+    #[test]
+    fn a_partition_assigned_after_a_restore_starts_at_the_checkpoint() {
+        let group = context();
+        group.start_at.lock().unwrap().insert(3, 7);
+        let mut assigned = list(&[3]);
+        group.resume_positions(&mut assigned);
+        assert_eq!(offset_of(&assigned, 3), Offset::Offset(7));
     }
 }

@@ -8,9 +8,10 @@
 //! record returned so far have been flushed to the sinks (and, when the
 //! job checkpoints, once a checkpoint holding them is durable) — a record
 //! is never marked consumed before its results are out. Partitions revoked
-//! in a rebalance are forgotten, so their progress is never committed over
-//! the new owner's; a job restoring a checkpoint starts each partition at
-//! the checkpoint's offset (see `group.rs`).
+//! in a rebalance are set aside, so their progress is never committed over
+//! the new owner's, and resume where they were if they come back; a job
+//! restoring a checkpoint starts each partition at the checkpoint's offset
+//! (see `group.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -123,6 +124,7 @@ impl KafkaSource {
                 progress: progress.clone(),
                 metrics: metrics.clone(),
                 start_at: Progress::default(),
+                held: Progress::default(),
             })
             .map_err(|source| {
                 KafkaError::Client {
