@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use velostream_connectors::format::decode::{BatchDecoder, Origin};
 use velostream_connectors::format::infer::infer_schema;
+use velostream_connectors::format::projected_json::ProjectedJson;
 use velostream_connectors::RecordFormat;
 use velostream_engine::{JobMetrics, PipelineBuilder};
 use velostream_sql::{parse_application, ApplicationPlanner, InferError, SourceResolver};
@@ -338,6 +339,78 @@ fn fuzz_json_decoder() {
     fuzz("json", record_seeds("json"), &dict, |input| {
         decode_all(RecordFormat::JsonLines, input)
     });
+}
+
+/// The projected JSON decoder against arrow-json on the same records:
+/// whatever batch it reads is exactly the batch arrow-json reads (what it
+/// declines, arrow-json decodes in the source).
+fn projected_agrees_with_arrow_json(input: &[u8]) {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("amount", DataType::Decimal128(12, 2), true),
+        Field::new("price", DataType::Float64, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("flag", DataType::Boolean, true),
+        Field::new("n", DataType::Int32, true),
+    ]));
+    let mut projected = ProjectedJson::new(&schema).expect("types the decoder reads");
+    let Ok(decoded) = projected.decode(input, 1000, 4096) else {
+        return;
+    };
+    let region = &input[..decoded.consumed];
+    let mut arrow = arrow_json::ReaderBuilder::new(schema)
+        .with_batch_size(100_000)
+        .with_coerce_primitive(true)
+        .build_decoder()
+        .unwrap();
+    let read = arrow.decode(region).and_then(|_| arrow.flush());
+    match read {
+        Ok(batch) => assert_eq!(decoded.batch, batch, "{}", String::from_utf8_lossy(region)),
+        Err(e) => panic!(
+            "read a batch arrow-json refuses ({e}): {}",
+            String::from_utf8_lossy(region)
+        ),
+    }
+}
+
+#[test]
+fn fuzz_projected_json_decoder() {
+    let dict = [
+        "{",
+        "}",
+        "[",
+        "]",
+        ":",
+        ",",
+        "\"id\"",
+        "\"amount\"",
+        "\"price\"",
+        "\"name\"",
+        "\"flag\"",
+        "\"n\"",
+        "null",
+        "true",
+        "false",
+        "1e309",
+        "-0",
+        "1.5",
+        "2e3",
+        "99999999999999999999999",
+        "\"12.345\"",
+        "\"\\u00e9\"",
+        "\"\\n\"",
+        "\n",
+        " ",
+        "{\"id\": 1} {\"id\": 2}",
+        "01",
+        "1.2.3",
+    ];
+    fuzz(
+        "projected_json",
+        record_seeds("json"),
+        &dict,
+        projected_agrees_with_arrow_json,
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
-//! Decoding chunks of records into Arrow batches with arrow-json and
-//! arrow-csv, decoding only the columns the query uses.
+//! Decoding chunks of records into Arrow batches, decoding only the columns
+//! the query uses: JSON with the projected decoder ([`super::projected_json`])
+//! and arrow-json for what it declines, CSV with arrow-csv.
 //!
-//! The fast path hands a whole chunk to the vectorized decoder. When a batch
+//! The fast path hands a whole batch to a vectorized decoder. When a batch
 //! fails (a malformed line, a value of the wrong type), that batch's lines
 //! are decoded one by one: good records are kept, bad ones are reported
 //! with their line number and skipped, and decoding goes on.
@@ -16,6 +17,7 @@ use velostream_engine::dead_letter::DeadLetter;
 use velostream_engine::JobMetrics;
 use velostream_sql::TimeFormats;
 
+use super::projected_json::ProjectedJson;
 use super::{time, RecordFormat};
 
 enum Inner {
@@ -45,8 +47,9 @@ impl Inner {
 /// must never stop the job: the error sends the batch to the line-by-line
 /// path, which finds the record and counts it as malformed. Unwinding
 /// through the decoder is sound to observe because a decoder that failed is
-/// never used again: both callers replace it (`decode_next` rebuilds
-/// `inner`, `decode_lines` drops its single-line decoder).
+/// never used again: every caller replaces it (`decode_next` rebuilds
+/// `inner`, `decode_lines` drops its single-line decoder, and a failed
+/// projected decoder is rebuilt).
 fn guarded<T>(step: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, ArrowError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).unwrap_or_else(|panic| {
         let why = panic
@@ -108,6 +111,8 @@ pub struct BatchDecoder {
     time_formats: TimeFormats,
     batch_size: usize,
     inner: Inner,
+    /// JSON's fast decoder, when every produced column has a type it reads.
+    projected: Option<ProjectedJson>,
     /// After a `decode_next` that skipped malformed records: the indices
     /// (within its chunk) of the records it kept.
     kept: Option<Vec<u32>>,
@@ -125,6 +130,10 @@ impl BatchDecoder {
         let full_schema = time::as_text(&full_schema);
         let decoded = time::as_text(&schema);
         let inner = build(format, &full_schema, &decoded, batch_size)?;
+        let projected = match format {
+            RecordFormat::Csv { .. } => None,
+            RecordFormat::JsonLines | RecordFormat::Json => ProjectedJson::new(&decoded),
+        };
         Ok(Self {
             format,
             full_schema,
@@ -133,6 +142,7 @@ impl BatchDecoder {
             time_formats: TimeFormats::default(),
             batch_size,
             inner,
+            projected,
             kept: None,
             max_record_bytes: usize::MAX,
         })
@@ -196,6 +206,20 @@ impl BatchDecoder {
     /// batch to the line-by-line path — also when a line held several
     /// values, which would make more rows than records and shift the rest.
     fn decode_json_batch(&mut self, chunk: &[u8]) -> Option<(usize, Option<RecordBatch>)> {
+        if let Some(projected) = self.projected.as_mut() {
+            let (size, max_bytes) = (self.batch_size, self.max_record_bytes);
+            match guarded(|| Ok(projected.decode(chunk, size, max_bytes))) {
+                Ok(Ok(decoded)) => {
+                    // a time value that is not one fails the batch, as below
+                    let batch = self.finish(decoded.batch).ok()?;
+                    return Some((decoded.consumed, batch));
+                }
+                // arrow-json reads this batch
+                Ok(Err(_declined)) => {}
+                // a parser panicked part-way: the builders start afresh
+                Err(_) => self.projected = ProjectedJson::new(&self.decoded),
+            }
+        }
         let mut records = 0;
         let mut start = 0;
         while start < chunk.len() && records < self.batch_size {

@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod encode;
 pub mod infer;
+pub mod projected_json;
 pub mod time;
 
 use std::collections::BTreeMap;
