@@ -40,6 +40,10 @@ pub struct Connectors {
     /// Whether a file sink without `'append'` appends: in the service, a
     /// supervised restart must not destroy what the last run wrote.
     pub append_by_default: bool,
+    /// Threads decoding each file source (1: the job's own thread).
+    pub decode_threads: usize,
+    /// Bytes a file source reads at a time, a chunk of whole lines each.
+    pub decode_chunk_bytes: usize,
 }
 
 /// The delivery guarantee of sinks (`processing.guarantee`).
@@ -78,6 +82,8 @@ impl Connectors {
             lookup_cache: LookupCache::default(),
             sandbox: None,
             append_by_default: false,
+            decode_threads: 1,
+            decode_chunk_bytes: crate::file::reader::CHUNK_BYTES,
         }
     }
 

@@ -34,6 +34,8 @@ pub struct AppLauncher {
     guarantee: Guarantee,
     /// `processing.parallelism` (at least 1), capped by `performance.worker_threads`.
     parallelism: usize,
+    /// Threads decoding each file source (see [`decode_threads`]).
+    decode_threads: Option<usize>,
     /// Behind a lock: a region failover changes the database endpoint.
     database: std::sync::Mutex<DatabaseDefaults>,
     lookup_cache: LookupCache,
@@ -138,6 +140,21 @@ fn parallelism(config: &ServiceConfig) -> usize {
     }
 }
 
+/// Threads decoding each file source: `processing.parallelism` when it is
+/// set; else one per core (`None`), at most `performance.worker_threads`.
+fn decode_threads(config: &ServiceConfig) -> Option<usize> {
+    if config.velostream.processing.parallelism.is_some() {
+        return Some(parallelism(config));
+    }
+    match config.performance.worker_threads {
+        Some(n) if n > 0 => {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            Some(cores.min(n as usize))
+        }
+        _ => None,
+    }
+}
+
 /// What running an application takes from a configuration: records per
 /// batch (`performance.batch_size`, default 1000), the Kafka settings,
 /// checkpoints (`processing.*`, `state_dir`) and the delivery guarantee.
@@ -177,6 +194,7 @@ impl AppLauncher {
         let p = &config.performance;
         Self {
             parallelism: parallelism(config),
+            decode_threads: decode_threads(config),
             database: std::sync::Mutex::new(settings::database_defaults(config)),
             lookup_cache: lookup_cache(config),
             checkpoints: checkpoint_settings(config),
@@ -244,6 +262,8 @@ impl AppLauncher {
             sandbox: None,
             error_policy: self.error_policy,
             append_by_default: false,
+            decode_threads: self.decode_threads,
+            decode_chunk_bytes: None,
         }
     }
 

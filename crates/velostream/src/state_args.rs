@@ -86,6 +86,7 @@ impl StateArgs {
     }
         if let Some(n) = state.parallelism {
             options.parallelism = n.max(1);
+            options.decode_threads = Some(n.max(1));
         }
         if let Some(g) = state.guarantee {
             options.guarantee = g;

@@ -289,7 +289,7 @@ fn decode_all(format: RecordFormat, input: &[u8]) {
             name: "fuzz",
             first_line: 1,
         };
-        match decoder.decode_next(&chunk[pos..], origin, &metrics, &mut out) {
+        match decoder.decode_next(&chunk[pos..], origin, &mut &metrics, &mut out) {
             Ok(0) | Err(_) => break,
             Ok(n) => pos += n,
         }

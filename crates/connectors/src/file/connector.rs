@@ -117,7 +117,9 @@ impl Connector for FileSourceConnector {
         let path = cx.path(props, self.name()).map_err(err)?;
         let max = max_record_bytes(props).map_err(err)?;
         Ok(Box::new(
-            LineSource::open_file(&path, format, decoder, metrics)?.with_max_record_bytes(max),
+            LineSource::open_file(&path, format, decoder, metrics)?
+                .with_max_record_bytes(max)
+                .with_decode_threads(cx.decode_threads, cx.decode_chunk_bytes)?,
         ))
     }
 

@@ -63,6 +63,26 @@ fn guarded<T>(step: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, ArrowEr
     })
 }
 
+/// Where a decoder sends the malformed records it finds.
+pub trait Rejects {
+    fn reject(&mut self, letter: DeadLetter);
+}
+
+/// Counted, logged and queued for the dead-letter sink at once.
+impl Rejects for &JobMetrics {
+    fn reject(&mut self, letter: DeadLetter) {
+        self.malformed_record(letter)
+    }
+}
+
+/// Kept in order, for the thread that hands the batches on to report
+/// (a decoding thread's rejects, reported by the job's).
+impl Rejects for Vec<DeadLetter> {
+    fn reject(&mut self, letter: DeadLetter) {
+        self.push(letter)
+    }
+}
+
 /// Where a chunk's records come from, for reports of malformed ones.
 #[derive(Debug, Clone, Copy)]
 pub enum Origin<'a> {
@@ -164,6 +184,20 @@ impl BatchDecoder {
         self.schema.clone()
     }
 
+    /// Another decoder of the same format, schemas and settings, starting
+    /// afresh (for another thread).
+    pub fn fresh(&self) -> Result<Self, ArrowError> {
+        let mut decoder = Self::new(
+            self.format,
+            self.full_schema.clone(),
+            self.schema.clone(),
+            self.batch_size,
+        )?
+        .with_time_formats(self.time_formats.clone());
+        decoder.max_record_bytes = self.max_record_bytes;
+        Ok(decoder)
+    }
+
     /// Decodes one batch from the front of `chunk` (whole records, each
     /// ending with a newline, from `origin`) into `out`; returns the bytes
     /// consumed, 0 when nothing but blank space is left. Decoding a batch at
@@ -172,7 +206,7 @@ impl BatchDecoder {
         &mut self,
         chunk: &[u8],
         origin: Origin<'_>,
-        metrics: &JobMetrics,
+        rejects: &mut dyn Rejects,
         out: &mut VecDeque<RecordBatch>,
     ) -> Result<usize, ArrowError> {
         self.kept = None;
@@ -195,7 +229,7 @@ impl BatchDecoder {
                     &self.decoded,
                     self.batch_size,
                 )?;
-                self.decode_lines(chunk, origin, metrics, out)
+                self.decode_lines(chunk, origin, rejects, out)
             }
         }
     }
@@ -296,7 +330,7 @@ impl BatchDecoder {
         &mut self,
         buf: &[u8],
         origin: Origin<'_>,
-        metrics: &JobMetrics,
+        rejects: &mut dyn Rejects,
         out: &mut VecDeque<RecordBatch>,
     ) -> Result<usize, ArrowError> {
         let mut good = Vec::new();
@@ -333,7 +367,7 @@ impl BatchDecoder {
                     Err(e) => {
                         let position = origin.position(line);
                         let reason = clean_message(&e);
-                        metrics.malformed_record(DeadLetter {
+                        rejects.reject(DeadLetter {
                             source: origin.name().to_string(),
                             position,
                             reason,

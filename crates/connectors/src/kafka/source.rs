@@ -378,7 +378,7 @@ impl KafkaSource {
                 };
                 let mut out = VecDeque::new();
                 decoder
-                    .decode_next(&self.chunk, origin, &self.metrics, &mut out)
+                    .decode_next(&self.chunk, origin, &mut &*self.metrics, &mut out)
                     .map_err(|e| EngineError::connector(&self.name, e))?;
                 let kept = decoder.kept().map(<[u32]>::to_vec);
                 let batch = concat_batches(&decoder.schema(), out.iter())?;

@@ -206,9 +206,12 @@ impl JsonRows {
                 name: &self.name,
                 first_line: line,
             };
-            let consumed =
-                self.decoder
-                    .decode_next(&self.buf[pos..], origin, metrics, &mut self.out)?;
+            let consumed = self.decoder.decode_next(
+                &self.buf[pos..],
+                origin,
+                &mut { metrics },
+                &mut self.out,
+            )?;
             if consumed == 0 {
                 break;
             }

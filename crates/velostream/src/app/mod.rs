@@ -85,6 +85,12 @@ pub struct RunOptions {
     pub error_policy: Option<ErrorPolicy>,
     /// File sinks without `'append'` append (the service: restarts keep output).
     pub append_by_default: bool,
+    /// Threads decoding each file source (`processing.parallelism` or
+    /// `--parallelism` when given; `None`: one per core of the machine).
+    pub decode_threads: Option<usize>,
+    /// Bytes a file source reads and decodes at a time (`None`: 1 MiB);
+    /// small chunks let tests exercise many threads on small inputs.
+    pub decode_chunk_bytes: Option<usize>,
 }
 
 impl Default for RunOptions {
@@ -101,8 +107,16 @@ impl Default for RunOptions {
             sandbox: None,
             error_policy: None,
             append_by_default: false,
+            decode_threads: None,
+            decode_chunk_bytes: None,
         }
     }
+}
+
+/// Decoding threads of a file source when nothing says otherwise: one per
+/// core, so a bounded file is read with the whole machine.
+fn default_decode_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// A parsed and planned application.
@@ -144,6 +158,13 @@ impl Application {
         connectors.lookup_cache = options.lookup_cache;
         connectors.sandbox = options.sandbox.clone();
         connectors.append_by_default = options.append_by_default;
+        connectors.decode_threads = options
+            .decode_threads
+            .unwrap_or_else(default_decode_threads)
+            .max(1);
+        if let Some(bytes) = options.decode_chunk_bytes {
+            connectors.decode_chunk_bytes = bytes.max(1);
+        }
         let connectors = Arc::new(connectors);
         let statements = parse_application(text).map_err(render)?;
         let plans = ApplicationPlanner::new(connectors.as_ref())

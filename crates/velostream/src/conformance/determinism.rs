@@ -1,7 +1,8 @@
 //! The determinism check: an event-time answer is a function of the input
 //! order alone. A case is run with one record per batch, with seven, with
-//! the default batch size and with two pipelines per job; every run must
-//! write the same rows and count the same late and malformed records.
+//! the default batch size, with two pipelines per job and with its inputs
+//! decoded on several threads; every run must write the same rows and
+//! count the same late and malformed records.
 //!
 //! Rows are compared in any order: a batch that closes several windows at
 //! once emits them together, and two pipelines interleave their keys. A
@@ -16,7 +17,7 @@ use serde_json::Value;
 
 use super::compare::compare;
 use super::spec::Case;
-use super::{execute, Changelog, Run, DEFAULT_BATCH_SIZE};
+use super::{execute, Changelog, Run, Variant, DEFAULT_BATCH_SIZE};
 
 /// The batch sizes every event-time case runs with.
 pub const BATCH_SIZES: &[usize] = &[1, 7, DEFAULT_BATCH_SIZE];
@@ -43,14 +44,25 @@ pub fn is_event_time_case(case: &Case) -> bool {
 pub fn check(case: &Case) -> Result<(), String> {
     let mut runs = Vec::new();
     for &batch_size in BATCH_SIZES {
-        runs.push((
-            format!("batch size {batch_size}"),
-            execute(case, batch_size, 1)?,
-        ));
+        let variant = Variant {
+            batch_size: Some(batch_size),
+            ..Variant::default()
+        };
+        runs.push((format!("batch size {batch_size}"), execute(case, variant)?));
     }
+    let two_pipelines = Variant {
+        batch_size: Some(DEFAULT_BATCH_SIZE),
+        parallelism: 2,
+        ..Variant::default()
+    };
+    runs.push(("two pipelines".to_string(), execute(case, two_pipelines)?));
+    let parallel_decoding = Variant {
+        batch_size: Some(7),
+        ..Variant::parallel_decoding()
+    };
     runs.push((
-        "two pipelines".to_string(),
-        execute(case, DEFAULT_BATCH_SIZE, 2)?,
+        "parallel decoding".to_string(),
+        execute(case, parallel_decoding)?,
     ));
     let (base_name, base) = &runs[0];
     let base_tables = tables(base);
@@ -72,6 +84,36 @@ pub fn check(case: &Case) -> Result<(), String> {
         Ok(())
     } else {
         Err(failures.join("\n"))
+    }
+}
+
+/// Runs `case` as `a` and as `b`: both fail alike, or both write the same
+/// rows in the same order and count the same late and malformed records.
+/// `Err` says how they differ.
+pub fn same_runs(case: &Case, a: Variant, b: Variant) -> Result<(), String> {
+    match (execute(case, a), execute(case, b)) {
+        (Err(x), Err(y)) if x == y => Ok(()),
+        (Err(x), Err(y)) => Err(format!("both failed, differently:\n{x}\n--\n{y}")),
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => Err(format!("only one run failed: {e}")),
+        (Ok(x), Ok(y)) => {
+            let mut failures = Vec::new();
+            if (x.late_records, x.bad_records) != (y.late_records, y.bad_records) {
+                failures.push(format!(
+                    "{} late and {} malformed records against {} and {}",
+                    x.late_records, x.bad_records, y.late_records, y.bad_records
+                ));
+            }
+            for (sink, output) in &x.sinks {
+                if let Some(diff) = compare(&output.rows, &y.sinks[sink].rows, true) {
+                    failures.push(format!("sink {sink}: {diff}"));
+                }
+            }
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(failures.join("\n"))
+            }
+        }
     }
 }
 

@@ -53,13 +53,48 @@ pub fn find_specs(paths: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Runs every case of a spec file.
 pub fn run_spec_file(path: &Path) -> Vec<CaseOutcome> {
-    run_spec_file_with(path, 1)
+    run_spec_file_with(path, Variant::default())
 }
 
-/// Runs every case with `parallelism` pipelines per job. Rows are then
-/// compared in any order: keyed pipelines emit each batch's groups worker
-/// by worker.
-pub fn run_spec_file_with(path: &Path, parallelism: usize) -> Vec<CaseOutcome> {
+/// How a case is run besides its own settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    /// Records per batch (`None`: the case's, else the default).
+    pub batch_size: Option<usize>,
+    /// Pipelines per job. With more than one, rows are compared in any
+    /// order: keyed pipelines emit each batch's groups worker by worker.
+    pub parallelism: usize,
+    /// Threads decoding each input file (1: the job's own).
+    pub decode_threads: usize,
+    /// Bytes an input file is read and decoded in (`None`: the default).
+    pub decode_chunk_bytes: Option<usize>,
+}
+
+impl Default for Variant {
+    fn default() -> Self {
+        Self {
+            batch_size: None,
+            parallelism: 1,
+            decode_threads: 1,
+            decode_chunk_bytes: None,
+        }
+    }
+}
+
+impl Variant {
+    /// Each input decoded on three threads in chunks of a line or two,
+    /// so even a spec's small inputs are spread over every thread.
+    pub fn parallel_decoding() -> Self {
+        Self {
+            decode_threads: 3,
+            decode_chunk_bytes: Some(48),
+            ..Self::default()
+        }
+    }
+}
+
+/// Runs every case as `variant` says.
+pub fn run_spec_file_with(path: &Path, variant: Variant) -> Vec<CaseOutcome> {
     match spec::load(path) {
         Ok(file) => file
             .cases
@@ -67,7 +102,7 @@ pub fn run_spec_file_with(path: &Path, parallelism: usize) -> Vec<CaseOutcome> {
             .map(|case| CaseOutcome {
                 file: path.to_path_buf(),
                 name: case.name.clone(),
-                failure: run_case_with(case, parallelism).err(),
+                failure: run_case_with(case, variant).err(),
             })
             .collect(),
         Err(e) => vec![CaseOutcome {
@@ -80,16 +115,16 @@ pub fn run_spec_file_with(path: &Path, parallelism: usize) -> Vec<CaseOutcome> {
 
 /// Runs one case; `Err` describes how it failed.
 pub fn run_case(case: &Case) -> Result<(), String> {
-    run_case_with(case, 1)
+    run_case_with(case, Variant::default())
 }
 
-/// Runs one case with `parallelism` pipelines per job.
-pub fn run_case_with(case: &Case, parallelism: usize) -> Result<(), String> {
-    let outcome = execute(
-        case,
-        case.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
-        parallelism,
-    );
+/// Runs one case as `variant` says.
+pub fn run_case_with(case: &Case, variant: Variant) -> Result<(), String> {
+    let variant = Variant {
+        batch_size: variant.batch_size.or(case.batch_size),
+        ..variant
+    };
+    let outcome = execute(case, variant);
     let run = match (outcome, &case.expect_error) {
         (Err(text), Some(want)) => {
             return if text.contains(want.as_str()) {
@@ -128,7 +163,8 @@ pub fn run_case_with(case: &Case, parallelism: usize) -> Result<(), String> {
     for (name, expected) in &case.expected {
         let actual = &run.sinks[name].rows;
         let wanted = parse_rows(expected.rows(), &format!("expected rows of {name}"))?;
-        if let Some(diff) = compare(&wanted, actual, expected.ordered() && parallelism == 1) {
+        let ordered = expected.ordered() && variant.parallelism == 1;
+        if let Some(diff) = compare(&wanted, actual, ordered) {
             failures.push(format!("sink {name}: {diff}"));
         }
     }
@@ -170,9 +206,8 @@ pub struct Changelog {
     pub window: Option<(String, String)>,
 }
 
-/// Runs `case` with `batch_size` records per batch and `parallelism`
-/// pipelines per job; `Err` is the run's error text.
-pub fn execute(case: &Case, batch_size: usize, parallelism: usize) -> Result<Run, String> {
+/// Runs `case` as `variant` says; `Err` is the run's error text.
+pub fn execute(case: &Case, variant: Variant) -> Result<Run, String> {
     let dir =
         tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let mut overrides = PropertyOverrides::new();
@@ -200,9 +235,11 @@ pub fn execute(case: &Case, batch_size: usize, parallelism: usize) -> Result<Run
         );
     }
     let options = RunOptions {
-        batch_size,
+        batch_size: variant.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
         overrides,
-        parallelism,
+        parallelism: variant.parallelism,
+        decode_threads: Some(variant.decode_threads),
+        decode_chunk_bytes: variant.decode_chunk_bytes,
         ..RunOptions::default()
     };
     let app = Application::from_text(
