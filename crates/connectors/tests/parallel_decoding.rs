@@ -25,8 +25,7 @@ fn read_all(path: &std::path::Path, threads: usize, chunk: usize) -> Vec<String>
     let mut source = LineSource::open_file(path, RecordFormat::JsonLines, decoder, metrics.clone())
         .unwrap()
         .with_max_record_bytes(60)
-        .with_decode_threads(threads, chunk)
-        .unwrap();
+        .with_decode_threads(threads, chunk);
     let mut seen = Vec::new();
     loop {
         let event = source.poll_batch().unwrap();

@@ -9,6 +9,12 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use velostream::app::{run_jobs, AppError, Application, RunOptions};
+
+/// Arrow batches are allocated on the threads that decode them and freed
+/// on the job's thread; mimalloc frees across threads without the lock
+/// contention glibc's arenas have there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use velostream::bench::cli::{bench_suite, BenchCommand};
 use velostream::bench::{self, kafka as bench_kafka, nexmark};
 use velostream::conformance::{find_specs, run_spec_file};
@@ -217,6 +223,19 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Some(Command::Bench(BenchCommand::Trades {
+            path,
+            records,
+            keys,
+        })) => velostream::bench::generate_trades(&path, records, keys)
+            .map(|bytes| {
+                eprintln!(
+                    "{records} trade records ({:.1} MB) written to {}",
+                    bytes as f64 / 1e6,
+                    path.display()
+                )
+            })
+            .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", path.display()))),
         Some(Command::Bench(BenchCommand::Checkpoint(bench))) => {
             velostream::bench::checkpoint::run(&bench)
                 .map(|report| println!("{report}"))

@@ -30,8 +30,9 @@ impl Progress {
             let mut last = (Instant::now(), 0u64);
             let mut printed = false;
             while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
-                if last.0.elapsed() < every {
+                // woken at once by `stop`, so a finished run exits without waiting here
+                std::thread::park_timeout(Duration::from_millis(100));
+                if flag.load(Ordering::Relaxed) || last.0.elapsed() < every {
                     continue;
                 }
                 let records: u64 = metrics.iter().map(|m| JobMetrics::get(&m.records_in)).sum();
@@ -77,6 +78,7 @@ impl Progress {
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
+            h.thread().unpark();
             let _ = h.join();
         }
     }

@@ -119,7 +119,7 @@ impl Connector for FileSourceConnector {
         Ok(Box::new(
             LineSource::open_file(&path, format, decoder, metrics)?
                 .with_max_record_bytes(max)
-                .with_decode_threads(cx.decode_threads, cx.decode_chunk_bytes)?,
+                .with_decode_threads(cx.decode_threads, cx.decode_chunk_bytes),
         ))
     }
 

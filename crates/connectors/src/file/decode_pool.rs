@@ -1,17 +1,18 @@
-//! Decoding a file on several threads: the reading thread cuts the file
-//! into chunks of whole lines and hands them out in turn; each worker
-//! decodes its chunks with a decoder of its own; the results come back in
-//! the order the chunks were handed out.
+//! Decoding a file on several threads. A framing thread reads the file and
+//! cuts it into chunks of whole lines ([`Framer`]), handing them to the
+//! decoding threads in turn; each decodes its chunks with a decoder of its
+//! own; the job's thread takes the results back in the order the chunks
+//! were handed out. The job's thread so does neither reading nor decoding.
 //!
 //! Nothing about the records changes with the number of threads: a chunk is
 //! decoded exactly as the single-threaded source decodes it (the same
 //! batches, cut the same way), its malformed records are reported by the
-//! reading thread just before the batch they were found in, and the job
+//! job's thread just before the batch they were found in, and the job
 //! receives the batches in file order. Event time, watermarks and lateness
 //! are decided after the source, on the job's thread, as before.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 
 use datafusion::arrow::compute::concat_batches;
@@ -19,18 +20,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use velostream_engine::dead_letter::DeadLetter;
 use velostream_engine::{EngineError, Result};
 
+use super::framing::{Chunk, Framed, Framer};
 use crate::format::decode::{BatchDecoder, Origin};
-
-/// Whole lines of the input, where they are in it.
-pub struct Chunk {
-    pub bytes: Vec<u8>,
-    /// Line number of the chunk's first line.
-    pub first_line: u64,
-    /// Byte offset of the chunk in the input.
-    pub offset: u64,
-    /// Records refused before the chunk (while framing), reported first.
-    pub rejected_before: Vec<DeadLetter>,
-}
 
 /// One decode step of a chunk, as the single-threaded source takes it: the
 /// records it found malformed, then the rows it decoded, and the input's
@@ -43,125 +34,183 @@ pub struct Step {
     pub end: u64,
 }
 
+/// What the framing thread hands a decoding thread.
+enum Task {
+    /// A chunk to decode; `last` after the input's end.
+    Chunk { chunk: Chunk, last: bool },
+    /// Reading failed here: the job fails at this point of the input.
+    Failed(EngineError),
+}
+
+/// What a decoding thread hands back: a chunk's steps, its buffer (to be
+/// filled again), and whether it was the last.
+struct Done {
+    steps: Result<Vec<Step>>,
+    buffer: Vec<u8>,
+    last: bool,
+}
+
 struct Worker {
-    chunks: Option<SyncSender<Chunk>>,
-    steps: Receiver<Result<Vec<Step>>>,
+    /// Taken on drop, which stops the worker.
+    results: Option<Receiver<Done>>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// Worker threads decoding chunks in turn.
+/// Chunks each decoding thread may hold beyond the one it decodes.
+const QUEUED_PER_WORKER: usize = 3;
+
+/// The framing and decoding threads of one file source.
 pub struct DecodePool {
     origin: String,
     workers: Vec<Worker>,
-    /// Chunks handed out in all.
-    sent: usize,
+    framing: Option<JoinHandle<()>>,
+    /// Buffers of decoded chunks, back to the framing thread: reading into
+    /// memory already mapped is cheaper than into fresh pages.
+    spares: Sender<Vec<u8>>,
     /// Chunks whose steps were taken back.
     received: usize,
+    finished: bool,
 }
 
-/// Chunks each worker may hold beyond the one it decodes.
-const QUEUED_PER_WORKER: usize = 1;
-
 impl DecodePool {
-    /// `threads` workers, each with its own copy of `decoder`, reading the
-    /// input named `origin`.
-    pub fn new(threads: usize, decoder: &BatchDecoder, origin: &str) -> Result<Self> {
+    /// Starts reading with `framer` on a thread of its own and decoding on
+    /// `threads` threads, each with its own copy of `decoder`.
+    pub fn start(framer: Framer, threads: usize, decoder: &BatchDecoder) -> Result<Self> {
+        let origin = framer.origin.clone();
+        let failed = |e: std::io::Error| {
+            EngineError::connector(&origin, format!("cannot start a decoding thread: {e}"))
+        };
         let mut workers = Vec::with_capacity(threads);
+        let mut inboxes = Vec::with_capacity(threads);
         for n in 0..threads {
             let mut decoder = decoder
                 .fresh()
-                .map_err(|e| EngineError::connector(origin, e))?;
-            let (chunks, inbox) = sync_channel::<Chunk>(QUEUED_PER_WORKER);
-            let (outbox, steps) = sync_channel(QUEUED_PER_WORKER + 1);
-            let name = origin.to_string();
+                .map_err(|e| EngineError::connector(&origin, e))?;
+            let (tasks, inbox) = sync_channel::<Task>(QUEUED_PER_WORKER);
+            let (outbox, results) = sync_channel::<Done>(QUEUED_PER_WORKER + 1);
+            let name = origin.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("decode-{n}"))
                 .spawn(move || {
-                    for chunk in inbox {
-                        let decoded = decode_chunk(&mut decoder, chunk, &name);
-                        if outbox.send(decoded).is_err() {
+                    for task in inbox {
+                        let done = match task {
+                            Task::Chunk { mut chunk, last } => Done {
+                                steps: decode_chunk(&mut decoder, &mut chunk, &name),
+                                buffer: chunk.bytes,
+                                last,
+                            },
+                            Task::Failed(e) => Done {
+                                steps: Err(e),
+                                buffer: Vec::new(),
+                                last: true,
+                            },
+                        };
+                        if outbox.send(done).is_err() {
                             return;
                         }
                     }
                 })
-                .map_err(|e| {
-                    EngineError::connector(origin, format!("cannot start a decoding thread: {e}"))
-                })?;
+                .map_err(failed)?;
+            inboxes.push(tasks);
             workers.push(Worker {
-                chunks: Some(chunks),
-                steps,
+                results: Some(results),
                 thread: Some(thread),
             });
         }
+        let (spares, returned) = channel();
+        let framing = std::thread::Builder::new()
+            .name("read".to_string())
+            .spawn(move || frame_into(framer, &inboxes, &returned))
+            .map_err(failed)?;
         Ok(Self {
-            origin: origin.to_string(),
+            origin,
             workers,
-            sent: 0,
+            framing: Some(framing),
+            spares,
             received: 0,
+            finished: false,
         })
     }
 
-    /// Chunks handed out and not taken back.
-    pub fn in_flight(&self) -> usize {
-        self.sent - self.received
-    }
-
-    /// Whether another chunk can be handed out without waiting for a worker.
-    pub fn has_room(&self) -> bool {
-        self.in_flight() < self.workers.len() * (QUEUED_PER_WORKER + 1)
-    }
-
-    /// Hands `chunk` to the next worker in turn.
-    pub fn submit(&mut self, chunk: Chunk) -> Result<()> {
-        let worker = &self.workers[self.sent % self.workers.len()];
-        worker
-            .chunks
-            .as_ref()
-            .and_then(|chunks| chunks.send(chunk).ok())
-            .ok_or_else(|| self.stopped())?;
-        self.sent += 1;
-        Ok(())
-    }
-
-    /// The steps of the oldest chunk handed out (waiting for them).
-    pub fn oldest(&mut self) -> Result<Vec<Step>> {
-        debug_assert!(self.in_flight() > 0);
+    /// The steps of the next chunk in input order (waiting for them);
+    /// `None` once the input is decoded to its end.
+    pub fn next_steps(&mut self) -> Result<Option<Vec<Step>>> {
+        if self.finished {
+            return Ok(None);
+        }
         let worker = &self.workers[self.received % self.workers.len()];
-        let steps = worker.steps.recv().map_err(|_| self.stopped())??;
+        let done = worker
+            .results
+            .as_ref()
+            .and_then(|results| results.recv().ok())
+            .ok_or_else(|| EngineError::connector(&self.origin, "a decoding thread stopped"))?;
         self.received += 1;
-        Ok(steps)
-    }
-}
-
-impl DecodePool {
-    fn stopped(&self) -> EngineError {
-        EngineError::connector(&self.origin, "a decoding thread stopped")
+        self.finished = done.last;
+        // the framing thread may be gone already (at the input's end)
+        let _ = self.spares.send(done.buffer);
+        done.steps.map(Some)
     }
 }
 
 impl Drop for DecodePool {
+    /// Stops the threads: a decoding thread stops when its results cannot
+    /// be handed back, the framing thread when a chunk cannot be handed on.
     fn drop(&mut self) {
         for worker in &mut self.workers {
-            // closing its inbox ends the worker's loop; it drains what it holds
-            worker.chunks = None;
-            while worker.steps.try_recv().is_ok() {}
+            worker.results = None;
         }
         for worker in &mut self.workers {
-            while worker.steps.recv().is_ok() {}
             if let Some(thread) = worker.thread.take() {
                 let _ = thread.join();
             }
+        }
+        if let Some(thread) = self.framing.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The framing thread: cuts the input into chunks and hands them to the
+/// decoding threads in turn, until the input ends, reading fails, or the
+/// decoding threads are gone.
+fn frame_into(mut framer: Framer, inboxes: &[SyncSender<Task>], spares: &Receiver<Vec<u8>>) {
+    // chunks go to the threads strictly in turn: the job's thread takes
+    // the results back in that order
+    for inbox in inboxes.iter().cycle() {
+        let task = loop {
+            let spare = spares.try_recv().unwrap_or_default();
+            break match framer.frame() {
+                Ok(Framed::Lines) => Task::Chunk {
+                    chunk: framer.take_chunk(spare),
+                    last: false,
+                },
+                // an oversized record refused: reported in its place
+                Ok(Framed::Idle) if !framer.rejected.is_empty() => Task::Chunk {
+                    chunk: framer.take_chunk(spare),
+                    last: false,
+                },
+                Ok(Framed::Idle) => continue,
+                Ok(Framed::End) => Task::Chunk {
+                    chunk: framer.take_chunk(spare),
+                    last: true,
+                },
+                Err(e) => Task::Failed(e),
+            };
+        };
+        let stop = !matches!(task, Task::Chunk { last: false, .. });
+        if inbox.send(task).is_err() || stop {
+            return;
         }
     }
 }
 
 /// Decodes one chunk step by step, as the single-threaded source does.
-fn decode_chunk(decoder: &mut BatchDecoder, chunk: Chunk, origin: &str) -> Result<Vec<Step>> {
+fn decode_chunk(decoder: &mut BatchDecoder, chunk: &mut Chunk, origin: &str) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
     let mut pos = 0;
     let mut line = chunk.first_line;
     let mut out = VecDeque::new();
-    let mut before = chunk.rejected_before;
+    let mut before = std::mem::take(&mut chunk.rejected_before);
     if chunk.bytes.is_empty() {
         steps.push(Step {
             rejected: before,

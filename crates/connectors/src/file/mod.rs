@@ -5,6 +5,7 @@
 pub mod committed;
 pub mod connector;
 pub mod decode_pool;
+pub mod framing;
 pub mod json_array;
 pub mod reader;
 pub mod stdout;

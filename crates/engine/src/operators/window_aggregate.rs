@@ -6,7 +6,7 @@
 //! `EMIT CHANGES` emits the new row of every (window, group) a batch
 //! touched, and drops a window's state when the watermark passes its end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -198,16 +198,33 @@ impl Operator for WindowAggregateOperator {
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let starts = millis(&self.start, &batch)?;
         let ends = millis(&self.end, &batch)?;
-        // Rows per window, windows in order of first appearance.
+        // Rows per window, windows in order of first appearance. Most
+        // batches fall in one window (or a few, in runs): checked before
+        // any per-row bookkeeping, and a row is compared with the last
+        // row's window before the window is looked up.
         let mut order: Vec<(i64, i64)> = Vec::new();
-        let mut rows: HashMap<(i64, i64), Vec<u32>> = HashMap::new();
-        for (i, (&s, &e)) in starts.iter().zip(&ends).enumerate() {
-            rows.entry((e, s))
-                .or_insert_with(|| {
-                    order.push((e, s));
-                    Vec::new()
-                })
-                .push(i as u32);
+        let mut rows: Vec<Vec<u32>> = Vec::new();
+        let first = starts.first().zip(ends.first()).map(|(&s, &e)| (e, s));
+        let one_window = starts
+            .iter()
+            .zip(&ends)
+            .all(|(&s, &e)| Some((e, s)) == first);
+        if let (true, Some(key)) = (one_window, first) {
+            order.push(key);
+        } else {
+            let mut index: hashbrown::HashMap<(i64, i64), usize> = hashbrown::HashMap::new();
+            let mut last = usize::MAX;
+            for (i, (&s, &e)) in starts.iter().zip(&ends).enumerate() {
+                let key = (e, s);
+                if last == usize::MAX || order[last] != key {
+                    last = *index.entry(key).or_insert_with(|| {
+                        order.push(key);
+                        rows.push(Vec::new());
+                        order.len() - 1
+                    });
+                }
+                rows[last].push(i as u32);
+            }
         }
         // everything that can fail for a row, before any window changes
         let inputs = AggregateInputs::evaluate(&self.key_exprs, &self.calls, &batch)?;
@@ -216,10 +233,8 @@ impl Operator for WindowAggregateOperator {
             [key] => vec![(key, inputs)],
             _ => order
                 .into_iter()
-                .map(|key| {
-                    let indices = std::mem::take(rows.get_mut(&key).expect("listed"));
-                    Ok((key, inputs.take(&UInt32Array::from(indices))?))
-                })
+                .zip(rows)
+                .map(|(key, indices)| Ok((key, inputs.take(&UInt32Array::from(indices))?)))
                 .collect::<Result<Vec<_>>>()?,
         };
         for (key, part) in parts {

@@ -86,6 +86,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         producer_linger_ms: u64,
     },
+    /// Writes the benchmarks' trade records as JSON Lines, for running the
+    /// same questions through other engines (benches/vs_duckdb.py)
+    Trades {
+        /// The file to write
+        path: PathBuf,
+        #[arg(long, default_value_t = 5_000_000)]
+        records: u64,
+        /// Distinct symbols
+        #[arg(long, default_value_t = 1000)]
+        keys: u64,
+    },
     /// Stateless pipeline (filter + projection) vs decode-only, on JSON Lines
     Stateless {
         #[arg(long, default_value_t = 1_000_000)]
@@ -218,9 +229,10 @@ pub fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
         | BenchCommand::Latency { .. }
         | BenchCommand::Nexmark { .. }
         | BenchCommand::Checkpoint(_)
+        | BenchCommand::Trades { .. }
         | BenchCommand::Postgres { .. } => {
             unreachable!(
-                "bench kafka, latency, nexmark, checkpoint and postgres are dispatched before the file suites"
+                "bench kafka, latency, nexmark, checkpoint, trades and postgres are dispatched before the file suites"
             )
         }
         BenchCommand::Interval { records, keys, run } => bench::Suite {

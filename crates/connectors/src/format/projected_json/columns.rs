@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::builder::NullBufferBuilder;
 use datafusion::arrow::array::{
-    ArrayRef, ArrowPrimitiveType, BooleanBuilder, GenericStringArray, OffsetSizeTrait,
+    Array, ArrayRef, ArrowPrimitiveType, BooleanBuilder, GenericStringArray, OffsetSizeTrait,
     PrimitiveBuilder,
 };
 use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
@@ -108,9 +108,14 @@ impl<O: OffsetSizeTrait> ColumnDecoder for Text<O> {
         self.nulls.append_null();
     }
 
+    /// The next batch's buffers start as large as this one's were, so a
+    /// batch is built without growing (and moving) them step by step.
     fn finish(&mut self) -> Scan<ArrayRef> {
-        let offsets = std::mem::replace(&mut self.offsets, vec![O::zero()]);
-        let values = std::mem::take(&mut self.values);
+        let mut next_offsets = Vec::with_capacity(self.offsets.len());
+        next_offsets.push(O::zero());
+        let offsets = std::mem::replace(&mut self.offsets, next_offsets);
+        let capacity = self.values.len();
+        let values = std::mem::replace(&mut self.values, Vec::with_capacity(capacity));
         let nulls = self.nulls.finish();
         let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
         GenericStringArray::<O>::try_new(offsets, values.into(), nulls)
@@ -137,7 +142,9 @@ impl ColumnDecoder for Boolean {
     }
 
     fn finish(&mut self) -> Scan<ArrayRef> {
-        Ok(Arc::new(self.0.finish()))
+        let array = self.0.finish();
+        self.0 = BooleanBuilder::with_capacity(array.len());
+        Ok(Arc::new(array))
     }
 }
 
@@ -220,7 +227,10 @@ where
     }
 
     fn finish(&mut self) -> Scan<ArrayRef> {
-        Ok(Arc::new(self.builder.finish()))
+        let array = self.builder.finish();
+        self.builder = PrimitiveBuilder::with_capacity(array.len())
+            .with_data_type(Array::data_type(&array).clone());
+        Ok(Arc::new(array))
     }
 }
 
@@ -244,6 +254,10 @@ impl ColumnDecoder for Decimal {
             }
             _ => return Err(Decline),
         };
+        if let Some(value) = plain_decimal(bytes, self.precision, self.scale) {
+            self.builder.append_value(value);
+            return Ok(());
+        }
         if long_exponent(bytes) {
             return Err(Decline);
         }
@@ -259,7 +273,10 @@ impl ColumnDecoder for Decimal {
     }
 
     fn finish(&mut self) -> Scan<ArrayRef> {
-        Ok(Arc::new(self.builder.finish()))
+        let array = self.builder.finish();
+        self.builder = PrimitiveBuilder::with_capacity(array.len())
+            .with_data_type(Array::data_type(&array).clone());
+        Ok(Arc::new(array))
     }
 }
 
@@ -273,4 +290,84 @@ fn long_exponent(text: &[u8]) -> bool {
             let digits = text[e + 1..].iter().filter(|b| b.is_ascii_digit()).count();
             digits > 4
         })
+}
+
+/// A plain decimal (`-12.5`: digits, a point, digits, no exponent) whose
+/// digits fit `precision` and `scale` as written, read directly; `None` for
+/// anything else, which Arrow's parser reads. The value is the one
+/// `parse_decimal` gives: the digits scaled to `scale`.
+fn plain_decimal(text: &[u8], precision: u8, scale: i8) -> Option<i128> {
+    let scale = usize::try_from(scale).ok()?;
+    let (negative, digits) = match text.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, text),
+    };
+    let (whole, fraction) = match digits.iter().position(|&b| b == b'.') {
+        Some(point) => (&digits[..point], &digits[point + 1..]),
+        None => (digits, &[][..]),
+    };
+    let significant = whole
+        .iter()
+        .position(|&b| b != b'0')
+        .map_or(0, |i| whole.len() - i);
+    if (whole.is_empty() && fraction.is_empty())
+        || fraction.len() > scale
+        || significant + scale > precision as usize
+    {
+        return None;
+    }
+    let mut value: i128 = 0;
+    for &b in whole.iter().chain(fraction) {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + (b - b'0') as i128;
+    }
+    value *= 10i128.checked_pow((scale - fraction.len()) as u32)?;
+    Some(if negative { -value } else { value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every plain decimal read directly is what Arrow's parser reads.
+    #[test]
+    fn plain_decimals_are_read_as_arrow_reads_them() {
+        let texts = [
+            "0",
+            "-0",
+            "1",
+            "12.5",
+            "-12.50",
+            "007.25",
+            ".5",
+            "1.",
+            "99999999.99",
+            "0.05",
+            "-0.001",
+            "123456789012",
+            "1.234",
+            "12.3.4",
+            "1e2",
+            "+5",
+            "-",
+            ".",
+            "",
+            "1a",
+            "00000000000000.1",
+        ];
+        for (precision, scale) in [(10u8, 2i8), (12, 4), (38, 10), (5, 0), (3, 3)] {
+            for text in texts {
+                let ours = plain_decimal(text.as_bytes(), precision, scale);
+                let arrow = parse_decimal::<Decimal128Type>(text, precision, scale).ok();
+                if let Some(value) = ours {
+                    assert_eq!(Some(value), arrow, "{text} as ({precision}, {scale})");
+                }
+            }
+        }
+        // the common forms are read directly
+        assert_eq!(plain_decimal(b"187.25", 12, 2), Some(18725));
+        assert_eq!(plain_decimal(b"-3.5", 12, 2), Some(-350));
+    }
 }
