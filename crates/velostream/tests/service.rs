@@ -108,8 +108,18 @@ fn the_service_of_the_guide() {
     );
     // the bounded application finishes; the service stays up and ready
     wait_for(health, "/ready", 200, Duration::from_secs(30));
-    let (code, body) = api("GET", "/jobs", "");
-    assert_eq!(code, 200);
+    // readiness is about dependencies, not the job: wait for it to finish
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (code, body) = api("GET", "/jobs", "");
+        assert_eq!(code, 200);
+        let finished =
+            body.contains(r#""records_in":2000"#) && body.contains(r#""last_checkpoint":{"id":"#);
+        if finished || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         body.contains(r#""name":"totals""#) && body.contains(r#""records_in":2000"#),
         "{body}"
