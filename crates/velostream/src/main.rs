@@ -270,6 +270,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             batch_size,
             fetch_wait_ms,
             producer_linger_ms,
+            sink_linger_ms,
         })) => velostream::bench::latency::run(velostream::bench::latency::LatencyBench {
             brokers: kafka_tools::brokers(brokers).map_err(Failure::Usage)?,
             rates,
@@ -278,6 +279,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             batch_size,
             fetch_wait_ms,
             producer_linger_ms,
+            sink_linger_ms,
         })
         .map(|report| println!("{report}"))
         .map_err(Failure::Runtime),

@@ -49,6 +49,18 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
+    /// The outcome of an asynchronous (periodic) commit: a failure only
+    /// delays the group's offsets, since a later commit covers them.
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(
+                component = "kafka",
+                error_type = "commit",
+                "offsets not committed ({e}); the next commit covers them"
+            );
+        }
+    }
+
     /// Assigns what the group gives this member — where this member had
     /// read to before a rebalance took the partition away, else from the
     /// restored checkpoint's offsets — and sets aside the progress of

@@ -445,9 +445,17 @@ fn sink_settings(
         &defaults.client,
         &defaults.rules,
     )?;
-    settings.default("linger.ms", "5");
+    settings.default("linger.ms", &SINK_LINGER_MS.to_string());
     Ok(settings)
 }
+
+/// The sink's default `linger.ms`. A job hands its sink a batch's rows
+/// together, so a short linger already puts them into one produce
+/// request; at 0 librdkafka sends whatever one wake-up finds, and the
+/// many small requests queue at the broker (on this project's latency
+/// benchmark at 10,000 records/s: p99 58 ms at 0, 9.5 ms at 1, 13.5 ms at
+/// 5). Under load batches fill by `batch.size` whatever the linger.
+pub const SINK_LINGER_MS: u64 = 1;
 
 /// Infers a source's columns from the first messages of its topic (read
 /// from the beginning, outside any consumer group).

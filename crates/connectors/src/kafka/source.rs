@@ -569,10 +569,14 @@ impl Source for KafkaSource {
             return Ok(()); // a table is read whole on every start
         }
         let progress = self.progress.lock().map_err(|_| poisoned())?.clone();
-        self.commit_offsets(progress)
+        self.commit_offsets(progress, CommitMode::Sync)
     }
 
-    /// Commits the offsets of an earlier [`position`](Source::position).
+    /// Commits the offsets of an earlier [`position`](Source::position),
+    /// without waiting for the broker: this is the job's periodic commit,
+    /// and a synchronous round trip on the job's thread holds up every
+    /// record behind it (a commit that fails is logged, and the next
+    /// periodic or final commit covers its offsets).
     fn commit_position(&mut self, position: &Position) -> Result<()> {
         if self.mode == ReadMode::Table {
             return Ok(());
@@ -584,13 +588,15 @@ impl Source for KafkaSource {
             .flatten()
             .filter_map(|(p, o)| Some((p.parse::<i32>().ok()?, o.as_i64()?)))
             .collect();
-        self.commit_offsets(offsets)
+        self.commit_offsets(offsets, CommitMode::Async)
     }
 }
 
 impl KafkaSource {
-    /// Commits `progress` (partition → next offset) for the group.
-    fn commit_offsets(&mut self, progress: BTreeMap<i32, i64>) -> Result<()> {
+    /// Commits `progress` (partition → next offset) for the group; a
+    /// synchronous commit that succeeds also ends the restored
+    /// checkpoint's say over where partitions start.
+    fn commit_offsets(&mut self, progress: BTreeMap<i32, i64>, mode: CommitMode) -> Result<()> {
         if progress.is_empty() {
             return Ok(());
         }
@@ -600,8 +606,9 @@ impl KafkaSource {
                 .add_partition_offset(&self.topic, partition, Offset::Offset(next))
                 .map_err(|e| EngineError::connector(&self.name, e))?;
         }
-        match self.consumer.commit(&offsets, CommitMode::Sync) {
-            Ok(()) => self.position_committed(),
+        match self.consumer.commit(&offsets, mode) {
+            Ok(()) if matches!(mode, CommitMode::Sync) => self.position_committed(),
+            Ok(()) => Ok(()),
             // a rebalance took the partitions away: their new owner goes on
             Err(ClientError::ConsumerCommit(code))
                 if matches!(

@@ -85,6 +85,9 @@ pub enum BenchCommand {
         /// linger.ms of the producer feeding the input (both paths include it)
         #[arg(long, default_value_t = 1)]
         producer_linger_ms: u64,
+        /// linger.ms of the job's Kafka sink (default: the sink's own)
+        #[arg(long)]
+        sink_linger_ms: Option<u64>,
     },
     /// Writes the benchmarks' trade records as JSON Lines, for running the
     /// same questions through other engines (benches/vs_duckdb.py)

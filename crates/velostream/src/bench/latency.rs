@@ -22,7 +22,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
-use velostream_connectors::kafka::admin;
+use velostream_connectors::kafka::{admin, SINK_LINGER_MS};
 use velostream_connectors::registry::types::{KAFKA_SINK, KAFKA_SOURCE};
 use velostream_sql::PropertyOverrides;
 
@@ -45,6 +45,8 @@ pub struct LatencyBench {
     /// second a producer that sends every record alone (0) overwhelms the
     /// test broker; both paths include this wait alike.
     pub producer_linger_ms: u64,
+    /// `linger.ms` of the job's sink, when not the sink's default.
+    pub sink_linger_ms: Option<u64>,
 }
 
 /// The job: a filter every record passes (it is evaluated all the same)
@@ -62,9 +64,12 @@ pub fn run(bench: LatencyBench) -> Result<String, String> {
         return Err("--rates needs one or more rates above 0 (records per second)".into());
     }
     let mut report = format!(
-        "Latency at fixed input rates: Kafka → filter + projection → Kafka (one job thread, batch size {}, sink linger.ms 0, input producer linger.ms {}, {} partition(s), fetch.wait.max.ms {} on every consumer), {} s per rate\n\n\
+        "Latency at fixed input rates: Kafka → filter + projection → Kafka (one job thread, batch size {}, sink linger.ms {}, input producer linger.ms {}, {} partition(s), fetch.wait.max.ms {} on every consumer), {} s per rate\n\n\
          | rate (records/s) | path | records | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|\n",
         bench.batch_size,
+        bench
+            .sink_linger_ms
+            .map_or(format!("{SINK_LINGER_MS} (default)"), |ms| ms.to_string()),
         bench.producer_linger_ms,
         bench.partitions,
         bench.fetch_wait_ms,
@@ -213,11 +218,21 @@ fn one_rate(bench: &LatencyBench, rate: u64) -> Result<RateResult, String> {
         eprintln!("  the producer reached {achieved:.0} records/s of {rate}");
     }
     let broker = broker.join().map_err(|_| "the input reader panicked")??;
-    let pipeline = pipeline
-        .join()
-        .map_err(|_| "the output reader panicked")??;
+    let pipeline = pipeline.join().map_err(|_| "the output reader panicked")?;
     cancel.store(true, Ordering::Relaxed);
     let ended = running.join().map_err(|_| "the job panicked".to_string())?;
+    // what the job itself counted tells a stalled job from a slow reader
+    let pipeline = pipeline.map_err(|e| {
+        format!(
+            "{e} (the job read {} records and wrote {}{})",
+            metrics.records_in.load(Ordering::Relaxed),
+            metrics.records_out.load(Ordering::Relaxed),
+            match &ended {
+                Ok(_) => String::new(),
+                Err(e) => format!("; it failed: {e}"),
+            }
+        )
+    })?;
     if let Err(e) = ended {
         return Err(format!("the job failed: {e}"));
     }
@@ -246,15 +261,16 @@ fn options(bench: &LatencyBench, input: &str, output: &str, nanos: u128) -> RunO
             ("fetch.wait.max.ms", &bench.fetch_wait_ms.to_string()),
         ]),
     );
-    overrides.insert(
-        "out".into(),
-        properties(&[
-            ("type", KAFKA_SINK),
-            ("topic", output),
-            ("bootstrap.servers", &bench.brokers),
-            ("linger.ms", "0"),
-        ]),
-    );
+    let linger = bench.sink_linger_ms.map(|ms| ms.to_string());
+    let mut sink = vec![
+        ("type", KAFKA_SINK),
+        ("topic", output),
+        ("bootstrap.servers", &bench.brokers),
+    ];
+    if let Some(linger) = &linger {
+        sink.push(("linger.ms", linger));
+    }
+    overrides.insert("out".into(), properties(&sink));
     RunOptions {
         batch_size: bench.batch_size,
         overrides,
@@ -289,6 +305,7 @@ fn reader(brokers: &str, topic: &str, fetch_wait_ms: u64) -> Result<BaseConsumer
         .set("group.id", "velostream-bench-latency")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .set("auto.offset.reset", "error")
         .create()
         .map_err(|e| format!("consumer of {topic}: {e}"))?;
     admin::assign_from_start(&consumer, topic, Duration::from_secs(10))
