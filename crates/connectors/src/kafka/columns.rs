@@ -14,6 +14,56 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
+/// What a source reads of a message, whichever way it was taken from
+/// librdkafka (one at a time, or a batch from the source's own queue).
+pub trait MessageFields {
+    fn partition(&self) -> i32;
+    fn offset(&self) -> i64;
+    fn payload(&self) -> Option<&[u8]>;
+    fn key(&self) -> Option<&[u8]>;
+    /// Milliseconds since the Unix epoch, when the message has a time.
+    fn timestamp_ms(&self) -> Option<i64>;
+    /// Header names and values (as text).
+    fn header_pairs(&self) -> Vec<(String, Option<String>)>;
+}
+
+impl MessageFields for BorrowedMessage<'_> {
+    fn partition(&self) -> i32 {
+        Message::partition(self)
+    }
+
+    fn offset(&self) -> i64 {
+        Message::offset(self)
+    }
+
+    fn payload(&self) -> Option<&[u8]> {
+        Message::payload(self)
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        Message::key(self)
+    }
+
+    fn timestamp_ms(&self) -> Option<i64> {
+        Message::timestamp(self).to_millis()
+    }
+
+    fn header_pairs(&self) -> Vec<(String, Option<String>)> {
+        self.headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            h.value.map(|v| String::from_utf8_lossy(v).into_owned()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// The system columns of one batch of messages, in message order.
 #[derive(Default)]
 pub struct MessageColumns {
@@ -61,30 +111,17 @@ impl MessageColumns {
     }
 
     /// Records one message's columns.
-    pub fn push(&mut self, m: &BorrowedMessage<'_>) {
+    pub fn push(&mut self, m: &impl MessageFields) {
         self.partitions.push(m.partition());
         self.offsets.push(m.offset());
         if self.wants_keys {
             self.keys.push(m.key().map(<[u8]>::to_vec));
         }
         if self.wants_timestamps {
-            self.timestamps.push(m.timestamp().to_millis());
+            self.timestamps.push(m.timestamp_ms());
         }
         if self.wants_headers {
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                h.value.map(|v| String::from_utf8_lossy(v).into_owned()),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            self.headers.push(headers);
+            self.headers.push(m.header_pairs());
         }
     }
 

@@ -12,6 +12,8 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use velostream_engine::JobMetrics;
 
+use super::message_queue::RoutedQueue;
+
 /// Next offset to commit, per partition, of the records handed out so far.
 pub type Progress = Arc<Mutex<BTreeMap<i32, i64>>>;
 
@@ -33,6 +35,9 @@ pub struct GroupContext {
     /// second time. Never committed while the partition is away, since
     /// another member may own it.
     pub held: Progress,
+    /// The source's own message queue: partitions are routed to it before
+    /// they are assigned (see `message_queue.rs`).
+    pub routed: RoutedQueue,
 }
 
 impl ClientContext for GroupContext {
@@ -78,6 +83,9 @@ impl ConsumerContext for GroupContext {
         let outcome = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.resume_positions(partitions);
+                for p in partitions.elements() {
+                    self.routed.route(consumer, p.topic(), [p.partition()]);
+                }
                 if cooperative {
                     consumer.incremental_assign(partitions)
                 } else {
@@ -159,6 +167,7 @@ mod tests {
             metrics: Arc::new(JobMetrics::default()),
             start_at: Progress::default(),
             held: Progress::default(),
+            routed: RoutedQueue::default(),
         }
     }
 

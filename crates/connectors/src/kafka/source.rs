@@ -22,7 +22,6 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError as ClientError;
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use velostream_engine::connector::Position;
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
@@ -30,6 +29,9 @@ use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 use super::columns::{bytes_column, tombstone, MessageColumns};
 use super::error::KafkaError;
 use super::group::{GroupContext, Progress};
+use super::message_queue::{MessageBatch, MessageQueue, RoutedQueue};
+
+mod read;
 use super::{admin, KafkaFormat};
 use crate::format::decode::{BatchDecoder, Origin};
 
@@ -64,7 +66,9 @@ pub struct SourceSpec {
 pub struct KafkaSource {
     name: String,
     topic: String,
-    consumer: BaseConsumer<GroupContext>,
+    /// Shared only so that a message borrowed from it can be read into
+    /// the source's own fields.
+    consumer: Arc<BaseConsumer<GroupContext>>,
     format: KafkaFormat,
     decoder: Option<BatchDecoder>,
     schema: SchemaRef,
@@ -100,6 +104,29 @@ pub struct KafkaSource {
     /// A table still loading: no `Idle` before every partition reached its
     /// end (the stream meets the whole table), until this deadline.
     loading_until: Option<Instant>,
+    /// The source's own queue, which assigned partitions' messages are
+    /// routed to and read from a batch at a time (`message_queue.rs`);
+    /// `None` if librdkafka could not create one (then every message
+    /// comes through the consumer's queue).
+    queue: Option<Arc<MessageQueue>>,
+    routed: RoutedQueue,
+    /// Messages taken from `queue` and not yet read (a table's tombstone
+    /// ends a batch early), from `next_taken` on.
+    taken: MessageBatch,
+    next_taken: usize,
+    /// When the assigned partitions were last routed again (a partition
+    /// given back while its earlier fetch was still stopping).
+    routes_checked: Instant,
+}
+
+impl Drop for KafkaSource {
+    /// The taken messages and the queue refer to the client: they go
+    /// before the consumer does (fields drop after this).
+    fn drop(&mut self) {
+        self.taken.clear();
+        self.routed.close();
+        self.queue = None;
+    }
 }
 
 impl KafkaSource {
@@ -119,12 +146,14 @@ impl KafkaSource {
             batch_timeout,
         } = spec;
         let progress: Progress = Arc::default();
+        let routed = RoutedQueue::default();
         let consumer: BaseConsumer<GroupContext> = config
             .create_with_context(GroupContext {
                 progress: progress.clone(),
                 metrics: metrics.clone(),
                 start_at: Progress::default(),
                 held: Progress::default(),
+                routed: routed.clone(),
             })
             .map_err(|source| {
                 KafkaError::Client {
@@ -133,13 +162,22 @@ impl KafkaSource {
                 }
                 .at(&name)
             })?;
+        // partitions are routed to the queue as they are assigned, so it
+        // must exist before the consumer joins its group
+        let queue = MessageQueue::new(&consumer).map(Arc::new);
+        if let Some(queue) = &queue {
+            routed.set(queue.clone());
+        }
         match mode {
             ReadMode::Group => consumer.subscribe(&[&topic]).map_err(|e| {
                 KafkaError::request(format!("cannot subscribe to '{topic}'"), e).at(&name)
             })?,
             ReadMode::Table => {
-                admin::assign_from_start(&consumer, &topic, Duration::from_secs(10))
-                    .map_err(|e| e.at(&name))?;
+                let timeout = Duration::from_secs(10);
+                let partitions =
+                    admin::partitions(&consumer, &topic, timeout).map_err(|e| e.at(&name))?;
+                routed.route(&consumer, &topic, partitions);
+                admin::assign_from_start(&consumer, &topic, timeout).map_err(|e| e.at(&name))?;
             }
         }
         let raw_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
@@ -154,7 +192,7 @@ impl KafkaSource {
             columns: MessageColumns::for_schema(&schema, key_field.as_deref()),
             name,
             topic,
-            consumer,
+            consumer: Arc::new(consumer),
             format,
             decoder,
             schema,
@@ -175,6 +213,11 @@ impl KafkaSource {
             batch_timeout,
             held_tombstone: None,
             oldest_ms: None,
+            queue,
+            routed,
+            taken: MessageBatch::default(),
+            next_taken: 0,
+            routes_checked: Instant::now(),
         })
     }
 
@@ -278,70 +321,6 @@ impl KafkaSource {
         self.end
             .as_ref()
             .is_some_and(|(all, at_end)| all.is_subset(at_end))
-    }
-
-    /// Takes up to a batch of messages from the consumer's queue.
-    fn read_messages(&mut self) -> Result<()> {
-        self.chunk.clear();
-        self.raw.clear();
-        self.columns.clear();
-        self.oldest_ms = None;
-        let mut bytes = 0u64;
-        while self.columns.len() < self.batch_size {
-            let wait = if self.columns.is_empty() {
-                self.batch_timeout
-            } else {
-                Duration::ZERO
-            };
-            let message = match self.consumer.poll(wait) {
-                None => break,
-                Some(Err(ClientError::PartitionEOF(p))) => {
-                    if let Some((_, at_end)) = &mut self.end {
-                        at_end.insert(p);
-                        if self.columns.is_empty() && self.reached_end() {
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                Some(Err(e)) if is_fatal(&e) => {
-                    return Err(EngineError::connector(&self.name, e));
-                }
-                Some(Err(e)) => {
-                    // transient (broker restart, rebalance): librdkafka retries
-                    tracing::warn!(component = "kafka", error_type = "consumer", source = %self.name, "{}: {e}", self.name);
-                    break;
-                }
-                Some(Ok(m)) => m,
-            };
-            if self.mode == ReadMode::Table && message.payload().is_none() {
-                self.held_tombstone = Some(message.key().unwrap_or_default().to_vec());
-                break;
-            }
-            if let Some((_, at_end)) = &mut self.end {
-                at_end.remove(&message.partition());
-            }
-            if let Some(t) = message.timestamp().to_millis() {
-                self.oldest_ms = Some(self.oldest_ms.map_or(t, |o| o.min(t)));
-            }
-            let payload = message.payload();
-            bytes += payload.map_or(0, |p| p.len() as u64);
-            match self.format {
-                KafkaFormat::String | KafkaFormat::Bytes => {
-                    self.raw.push(payload.map(<[u8]>::to_vec))
-                }
-                KafkaFormat::Json | KafkaFormat::Csv(_) => frame(payload, &mut self.chunk),
-            }
-            self.columns.push(&message);
-        }
-        if !self.columns.is_empty() {
-            self.metrics.add_input(0, bytes);
-            let mut progress = self.progress.lock().map_err(|_| poisoned())?;
-            for (&p, &o) in self.columns.partitions.iter().zip(&self.columns.offsets) {
-                progress.insert(p, o + 1);
-            }
-        }
-        Ok(())
     }
 
     /// The payload columns of the messages just read, and which messages they are.
@@ -631,39 +610,6 @@ impl KafkaSource {
                 format!("cannot commit offsets: {e}"),
             )),
         }
-    }
-}
-
-/// One payload as one line: JSON's raw line breaks are whitespace (breaks
-/// inside strings are escaped), so they become spaces; a message without a
-/// payload becomes `null`, which decodes as a malformed record.
-fn frame(payload: Option<&[u8]>, chunk: &mut Vec<u8>) {
-    match payload {
-        Some(p) if !p.iter().all(u8::is_ascii_whitespace) => {
-            let start = chunk.len();
-            chunk.extend_from_slice(p);
-            for b in &mut chunk[start..] {
-                if *b == b'\n' || *b == b'\r' {
-                    *b = b' ';
-                }
-            }
-        }
-        _ => chunk.extend_from_slice(b"null"),
-    }
-    chunk.push(b'\n');
-}
-
-fn is_fatal(e: &ClientError) -> bool {
-    match e.rdkafka_error_code() {
-        Some(code) => matches!(
-            code,
-            rdkafka::types::RDKafkaErrorCode::Fatal
-                | rdkafka::types::RDKafkaErrorCode::TopicAuthorizationFailed
-                | rdkafka::types::RDKafkaErrorCode::GroupAuthorizationFailed
-                | rdkafka::types::RDKafkaErrorCode::SaslAuthenticationFailed
-                | rdkafka::types::RDKafkaErrorCode::Authentication
-        ),
-        None => false,
     }
 }
 
