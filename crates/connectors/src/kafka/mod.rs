@@ -15,7 +15,7 @@ pub mod connector;
 pub mod delivery;
 pub mod error;
 mod group;
-mod message_queue;
+pub mod message_queue;
 mod probe;
 pub mod sink;
 pub mod source;

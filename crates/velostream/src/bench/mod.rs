@@ -75,6 +75,12 @@ pub const QUERIES: &[(&str, &str)] = &[
         "CREATE STREAM out AS SELECT id, symbol, price * quantity AS notional, lower(side) AS side \
          FROM trades WHERE price > 100 AND exchange = 'NASDAQ'",
     ),
+    (
+        "decode only (the same 6 columns, price an exact DECIMAL(12, 2))",
+        "CREATE STREAM trades (id BIGINT, symbol VARCHAR, side VARCHAR, price DECIMAL(12, 2), \
+         quantity BIGINT, exchange VARCHAR, trader VARCHAR, ccy VARCHAR, ts BIGINT); \
+         CREATE STREAM out AS SELECT id, symbol, side, price, quantity, exchange FROM trades",
+    ),
 ];
 
 /// Writes `records` deterministic trade records (~154 bytes each) as JSON
@@ -123,6 +129,9 @@ pub fn measure(
         RunOptions {
             batch_size,
             overrides: file_overrides(inputs),
+            // per-core rates of one decoding thread, comparable across
+            // versions (benches/vs_duckdb.py measures the parallel wall time)
+            decode_threads: Some(1),
             ..RunOptions::default()
         },
     )
