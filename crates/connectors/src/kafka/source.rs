@@ -99,6 +99,9 @@ pub struct KafkaSource {
     /// When a bounded read last asked the broker where its idle
     /// partitions end (see [`KafkaSource::check_idle_ends`]).
     ends_checked: Option<Instant>,
+    /// When a bounded read last confirmed the ends of partitions it read
+    /// nothing from (see [`KafkaSource::confirm_unread_ends`]).
+    ends_confirmed: Option<Instant>,
     /// The oldest message time of the batch being read.
     oldest_ms: Option<i64>,
     /// A table still loading: no `Idle` before every partition reached its
@@ -206,6 +209,7 @@ impl KafkaSource {
             end: None,
             ends: false,
             ends_checked: None,
+            ends_confirmed: None,
             loading_until: None,
             partition_count: None,
             key_field,
@@ -316,6 +320,84 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Before a bounded read that read nothing at all ends: each partition
+    /// must be empty from where this member reads it, by the broker's
+    /// watermarks and librdkafka's position (else the group's committed
+    /// offset). Otherwise an early end-of-partition event would end a
+    /// backfill with nothing read: seen once, right after a group join, and
+    /// not reproduced since; the partition is read on, with a warning.
+    /// Asked of the broker at most once a second (until then the read does
+    /// not end). A read that has records trusts the end events, as before:
+    /// the watermark queries take the broker a while.
+    fn confirm_unread_ends(&mut self) -> Result<bool> {
+        if !self.progress.lock().map_err(|_| poisoned())?.is_empty() {
+            return Ok(true);
+        }
+        let unread: Vec<i32> = match &self.end {
+            Some((_, at_end)) => at_end.iter().copied().collect(),
+            None => return Ok(true),
+        };
+        if unread.is_empty() {
+            return Ok(true);
+        }
+        if self
+            .ends_confirmed
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(false);
+        }
+        self.ends_confirmed = Some(Instant::now());
+        let positions = self.consumer.position().ok();
+        let mut reopened = Vec::new();
+        for partition in unread {
+            let Ok((low, high)) =
+                self.consumer
+                    .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
+            else {
+                reopened.push(partition); // unconfirmed: not ended yet
+                continue;
+            };
+            // where this member reads from: librdkafka's position, else
+            // the group's committed offset
+            let position = positions
+                .as_ref()
+                .and_then(|l| l.find_partition(&self.topic, partition))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(at) => Some(at),
+                    _ => None,
+                })
+                .or_else(|| self.committed_offset(partition));
+            if high <= low || position.is_some_and(|at| at >= high) {
+                continue;
+            }
+            tracing::warn!(
+                component = "kafka",
+                source = %self.name,
+                "{}: partition {partition} reported its end at offset {} with nothing read, but the broker holds offsets {low}..{high}; reading on",
+                self.name,
+                position.map_or("unknown".to_string(), |p| p.to_string())
+            );
+            reopened.push(partition);
+        }
+        if let Some((_, at_end)) = &mut self.end {
+            for partition in &reopened {
+                at_end.remove(partition);
+            }
+        }
+        Ok(reopened.is_empty())
+    }
+
+    /// The group's committed offset of `partition`, if it has one.
+    fn committed_offset(&self, partition: i32) -> Option<i64> {
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(&self.topic, partition);
+        admin::committed_offsets(&self.consumer, wanted, Duration::from_secs(5))
+            .ok()?
+            .into_iter()
+            .find(|(_, p, _)| *p == partition)
+            .map(|(_, _, offset)| offset)
+    }
+
     /// True when every partition has been read to its end.
     fn reached_end(&self) -> bool {
         self.end
@@ -390,7 +472,7 @@ impl Source for KafkaSource {
         if let Some(batch) = self.pending.pop_front() {
             return Ok(SourceEvent::Batch(batch));
         }
-        if self.ends && self.reached_end() {
+        if self.ends && self.reached_end() && self.confirm_unread_ends()? {
             return Ok(SourceEvent::End);
         }
         // a tombstone that ended the previous batch goes after its rows
@@ -400,7 +482,7 @@ impl Source for KafkaSource {
         self.read_messages()?;
         if self.ends && self.columns.is_empty() && self.held_tombstone.is_none() {
             self.check_idle_ends()?;
-            if self.reached_end() {
+            if self.reached_end() && self.confirm_unread_ends()? {
                 return Ok(SourceEvent::End);
             }
         }

@@ -30,8 +30,24 @@ impl KafkaSource {
         }
         if !self.columns.is_empty() {
             self.metrics.add_input(0, bytes);
-            let mut progress = self.progress.lock().map_err(|_| poisoned())?;
+            // a partition's offsets rise through the batch, which holds runs
+            // of messages per partition: its last offset is what counts
+            let mut last: Vec<(i32, i64)> = Vec::new();
+            let mut run = 0;
             for (&p, &o) in self.columns.partitions.iter().zip(&self.columns.offsets) {
+                if last.get(run).is_none_or(|&(q, _)| q != p) {
+                    run = match last.iter().position(|&(q, _)| q == p) {
+                        Some(i) => i,
+                        None => {
+                            last.push((p, o));
+                            last.len() - 1
+                        }
+                    };
+                }
+                last[run].1 = o;
+            }
+            let mut progress = self.progress.lock().map_err(|_| poisoned())?;
+            for (p, o) in last {
                 progress.insert(p, o + 1);
             }
         }
