@@ -589,3 +589,145 @@ fn a_killed_windowed_job_without_checkpoints_loses_no_input() {
         .sum();
     assert_eq!(total, RECORDS);
 }
+
+/// The ids (and partitions) a member has written to `path` so far.
+fn written(path: &std::path::Path) -> Vec<(i64, i64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            Some((v["id"].as_i64()?, v["p"].as_i64()?))
+        })
+        .collect()
+}
+
+/// Two members of one group split a topic's partitions as the group
+/// assigns them; when one stops, the other takes its partitions over from
+/// where it committed. Every record is written, by one member or, around a
+/// rebalance, by both (a partition moved before its last records were
+/// committed is read again: at least once).
+#[test]
+fn two_members_split_a_topic_and_one_takes_over_when_the_other_stops() {
+    let input = unique("shared");
+    let group = unique("group");
+    admin::create_topic(&admin::plain_client(&brokers()), &input, 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let member = |name: &str| {
+        let out = dir.path().join(format!("{name}.jsonl"));
+        let app = dir.path().join(format!("{name}.sql"));
+        std::fs::write(
+            &app,
+            format!(
+                "CREATE STREAM events (id BIGINT) WITH ('events.type' = 'kafka_source',
+                    'events.topic' = '{input}', 'events.group.id' = '{group}');
+                 CREATE STREAM out AS SELECT id, _partition AS p FROM events
+                 WITH ('out.type' = 'file_sink', 'out.path' = '{}');",
+                out.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_velostream"))
+            .args(["run", "-q"])
+            .arg(&app)
+            .env("KAFKA_BROKERS", brokers())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        (child, out)
+    };
+    let records = |ids: std::ops::Range<i64>| -> Vec<(String, String, i64)> {
+        ids.map(|i| (format!("k{i}"), format!(r#"{{"id": {i}}}"#), 1_000 + i))
+            .collect()
+    };
+    let (a, a_out) = member("a");
+    let (b, b_out) = member("b");
+    // rounds of records until both members have written some: both joined
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut produced = 0i64;
+    while written(&a_out).is_empty() || written(&b_out).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two members never both read: a {} rows, b {} rows",
+            written(&a_out).len(),
+            written(&b_out).len()
+        );
+        produce(&input, &records(produced..produced + 200));
+        produced += 200;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let all_written = |want: &BTreeSet<i64>| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let have: BTreeSet<i64> = written(&a_out)
+                .into_iter()
+                .chain(written(&b_out))
+                .map(|(id, _)| id)
+                .collect();
+            let missing: Vec<i64> = want.difference(&have).copied().take(10).collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "records never written, e.g. {missing:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    all_written(&(0..produced).collect());
+    let b_partitions: BTreeSet<i64> = written(&b_out).into_iter().map(|(_, p)| p).collect();
+
+    // b stops cleanly: its results flushed, its offsets committed
+    let stopped = stop(b);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let a_before = written(&a_out).len();
+    produce(&input, &records(10_000..12_000));
+    let mut want: BTreeSet<i64> = (0..produced).collect();
+    want.extend(10_000..12_000);
+    all_written(&want);
+    // a now reads b's partitions too, from where b committed
+    let taken_over: BTreeSet<i64> = written(&a_out)[a_before..]
+        .iter()
+        .filter(|(id, _)| *id >= 10_000)
+        .map(|&(_, p)| p)
+        .collect();
+    assert!(
+        b_partitions.is_subset(&taken_over),
+        "b read partitions {b_partitions:?}; a later read {taken_over:?}"
+    );
+    let a_rows = written(&a_out);
+    let second: Vec<i64> = a_rows
+        .iter()
+        .map(|&(id, _)| id)
+        .filter(|&id| id >= 10_000)
+        .collect();
+    assert_eq!(
+        second.len(),
+        2000,
+        "after the rebalance settled, each new record once"
+    );
+    let stopped = stop(a);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+}
+
+struct Stopped {
+    status: std::process::ExitStatus,
+    stderr: String,
+}
+
+/// Stops a `velostream run` with SIGTERM (a clean drain).
+fn stop(mut child: std::process::Child) -> Stopped {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    Stopped {
+        status: child.wait().unwrap(),
+        stderr,
+    }
+}

@@ -113,8 +113,11 @@ pub struct KafkaSource {
     /// comes through the consumer's queue).
     queue: Option<Arc<MessageQueue>>,
     routed: RoutedQueue,
-    /// Messages taken from `queue` and not yet read (a table's tombstone
-    /// ends a batch early), from `next_taken` on.
+    /// Messages taken from `queue` and not yet read, from `next_taken`
+    /// on. A read takes at most what its batch has room for and reads it
+    /// all, except that a table's tombstone ends a batch early (tables are
+    /// read outside any group, so no rebalance comes before the rest is
+    /// read), or the read of a bounded source reaching its end.
     taken: MessageBatch,
     next_taken: usize,
     /// When the assigned partitions were last routed again (a partition

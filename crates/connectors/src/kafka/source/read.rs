@@ -110,7 +110,14 @@ impl KafkaSource {
                     Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF) => {
                         self.on_error(ClientError::PartitionEOF(m.partition()))?
                     }
-                    Some(code) => self.on_error(ClientError::MessageConsumption(code.into()))?,
+                    Some(code) => {
+                        // a partition's fetch error (librdkafka retries it):
+                        // logged, or the job stopped if fatal, and the batch
+                        // goes on, so no taken message is left for a later
+                        // read that a rebalance may have come before
+                        self.on_error(ClientError::MessageConsumption(code.into()))?;
+                        Next::Continue
+                    }
                 };
                 if next == Next::EndBatch {
                     return Ok(());
