@@ -254,11 +254,13 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             brokers,
             partitions,
             batch_size,
+            runs,
         })) => bench_kafka::run(bench_kafka::KafkaBench {
             brokers: kafka_tools::brokers(brokers).map_err(Failure::Usage)?,
             records,
             partitions,
             batch_size,
+            runs,
         })
         .map(|report| println!("{report}"))
         .map_err(Failure::Runtime),

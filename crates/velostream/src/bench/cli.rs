@@ -59,6 +59,9 @@ pub enum BenchCommand {
         partitions: i32,
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
+        /// Runs of each reader (the median by CPU time is reported)
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Latency of a Kafka → filter → Kafka job at fixed input rates, beside
     /// the broker's own produce-to-consume latency in the same run
