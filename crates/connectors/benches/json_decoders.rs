@@ -19,6 +19,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use sonic_rs::JsonValueTrait;
 use velostream_connectors::format::projected_json::ProjectedJson;
+use velostream_connectors::trade_records::TradeRecords;
 
 const BATCH: usize = 1000;
 
@@ -33,33 +34,15 @@ fn schema(price: DataType) -> SchemaRef {
     ]))
 }
 
-/// Trade records as the stateless benchmark writes them (~154 bytes, 9 fields).
+/// Trade records as the stateless benchmark writes them (~154 bytes, 9
+/// fields, 1,000 symbols).
 fn records(n: u64) -> Vec<u8> {
-    const EXCHANGES: [&str; 3] = ["NASDAQ", "NYSE", "LSE"];
-    let mut out = Vec::new();
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    for id in 0..n {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        out.extend_from_slice(
-            format!(
-                "{{\"id\":{id},\"symbol\":\"S{:04}\",\"side\":\"{}\",\"price\":{}.{:02},\"quantity\":{},\"exchange\":\"{}\",\"trader\":\"desk_{:02}_trader_{:05}\",\"ccy\":\"USD\",\"ts\":{}}}\n",
-                r % 1000,
-                if r & 1 << 20 == 0 { "BUY" } else { "SELL" },
-                20 + (r >> 8) % 480,
-                (r >> 24) % 100,
-                1 + (r >> 32) % 5000,
-                EXCHANGES[((r >> 40) % 3) as usize],
-                (r >> 36) % 40,
-                (r >> 44) % 20000,
-                1_700_000_000_000u64 + id * 3,
-            )
-            .as_bytes(),
-        );
+    let mut trades = TradeRecords::new(1000);
+    let mut out = String::new();
+    for _ in 0..n {
+        trades.write_next(&mut out);
     }
-    out
+    out.into_bytes()
 }
 
 /// The input cut into batches of whole lines.

@@ -11,6 +11,7 @@
 //! - [`factory`]: builds all of the above from statement properties.
 //! - [`sandbox`]: the files, clusters and database an application the
 //!   service runs may use.
+//! - [`trade_records`]: the benchmarks' trade records.
 
 pub mod connector;
 pub mod context;
@@ -27,6 +28,7 @@ pub mod null_sink;
 pub mod postgres;
 pub mod registry;
 pub mod sandbox;
+pub mod trade_records;
 pub mod types;
 
 pub use error::{ConnectorError, ConnectorResult};

@@ -66,23 +66,12 @@ fn every_spec_runs_the_same_with_parallel_decoding() {
         decode_threads: 1,
         ..parallel
     };
-    let mut failures = Vec::new();
-    let mut cases = 0;
-    for path in find_specs(&[spec_dir()]) {
-        let file = spec::load(&path).unwrap();
-        for case in &file.cases {
-            cases += 1;
-            if let Err(f) = determinism::same_runs(case, one_thread, parallel) {
-                failures.push(format!("FAIL {}::{}\n{f}", path.display(), case.name));
-            }
-        }
-    }
-    assert!(cases > 200, "{cases} cases");
-    assert!(
-        failures.is_empty(),
-        "{} of {cases} cases differ with parallel decoding:\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
+    check_every_case(
+        "",
+        200,
+        |_| true,
+        |case| determinism::same_runs(case, one_thread, parallel),
+        "differ with parallel decoding",
     );
 }
 
@@ -91,25 +80,41 @@ fn every_spec_runs_the_same_with_parallel_decoding() {
 /// default and with two pipelines: lateness is decided per record.
 #[test]
 fn event_time_answers_do_not_depend_on_batching() {
+    check_every_case(
+        "event-time ",
+        80,
+        determinism::is_event_time_case,
+        determinism::check,
+        "depend on batching",
+    );
+}
+
+/// Runs `check` on each case of every spec that `wanted` picks; fails
+/// unless more than `at_least` (`kind`) cases were checked and every one
+/// passed, naming those that did not (they `failed`, e.g. "depend on
+/// batching").
+fn check_every_case(
+    kind: &str,
+    at_least: usize,
+    wanted: impl Fn(&spec::Case) -> bool,
+    check: impl Fn(&spec::Case) -> Result<(), String>,
+    failed: &str,
+) {
     let mut failures = Vec::new();
     let mut cases = 0;
     for path in find_specs(&[spec_dir()]) {
         let file = spec::load(&path).unwrap();
-        for case in file
-            .cases
-            .iter()
-            .filter(|c| determinism::is_event_time_case(c))
-        {
+        for case in file.cases.iter().filter(|c| wanted(c)) {
             cases += 1;
-            if let Err(e) = determinism::check(case) {
+            if let Err(e) = check(case) {
                 failures.push(format!("FAIL {}::{}\n{e}", path.display(), case.name));
             }
         }
     }
-    assert!(cases > 80, "only {cases} event-time cases");
+    assert!(cases > at_least, "only {cases} {kind}cases");
     assert!(
         failures.is_empty(),
-        "{} of {cases} event-time cases depend on batching:\n\n{}",
+        "{} of {cases} {kind}cases {failed}:\n\n{}",
         failures.len(),
         failures.join("\n\n")
     );

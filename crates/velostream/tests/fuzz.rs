@@ -311,31 +311,32 @@ fn record_seeds(target: &str) -> Vec<Vec<u8>> {
     seeds
 }
 
+/// The JSON grammar's punctuation, in the JSON decoders' dictionaries.
+const JSON_SYNTAX: &[&str] = &["{", "}", "[", "]", ":", ","];
+
 #[test]
 fn fuzz_json_decoder() {
     let dict = [
-        "{",
-        "}",
-        "[",
-        "]",
-        ":",
-        ",",
-        "\"id\"",
-        "\"amount\"",
-        "\"ts\"",
-        "\"day\"",
-        "null",
-        "true",
-        "1e309",
-        "-0",
-        "99999999999999999999999",
-        "\"2023-11-14T22:13:20Z\"",
-        "\"\\u0000\"",
-        "\n",
-        "{\"id\": 1} {\"id\": 2}",
-        "\"12.345\"",
-        "[[[[[[[[",
-    ];
+        JSON_SYNTAX,
+        &[
+            "\"id\"",
+            "\"amount\"",
+            "\"ts\"",
+            "\"day\"",
+            "null",
+            "true",
+            "1e309",
+            "-0",
+            "99999999999999999999999",
+            "\"2023-11-14T22:13:20Z\"",
+            "\"\\u0000\"",
+            "\n",
+            "{\"id\": 1} {\"id\": 2}",
+            "\"12.345\"",
+            "[[[[[[[[",
+        ],
+    ]
+    .concat();
     fuzz("json", record_seeds("json"), &dict, |input| {
         decode_all(RecordFormat::JsonLines, input)
     });
@@ -376,35 +377,33 @@ fn projected_agrees_with_arrow_json(input: &[u8]) {
 #[test]
 fn fuzz_projected_json_decoder() {
     let dict = [
-        "{",
-        "}",
-        "[",
-        "]",
-        ":",
-        ",",
-        "\"id\"",
-        "\"amount\"",
-        "\"price\"",
-        "\"name\"",
-        "\"flag\"",
-        "\"n\"",
-        "null",
-        "true",
-        "false",
-        "1e309",
-        "-0",
-        "1.5",
-        "2e3",
-        "99999999999999999999999",
-        "\"12.345\"",
-        "\"\\u00e9\"",
-        "\"\\n\"",
-        "\n",
-        " ",
-        "{\"id\": 1} {\"id\": 2}",
-        "01",
-        "1.2.3",
-    ];
+        JSON_SYNTAX,
+        &[
+            "\"id\"",
+            "\"amount\"",
+            "\"price\"",
+            "\"name\"",
+            "\"flag\"",
+            "\"n\"",
+            "null",
+            "true",
+            "false",
+            "1e309",
+            "-0",
+            "1.5",
+            "2e3",
+            "99999999999999999999999",
+            "\"12.345\"",
+            "\"\\u00e9\"",
+            "\"\\n\"",
+            "\n",
+            " ",
+            "{\"id\": 1} {\"id\": 2}",
+            "01",
+            "1.2.3",
+        ],
+    ]
+    .concat();
     fuzz(
         "projected_json",
         record_seeds("json"),

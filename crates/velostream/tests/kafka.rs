@@ -11,7 +11,9 @@ use rdkafka::ClientConfig;
 use velostream_connectors::kafka::admin;
 
 mod kafka_support;
+mod run_support;
 use kafka_support::{brokers, produce, read_all, unique};
+use run_support::stop;
 
 /// Runs `sql` with `velostream run`; panics with its stderr on failure.
 fn run_app(sql: &str) -> String {
@@ -679,8 +681,7 @@ fn two_members_split_a_topic_and_one_takes_over_when_the_other_stops() {
     let b_partitions: BTreeSet<i64> = written(&b_out).into_iter().map(|(_, p)| p).collect();
 
     // b stops cleanly: its results flushed, its offsets committed
-    let stopped = stop(b);
-    assert!(stopped.status.success(), "{}", stopped.stderr);
+    stop(b);
     let a_before = written(&a_out).len();
     produce(&input, &records(10_000..12_000));
     let mut want: BTreeSet<i64> = (0..produced).collect();
@@ -707,27 +708,5 @@ fn two_members_split_a_topic_and_one_takes_over_when_the_other_stops() {
         2000,
         "after the rebalance settled, each new record once"
     );
-    let stopped = stop(a);
-    assert!(stopped.status.success(), "{}", stopped.stderr);
-}
-
-struct Stopped {
-    status: std::process::ExitStatus,
-    stderr: String,
-}
-
-/// Stops a `velostream run` with SIGTERM (a clean drain).
-fn stop(mut child: std::process::Child) -> Stopped {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    Stopped {
-        status: child.wait().unwrap(),
-        stderr,
-    }
+    stop(a);
 }

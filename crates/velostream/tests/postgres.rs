@@ -5,11 +5,13 @@
 //! against the database, and the errors a user meets.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod postgres_support;
+mod run_support;
 use postgres_support::{client, server, unique, url};
+use run_support::stop;
 
 fn velostream() -> Command {
     Command::new(env!("CARGO_BIN_EXE_velostream"))
@@ -40,20 +42,6 @@ fn wait_for_count(sql: &str, want: i64) {
         assert!(Instant::now() < deadline, "{sql}: {n}, expected {want}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Stops a `velostream run` with SIGTERM (a clean drain); returns its stderr.
-fn stop(child: Child) -> String {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "no clean stop:\n{stderr}");
-    stderr
 }
 
 /// sector, notional, lots, listed, trades (as text where exactness matters).

@@ -158,23 +158,35 @@ fn plain_consume(brokers: &str, topic: &str, count: u64) -> Result<Measurement, 
     let consumer = bare_consumer(brokers)?;
     admin::assign_from_start(&consumer, topic, Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
-    let clock = Clock::start();
-    let (mut seen, mut bytes) = (0u64, 0u64);
-    while seen < count {
-        match consumer.poll(Duration::from_secs(10)) {
-            Some(Ok(m)) => {
-                seen += 1;
-                bytes += Message::payload(&m).map_or(0, |p| p.len() as u64);
+    timed_read("plain librdkafka consume (baseline)", || {
+        let (mut seen, mut bytes) = (0u64, 0u64);
+        while seen < count {
+            match consumer.poll(Duration::from_secs(10)) {
+                Some(Ok(m)) => {
+                    seen += 1;
+                    bytes += Message::payload(&m).map_or(0, |p| p.len() as u64);
+                }
+                Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
+                None => return Err(format!("{topic}: no message for 10 s after {seen}")),
             }
-            Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
-            None => return Err(format!("{topic}: no message for 10 s after {seen}")),
         }
-    }
+        Ok((seen, bytes))
+    })
+}
+
+/// Times `read`, which returns the messages it read and their payload
+/// bytes (kept, so that touching each payload is not optimised away).
+fn timed_read(
+    label: &'static str,
+    read: impl FnOnce() -> Result<(u64, u64), String>,
+) -> Result<Measurement, String> {
+    let clock = Clock::start();
+    let (records, bytes) = read()?;
     let (seconds, cpu_seconds) = clock.stop();
     std::hint::black_box(bytes);
     Ok(Measurement {
-        label: "plain librdkafka consume (baseline)",
-        records: seen,
+        label,
+        records,
         seconds,
         cpu_seconds,
         p50_us: 0,
@@ -193,34 +205,27 @@ fn batch_consume(brokers: &str, topic: &str, count: u64) -> Result<Measurement, 
     let partitions = admin::partitions(&consumer, topic, timeout).map_err(|e| e.to_string())?;
     queue.route(&consumer, topic, partitions);
     admin::assign_from_start(&consumer, topic, timeout).map_err(|e| e.to_string())?;
-    let clock = Clock::start();
-    let (mut seen, mut bytes) = (0u64, 0u64);
+    // the batch and the queue go before the consumer (they refer to it)
     let mut batch = MessageBatch::default();
-    while seen < count {
-        batch.clear();
-        if queue.take(timeout, 1000, &mut batch) == 0 {
-            return Err(format!("{topic}: no message for 10 s after {seen}"));
-        }
-        for i in 0..batch.len() {
-            let Some(m) = batch.get(i) else { break };
-            if let Some(e) = m.error() {
-                return Err(format!("reading {topic}: {e:?}"));
+    timed_read(
+        "librdkafka batch consume (as the Kafka source reads)",
+        || {
+            let (mut seen, mut bytes) = (0u64, 0u64);
+            while seen < count {
+                batch.clear();
+                if queue.take(timeout, 1000, &mut batch) == 0 {
+                    return Err(format!("{topic}: no message for 10 s after {seen}"));
+                }
+                for i in 0..batch.len() {
+                    let Some(m) = batch.get(i) else { break };
+                    if let Some(e) = m.error() {
+                        return Err(format!("reading {topic}: {e:?}"));
+                    }
+                    seen += 1;
+                    bytes += MessageFields::payload(&m).map_or(0, |p| p.len() as u64);
+                }
             }
-            seen += 1;
-            bytes += MessageFields::payload(&m).map_or(0, |p| p.len() as u64);
-        }
-    }
-    let (seconds, cpu_seconds) = clock.stop();
-    std::hint::black_box(bytes);
-    drop(batch);
-    drop(queue);
-    Ok(Measurement {
-        label: "librdkafka batch consume (as the Kafka source reads)",
-        records: seen,
-        seconds,
-        cpu_seconds,
-        p50_us: 0,
-        p99_us: 0,
-        checkpoint_ms: Vec::new(),
-    })
+            Ok((seen, bytes))
+        },
+    )
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use velostream_connectors::registry::types::FILE_SOURCE;
+use velostream_connectors::trade_records::TradeRecords;
 use velostream_engine::JobMetrics;
 use velostream_sql::PropertyOverrides;
 
@@ -83,32 +84,16 @@ pub const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Writes `records` deterministic trade records (~154 bytes each) as JSON
-/// Lines: symbols `S0000`..`S{keys-1}`, event time `ts` in epoch
-/// milliseconds, 3 ms apart (5 M records span about 4 hours).
+/// Writes `records` of the benchmarks' trade records (see
+/// [`TradeRecords`]) over `keys` symbols as JSON Lines; returns the bytes.
 pub fn generate_trades(path: &Path, records: u64, keys: u64) -> std::io::Result<u64> {
-    const EXCHANGES: [&str; 3] = ["NASDAQ", "NYSE", "LSE"];
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut trades = TradeRecords::new(keys);
+    let mut line = String::new();
     let mut bytes = 0;
-    for id in 0..records {
-        // xorshift64*: cheap, deterministic pseudo-random fields
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        let line = format!(
-            "{{\"id\":{id},\"symbol\":\"S{:04}\",\"side\":\"{}\",\"price\":{}.{:02},\"quantity\":{},\"exchange\":\"{}\",\"trader\":\"desk_{:02}_trader_{:05}\",\"ccy\":\"USD\",\"ts\":{}}}\n",
-            r % keys.max(1),
-            if r & 1 << 20 == 0 { "BUY" } else { "SELL" },
-            20 + (r >> 8) % 480,
-            (r >> 24) % 100,
-            1 + (r >> 32) % 5000,
-            EXCHANGES[((r >> 40) % 3) as usize],
-            (r >> 36) % 40,
-            (r >> 44) % 20000,
-            1_700_000_000_000u64 + id * 3,
-        );
+    for _ in 0..records {
+        line.clear();
+        trades.write_next(&mut line);
         bytes += line.len() as u64;
         out.write_all(line.as_bytes())?;
     }

@@ -227,11 +227,17 @@ where
     }
 
     fn finish(&mut self) -> Scan<ArrayRef> {
-        let array = self.builder.finish();
-        self.builder = PrimitiveBuilder::with_capacity(array.len())
-            .with_data_type(Array::data_type(&array).clone());
-        Ok(Arc::new(array))
+        Ok(finish_primitive(&mut self.builder))
     }
+}
+
+/// The column built so far; the builder starts again at its size, with
+/// its data type (a decimal's precision and scale, a timestamp's zone).
+fn finish_primitive<T: ArrowPrimitiveType>(builder: &mut PrimitiveBuilder<T>) -> ArrayRef {
+    let array = builder.finish();
+    *builder = PrimitiveBuilder::with_capacity(array.len())
+        .with_data_type(Array::data_type(&array).clone());
+    Arc::new(array)
 }
 
 /// An exact decimal column: the text of a number or string parsed to the
@@ -273,10 +279,7 @@ impl ColumnDecoder for Decimal {
     }
 
     fn finish(&mut self) -> Scan<ArrayRef> {
-        let array = self.builder.finish();
-        self.builder = PrimitiveBuilder::with_capacity(array.len())
-            .with_data_type(Array::data_type(&array).clone());
-        Ok(Arc::new(array))
+        Ok(finish_primitive(&mut self.builder))
     }
 }
 
