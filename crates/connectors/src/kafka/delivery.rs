@@ -84,9 +84,10 @@ impl Epochs {
         slot_of(self.current)
     }
 
-    /// One more message was handed to the producer in the current epoch.
-    pub fn sent_one(&mut self) {
-        self.sent[self.slot()] += 1;
+    /// `count` more messages were handed to the producer in the current
+    /// epoch.
+    pub fn sent(&mut self, count: u64) {
+        self.sent[self.slot()] += count;
     }
 
     fn advance(&mut self, deliveries: &Deliveries) {
@@ -163,11 +164,11 @@ mod tests {
         let d = Deliveries::default();
         let mut e = Epochs::default();
         let first = e.slot();
-        e.sent_one();
-        e.sent_one();
+        e.sent(1);
+        e.sent(1);
         let m0 = e.close(&d).unwrap();
         let second = e.slot();
-        e.sent_one();
+        e.sent(1);
         let m1 = e.close(&d).unwrap();
         // the later epoch is acknowledged first: neither mark is delivered
         // until the earlier epoch is complete
@@ -178,7 +179,7 @@ mod tests {
         d.settle(first);
         assert!(e.settled(&d, m0) && e.settled(&d, m1));
         // messages sent after the mark do not hold it back
-        e.sent_one();
+        e.sent(1);
         assert!(e.settled(&d, m1));
     }
 
@@ -186,7 +187,7 @@ mod tests {
     fn an_unsettled_epoch_keeps_its_slot_until_a_flush() {
         let d = Deliveries::default();
         let mut e = Epochs::default();
-        e.sent_one(); // epoch 0 never acknowledged
+        e.sent(1); // epoch 0 never acknowledged
         for _ in 0..EPOCHS - 1 {
             assert!(e.close(&d).is_some());
         }

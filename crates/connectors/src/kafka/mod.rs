@@ -17,6 +17,7 @@ pub mod error;
 mod group;
 pub mod message_queue;
 mod probe;
+mod produce_batch;
 pub mod sink;
 pub mod source;
 

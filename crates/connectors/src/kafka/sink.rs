@@ -31,6 +31,7 @@ use velostream_sql::plan::columns::{window_role, EVENT_TIME};
 
 use super::delivery::{self, Deliveries, DeliveryContext, Epochs};
 use super::error::KafkaError;
+use super::produce_batch::{Outgoing, TopicProducer};
 use crate::format::encode::{record_spans, BatchEncoder};
 use crate::format::RecordFormat;
 
@@ -46,6 +47,9 @@ pub struct KafkaSink {
     transactional_id: Option<String>,
     name: String,
     topic: String,
+    /// Declared before the producer, so dropped before it: the handle
+    /// refers to the producer's client.
+    topic_producer: TopicProducer,
     producer: BaseProducer<DeliveryContext>,
     deliveries: Arc<Deliveries>,
     /// Which messages the marks of the job's periodic commits cover.
@@ -90,8 +94,15 @@ impl KafkaSink {
                 .and_then(|()| producer.begin_transaction())
                 .map_err(|e| KafkaError::request("cannot start a transaction", e).at(name))?;
         }
+        let topic_producer = TopicProducer::new(&producer, topic).ok_or_else(|| {
+            EngineError::connector(
+                name,
+                format!("cannot open the topic '{topic}' to produce to"),
+            )
+        })?;
         Ok(Self {
             transactional_id,
+            topic_producer,
             name: name.to_string(),
             topic: topic.to_string(),
             producer,
@@ -160,6 +171,87 @@ impl KafkaSink {
         json.encode(&batch.project(&indices)?, &mut self.keys)?;
         Ok(record_spans(&self.keys, false))
     }
+
+    /// Sends the encoded rows with the time of sending, the whole batch
+    /// per call ([`TopicProducer`]). When the producer's queue is full,
+    /// it waits for deliveries and sends the rest: librdkafka refuses
+    /// every message after the first it had no room for, so the order of
+    /// the accepted ones is the rows' order.
+    fn produce_batch(&mut self, values: &[(usize, usize)], keys: &[(usize, usize)]) -> Result<()> {
+        let mut from = 0;
+        while from < values.len() {
+            let outgoing = (from..values.len()).map(|i| Outgoing {
+                value: &self.values[values[i].0..values[i].1],
+                key: keys.get(i).map(|&(s, e)| &self.keys[s..e]),
+            });
+            let refused = self.topic_producer.produce(outgoing, self.epochs.slot());
+            let taken = match refused.first() {
+                None => values.len() - from,
+                Some(&(i, RDKafkaErrorCode::QueueFull)) => i,
+                Some(&(_, e)) => return Err(self.send_failed(e)),
+            };
+            self.epochs.sent(taken as u64);
+            from += taken;
+            if from < values.len() {
+                // the local queue is full: let deliveries drain it
+                self.producer.poll(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the encoded rows one message per call, each with its own
+    /// timestamp (a window's end or the row's event time).
+    fn produce_each(
+        &mut self,
+        values: &[(usize, usize)],
+        keys: &[(usize, usize)],
+        times: &[Option<i64>],
+    ) -> Result<()> {
+        for (i, &(start, end)) in values.iter().enumerate() {
+            let mut record: BaseRecord<'_, [u8], [u8], usize> =
+                BaseRecord::with_opaque_to(&self.topic, self.epochs.slot())
+                    .payload(&self.values[start..end]);
+            if let Some(&(ks, ke)) = keys.get(i) {
+                record = record.key(&self.keys[ks..ke]);
+            }
+            if let Some(t) = times[i] {
+                record = record.timestamp(t);
+            }
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => {
+                        self.epochs.sent(1);
+                        break;
+                    }
+                    Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        // the local queue is full: let deliveries drain it
+                        record = r;
+                        self.producer.poll(Duration::from_millis(50));
+                    }
+                    Err((ClientError::MessageProduction(e), _)) => return Err(self.send_failed(e)),
+                    Err((e, _)) => {
+                        return Err(EngineError::connector(
+                            &self.name,
+                            format!("cannot send to '{}': {e}", self.topic),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send_failed(&self, code: RDKafkaErrorCode) -> EngineError {
+        EngineError::connector(
+            &self.name,
+            format!(
+                "cannot send to '{}': {}",
+                self.topic,
+                ClientError::MessageProduction(code)
+            ),
+        )
+    }
 }
 
 impl Sink for KafkaSink {
@@ -179,36 +271,9 @@ impl Sink for KafkaSink {
             ));
         }
         let keys = self.encode_keys(batch)?;
-        let times = message_times(batch)?;
-        for (i, &(start, end)) in values.iter().enumerate() {
-            let mut record: BaseRecord<'_, [u8], [u8], usize> =
-                BaseRecord::with_opaque_to(&self.topic, self.epochs.slot())
-                    .payload(&self.values[start..end]);
-            if let Some(&(ks, ke)) = keys.get(i) {
-                record = record.key(&self.keys[ks..ke]);
-            }
-            if let Some(t) = times.as_ref().and_then(|t| t[i]) {
-                record = record.timestamp(t);
-            }
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => {
-                        self.epochs.sent_one();
-                        break;
-                    }
-                    Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        // the local queue is full: let deliveries drain it
-                        record = r;
-                        self.producer.poll(Duration::from_millis(50));
-                    }
-                    Err((e, _)) => {
-                        return Err(EngineError::connector(
-                            &self.name,
-                            format!("cannot send to '{}': {e}", self.topic),
-                        ))
-                    }
-                }
-            }
+        match message_times(batch)? {
+            None => self.produce_batch(&values, &keys)?,
+            Some(times) => self.produce_each(&values, &keys, &times)?,
         }
         self.producer.poll(Duration::ZERO);
         Ok(())
