@@ -46,6 +46,12 @@ pub trait Source: Send {
     fn partition_count(&self) -> Option<usize> {
         None
     }
+    /// The partitions this reader owns, when that changed since it was
+    /// last asked: a consumer group's member owns some of the topic's
+    /// partitions, and windows then wait only for those.
+    fn owned_partitions_changed(&mut self) -> Option<Vec<usize>> {
+        None
+    }
     /// The results of every record returned so far have been flushed to
     /// the sinks: the source may record them as consumed (Kafka commits
     /// its offsets). Never called before that point.

@@ -64,14 +64,14 @@ impl Execution {
         }
     }
 
-    pub fn declare_source_partitions(&mut self, count: usize) -> Result<()> {
+    pub fn declare_source_partitions(&mut self, partitions: &[usize]) -> Result<()> {
         match self {
             Self::Single(p) => {
-                p.declare_source_partitions(count);
+                p.declare_source_partitions(partitions);
                 Ok(())
             }
             Self::Parallel(p) => {
-                p.declare_source_partitions(count);
+                p.declare_source_partitions(partitions);
                 Ok(())
             }
         }

@@ -162,7 +162,8 @@ impl Job {
         let mut out: Vec<RecordBatch> = Vec::new();
         let mut last_commit = Instant::now();
         if let Some(count) = self.source.partition_count() {
-            self.pipeline.declare_source_partitions(count)?;
+            self.pipeline
+                .declare_source_partitions(&(0..count).collect::<Vec<_>>())?;
         }
         while !self.cancel.load(Ordering::Relaxed) {
             if self.checkpoints.as_ref().is_some_and(Checkpointer::due) {
@@ -187,6 +188,9 @@ impl Job {
                 }
                 self.hold.held.store(false, Ordering::Relaxed);
                 continue;
+            }
+            if let Some(owned) = self.source.owned_partitions_changed() {
+                self.pipeline.declare_source_partitions(&owned)?;
             }
             // Latency covers reading and decoding too: a source decodes a
             // whole chunk when its first batch is asked for.

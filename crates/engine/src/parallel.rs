@@ -365,8 +365,8 @@ impl ParallelPipeline {
 
     /// Event time is assigned on the job's thread, so only its stage
     /// tracks the source's partitions.
-    pub fn declare_source_partitions(&mut self, count: usize) {
-        self.stage.declare_source_partitions(count);
+    pub fn declare_source_partitions(&mut self, partitions: &[usize]) {
+        self.stage.declare_source_partitions(partitions);
     }
 
     /// State held by the stage and all workers, as of their last reply.

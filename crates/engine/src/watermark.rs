@@ -60,12 +60,21 @@ impl WatermarkTracker {
         }
     }
 
-    /// The source reads `count` partitions: until each has delivered a
-    /// record (or stayed silent for the idle timeout, by default
+    /// The source reads `partitions`: until each has delivered a record
+    /// (or stayed silent for the idle timeout, by default
     /// [`FIRST_RECORD_WAIT`]), the watermark does not advance — records of
-    /// a partition that starts late are not late.
-    pub fn expect_partitions(&mut self, count: usize, now: Instant) {
-        self.awaited = (0..count)
+    /// a partition that starts late are not late. A partition not among
+    /// them no longer holds the watermark back: another member of the
+    /// source's consumer group reads it now.
+    pub fn expect_partitions(&mut self, partitions: &[usize], now: Instant) {
+        for (p, state) in self.partitions.iter_mut().enumerate() {
+            if !partitions.contains(&p) {
+                *state = None;
+            }
+        }
+        self.awaited = partitions
+            .iter()
+            .copied()
             .filter(|&p| self.partitions.get(p).is_none_or(Option::is_none))
             .map(|p| (p, now))
             .collect();
@@ -190,7 +199,7 @@ mod tests {
     fn waiting_for_partitions_starts_with_the_first_record() {
         let start = Instant::now();
         let mut w = WatermarkTracker::new(Duration::ZERO, None);
-        w.expect_partitions(2, start);
+        w.expect_partitions(&[0, 1], start);
         // the source took longer than the wait to deliver anything at all
         let first = start + FIRST_RECORD_WAIT * 2;
         w.observe(0, 5_000, first);
@@ -208,7 +217,7 @@ mod tests {
         let start = Instant::now();
         let mut w = WatermarkTracker::new(Duration::ZERO, Some(Duration::from_secs(5)));
         w.restore(Some(1_000), &[(0, 1_000), (1, 9_000)], start);
-        w.expect_partitions(3, start);
+        w.expect_partitions(&[0, 1, 2], start);
         let first = start + Duration::from_secs(30);
         w.observe(1, 10_000, first);
         // partitions 0 and 2 are not idle: nothing was delivered for 30 s
@@ -250,6 +259,24 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_another_member_now_reads_stops_holding_the_watermark() {
+        let start = Instant::now();
+        let mut w = WatermarkTracker::new(Duration::ZERO, None);
+        w.expect_partitions(&[0, 1, 2, 3], start);
+        w.observe(0, 5_000, start);
+        w.observe(1, 9_000, start);
+        // 2 and 3 went to another member before delivering here, and 0
+        // (behind) after: only 1 is this member's now
+        w.expect_partitions(&[1], start);
+        assert_eq!(w.advance(start), Some(9_000));
+        // a partition assigned here later is awaited from then on
+        w.expect_partitions(&[1, 2], start);
+        w.observe(1, 12_000, start);
+        assert_eq!(w.advance(start), None);
+        assert_eq!(w.advance(start + FIRST_RECORD_WAIT), Some(12_000));
+    }
+
+    #[test]
     fn slow_partition_holds_the_watermark() {
         let now = Instant::now();
         let mut w = WatermarkTracker::new(Duration::ZERO, None);
@@ -266,7 +293,7 @@ mod tests {
     fn announced_partitions_hold_the_watermark_until_they_deliver() {
         let start = Instant::now();
         let mut w = WatermarkTracker::new(Duration::ZERO, Some(Duration::from_secs(5)));
-        w.expect_partitions(3, start);
+        w.expect_partitions(&[0, 1, 2], start);
         w.observe(0, 100, start);
         w.observe(2, 100, start);
         assert_eq!(w.advance(start), None, "partition 1 has not delivered yet");
@@ -274,7 +301,7 @@ mod tests {
         assert_eq!(w.advance(start), Some(40));
         // a partition that never delivers stops waiting after the idle timeout
         let mut w = WatermarkTracker::new(Duration::ZERO, Some(Duration::from_secs(5)));
-        w.expect_partitions(2, start);
+        w.expect_partitions(&[0, 1], start);
         w.observe(0, 100, start);
         assert_eq!(w.advance(start + Duration::from_secs(1)), None);
         let later = start + Duration::from_secs(6);

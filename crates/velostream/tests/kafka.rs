@@ -13,7 +13,7 @@ use velostream_connectors::kafka::admin;
 mod kafka_support;
 mod run_support;
 use kafka_support::{brokers, produce, read_all, unique};
-use run_support::stop;
+use run_support::{spawn_run, stop};
 
 /// Runs `sql` with `velostream run`; panics with its stderr on failure.
 fn run_app(sql: &str) -> String {
@@ -522,13 +522,7 @@ fn a_killed_windowed_job_without_checkpoints_loses_no_input() {
     };
     let file = dir.path().join("live.sql");
     std::fs::write(&file, app(false)).unwrap();
-    let mut live = Command::new(env!("CARGO_BIN_EXE_velostream"))
-        .args(["run", "-q"])
-        .arg(&file)
-        .env("KAFKA_BROKERS", brokers())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut live = spawn_run(&file, &[("KAFKA_BROKERS", &brokers())]);
     // it has read everything (9 windows closed, the last one open) and
     // had several commit intervals to commit offsets
     let counts = dir.path().join("counts.jsonl");
@@ -629,13 +623,7 @@ fn two_members_split_a_topic_and_one_takes_over_when_the_other_stops() {
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_velostream"))
-            .args(["run", "-q"])
-            .arg(&app)
-            .env("KAFKA_BROKERS", brokers())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = spawn_run(&app, &[("KAFKA_BROKERS", &brokers())]);
         (child, out)
     };
     let records = |ids: std::ops::Range<i64>| -> Vec<(String, String, i64)> {

@@ -2,7 +2,7 @@
 //! (rebalances), where each starts after a restored checkpoint, the
 //! progress it may commit, and the lag librdkafka's statistics report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
@@ -16,6 +16,65 @@ use super::message_queue::RoutedQueue;
 
 /// Next offset to commit, per partition, of the records handed out so far.
 pub type Progress = Arc<Mutex<BTreeMap<i32, i64>>>;
+
+/// The partitions this member owns, as rebalances change them. Several
+/// members of one group each own some of the topic's partitions: a
+/// bounded read ends when the ones it owns are read to their end, and
+/// windows wait only for the ones it owns.
+#[derive(Debug, Default)]
+pub struct Assignment {
+    owned: BTreeSet<i32>,
+    /// False from a revocation until the assignment that follows it (and
+    /// before the first): what is owned then is about to change.
+    settled: bool,
+    /// Counts the settled assignments, so readers notice a change.
+    generation: u64,
+    /// Assigned since the source last looked ([`Assignment::take_fresh`]):
+    /// their ends must be reached again.
+    fresh: BTreeSet<i32>,
+}
+
+impl Assignment {
+    fn assigned(&mut self, partitions: impl IntoIterator<Item = i32>, cooperative: bool) {
+        if !cooperative {
+            self.owned.clear();
+        }
+        for p in partitions {
+            self.owned.insert(p);
+            self.fresh.insert(p);
+        }
+        self.settled = true;
+        self.generation += 1;
+    }
+
+    fn revoked(&mut self, partitions: impl IntoIterator<Item = i32>, cooperative: bool) {
+        if cooperative {
+            for p in partitions {
+                self.owned.remove(&p);
+                self.fresh.remove(&p);
+            }
+        } else {
+            self.owned.clear();
+            self.fresh.clear();
+        }
+        self.settled = false;
+    }
+
+    /// The partitions owned now, once an assignment has settled.
+    pub fn owned(&self) -> Option<&BTreeSet<i32>> {
+        self.settled.then_some(&self.owned)
+    }
+
+    /// Which settled assignment this is (0 before the first).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The partitions assigned since the last call.
+    pub fn take_fresh(&mut self) -> BTreeSet<i32> {
+        std::mem::take(&mut self.fresh)
+    }
+}
 
 /// Forgets the progress of revoked partitions; publishes consumer lag
 /// from librdkafka's periodic statistics (no extra broker round trips).
@@ -38,6 +97,8 @@ pub struct GroupContext {
     /// The source's own message queue: partitions are routed to it before
     /// they are assigned (see `message_queue.rs`).
     pub routed: RoutedQueue,
+    /// What this member owns; read by the source.
+    pub assignment: Arc<Mutex<Assignment>>,
 }
 
 impl ClientContext for GroupContext {
@@ -86,6 +147,15 @@ impl ConsumerContext for GroupContext {
                 for p in partitions.elements() {
                     self.routed.route(consumer, p.topic(), [p.partition()]);
                 }
+                if let Ok(mut assignment) = self.assignment.lock() {
+                    assignment.assigned(partition_numbers(partitions), cooperative);
+                    tracing::info!(
+                        component = "kafka",
+                        "rebalance: assigned partitions {:?}, owns {:?}",
+                        partition_numbers(partitions),
+                        assignment.owned
+                    );
+                }
                 if cooperative {
                     consumer.incremental_assign(partitions)
                 } else {
@@ -94,6 +164,14 @@ impl ConsumerContext for GroupContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.set_aside(partitions);
+                if let Ok(mut assignment) = self.assignment.lock() {
+                    assignment.revoked(partition_numbers(partitions), cooperative);
+                    tracing::info!(
+                        component = "kafka",
+                        "rebalance: revoked partitions {:?}",
+                        partition_numbers(partitions)
+                    );
+                }
                 if cooperative {
                     consumer.incremental_unassign(partitions)
                 } else {
@@ -110,6 +188,11 @@ impl ConsumerContext for GroupContext {
             );
         }
     }
+}
+
+/// The partition numbers of a rebalance's list (the source reads one topic).
+fn partition_numbers(list: &TopicPartitionList) -> Vec<i32> {
+    list.elements().iter().map(|p| p.partition()).collect()
 }
 
 impl GroupContext {
@@ -168,6 +251,7 @@ mod tests {
             start_at: Progress::default(),
             held: Progress::default(),
             routed: RoutedQueue::default(),
+            assignment: Arc::default(),
         }
     }
 
@@ -209,5 +293,34 @@ mod tests {
         let mut assigned = list(&[3]);
         group.resume_positions(&mut assigned);
         assert_eq!(offset_of(&assigned, 3), Offset::Offset(7));
+    }
+
+    #[test]
+    fn what_a_member_owns_follows_its_rebalances() {
+        let mut a = Assignment::default();
+        assert_eq!(
+            a.owned(),
+            None,
+            "nothing is settled before the first assignment"
+        );
+        a.assigned([0, 1, 2], false);
+        assert_eq!(a.owned(), Some(&BTreeSet::from([0, 1, 2])));
+        assert_eq!(a.take_fresh(), BTreeSet::from([0, 1, 2]));
+        // eager: everything is revoked, then a part given back
+        a.revoked([0, 1, 2], false);
+        assert_eq!(
+            a.owned(),
+            None,
+            "between a revocation and the next assignment"
+        );
+        a.assigned([2], false);
+        assert_eq!(a.owned(), Some(&BTreeSet::from([2])));
+        assert_eq!(a.generation(), 2);
+        // cooperative: only the moved partitions come and go
+        a.assigned([4], true);
+        a.revoked([2], true);
+        a.assigned([], true);
+        assert_eq!(a.owned(), Some(&BTreeSet::from([4])));
+        assert_eq!(a.take_fresh(), BTreeSet::from([4]));
     }
 }

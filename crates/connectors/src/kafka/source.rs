@@ -14,7 +14,7 @@
 //! (see `group.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -28,7 +28,7 @@ use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
 use super::columns::{bytes_column, tombstone, MessageColumns};
 use super::error::KafkaError;
-use super::group::{GroupContext, Progress};
+use super::group::{Assignment, GroupContext, Progress};
 use super::message_queue::{MessageBatch, MessageQueue, RoutedQueue};
 
 mod read;
@@ -123,6 +123,10 @@ pub struct KafkaSource {
     /// When the assigned partitions were last routed again (a partition
     /// given back while its earlier fetch was still stopping).
     routes_checked: Instant,
+    /// The partitions this group member owns (`ReadMode::Group`).
+    assignment: Arc<Mutex<Assignment>>,
+    /// The assignment generation the windows were last told of.
+    declared_generation: u64,
 }
 
 impl Drop for KafkaSource {
@@ -153,6 +157,7 @@ impl KafkaSource {
         } = spec;
         let progress: Progress = Arc::default();
         let routed = RoutedQueue::default();
+        let assignment = Arc::<Mutex<Assignment>>::default();
         let consumer: BaseConsumer<GroupContext> = config
             .create_with_context(GroupContext {
                 progress: progress.clone(),
@@ -160,6 +165,7 @@ impl KafkaSource {
                 start_at: Progress::default(),
                 held: Progress::default(),
                 routed: routed.clone(),
+                assignment: assignment.clone(),
             })
             .map_err(|source| {
                 KafkaError::Client {
@@ -225,6 +231,8 @@ impl KafkaSource {
             taken: MessageBatch::default(),
             next_taken: 0,
             routes_checked: Instant::now(),
+            assignment,
+            declared_generation: 0,
         })
     }
 
@@ -287,10 +295,10 @@ impl KafkaSource {
             return Ok(());
         }
         self.ends_checked = Some(Instant::now());
-        let Some((all, at_end)) = &self.end else {
+        let (Some((_, at_end)), Some(scope)) = (&self.end, self.end_scope()) else {
             return Ok(());
         };
-        let pending: Vec<i32> = all.difference(at_end).copied().collect();
+        let pending: Vec<i32> = scope.difference(at_end).copied().collect();
         let progress = self.progress.lock().map_err(|_| poisoned())?.clone();
         let mut reached = Vec::new();
         for partition in pending {
@@ -401,11 +409,36 @@ impl KafkaSource {
             .map(|(_, _, offset)| offset)
     }
 
-    /// True when every partition has been read to its end.
+    /// The partitions a bounded read or a table load must read to their
+    /// end: in a group, those this member owns now (`None` while a
+    /// rebalance is under way), else every partition of the topic.
+    fn end_scope(&self) -> Option<BTreeSet<i32>> {
+        let (all, _) = self.end.as_ref()?;
+        if self.mode != ReadMode::Group {
+            return Some(all.clone());
+        }
+        self.assignment.lock().ok()?.owned().cloned()
+    }
+
+    /// Takes in what rebalances changed: a partition assigned again must
+    /// be read to its end again (records may have come meanwhile).
+    fn follow_assignment(&mut self) {
+        let Ok(mut assignment) = self.assignment.lock() else {
+            return;
+        };
+        let fresh = assignment.take_fresh();
+        if let Some((_, at_end)) = &mut self.end {
+            at_end.retain(|p| !fresh.contains(p));
+        }
+    }
+
+    /// True when every partition in [`end_scope`](Self::end_scope) has
+    /// been read to its end.
     fn reached_end(&self) -> bool {
-        self.end
-            .as_ref()
-            .is_some_and(|(all, at_end)| all.is_subset(at_end))
+        match (&self.end, self.end_scope()) {
+            (Some((_, at_end)), Some(scope)) => scope.is_subset(at_end),
+            _ => false,
+        }
     }
 
     /// The payload columns of the messages just read, and which messages they are.
@@ -475,6 +508,7 @@ impl Source for KafkaSource {
         if let Some(batch) = self.pending.pop_front() {
             return Ok(SourceEvent::Batch(batch));
         }
+        self.follow_assignment();
         if self.ends && self.reached_end() && self.confirm_unread_ends()? {
             return Ok(SourceEvent::End);
         }
@@ -483,6 +517,7 @@ impl Source for KafkaSource {
             return self.tombstone(&key);
         }
         self.read_messages()?;
+        self.follow_assignment();
         if self.ends && self.columns.is_empty() && self.held_tombstone.is_none() {
             self.check_idle_ends()?;
             if self.reached_end() && self.confirm_unread_ends()? {
@@ -534,6 +569,20 @@ impl Source for KafkaSource {
 
     fn partition_count(&self) -> Option<usize> {
         self.partition_count
+    }
+
+    /// A group member's partitions, after each rebalance that settled.
+    fn owned_partitions_changed(&mut self) -> Option<Vec<usize>> {
+        if self.mode != ReadMode::Group {
+            return None;
+        }
+        let assignment = self.assignment.lock().ok()?;
+        if assignment.generation() == self.declared_generation {
+            return None;
+        }
+        let owned = assignment.owned()?.iter().map(|&p| p as usize).collect();
+        self.declared_generation = assignment.generation();
+        Some(owned)
     }
 
     /// The next offset of each partition this member has read from:

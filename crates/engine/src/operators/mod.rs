@@ -57,8 +57,9 @@ pub trait Operator: Send {
     /// here is taken with [`take_watermark`](Self::take_watermark).
     fn on_idle(&mut self) {}
 
-    /// The job's source reads `count` partitions (numbered by `_partition`).
-    fn on_source_partitions(&mut self, _count: usize) {}
+    /// The job's source reads these partitions (numbered by `_partition`);
+    /// told again whenever they change (a consumer group's rebalance).
+    fn on_source_partitions(&mut self, _partitions: &[usize]) {}
 
     /// A watermark this operator produced since it was last asked (only
     /// the operator that assigns event time produces them).
@@ -171,10 +172,10 @@ impl Pipeline {
         self.run_from(0, Vec::new(), out)
     }
 
-    /// Tells every operator how many partitions the source reads.
-    pub fn declare_source_partitions(&mut self, count: usize) {
+    /// Tells every operator which partitions the source reads.
+    pub fn declare_source_partitions(&mut self, partitions: &[usize]) {
         for op in &mut self.operators {
-            op.on_source_partitions(count);
+            op.on_source_partitions(partitions);
         }
     }
 

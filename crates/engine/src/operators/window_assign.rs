@@ -264,9 +264,10 @@ impl Operator for WindowAssignOperator {
         Some(self)
     }
 
-    fn on_source_partitions(&mut self, count: usize) {
+    fn on_source_partitions(&mut self, partitions: &[usize]) {
         if self.partition.is_some() {
-            self.watermarks.expect_partitions(count, Instant::now());
+            self.watermarks
+                .expect_partitions(partitions, Instant::now());
         }
     }
 
@@ -276,12 +277,13 @@ impl Operator for WindowAssignOperator {
 
     /// Processing time passes without input too: the watermark follows
     /// the clock, so windows close when their end has passed.
+    /// With event time, the watermark is recomputed: a partition awaited
+    /// for its first record, or one gone idle, may stop holding it back
+    /// while nothing arrives.
     fn on_idle(&mut self) {
-        if self.time.is_some() {
-            return;
+        if self.time.is_none() {
+            self.watermarks.observe(0, wall_clock_ms(), Instant::now());
         }
-        let now = wall_clock_ms();
-        self.watermarks.observe(0, now, Instant::now());
         if let Some(advanced) = self.watermarks.advance(Instant::now()) {
             self.emitted = Some(advanced);
         }

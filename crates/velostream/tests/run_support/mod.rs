@@ -1,6 +1,7 @@
 //! Running `velostream run` as a child process in the tests.
 
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 /// Stops a `velostream run` with SIGTERM (a clean drain), asserts that it
 /// exited cleanly, and returns its stderr.
@@ -15,4 +16,17 @@ pub fn stop(child: Child) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "no clean stop:\n{stderr}");
     stderr
+}
+
+/// Starts `velostream run -q app` in the background with `env` set, its
+/// stderr kept for [`stop`].
+#[allow(dead_code)] // not every test binary starts jobs in the background
+pub fn spawn_run(app: &Path, env: &[(&str, &str)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_velostream"))
+        .args(["run", "-q"])
+        .arg(app)
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
