@@ -1,7 +1,7 @@
 //! Per-job counters, shared between the job thread and whoever reports
 //! progress (the CLI's progress line, later the metrics endpoint).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -39,6 +39,11 @@ pub struct JobMetrics {
     pub batch_latency_us: Mutex<Vec<u32>>,
     /// Records not yet read per (topic, partition), as last seen by a Kafka source.
     pub source_lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// The partitions of each topic this job's consumer-group member owns.
+    pub owned_partitions: Mutex<BTreeMap<String, BTreeSet<i32>>>,
+    /// Partitions the group moved away since the metrics endpoint last
+    /// looked: their lag series are withdrawn.
+    pub released_partitions: Mutex<Vec<(String, i32)>>,
     /// The newest checkpoint the job completed (or restored at start).
     pub last_checkpoint: Mutex<Option<CheckpointReport>>,
     /// Durations (ms) of checkpoints not yet taken by the metrics endpoint.
@@ -83,6 +88,38 @@ impl JobMetrics {
                 }
             }
         }
+    }
+
+    /// The group now assigns this member `owned` of `topic`: the lag of
+    /// the partitions it no longer reads is forgotten.
+    pub fn set_owned_partitions(&self, topic: &str, owned: &BTreeSet<i32>) {
+        let (Ok(mut all), Ok(mut lags), Ok(mut released)) = (
+            self.owned_partitions.lock(),
+            self.source_lag.lock(),
+            self.released_partitions.lock(),
+        ) else {
+            return;
+        };
+        all.insert(topic.to_string(), owned.clone());
+        lags.retain(|(t, p), _| {
+            let keep = t != topic || owned.contains(p);
+            if !keep {
+                released.push((t.clone(), *p));
+            }
+            keep
+        });
+    }
+
+    /// Whether this job reads `partition` of `topic` now (true when no
+    /// consumer group has said otherwise).
+    pub fn owns_partition(&self, topic: &str, partition: i32) -> bool {
+        self.owned_partitions
+            .lock()
+            .map(|all| {
+                all.get(topic)
+                    .is_none_or(|owned| owned.contains(&partition))
+            })
+            .unwrap_or(true)
     }
 
     /// Consumer lag per (topic, partition).

@@ -54,6 +54,7 @@ pub struct ServiceMetrics {
     pub ready: IntGauge,
     heap_inuse: IntGauge,
     consumer_lag: IntGaugeVec,
+    partitions_owned: IntGaugeVec,
     producer_send_rate: GaugeVec,
     /// 1 while the configured Kafka cluster answers, else 0.
     pub broker_availability: Gauge,
@@ -151,6 +152,13 @@ impl ServiceMetrics {
             ),
             &["job", "topic", "partition"],
         )?;
+        let partitions_owned = IntGaugeVec::new(
+            Opts::new(
+                "velostream_source_partitions_owned",
+                "Partitions of a topic the job's consumer-group member owns now",
+            ),
+            &["job", "topic"],
+        )?;
         let producer_send_rate = GaugeVec::new(
             Opts::new(
                 "kafka_producer_record_send_rate",
@@ -173,6 +181,7 @@ impl ServiceMetrics {
         registry.register(Box::new(ready.clone()))?;
         registry.register(Box::new(heap_inuse.clone()))?;
         registry.register(Box::new(consumer_lag.clone()))?;
+        registry.register(Box::new(partitions_owned.clone()))?;
         registry.register(Box::new(broker_availability.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -191,6 +200,7 @@ impl ServiceMetrics {
             ready,
             heap_inuse,
             consumer_lag,
+            partitions_owned,
             producer_send_rate,
             broker_availability,
             seen: Mutex::new(HashMap::new()),
@@ -311,6 +321,23 @@ impl ServiceMetrics {
                     histogram.observe(ms);
                 }
             }
+            if let Ok(mut released) = m.released_partitions.lock() {
+                for (topic, partition) in released.drain(..) {
+                    // the group moved it away: its last lag is not this job's
+                    let _ = self.consumer_lag.remove_label_values(&[
+                        name.as_str(),
+                        &topic,
+                        &partition.to_string(),
+                    ]);
+                }
+            }
+            if let Ok(owned) = m.owned_partitions.lock() {
+                for (topic, partitions) in owned.iter() {
+                    self.partitions_owned
+                        .with_label_values(&[name.as_str(), topic])
+                        .set(partitions.len() as i64);
+                }
+            }
             for ((topic, partition), lag) in m.source_lag() {
                 self.consumer_lag
                     .with_label_values(&[name.as_str(), &topic, &partition.to_string()])
@@ -387,4 +414,42 @@ fn data_segment_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(5)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// A consumer-group rebalance moves partitions between processes: each
+    /// shows the count it owns, and the lag of a partition it gave away is
+    /// withdrawn rather than kept at its last value.
+    #[test]
+    fn a_partition_moved_away_leaves_this_jobs_lag_and_count() {
+        let metrics = ServiceMetrics::new().unwrap();
+        let job = Arc::new(JobMetrics::default());
+        job.set_owned_partitions("trades", &BTreeSet::from([0, 1, 2]));
+        for p in 0..3 {
+            job.set_source_lag("trades", p, 10 + i64::from(p));
+        }
+        let jobs = [("per_minute".to_string(), job.clone())];
+        // the owned count, and the lag of one partition
+        let shows = |owned: usize, (partition, lag): (i32, i64)| {
+            let text = metrics.render(&jobs);
+            let count = format!(
+                r#"velostream_source_partitions_owned{{job="per_minute",topic="trades"}} {owned}"#
+            );
+            let lag = format!(
+                r#"kafka_consumer_lag{{job="per_minute",partition="{partition}",topic="trades"}} {lag}"#
+            );
+            assert!(text.contains(&count) && text.contains(&lag), "{text}");
+            text
+        };
+        shows(3, (2, 12));
+        job.set_owned_partitions("trades", &BTreeSet::from([0]));
+        assert!(!job.owns_partition("trades", 2));
+        let text = shows(1, (0, 10));
+        assert!(!text.contains(r#"partition="2""#), "{text}");
+    }
 }

@@ -270,9 +270,18 @@ mod tests {
     fn the_function_reference_is_current() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/functions.md");
         let written = std::fs::read_to_string(&path).unwrap_or_default();
+        let rendered = render_markdown(&function_library());
+        let first_difference = written
+            .lines()
+            .zip(rendered.lines())
+            .position(|(w, r)| w != r)
+            .map(|i| (i + 1, written.lines().nth(i), rendered.lines().nth(i)));
         assert!(
-            written == render_markdown(&function_library()),
-            "docs/functions.md is stale: regenerate it with `velostream functions --markdown > docs/functions.md`"
+            written == rendered,
+            "docs/functions.md is stale: regenerate it with `velostream functions --markdown > docs/functions.md` \
+             ({} lines written, {} rendered; first difference (line, written, rendered): {first_difference:?})",
+            written.lines().count(),
+            rendered.lines().count()
         );
     }
 }

@@ -99,13 +99,18 @@ pub struct GroupContext {
     pub routed: RoutedQueue,
     /// What this member owns; read by the source.
     pub assignment: Arc<Mutex<Assignment>>,
+    /// The topic the source reads.
+    pub topic: String,
 }
 
 impl ClientContext for GroupContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (&partition, p) in &t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
+                if partition >= 0
+                    && p.consumer_lag >= 0
+                    && self.metrics.owns_partition(topic, partition)
+                {
                     self.metrics
                         .set_source_lag(topic, partition, p.consumer_lag);
                 }
@@ -149,6 +154,8 @@ impl ConsumerContext for GroupContext {
                 }
                 if let Ok(mut assignment) = self.assignment.lock() {
                     assignment.assigned(partition_numbers(partitions), cooperative);
+                    self.metrics
+                        .set_owned_partitions(&self.topic, &assignment.owned);
                     tracing::info!(
                         component = "kafka",
                         "rebalance: assigned partitions {:?}, owns {:?}",
@@ -166,6 +173,8 @@ impl ConsumerContext for GroupContext {
                 self.set_aside(partitions);
                 if let Ok(mut assignment) = self.assignment.lock() {
                     assignment.revoked(partition_numbers(partitions), cooperative);
+                    self.metrics
+                        .set_owned_partitions(&self.topic, &assignment.owned);
                     tracing::info!(
                         component = "kafka",
                         "rebalance: revoked partitions {:?}",
@@ -252,6 +261,7 @@ mod tests {
             held: Progress::default(),
             routed: RoutedQueue::default(),
             assignment: Arc::default(),
+            topic: "t".to_string(),
         }
     }
 

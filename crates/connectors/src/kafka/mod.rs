@@ -240,6 +240,9 @@ fn consumer_settings(
         .default("group.id", &format!("velostream-{name}"))
         .default("auto.offset.reset", "earliest")
         .default("session.timeout.ms", "6000")
+        // a member joining or leaving moves only the partitions that change
+        // hands; the others keep reading through the rebalance
+        .default("partition.assignment.strategy", "cooperative-sticky")
         // consumer lag per partition reaches the metrics through statistics
         .default("statistics.interval.ms", "5000")
         .force("enable.auto.commit", "false")

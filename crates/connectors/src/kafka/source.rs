@@ -166,6 +166,7 @@ impl KafkaSource {
                 held: Progress::default(),
                 routed: routed.clone(),
                 assignment: assignment.clone(),
+                topic: topic.clone(),
             })
             .map_err(|source| {
                 KafkaError::Client {

@@ -111,13 +111,25 @@ pub fn layer(logging: Option<&Logging>, fallback: Option<LogLevel>) -> Result<Lo
 }
 
 /// What `velostream run` prints: warnings and errors as `warning: ...` /
-/// `error: ...` lines on stderr.
+/// `error: ...` lines on stderr; more with `VELOSTREAM_LOG=info` (or
+/// `debug`, `trace`), such as a consumer group's rebalances.
 pub fn cli_subscriber() -> impl Subscriber + Send + Sync {
+    let level = match std::env::var("VELOSTREAM_LOG")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "trace" => Level::TRACE,
+        "debug" => Level::DEBUG,
+        "info" => Level::INFO,
+        "error" => Level::ERROR,
+        _ => Level::WARN,
+    };
     Registry::default().with(LogLayer {
         format: LogFormat::Text,
         fields: Vec::new(),
         outputs: vec![Output {
-            level: Level::WARN,
+            level,
             kind: OutputKind::Console,
         }],
     })
