@@ -236,6 +236,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 )
             })
             .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", path.display()))),
+        Some(Command::Bench(BenchCommand::ScaleOut(bench))) => {
+            let brokers = kafka_tools::brokers(bench.brokers.clone()).map_err(Failure::Usage)?;
+            velostream::bench::scale_out::run(&bench, &brokers)
+                .map(|report| println!("{report}"))
+                .map_err(Failure::Runtime)
+        }
         Some(Command::Bench(BenchCommand::Checkpoint(bench))) => {
             velostream::bench::checkpoint::run(&bench)
                 .map(|report| println!("{report}"))

@@ -48,6 +48,9 @@ pub enum BenchCommand {
     /// Checkpoint overhead on the windowed benchmark (memory and rocksdb),
     /// and recovery time of a job with many keys of state
     Checkpoint(crate::bench::checkpoint::CheckpointBench),
+    /// One application on 1, 2, 3 … processes of one consumer group over
+    /// the same topic: wall time and CPU per million records
+    ScaleOut(crate::bench::scale_out::ScaleOutBench),
     /// Kafka -> filter + projection -> Kafka vs a plain librdkafka consume
     Kafka {
         #[arg(long, default_value_t = 1_000_000)]
@@ -235,10 +238,11 @@ pub fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
         | BenchCommand::Latency { .. }
         | BenchCommand::Nexmark { .. }
         | BenchCommand::Checkpoint(_)
+        | BenchCommand::ScaleOut(_)
         | BenchCommand::Trades { .. }
         | BenchCommand::Postgres { .. } => {
             unreachable!(
-                "bench kafka, latency, nexmark, checkpoint, trades and postgres are dispatched before the file suites"
+                "bench kafka, latency, nexmark, checkpoint, scale-out, trades and postgres are dispatched before the file suites"
             )
         }
         BenchCommand::Interval { records, keys, run } => bench::Suite {

@@ -54,37 +54,61 @@ fn median_cpu(
 const PIPELINE: &str = "CREATE STREAM out AS SELECT id, symbol, price * quantity AS notional, \
     lower(side) AS side FROM trades WHERE price > 100 AND exchange = 'NASDAQ'";
 
-pub fn run(bench: KafkaBench) -> Result<String, String> {
-    let nanos = unique_suffix();
-    let input = format!("bench-trades-{nanos}");
-    let output = format!("bench-out-{nanos}");
-    let client = admin::plain_client(&bench.brokers);
-    admin::create_topic(&client, &input, bench.partitions).map_err(|e| e.to_string())?;
-    admin::create_topic(&client, &output, bench.partitions).map_err(|e| e.to_string())?;
-
+/// Creates `topic` with `partitions` and produces `records` generated
+/// trades to it: keyed by their position when `keyed` (every partition
+/// then holds a share), else placed by the producer's partitioner.
+/// Returns how many were produced.
+pub fn produce_trades(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    records: u64,
+    keyed: bool,
+) -> Result<u64, String> {
+    let client = admin::plain_client(brokers);
+    admin::create_topic(&client, topic, partitions).map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let file = dir.path().join("trades.jsonl");
-    eprintln!("generating {} records ...", bench.records);
-    generate_trades(&file, bench.records, 1000).map_err(|e| e.to_string())?;
+    eprintln!("generating {records} records ...");
+    generate_trades(&file, records, 1000).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
-    eprintln!(
-        "producing them to {input} ({} partitions) ...",
-        bench.partitions
-    );
+    eprintln!("producing them to {topic} ({partitions} partitions) ...");
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", &bench.brokers)
+        .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
         .set("batch.size", "1000000");
+    let keys: Vec<String> = match keyed {
+        true => (0..records).map(|i| i.to_string()).collect(),
+        false => Vec::new(),
+    };
     let clock = Clock::start();
     let produced = admin::produce(
         &config,
-        &input,
-        text.lines().map(|l| (None, l.as_bytes(), None)),
+        topic,
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| (keys.get(i).map(|k| k.as_bytes()), l.as_bytes(), None)),
     )
     .map_err(|e| e.to_string())?;
     let (produce_secs, _) = clock.stop();
     eprintln!("  {} messages/s", human(produced as f64 / produce_secs));
+    Ok(produced)
+}
+
+pub fn run(bench: KafkaBench) -> Result<String, String> {
+    let nanos = unique_suffix();
+    let input = format!("bench-trades-{nanos}");
+    let output = format!("bench-out-{nanos}");
+    let produced = produce_trades(
+        &bench.brokers,
+        &input,
+        bench.partitions,
+        bench.records,
+        false,
+    )?;
+    let client = admin::plain_client(&bench.brokers);
+    admin::create_topic(&client, &output, bench.partitions).map_err(|e| e.to_string())?;
 
     eprintln!("plain librdkafka consume ...");
     let plain = median_cpu(bench.runs, |_| {

@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod latency;
 pub mod nexmark;
 pub mod postgres;
+pub mod scale_out;
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -403,11 +404,23 @@ impl Clock {
 /// CPU time (user + system, all threads) of this process so far, from
 /// `/proc/self/stat` (Linux; clock ticks of 1/100 s).
 fn process_cpu_seconds() -> Option<f64> {
+    own_stat_seconds(11, 12)
+}
+
+/// CPU time (user + system) of this process's children that have ended
+/// and been waited for, from `/proc/self/stat`.
+pub fn children_cpu_seconds() -> Option<f64> {
+    own_stat_seconds(13, 14)
+}
+
+/// The sum of two clock-tick fields of `/proc/self/stat`, counted from
+/// the field after the parenthesised command name, in seconds.
+fn own_stat_seconds(user: usize, system: usize) -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // fields after the parenthesised command name; utime and stime are the 14th and 15th
+    // utime, stime, cutime and cstime are the 14th to 17th fields
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    let user: f64 = fields.get(user)?.parse().ok()?;
+    let system: f64 = fields.get(system)?.parse().ok()?;
+    Some((user + system) / 100.0)
 }
