@@ -152,17 +152,7 @@ impl ConsumerContext for GroupContext {
                 for p in partitions.elements() {
                     self.routed.route(consumer, p.topic(), [p.partition()]);
                 }
-                if let Ok(mut assignment) = self.assignment.lock() {
-                    assignment.assigned(partition_numbers(partitions), cooperative);
-                    self.metrics
-                        .set_owned_partitions(&self.topic, &assignment.owned);
-                    tracing::info!(
-                        component = "kafka",
-                        "rebalance: assigned partitions {:?}, owns {:?}",
-                        partition_numbers(partitions),
-                        assignment.owned
-                    );
-                }
+                self.note_change(partitions, true, cooperative);
                 if cooperative {
                     consumer.incremental_assign(partitions)
                 } else {
@@ -171,16 +161,7 @@ impl ConsumerContext for GroupContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.set_aside(partitions);
-                if let Ok(mut assignment) = self.assignment.lock() {
-                    assignment.revoked(partition_numbers(partitions), cooperative);
-                    self.metrics
-                        .set_owned_partitions(&self.topic, &assignment.owned);
-                    tracing::info!(
-                        component = "kafka",
-                        "rebalance: revoked partitions {:?}",
-                        partition_numbers(partitions)
-                    );
-                }
+                self.note_change(partitions, false, cooperative);
                 if cooperative {
                     consumer.incremental_unassign(partitions)
                 } else {
@@ -199,12 +180,34 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-/// The partition numbers of a rebalance's list (the source reads one topic).
-fn partition_numbers(list: &TopicPartitionList) -> Vec<i32> {
-    list.elements().iter().map(|p| p.partition()).collect()
-}
-
 impl GroupContext {
+    /// Takes a rebalance's `partitions` (`assigned`, else revoked) into what
+    /// this member owns, its metrics and the log.
+    fn note_change(&self, partitions: &TopicPartitionList, assigned: bool, cooperative: bool) {
+        // the source reads one topic: the partition numbers say which
+        let numbers: Vec<i32> = partitions
+            .elements()
+            .iter()
+            .map(|p| p.partition())
+            .collect();
+        let Ok(mut assignment) = self.assignment.lock() else {
+            return;
+        };
+        if assigned {
+            assignment.assigned(numbers.iter().copied(), cooperative);
+        } else {
+            assignment.revoked(numbers.iter().copied(), cooperative);
+        }
+        self.metrics
+            .set_owned_partitions(&self.topic, &assignment.owned);
+        tracing::info!(
+            component = "kafka",
+            "rebalance: {} partitions {numbers:?}, owns {:?}",
+            if assigned { "assigned" } else { "revoked" },
+            assignment.owned
+        );
+    }
+
     /// Moves the progress of revoked `partitions` out of what is committed
     /// into [`held`](Self::held).
     fn set_aside(&self, partitions: &TopicPartitionList) {

@@ -509,7 +509,6 @@ impl Source for KafkaSource {
         if let Some(batch) = self.pending.pop_front() {
             return Ok(SourceEvent::Batch(batch));
         }
-        self.follow_assignment();
         if self.ends && self.reached_end() && self.confirm_unread_ends()? {
             return Ok(SourceEvent::End);
         }
@@ -518,6 +517,7 @@ impl Source for KafkaSource {
             return self.tombstone(&key);
         }
         self.read_messages()?;
+        // rebalances are served inside that read, and only there
         self.follow_assignment();
         if self.ends && self.columns.is_empty() && self.held_tombstone.is_none() {
             self.check_idle_ends()?;
