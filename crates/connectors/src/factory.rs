@@ -28,6 +28,42 @@ impl Connectors {
         source_connector(binding)?.open_source(self, binding, projected, metrics)
     }
 
+    /// Opens Kafka source `binding` for statement `statement` that several
+    /// processes share (`'scale_out' = 'true'`): its records pass through
+    /// the statement's repartition topic, divided by the hash of `keys`
+    /// (see [`crate::kafka::repartition`]).
+    pub fn open_repartitioned_source(
+        &self,
+        binding: &SourceBinding,
+        projected: SchemaRef,
+        metrics: Arc<JobMetrics>,
+        keys: &[String],
+        statement: &str,
+    ) -> Result<Box<dyn Source>> {
+        let connector = source_connector(binding)?;
+        if connector.name() != crate::types::KAFKA_SOURCE || !binding.table_key.is_empty() {
+            return Err(velostream_engine::EngineError::NotSupported(format!(
+                "source '{}': only a kafka_source stream repartitions ('scale_out')",
+                binding.name
+            )));
+        }
+        if self.guarantee == Guarantee::ExactlyOnce {
+            return Err(velostream_engine::EngineError::NotSupported(format!(
+                "source '{}': a repartitioned read ('scale_out') is at least once for now; run with processing.guarantee at_least_once",
+                binding.name
+            )));
+        }
+        crate::kafka::repartition::open(crate::kafka::repartition::RepartitionRequest {
+            binding,
+            projected,
+            keys,
+            statement,
+            batch_size: self.batch_size,
+            defaults: &self.kafka,
+            metrics,
+        })
+    }
+
     /// Opens source `binding` as the table side of a join: a Kafka topic is
     /// read whole from its start and then kept up to date (tombstones
     /// delete); other sources open as they do for streams.

@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use velostream_connectors::kafka::{self, KafkaDefaults};
-use velostream_engine::Sink;
+use velostream_engine::{Sink, Source};
 
 fn batch() -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
@@ -190,7 +190,7 @@ fn transactions_follow_checkpoints_call_by_call() {
     );
 
     // send_offsets_to_transaction, commit_transaction, begin_transaction
-    sink.commit_checkpoint(source.as_ref()).unwrap();
+    sink.commit_checkpoint(&source).unwrap();
     assert_eq!(read_topic(&servers, "out").len(), 2);
     // (the mock cluster accepts the transactional calls but does not hide
     // uncommitted messages from read_committed consumers, fence old
@@ -202,13 +202,13 @@ fn transactions_follow_checkpoints_call_by_call() {
     // transaction opened after the last checkpoint is aborted
     sink.write(&batch()).unwrap();
     sink.pre_commit().unwrap();
-    sink.commit_checkpoint(source.as_ref()).unwrap();
+    sink.commit_checkpoint(&source).unwrap();
     assert_eq!(read_topic(&servers, "out").len(), 4);
     sink.close().unwrap();
     // a restarted job's producer takes over the transactional id
     let mut restarted = open();
     restarted.write(&batch()).unwrap();
     restarted.pre_commit().unwrap();
-    restarted.commit_checkpoint(source.as_ref()).unwrap();
+    restarted.commit_checkpoint(&source).unwrap();
     assert_eq!(read_topic(&servers, "out").len(), 6);
 }

@@ -12,6 +12,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod execution;
 pub mod job;
+pub mod key_hash;
 pub mod latency;
 pub mod metrics;
 pub mod operators;

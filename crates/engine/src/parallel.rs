@@ -20,11 +20,11 @@ use std::thread::JoinHandle;
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{RowConverter, SortField};
 use velostream_sql::{StreamNode, StreamingPlan};
 
 use crate::checkpoint::{self, Recovered};
 use crate::error::{EngineError, Result};
+use crate::key_hash::{KeyHasher, KeySpread};
 use crate::operators::{Pipeline, StateSize};
 use crate::state::OperatorSnapshot;
 
@@ -166,11 +166,8 @@ pub struct ParallelPipeline {
     /// Event time, watermark and window assignment, on the job's thread.
     stage: Pipeline,
     workers: Vec<Worker>,
-    /// Columns hashed to choose a row's worker (`Keys`), resolved against
-    /// the first batch.
-    key_names: Option<Vec<String>>,
-    key_columns: Option<Vec<usize>>,
-    converter: Option<RowConverter>,
+    /// Chooses a row's worker by its key (`Keys`).
+    keys: Option<KeyHasher>,
     /// Workers holding rows whose results were not collected yet.
     busy: Vec<usize>,
     /// Each worker's state as of its last reply.
@@ -203,12 +200,12 @@ impl ParallelPipeline {
         Ok(Self {
             stage: stage.ok_or_else(|| EngineError::Plan("no pipeline to run".into()))?,
             workers,
-            key_names: match partitioning {
+            keys: match partitioning {
                 Partitioning::Rows => None,
-                Partitioning::Keys(names) => Some(names.clone()),
+                Partitioning::Keys(names) => {
+                    Some(KeyHasher::new(names.clone(), KeySpread::Workers))
+                }
             },
-            key_columns: None,
-            converter: None,
             busy: Vec::new(),
             sizes: vec![StateSize::default(); n],
         })
@@ -260,44 +257,13 @@ impl ParallelPipeline {
     /// Which worker each row goes to.
     fn assign(&mut self, batch: &RecordBatch) -> Result<Vec<Vec<u32>>> {
         let n = self.workers.len();
+        if let Some(hasher) = &mut self.keys {
+            return hasher.split(batch, n);
+        }
         let mut parts = vec![Vec::new(); n];
-        let rows = batch.num_rows();
-        let Some(names) = &self.key_names else {
-            let per = rows.div_ceil(n).max(1);
-            for row in 0..rows {
-                parts[row / per].push(row as u32);
-            }
-            return Ok(parts);
-        };
-        if self.key_columns.is_none() {
-            let schema = batch.schema();
-            self.key_columns = Some(
-                names
-                    .iter()
-                    .map(|n| schema.index_of(n))
-                    .collect::<std::result::Result<Vec<_>, _>>()?,
-            );
-        }
-        let keys: Vec<_> = self
-            .key_columns
-            .iter()
-            .flatten()
-            .map(|&i| batch.column(i).clone())
-            .collect();
-        if self.converter.is_none() {
-            let fields = keys
-                .iter()
-                .map(|k| SortField::new(k.data_type().clone()))
-                .collect();
-            self.converter = Some(RowConverter::new(fields)?);
-        }
-        let converted = self
-            .converter
-            .as_ref()
-            .expect("created above")
-            .convert_columns(&keys)?;
-        for (row, key) in converted.iter().enumerate() {
-            parts[(fnv1a(key.as_ref()) % n as u64) as usize].push(row as u32);
+        let per = batch.num_rows().div_ceil(n).max(1);
+        for row in 0..batch.num_rows() {
+            parts[row / per].push(row as u32);
         }
         Ok(parts)
     }
@@ -472,13 +438,5 @@ fn sum(sizes: impl Iterator<Item = StateSize>) -> StateSize {
         windows: a.windows + s.windows,
         keys: a.keys + s.keys,
         rows: a.rows + s.rows,
-    })
-}
-
-/// FNV-1a: a fixed, fast hash of a key's row encoding (the same key goes
-/// to the same worker in every run, so checkpoints line up).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }

@@ -125,6 +125,11 @@ enum Command {
     Check {
         #[arg(long, value_name = "FILE", required = true)]
         config: Vec<PathBuf>,
+        /// Processes that will run the configured applications: warns when
+        /// a Kafka topic they read has fewer partitions (the extra
+        /// processes would idle)
+        #[arg(long, value_name = "N")]
+        replicas: Option<usize>,
     },
     /// Probe a running service's /health and /metrics (exit 1 when one fails)
     Health {
@@ -381,7 +386,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         .map_err(Failure::Runtime),
         Some(Command::State(command)) => command.run().map_err(Failure::Runtime),
         Some(Command::Offsets(command)) => command.run().map_err(Failure::Runtime),
-        Some(Command::Check { config }) => match velostream::tools::preflight::check(&config) {
+        Some(Command::Check { config, replicas }) => match velostream::tools::preflight::check(
+            &config, replicas,
+        ) {
             true => Ok(()),
             false => Err(Failure::Runtime("a pre-production check failed".into())),
         },
@@ -588,7 +595,17 @@ fn validate(app: PathBuf) -> Result<(), Failure> {
 fn explain(app: PathBuf) -> Result<(), Failure> {
     let application = Application::load(&app, &environment_options()?)?;
     for plan in &application.plans {
-        println!("{plan}\n");
+        print!("{plan}");
+        match application.repartition(plan) {
+            Ok(Some(step)) => println!(
+                "\n  repartition: by hash of ({}) through topic '{}' (created with the input's partition count, read back by the consumer group of that name)",
+                step.keys.join(", "),
+                step.topic
+            ),
+            Ok(None) => println!(),
+            Err(e) => println!("\n  repartition: {e}"),
+        }
+        println!();
     }
     Ok(())
 }

@@ -56,18 +56,38 @@ impl Drop for Member {
     }
 }
 
-/// Starts a member of `group` reading `topic` into its own output file.
-fn member(dir: &Path, name: &str, topic: &str, group: &str, bounded: bool) -> (Member, PathBuf) {
+/// How a member reads its topic.
+#[derive(Clone, Copy)]
+struct Reading {
+    bounded: bool,
+    /// `'scale_out' = 'true'`: groups repartition through a topic.
+    scale_out: bool,
+}
+
+const BOUNDED: Reading = Reading {
+    bounded: true,
+    scale_out: false,
+};
+const RUNNING: Reading = Reading {
+    bounded: false,
+    scale_out: false,
+};
+
+/// Starts a member of `group` reading `topic` into its own output file:
+/// per 10-second window and `grp`, the count and the sum of `id`.
+fn member(dir: &Path, name: &str, topic: &str, group: &str, reading: Reading) -> (Member, PathBuf) {
     let out = dir.join(format!("{name}.jsonl"));
     let app = dir.join(format!("{name}.sql"));
+    let Reading { bounded, scale_out } = reading;
     std::fs::write(
         &app,
         format!(
             "CREATE STREAM events (id BIGINT, grp VARCHAR, ts BIGINT)
                WITH ('events.type' = 'kafka_source', 'events.topic' = '{topic}',
-                     'events.group.id' = '{group}', 'events.bounded' = '{bounded}');
+                     'events.group.id' = '{group}', 'events.bounded' = '{bounded}',
+                     'events.scale_out' = '{scale_out}');
              CREATE STREAM per_window AS
-               SELECT grp, _window_start AS w, COUNT(*) AS n FROM events
+               SELECT grp, _window_start AS w, COUNT(*) AS n, SUM(id) AS total FROM events
                GROUP BY grp WINDOW TUMBLING(ts, 10s)
                WITH ('per_window.type' = 'file_sink', 'per_window.path' = '{}');",
             out.display()
@@ -76,6 +96,33 @@ fn member(dir: &Path, name: &str, topic: &str, group: &str, bounded: bool) -> (M
     .unwrap();
     let child = spawn_run(&app, &[("KAFKA_BROKERS", &brokers())]);
     (Member(Some(child)), out)
+}
+
+/// Waits for every member to end by itself (a bounded read), each with
+/// success; their output files.
+fn ended(members: Vec<(Member, PathBuf)>, within: Duration) -> Vec<PathBuf> {
+    let deadline = Instant::now() + within;
+    let mut outputs = Vec::new();
+    for (mut member, out) in members {
+        let status = loop {
+            if let Some(status) = member.child().try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let mut child = member.0.take().expect("running");
+                let _ = child.kill();
+                let stderr = child.wait_with_output().unwrap().stderr;
+                panic!(
+                    "a member's bounded read never ended:\n{}",
+                    String::from_utf8_lossy(&stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(status.success(), "a member failed: {status}");
+        outputs.push(out);
+    }
+    outputs
 }
 
 /// Records counted per window, summed over the members' outputs.
@@ -110,29 +157,9 @@ fn members_of_one_group_each_end_a_bounded_read_of_the_partitions_they_own() {
     let dir = tempfile::tempdir().unwrap();
     let members: Vec<(Member, PathBuf)> = ["a", "b", "c"]
         .iter()
-        .map(|name| member(dir.path(), name, &topic, &group, true))
+        .map(|name| member(dir.path(), name, &topic, &group, BOUNDED))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut outputs = Vec::new();
-    for (mut member, out) in members {
-        let status = loop {
-            if let Some(status) = member.child().try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let mut child = member.0.take().expect("running");
-                let _ = child.kill();
-                let stderr = child.wait_with_output().unwrap().stderr;
-                panic!(
-                    "a member's bounded read never ended:\n{}",
-                    String::from_utf8_lossy(&stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        assert!(status.success(), "a member failed: {status}");
-        outputs.push(out);
-    }
+    let outputs = ended(members, Duration::from_secs(120));
     let counts = window_counts(&outputs);
     assert!(complete(&counts), "windows and their counts: {counts:?}");
 }
@@ -147,8 +174,8 @@ fn windows_close_on_members_that_own_some_of_the_partitions() {
     let group = unique("group");
     admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (a, a_out) = member(dir.path(), "a", &topic, &group, false);
-    let (b, b_out) = member(dir.path(), "b", &topic, &group, false);
+    let (a, a_out) = member(dir.path(), "a", &topic, &group, RUNNING);
+    let (b, b_out) = member(dir.path(), "b", &topic, &group, RUNNING);
     let mut input = records();
     // far ahead in event time, on every partition: the last windows close
     input.extend((0..60).map(|i| {
@@ -172,4 +199,208 @@ fn windows_close_on_members_that_own_some_of_the_partitions() {
     }
     a.stop();
     b.stop();
+}
+
+/// [`RECORDS`] records keyed `k<i>`, `grp` one of four groups.
+fn records_in_groups() -> Vec<(String, String, i64)> {
+    (0..RECORDS)
+        .map(|i| {
+            let ts = BASE_MS + i * 100;
+            (
+                format!("k{i}"),
+                format!(r#"{{"id": {i}, "grp": "g{}", "ts": {ts}}}"#, i % 4),
+                ts,
+            )
+        })
+        .collect()
+}
+
+/// What each (group, window number) of [`records_in_groups`] holds: the
+/// count and the sum of ids.
+fn expected_in_groups() -> BTreeMap<(String, i64), (i64, i64)> {
+    let mut expected: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+    for i in 0..RECORDS {
+        let entry = expected
+            .entry((format!("g{}", i % 4), i / 100))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += i;
+    }
+    expected
+}
+
+/// Every answer the members wrote per (group, window number), windows
+/// numbered in time order (their starts sort as written).
+fn answers(outputs: &[PathBuf]) -> BTreeMap<(String, i64), Vec<(i64, i64)>> {
+    let rows: Vec<serde_json::Value> = outputs
+        .iter()
+        .flat_map(|path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            text.lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut starts: Vec<String> = rows.iter().map(|v| v["w"].to_string()).collect();
+    starts.sort();
+    starts.dedup();
+    let mut answered: BTreeMap<(String, i64), Vec<(i64, i64)>> = BTreeMap::new();
+    for v in &rows {
+        let start = v["w"].to_string();
+        let window = starts.iter().position(|w| *w == start).unwrap() as i64;
+        answered
+            .entry((v["grp"].as_str().unwrap().to_string(), window))
+            .or_default()
+            .push((v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap()));
+    }
+    answered
+}
+
+/// The answers when each (group, window) was answered exactly once.
+fn answered_once(
+    answered: &BTreeMap<(String, i64), Vec<(i64, i64)>>,
+) -> BTreeMap<(String, i64), (i64, i64)> {
+    answered
+        .iter()
+        .map(|(k, answers)| {
+            assert_eq!(answers.len(), 1, "{k:?} was answered {answers:?}");
+            (k.clone(), answers[0])
+        })
+        .collect()
+}
+
+/// Three members share a 6-partition topic keyed by record while the
+/// statement groups by another column: with `'scale_out'`, the records
+/// pass through a repartition topic keyed by the group, so each window of
+/// each group is answered once, by one member, whole. (Without it every
+/// member answered with the part of each group it happened to read.)
+#[test]
+fn a_group_other_than_the_message_key_is_answered_whole_by_one_member() {
+    let topic = unique("split-groups");
+    let group = unique("group");
+    admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
+    produce(&topic, &records_in_groups());
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Reading {
+        bounded: true,
+        scale_out: true,
+    };
+    let members: Vec<(Member, PathBuf)> = ["a", "b", "c"]
+        .iter()
+        .map(|name| member(dir.path(), name, &topic, &group, shared))
+        .collect();
+    let outputs = ended(members, Duration::from_secs(120));
+    assert_eq!(answered_once(&answers(&outputs)), expected_in_groups());
+    let partitions = admin::partitions(
+        &admin::plain_client(&brokers())
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .unwrap(),
+        &format!("{group}-per_window-repartition"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(
+        partitions.len(),
+        6,
+        "the repartition topic has the input's partitions"
+    );
+}
+
+/// The same while the members keep running: windows close on the
+/// records' event time as they cross the repartition topic, each group's
+/// window answered once.
+#[test]
+fn repartitioned_windows_close_while_the_members_run() {
+    let topic = unique("split-groups-running");
+    let group = unique("group");
+    admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Reading {
+        bounded: false,
+        scale_out: true,
+    };
+    let (a, a_out) = member(dir.path(), "a", &topic, &group, shared);
+    let (b, b_out) = member(dir.path(), "b", &topic, &group, shared);
+    let mut input = records_in_groups();
+    // far ahead in event time, for every group from every input partition
+    input.extend((0..240).map(|i| {
+        let ts = BASE_MS + 1_000_000;
+        (
+            format!("late-k{i}"),
+            format!(r#"{{"id": 0, "grp": "g{}", "ts": {ts}}}"#, i % 4),
+            ts,
+        )
+    }));
+    produce(&topic, &input);
+    let outputs = [a_out, b_out];
+    let expected = expected_in_groups();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answered = answers(&outputs);
+        if answered.len() >= expected.len() {
+            assert_eq!(answered_once(&answered), expected);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "windows not closed while running: {answered:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.stop();
+    b.stop();
+}
+
+/// `velostream check --replicas N` compares N with the partitions of every
+/// topic the configured applications read as a consumer group: processes
+/// beyond the partition count would own nothing.
+#[test]
+fn check_warns_when_replicas_exceed_a_topics_partitions() {
+    let topic = unique("split-check");
+    admin::create_topic(&admin::plain_client(&brokers()), &topic, 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.sql"),
+        format!(
+            "CREATE STREAM events (id BIGINT, grp VARCHAR, ts BIGINT)
+               WITH ('events.type' = 'kafka_source', 'events.topic' = '{topic}',
+                     'events.scale_out' = 'true');
+             CREATE STREAM counts AS SELECT grp, COUNT(*) AS n FROM events GROUP BY grp;"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "velostream:\n  kafka:\n    bootstrap_servers: {}\n  state_dir: {}\n  applications:\n    - app.sql\n",
+            brokers(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let check = |replicas: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_velostream"))
+            .args(["check", "--replicas", replicas, "--config"])
+            .arg(&config)
+            .env_remove("KAFKA_BROKERS")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = check("3");
+    assert!(
+        said.contains(&format!(
+            "WARN scale-out: {} job counts: 3 replicas, but topic '{topic}' has 2 partitions: 1 replica(s) would own none",
+            dir.path().join("app.sql").display()
+        )),
+        "{said}"
+    );
+    let said = check("2");
+    assert!(
+        said.contains(&format!(
+            "job counts: topic '{topic}' has 2 partitions for 2 replicas"
+        )),
+        "{said}"
+    );
 }

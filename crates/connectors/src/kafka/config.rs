@@ -306,6 +306,12 @@ impl KafkaSettings {
         self
     }
 
+    /// Leaves a property out.
+    pub fn remove(&mut self, key: &str) -> &mut Self {
+        self.properties.remove(key);
+        self
+    }
+
     pub fn bootstrap_servers(&self) -> &str {
         self.get("bootstrap.servers").unwrap_or_default()
     }

@@ -136,7 +136,7 @@ fn open_kafka(
         }
         ReadMode::Table
     };
-    open_source(
+    let source = open_source(
         &binding.name,
         &properties,
         &binding.schema,
@@ -146,7 +146,8 @@ fn open_kafka(
         &cx.kafka,
         mode,
         metrics,
-    )
+    )?;
+    Ok(Box::new(source))
 }
 
 /// `kafka_sink`.

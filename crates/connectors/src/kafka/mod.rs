@@ -18,6 +18,7 @@ mod group;
 pub mod message_queue;
 mod probe;
 mod produce_batch;
+pub mod repartition;
 pub mod sink;
 pub mod source;
 
@@ -27,7 +28,7 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rdkafka::consumer::BaseConsumer;
-use velostream_engine::{JobMetrics, Result, Sink, Source};
+use velostream_engine::{JobMetrics, Result, Sink};
 use velostream_sql::{system_columns, TimeFormats};
 
 use self::config::KafkaSettings;
@@ -64,6 +65,11 @@ pub const SOURCE_KEYS: &[Key] = &[
     Key::new(
         "key.field",
         "a declared column that receives the message key",
+    ),
+    Key::with_default(
+        "scale_out",
+        "false",
+        "`true`: several processes of the application share this source's partitions; statements that group its records by a column repartition them through a topic, so each key is held by one process (docs/scale-out.md)",
     ),
 ];
 /// Velostream's own keys of a Kafka sink; every other key goes to librdkafka.
@@ -289,7 +295,7 @@ pub fn open_source(
     defaults: &KafkaDefaults,
     mode: ReadMode,
     metrics: Arc<JobMetrics>,
-) -> Result<Box<dyn Source>> {
+) -> Result<source::KafkaSource> {
     let bad = |e: ConnectorError| e.at(name);
     let topic = topic(props, types::KAFKA_SOURCE).map_err(bad)?;
     let format = KafkaFormat::from_properties(props).map_err(bad)?;
@@ -378,7 +384,7 @@ pub fn open_source(
             defaults.table_load_timeout,
         );
     }
-    Ok(Box::new(source))
+    Ok(source)
 }
 
 /// Opens a `kafka_sink`; `key` names the result's key columns.

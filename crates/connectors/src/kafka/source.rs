@@ -301,6 +301,11 @@ impl KafkaSource {
         };
         let pending: Vec<i32> = scope.difference(at_end).copied().collect();
         let progress = self.progress.lock().map_err(|_| poisoned())?.clone();
+        let positions = if pending.iter().any(|p| !progress.contains_key(p)) {
+            self.consumer.position().ok()
+        } else {
+            None
+        };
         let mut reached = Vec::new();
         for partition in pending {
             let (low, high) =
@@ -318,8 +323,14 @@ impl KafkaSource {
                         continue;
                     }
                 };
-            let done = match progress.get(&partition) {
-                Some(&next) => next >= high,
+            // a partition this member has read nothing from may have been
+            // read to its end by its previous owner
+            let done = match progress
+                .get(&partition)
+                .copied()
+                .or_else(|| self.read_from(positions.as_ref(), partition))
+            {
+                Some(next) => next >= high,
                 None => high <= low, // nothing to read in it
             };
             if done {
@@ -369,16 +380,7 @@ impl KafkaSource {
                 reopened.push(partition); // unconfirmed: not ended yet
                 continue;
             };
-            // where this member reads from: librdkafka's position, else
-            // the group's committed offset
-            let position = positions
-                .as_ref()
-                .and_then(|l| l.find_partition(&self.topic, partition))
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(at) => Some(at),
-                    _ => None,
-                })
-                .or_else(|| self.committed_offset(partition));
+            let position = self.read_from(positions.as_ref(), partition);
             if high <= low || position.is_some_and(|at| at >= high) {
                 continue;
             }
@@ -397,6 +399,18 @@ impl KafkaSource {
             }
         }
         Ok(reopened.is_empty())
+    }
+
+    /// Where this member reads `partition` from: librdkafka's position
+    /// (from `positions`), else the group's committed offset.
+    fn read_from(&self, positions: Option<&TopicPartitionList>, partition: i32) -> Option<i64> {
+        positions
+            .and_then(|l| l.find_partition(&self.topic, partition))
+            .and_then(|e| match e.offset() {
+                Offset::Offset(at) => Some(at),
+                _ => None,
+            })
+            .or_else(|| self.committed_offset(partition))
     }
 
     /// The group's committed offset of `partition`, if it has one.

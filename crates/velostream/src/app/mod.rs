@@ -14,6 +14,7 @@ mod run;
 mod wiring;
 
 pub use run::run_jobs;
+pub use wiring::Repartition;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -16,7 +16,16 @@ use velostream_sql::{SourceBinding, SourceOrigin, StatementKind, StreamNode, Str
 
 use velostream_connectors::fanout::FanoutSink;
 
+use velostream_connectors::kafka::repartition;
+
 use super::{AppError, Application};
+
+/// A statement's repartition step: the key columns hashed and the topic.
+#[derive(Debug, Clone)]
+pub struct Repartition {
+    pub keys: Vec<String>,
+    pub topic: String,
+}
 
 impl Application {
     /// Opens all connectors and builds the jobs, in statement order.
@@ -165,6 +174,16 @@ impl Application {
                     if !binding.table_key.is_empty() && (bounded[i] || binding.ends()) {
                         self.declared_table(&binding, scan_schema(plan), &metrics)
                             .map_err(job_err)?
+                    } else if let Some(step) = self.repartition(plan).map_err(job_err)? {
+                        self.connectors
+                            .open_repartitioned_source(
+                                &binding,
+                                scan_schema(plan),
+                                metrics.clone(),
+                                &step.keys,
+                                &plan.name,
+                            )
+                            .map_err(job_err)?
                     } else {
                         self.connectors
                             .open_source(&binding, scan_schema(plan), metrics.clone())
@@ -261,6 +280,32 @@ impl Application {
             self.parallelism
         );
         None
+    }
+
+    /// How `plan` divides its input among the processes sharing its source
+    /// (`'scale_out' = 'true'`): `None` when it need not (the source is not
+    /// shared, or the statement keeps no keyed state).
+    pub fn repartition(&self, plan: &StreamingPlan) -> Result<Option<Repartition>, EngineError> {
+        let Some(binding) = plan.sources.first() else {
+            return Ok(None);
+        };
+        if binding.origin != SourceOrigin::External || !repartition::is_scaled_out(binding) {
+            return Ok(None);
+        }
+        match parallel::partitioning(plan) {
+            Ok(Partitioning::Rows) => Ok(None),
+            Ok(Partitioning::Keys(keys)) => {
+                let binding = self.as_read_by(binding, plan);
+                Ok(Some(Repartition {
+                    topic: repartition::topic_name(&binding, &plan.name, &self.connectors.kafka),
+                    keys,
+                }))
+            }
+            Err(why) => Err(EngineError::NotSupported(format!(
+                "source '{}' is shared by several processes ('scale_out'), but this statement cannot be divided among them: {why}",
+                binding.name
+            ))),
+        }
     }
 
     /// Source `binding` as `plan` reads it: a source several statements

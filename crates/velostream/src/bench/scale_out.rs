@@ -32,18 +32,30 @@ pub struct ScaleOutBench {
     /// Instance counts to run, one measurement each (comma-separated)
     #[arg(long, default_value = "1,2,3", value_delimiter = ',')]
     pub instances: Vec<usize>,
+    /// Run a 1-minute tumbling count and sum per symbol on a shared source
+    /// (`'scale_out' = 'true'`: every record crosses the statement's
+    /// repartition topic) instead of the filter + projection
+    #[arg(long)]
+    pub repartition: bool,
 }
 
-/// The statement every instance runs: the filter + projection of `bench
-/// kafka`, into a file of the instance's own.
-fn application(topic: &str, brokers: &str, group: &str, out: &Path) -> String {
+/// The statement every instance runs, into a file of the instance's own:
+/// the filter + projection of `bench kafka`, or with `repartition` a
+/// per-symbol window aggregate through the repartition topic.
+fn application(topic: &str, brokers: &str, group: &str, out: &Path, repartition: bool) -> String {
+    let query = if repartition {
+        "SELECT symbol, _window_start AS w, COUNT(*) AS trades, SUM(quantity) AS volume \
+           FROM trades GROUP BY symbol WINDOW TUMBLING(ts, 1m)"
+    } else {
+        "SELECT id, symbol, price * quantity AS notional, lower(side) AS side \
+           FROM trades WHERE price > 100 AND exchange = 'NASDAQ'"
+    };
     format!(
         "CREATE STREAM trades (id BIGINT, symbol VARCHAR, side VARCHAR, price DOUBLE, \
            quantity BIGINT, exchange VARCHAR, trader VARCHAR, ccy VARCHAR, ts BIGINT)
          WITH ('type' = 'kafka_source', 'topic' = '{topic}', 'bootstrap.servers' = '{brokers}',
-               'group.id' = '{group}', 'bounded' = 'true');
-         CREATE STREAM out AS SELECT id, symbol, price * quantity AS notional, lower(side) AS side
-           FROM trades WHERE price > 100 AND exchange = 'NASDAQ'
+               'group.id' = '{group}', 'bounded' = 'true', 'scale_out' = '{repartition}');
+         CREATE STREAM out AS {query}
          WITH ('out.type' = 'file_sink', 'out.path' = '{}');",
         out.display()
     )
@@ -70,13 +82,14 @@ fn measure(
     brokers: &str,
     instances: usize,
     suffix: u128,
+    repartition: bool,
 ) -> Result<Run, String> {
     let group = format!("bench-scale-{suffix}-{instances}");
     let apps = (0..instances)
         .map(|i| {
             let app = dir.join(format!("scale-{instances}-{i}.sql"));
             let out = dir.join(format!("scale-{instances}-{i}.jsonl"));
-            std::fs::write(&app, application(topic, brokers, &group, &out))
+            std::fs::write(&app, application(topic, brokers, &group, &out, repartition))
                 .map(|()| app)
                 .map_err(|e| e.to_string())
         })
@@ -134,7 +147,14 @@ pub fn run(bench: &ScaleOutBench, brokers: &str) -> Result<String, String> {
     let mut runs = Vec::new();
     for &instances in &bench.instances {
         eprintln!("{instances} instance(s) ...");
-        let run = measure(dir.path(), &topic, brokers, instances, suffix)?;
+        let run = measure(
+            dir.path(),
+            &topic,
+            brokers,
+            instances,
+            suffix,
+            bench.repartition,
+        )?;
         eprintln!(
             "  {:.2} s, {} records, {:.2} CPU s",
             run.seconds, run.records, run.cpu_seconds
@@ -145,8 +165,13 @@ pub fn run(bench: &ScaleOutBench, brokers: &str) -> Result<String, String> {
         .first()
         .map(|r| r.cpu_seconds / r.records.max(1) as f64)
         .unwrap_or(0.0);
+    let query = if bench.repartition {
+        "1-minute tumbling count and sum per symbol through the repartition topic"
+    } else {
+        "filter + projection"
+    };
     let mut report = format!(
-        "Scale-out: {produced} JSON records on {} partitions, Kafka → filter + projection → file, \
+        "Scale-out: {produced} JSON records on {} partitions, Kafka → {query} → file, \
          each instance a `velostream run` process of one consumer group, bounded read\n\n\
          | instances | wall s (join included) | records read | records/s (wall) | CPU s per M records | CPU per record vs {} instance(s) |\n\
          |---|---|---|---|---|---|\n",

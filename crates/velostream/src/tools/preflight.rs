@@ -1,16 +1,20 @@
 //! `velostream check`: the deployment guide's pre-production checks, one
 //! PASS/FAIL line each (SKIP when the configuration does not use the
-//! dependency), and `velostream health`: the guide's health-check script
+//! dependency, WARN for what works but wastes: replicas beyond a topic's
+//! partitions), and `velostream health`: the guide's health-check script
 //! against a running service.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use velostream_connectors::kafka;
+use rdkafka::consumer::BaseConsumer;
+use velostream_connectors::kafka::{self, KafkaDefaults};
 use velostream_server::config::schema::{Guarantee, LogOutput};
 use velostream_server::config::ServiceConfig;
 use velostream_server::service::DEFAULT_STATE_DIR;
+use velostream_sql::{SourceBinding, SourceOrigin};
 
+use crate::app::Application;
 use crate::tools::api_client::{ApiAuth, ApiClient};
 
 /// The outcome of one check.
@@ -18,10 +22,13 @@ pub enum Outcome {
     Pass(String),
     Fail(String),
     Skip(String),
+    /// Works, but not as the operator likely intends; does not fail the run.
+    Warn(String),
 }
 
 /// Runs every check; prints one line each; true when none failed.
-pub fn check(files: &[PathBuf]) -> bool {
+/// `replicas`: how many processes will run the configured applications.
+pub fn check(files: &[PathBuf], replicas: Option<usize>) -> bool {
     let mut outcomes = Vec::new();
     let config = match crate::settings::load(files) {
         Ok(c) => {
@@ -64,6 +71,14 @@ pub fn check(files: &[PathBuf]) -> bool {
             outcomes.push(writable_dir("log directory", &dir));
         }
     }
+    if let (Some(c), Some(n)) = (&config, replicas) {
+        let base = files
+            .first()
+            .and_then(|f| f.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        outcomes.extend(scale_out(c, &base, n));
+    }
     outcomes.push(limit("file descriptors", "Max open files", 65_536));
     outcomes.push(limit("processes", "Max processes", 32_768));
     let mut ok = true;
@@ -71,6 +86,7 @@ pub fn check(files: &[PathBuf]) -> bool {
         match o {
             Outcome::Pass(m) => println!("PASS {m}"),
             Outcome::Skip(m) => println!("SKIP {m}"),
+            Outcome::Warn(m) => println!("WARN {m}"),
             Outcome::Fail(m) => {
                 ok = false;
                 println!("FAIL {m}")
@@ -86,6 +102,81 @@ pub fn check(files: &[PathBuf]) -> bool {
         }
     );
     ok
+}
+
+/// `--replicas N`: for each configured application, each statement reading
+/// a Kafka topic as a consumer group member: the group can keep at most
+/// one process busy per partition, so replicas beyond the topic's
+/// partition count idle (WARN).
+fn scale_out(c: &ServiceConfig, base: &Path, replicas: usize) -> Vec<Outcome> {
+    let options = crate::launcher::run_settings(c);
+    let mut outcomes = Vec::new();
+    for entry in &c.velostream.applications {
+        let path = base.join(entry.path());
+        let application = match Application::load(&path, &options) {
+            Ok(a) => a,
+            Err(e) => {
+                outcomes.push(Outcome::Fail(format!("scale-out: {}: {e}", path.display())));
+                continue;
+            }
+        };
+        for plan in &application.plans {
+            let Some(binding) = plan.sources.first() else {
+                continue;
+            };
+            if binding.origin != SourceOrigin::External
+                || binding.properties.get("type").map(String::as_str) != Some("kafka_source")
+                || !binding.table_key.is_empty()
+            {
+                continue;
+            }
+            let what = format!("scale-out: {} job {}", path.display(), plan.name);
+            outcomes.push(match topic_partitions(&options.kafka, binding) {
+                Ok((topic, n)) if replicas > n => Outcome::Warn(format!(
+                    "{what}: {replicas} replicas, but topic '{topic}' has {n} partitions: {} replica(s) would own none and idle (parallelism is at most the partition count)",
+                    replicas - n
+                )),
+                Ok((topic, n)) => Outcome::Pass(format!(
+                    "{what}: topic '{topic}' has {n} partitions for {replicas} replicas"
+                )),
+                Err(e) => Outcome::Fail(format!("{what}: {e}")),
+            });
+        }
+    }
+    if outcomes.is_empty() {
+        outcomes.push(Outcome::Skip(
+            "scale-out: no configured application reads a Kafka topic as a consumer group".into(),
+        ));
+    }
+    outcomes
+}
+
+/// The topic source `binding` reads and its partition count.
+fn topic_partitions(
+    defaults: &KafkaDefaults,
+    binding: &SourceBinding,
+) -> Result<(String, usize), String> {
+    let topic = binding
+        .properties
+        .get("topic")
+        .or_else(|| binding.properties.get("topic.name"))
+        .cloned()
+        .ok_or("no 'topic'")?;
+    let settings = kafka::client_settings(
+        defaults,
+        binding
+            .properties
+            .get("bootstrap.servers")
+            .map(String::as_str),
+    )
+    .map_err(|e| e.to_string())?;
+    let consumer: BaseConsumer = settings
+        .client_config()
+        .create()
+        .map_err(|e| e.to_string())?;
+    let partitions = kafka::admin::partitions(&consumer, &topic, Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    Ok((topic, partitions.len()))
 }
 
 fn connection_timeout(c: &ServiceConfig) -> Duration {
