@@ -73,6 +73,12 @@ const RUNNING: Reading = Reading {
     scale_out: false,
 };
 
+/// Running members of an application sharing its source.
+const SHARED_RUNNING: Reading = Reading {
+    bounded: false,
+    scale_out: true,
+};
+
 /// Starts a member of `group` reading `topic` into its own output file:
 /// per 10-second window and `grp`, the count and the sum of `id`.
 fn member(dir: &Path, name: &str, topic: &str, group: &str, reading: Reading) -> (Member, PathBuf) {
@@ -94,7 +100,11 @@ fn member(dir: &Path, name: &str, topic: &str, group: &str, reading: Reading) ->
         ),
     )
     .unwrap();
-    let child = spawn_run(&app, &[("KAFKA_BROKERS", &brokers())]);
+    // rebalances are logged: a member that does not end says what it saw
+    let child = spawn_run(
+        &app,
+        &[("KAFKA_BROKERS", &brokers()), ("VELOSTREAM_LOG", "info")],
+    );
     (Member(Some(child)), out)
 }
 
@@ -215,6 +225,21 @@ fn records_in_groups() -> Vec<(String, String, i64)> {
         .collect()
 }
 
+/// Records far ahead in event time, for every group from every input
+/// partition (60 keys each): every window of [`records_in_groups`] closes.
+fn far_ahead_in_groups() -> Vec<(String, String, i64)> {
+    let ts = BASE_MS + 1_000_000;
+    (0..240)
+        .map(|i| {
+            (
+                format!("late-k{i}"),
+                format!(r#"{{"id": 0, "grp": "g{}", "ts": {ts}}}"#, i % 4),
+                ts,
+            )
+        })
+        .collect()
+}
+
 /// What each (group, window number) of [`records_in_groups`] holds: the
 /// count and the sum of ids.
 fn expected_in_groups() -> BTreeMap<(String, i64), (i64, i64)> {
@@ -315,22 +340,10 @@ fn repartitioned_windows_close_while_the_members_run() {
     let group = unique("group");
     admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let shared = Reading {
-        bounded: false,
-        scale_out: true,
-    };
-    let (a, a_out) = member(dir.path(), "a", &topic, &group, shared);
-    let (b, b_out) = member(dir.path(), "b", &topic, &group, shared);
+    let (a, a_out) = member(dir.path(), "a", &topic, &group, SHARED_RUNNING);
+    let (b, b_out) = member(dir.path(), "b", &topic, &group, SHARED_RUNNING);
     let mut input = records_in_groups();
-    // far ahead in event time, for every group from every input partition
-    input.extend((0..240).map(|i| {
-        let ts = BASE_MS + 1_000_000;
-        (
-            format!("late-k{i}"),
-            format!(r#"{{"id": 0, "grp": "g{}", "ts": {ts}}}"#, i % 4),
-            ts,
-        )
-    }));
+    input.extend(far_ahead_in_groups());
     produce(&topic, &input);
     let outputs = [a_out, b_out];
     let expected = expected_in_groups();
@@ -403,4 +416,66 @@ fn check_warns_when_replicas_exceed_a_topics_partitions() {
         )),
         "{said}"
     );
+}
+
+/// One of three members is killed with SIGKILL in the middle of the
+/// input and another starts: its input partitions and repartition
+/// partitions move to the others, which read them again from the group's
+/// last commit. Every window of every group is still answered with its
+/// whole count (a window answered before the kill may be answered again,
+/// with the same values: at least once, deduplicated).
+#[test]
+fn a_member_killed_mid_input_leaves_every_group_answered_whole() {
+    let topic = unique("split-groups-kill");
+    let group = unique("group");
+    admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<(Member, PathBuf)> = ["a", "b", "c"]
+        .iter()
+        .map(|name| member(dir.path(), name, &topic, &group, SHARED_RUNNING))
+        .collect();
+    let mut outputs: Vec<PathBuf> = members.iter().map(|(_, out)| out.clone()).collect();
+    let input = records_in_groups();
+    let (first, second) = input.split_at(input.len() / 2);
+    produce(&topic, first);
+    // the first windows close: the members are reading and writing
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answers(&outputs).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no window closed before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut members = members.into_iter();
+    let (mut killed, _) = members.next().unwrap();
+    killed.child().kill().unwrap(); // SIGKILL
+    killed.child().wait().unwrap();
+    let (d, d_out) = member(dir.path(), "d", &topic, &group, SHARED_RUNNING);
+    outputs.push(d_out);
+    let mut rest = second.to_vec();
+    rest.extend(far_ahead_in_groups());
+    produce(&topic, &rest);
+    let expected = expected_in_groups();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut answered = answers(&outputs);
+        for values in answered.values_mut() {
+            values.sort();
+            values.dedup();
+        }
+        if answered.len() >= expected.len() && answered.values().all(|v| v.len() == 1) {
+            assert_eq!(answered_once(&answered), expected);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the kill, windows not answered whole: {answered:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (member, _) in members {
+        member.stop();
+    }
+    d.stop();
 }

@@ -1,0 +1,362 @@
+//! The [`RepartitionSource`]: both halves of a repartitioned read on the
+//! job's thread (see [the module](super)).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, Int32Array, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::TopicPartitionList;
+use velostream_engine::connector::Position;
+use velostream_engine::key_hash::KeyHasher;
+use velostream_engine::{EngineError, Result, Source, SourceEvent};
+
+use super::crossing::{decode, encode, int32, stream_of, HandedOver};
+use super::{COMMIT_EVERY, DELIVERY_TIMEOUT, END_CHECK_EVERY};
+use crate::kafka::admin;
+use crate::kafka::delivery::{self, Deliveries, DeliveryContext};
+use crate::kafka::source::KafkaSource;
+
+/// The two halves of a repartitioned read (see the module documentation).
+pub struct RepartitionSource {
+    pub(super) name: String,
+    /// The columns the job reads: the source's projected columns.
+    pub(super) schema: SchemaRef,
+    /// Where `_partition` is in [`schema`](Self::schema), if the job reads it.
+    pub(super) partition_column: Option<usize>,
+    /// The columns of a record crossing the topic: the job's, then
+    /// `_partition` and `_offset` unless the job reads them.
+    pub(super) crossing: SchemaRef,
+    pub(super) crossing_partition: usize,
+    pub(super) crossing_offset: usize,
+    /// The crossing columns the job reads (the leading ones).
+    pub(super) kept: Vec<usize>,
+    /// What was handed to the job, to drop records written again.
+    pub(super) handed_over: HandedOver,
+    /// The input half, until a bounded read of it ended.
+    pub(super) input: Option<KafkaSource>,
+    pub(super) input_topic: String,
+    pub(super) input_partitions: usize,
+    pub(super) hasher: KeyHasher,
+    pub(super) producer: BaseProducer<DeliveryContext>,
+    pub(super) deliveries: Arc<Deliveries>,
+    pub(super) topic: String,
+    /// A client of the input's group that never joins it.
+    pub(super) probe: BaseConsumer,
+    pub(super) sent_since_commit: bool,
+    pub(super) last_commit: Instant,
+    /// The output half.
+    pub(super) output: KafkaSource,
+    pub(super) bounded: bool,
+    /// The output half was told to end at the repartition topic's end.
+    pub(super) end_set: bool,
+    pub(super) end_checked: Option<Instant>,
+}
+
+impl RepartitionSource {
+    /// Moves what the input half has now into the repartition topic.
+    fn pump_input(&mut self) -> Result<()> {
+        let Some(input) = &mut self.input else {
+            return Ok(());
+        };
+        match input.poll_now()? {
+            SourceEvent::Batch(batch) => {
+                self.send(&batch)?;
+                self.sent_since_commit = true;
+            }
+            SourceEvent::Idle | SourceEvent::Deletes(_) => {}
+            SourceEvent::End => {
+                self.commit_input()?;
+                // leaving the input's group hands its partitions on at once
+                self.input = None;
+                return Ok(());
+            }
+        }
+        if self.sent_since_commit && self.last_commit.elapsed() >= COMMIT_EVERY {
+            self.commit_input()?;
+        }
+        Ok(())
+    }
+
+    /// One message per repartition partition holding the batch's rows of
+    /// that partition.
+    fn send(&mut self, batch: &RecordBatch) -> Result<()> {
+        let parts = self.hasher.split(batch, self.input_partitions)?;
+        for (partition, rows) in parts.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let part = if rows.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                take_record_batch(batch, &UInt32Array::from(rows))?
+            };
+            let payload = encode(&part)?;
+            let mut record: BaseRecord<'_, (), [u8], usize> =
+                BaseRecord::with_opaque_to(&self.topic, 0)
+                    .partition(partition as i32)
+                    .payload(&payload);
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, back))
+                        if e.rdkafka_error_code()
+                            == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                    {
+                        record = back;
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => return Err(EngineError::connector(&self.name, e)),
+                }
+            }
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Waits for every repartitioned record to be acknowledged, then
+    /// commits the input offsets of what the input half read.
+    fn commit_input(&mut self) -> Result<()> {
+        delivery::flush(&self.producer, DELIVERY_TIMEOUT)
+            .map_err(|e| EngineError::connector(&self.name, format!("repartition topic: {e}")))?;
+        if let Some(error) = self
+            .deliveries
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+        {
+            return Err(EngineError::connector(
+                &self.name,
+                format!(
+                    "a record could not be written to repartition topic '{}': {error}",
+                    self.topic
+                ),
+            ));
+        }
+        if let Some(input) = &mut self.input {
+            input.commit()?;
+        }
+        self.sent_since_commit = false;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// For a bounded read whose input half ended here: once the whole
+    /// group's input is committed, the output half ends at the end of the
+    /// repartition partitions this process owns.
+    fn check_end(&mut self) -> Result<()> {
+        if !self.bounded || self.end_set || self.input.is_some() {
+            return Ok(());
+        }
+        if self
+            .end_checked
+            .is_some_and(|t| t.elapsed() < END_CHECK_EVERY)
+        {
+            return Ok(());
+        }
+        self.end_checked = Some(Instant::now());
+        if self.input_committed_to_end() {
+            self.output
+                .set_end((0..self.input_partitions as i32).collect());
+            self.end_set = true;
+        }
+        Ok(())
+    }
+
+    /// Whether every input partition's committed offset has reached the
+    /// partition's end (an empty partition counts as read).
+    fn input_committed_to_end(&self) -> bool {
+        let timeout = Duration::from_secs(5);
+        let mut wanted = TopicPartitionList::new();
+        for p in 0..self.input_partitions as i32 {
+            wanted.add_partition(&self.input_topic, p);
+        }
+        let Ok(committed) = admin::committed_offsets(&self.probe, wanted, timeout) else {
+            return false;
+        };
+        let committed: BTreeMap<i32, i64> = committed.into_iter().map(|(_, p, o)| (p, o)).collect();
+        (0..self.input_partitions as i32).all(|p| {
+            let Ok((low, high)) = self.probe.fetch_watermarks(&self.input_topic, p, timeout) else {
+                return false;
+            };
+            match committed.get(&p) {
+                Some(&at) => at >= high,
+                None => high <= low,
+            }
+        })
+    }
+
+    /// The job's rows from one batch of repartition messages.
+    fn decode(&mut self, carried: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let values = carried
+            .column(0)
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .ok_or_else(|| EngineError::connector(&self.name, "repartition values are bytes"))?;
+        let partitions = carried
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .ok_or_else(|| EngineError::connector(&self.name, "partitions are numbers"))?;
+        let mut parts = Vec::with_capacity(values.len());
+        for row in 0..values.len() {
+            if values.is_null(row) {
+                continue;
+            }
+            for part in decode(values.value(row))? {
+                if let Some(part) = self.as_read(part, partitions.value(row))? {
+                    parts.push(part);
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(concat_batches(&self.schema, parts.iter())?))
+    }
+
+    /// `batch`, read from repartition partition `partition`, as the job
+    /// reads it: checked to have the crossing columns (a topic left by
+    /// another version of the statement may not), without the records
+    /// already handed over, its `_partition` numbering the stream it came
+    /// in order on (see [`stream_of`]). `None` when nothing is left.
+    fn as_read(&mut self, batch: RecordBatch, partition: i32) -> Result<Option<RecordBatch>> {
+        if batch.schema().fields() != self.crossing.fields() {
+            return Err(EngineError::connector(
+                &self.name,
+                format!(
+                    "repartition topic '{}' holds records of other columns than this statement reads: it belongs to another version of the statement; delete it to start over",
+                    self.topic
+                ),
+            ));
+        }
+        let inputs = int32(&batch, self.crossing_partition)
+            .ok_or_else(|| EngineError::connector(&self.name, "_partition is a number"))?;
+        let offsets = batch
+            .column(self.crossing_offset)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| EngineError::connector(&self.name, "_offset is a number"))?;
+        let fresh = self.handed_over.fresh(partition, &inputs, offsets);
+        if fresh.is_empty() {
+            return Ok(None);
+        }
+        let batch = if fresh.len() == batch.num_rows() {
+            batch
+        } else {
+            take_record_batch(&batch, &UInt32Array::from(fresh))?
+        };
+        let mut columns: Vec<ArrayRef> =
+            self.kept.iter().map(|&i| batch.column(i).clone()).collect();
+        if let Some(at) = self.partition_column {
+            let streams: Int32Array = int32(&batch, at)
+                .ok_or_else(|| EngineError::connector(&self.name, "_partition is a number"))?
+                .iter()
+                .map(|p| p.map(|p| stream_of(partition, p, self.input_partitions)))
+                .collect();
+            columns[at] = Arc::new(streams);
+        }
+        Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
+    }
+}
+
+impl Source for RepartitionSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn poll_batch(&mut self) -> Result<SourceEvent> {
+        self.pump_input()?;
+        self.check_end()?;
+        match self.output.poll_batch()? {
+            SourceEvent::Batch(carried) => Ok(match self.decode(&carried)? {
+                Some(batch) => SourceEvent::Batch(batch),
+                None => SourceEvent::Idle,
+            }),
+            SourceEvent::Deletes(_) => Ok(SourceEvent::Idle),
+            other => Ok(other),
+        }
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.bounded
+    }
+
+    /// Watermarks are kept per ordered stream ([`stream_of`]): the pairs
+    /// of a repartition partition and an input partition.
+    fn partition_count(&self) -> Option<usize> {
+        Some(self.input_partitions * self.input_partitions)
+    }
+
+    /// The streams of the repartition partitions this process owns: each
+    /// awaited like a partition of a source read directly.
+    fn owned_partitions_changed(&mut self) -> Option<Vec<usize>> {
+        let owned = self.output.owned_partitions_changed()?;
+        let n = self.input_partitions;
+        Some(
+            owned
+                .into_iter()
+                .flat_map(|r| (0..n).map(move |p| stream_of(r as i32, p as i32, n) as usize))
+                .collect(),
+        )
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.output.commit()
+    }
+
+    fn commit_position(&mut self, position: &Position) -> Result<()> {
+        match position.get("read") {
+            Some(read) => self.output.commit_position(read),
+            None => self.output.commit_position(position),
+        }
+    }
+
+    fn position_committed(&mut self) -> Result<()> {
+        self.output.position_committed()
+    }
+
+    fn origin_time_ms(&self) -> Option<i64> {
+        self.output.origin_time_ms()
+    }
+
+    /// The output half's position, with the last input offset handed
+    /// over per stream, so a restored job drops the same records again.
+    fn position(&self) -> Option<Position> {
+        let read = self.output.position()?;
+        Some(serde_json::json!({ "read": read, "seen": self.handed_over.to_position() }))
+    }
+
+    fn committed_position(&self) -> Result<Option<Position>> {
+        self.output.committed_position()
+    }
+
+    fn seek(&mut self, position: &Position) -> Result<()> {
+        let bad = || EngineError::connector(&self.name, "not a repartitioned read's position");
+        let read = position.get("read").ok_or_else(bad)?;
+        self.handed_over = position
+            .get("seen")
+            .and_then(HandedOver::from_position)
+            .ok_or_else(bad)?;
+        self.output.seek(read)
+    }
+}
+
+impl Drop for RepartitionSource {
+    /// Records read but not yet delivered are not committed: the input
+    /// half's group reads them again. What was delivered is committed so a
+    /// clean stop repeats nothing.
+    fn drop(&mut self) {
+        if self.input.is_some() && self.sent_since_commit {
+            if let Err(e) = self.commit_input() {
+                tracing::warn!(component = "kafka", source = %self.name, "{}: {e}", self.name);
+            }
+        }
+    }
+}
