@@ -32,29 +32,39 @@ pub struct ScaleOutBench {
     /// Instance counts to run, one measurement each (comma-separated)
     #[arg(long, default_value = "1,2,3", value_delimiter = ',')]
     pub instances: Vec<usize>,
-    /// Run a 1-minute tumbling count and sum per symbol on a shared source
-    /// (`'scale_out' = 'true'`: every record crosses the statement's
-    /// repartition topic) instead of the filter + projection
+    /// Run a 1-minute tumbling count and sum per symbol instead of the
+    /// filter + projection
     #[arg(long)]
-    pub repartition: bool,
+    pub aggregate: bool,
+    /// Mark the source shared (`'scale_out' = 'true'`): with --aggregate,
+    /// every record crosses the statement's repartition topic
+    #[arg(long)]
+    pub scale_out: bool,
 }
 
 /// The statement every instance runs, into a file of the instance's own:
-/// the filter + projection of `bench kafka`, or with `repartition` a
-/// per-symbol window aggregate through the repartition topic.
-fn application(topic: &str, brokers: &str, group: &str, out: &Path, repartition: bool) -> String {
-    let query = if repartition {
+/// the filter + projection of `bench kafka`, or a per-symbol window
+/// aggregate; `scale_out` marks the source shared.
+fn application(
+    topic: &str,
+    brokers: &str,
+    group: &str,
+    out: &Path,
+    bench: &ScaleOutBench,
+) -> String {
+    let query = if bench.aggregate {
         "SELECT symbol, _window_start AS w, COUNT(*) AS trades, SUM(quantity) AS volume \
            FROM trades GROUP BY symbol WINDOW TUMBLING(ts, 1m)"
     } else {
         "SELECT id, symbol, price * quantity AS notional, lower(side) AS side \
            FROM trades WHERE price > 100 AND exchange = 'NASDAQ'"
     };
+    let scale_out = bench.scale_out;
     format!(
         "CREATE STREAM trades (id BIGINT, symbol VARCHAR, side VARCHAR, price DOUBLE, \
            quantity BIGINT, exchange VARCHAR, trader VARCHAR, ccy VARCHAR, ts BIGINT)
          WITH ('type' = 'kafka_source', 'topic' = '{topic}', 'bootstrap.servers' = '{brokers}',
-               'group.id' = '{group}', 'bounded' = 'true', 'scale_out' = '{repartition}');
+               'group.id' = '{group}', 'bounded' = 'true', 'scale_out' = '{scale_out}');
          CREATE STREAM out AS {query}
          WITH ('out.type' = 'file_sink', 'out.path' = '{}');",
         out.display()
@@ -82,14 +92,14 @@ fn measure(
     brokers: &str,
     instances: usize,
     suffix: u128,
-    repartition: bool,
+    bench: &ScaleOutBench,
 ) -> Result<Run, String> {
     let group = format!("bench-scale-{suffix}-{instances}");
     let apps = (0..instances)
         .map(|i| {
             let app = dir.join(format!("scale-{instances}-{i}.sql"));
             let out = dir.join(format!("scale-{instances}-{i}.jsonl"));
-            std::fs::write(&app, application(topic, brokers, &group, &out, repartition))
+            std::fs::write(&app, application(topic, brokers, &group, &out, bench))
                 .map(|()| app)
                 .map_err(|e| e.to_string())
         })
@@ -147,14 +157,7 @@ pub fn run(bench: &ScaleOutBench, brokers: &str) -> Result<String, String> {
     let mut runs = Vec::new();
     for &instances in &bench.instances {
         eprintln!("{instances} instance(s) ...");
-        let run = measure(
-            dir.path(),
-            &topic,
-            brokers,
-            instances,
-            suffix,
-            bench.repartition,
-        )?;
+        let run = measure(dir.path(), &topic, brokers, instances, suffix, bench)?;
         eprintln!(
             "  {:.2} s, {} records, {:.2} CPU s",
             run.seconds, run.records, run.cpu_seconds
@@ -165,10 +168,10 @@ pub fn run(bench: &ScaleOutBench, brokers: &str) -> Result<String, String> {
         .first()
         .map(|r| r.cpu_seconds / r.records.max(1) as f64)
         .unwrap_or(0.0);
-    let query = if bench.repartition {
-        "1-minute tumbling count and sum per symbol through the repartition topic"
-    } else {
-        "filter + projection"
+    let query = match (bench.aggregate, bench.scale_out) {
+        (true, true) => "1-minute tumbling count and sum per symbol through the repartition topic",
+        (true, false) => "1-minute tumbling count and sum per symbol (each process its own groups)",
+        (false, _) => "filter + projection",
     };
     let mut report = format!(
         "Scale-out: {produced} JSON records on {} partitions, Kafka → {query} → file, \

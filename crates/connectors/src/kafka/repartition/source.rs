@@ -18,6 +18,9 @@ use velostream_engine::{EngineError, Result, Source, SourceEvent};
 
 use super::crossing::{decode, encode, int32, stream_of, HandedOver};
 use super::{COMMIT_EVERY, DELIVERY_TIMEOUT, END_CHECK_EVERY};
+
+/// Input batches moved into the repartition topic per poll at most.
+const PUMP_BATCHES: usize = 8;
 use crate::kafka::admin;
 use crate::kafka::delivery::{self, Deliveries, DeliveryContext};
 use crate::kafka::source::KafkaSource;
@@ -61,20 +64,24 @@ pub struct RepartitionSource {
 impl RepartitionSource {
     /// Moves what the input half has now into the repartition topic.
     fn pump_input(&mut self) -> Result<()> {
-        let Some(input) = &mut self.input else {
-            return Ok(());
-        };
-        match input.poll_now()? {
-            SourceEvent::Batch(batch) => {
-                self.send(&batch)?;
-                self.sent_since_commit = true;
-            }
-            SourceEvent::Idle | SourceEvent::Deletes(_) => {}
-            SourceEvent::End => {
-                self.commit_input()?;
-                // leaving the input's group hands its partitions on at once
-                self.input = None;
+        // several batches while the input has them: one per poll held the
+        // input to the output half's pace (a wait for its first message)
+        for _ in 0..PUMP_BATCHES {
+            let Some(input) = &mut self.input else {
                 return Ok(());
+            };
+            match input.poll_now()? {
+                SourceEvent::Batch(batch) => {
+                    self.send(&batch)?;
+                    self.sent_since_commit = true;
+                }
+                SourceEvent::Idle | SourceEvent::Deletes(_) => break,
+                SourceEvent::End => {
+                    self.commit_input()?;
+                    // leaving the input's group hands its partitions on at once
+                    self.input = None;
+                    return Ok(());
+                }
             }
         }
         if self.sent_since_commit && self.last_commit.elapsed() >= COMMIT_EVERY {
