@@ -202,7 +202,8 @@ impl GroupContext {
             .set_owned_partitions(&self.topic, &assignment.owned);
         tracing::info!(
             component = "kafka",
-            "rebalance: {} partitions {numbers:?}, owns {:?}",
+            "rebalance of {}: {} partitions {numbers:?}, owns {:?}",
+            self.topic,
             if assigned { "assigned" } else { "revoked" },
             assignment.owned
         );

@@ -270,6 +270,8 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         bounded,
         end_set: false,
         end_checked: None,
+        waiting_for: Vec::new(),
+        output_checked: None,
     }))
 }
 

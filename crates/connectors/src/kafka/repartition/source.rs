@@ -19,6 +19,37 @@ use velostream_engine::{EngineError, Result, Source, SourceEvent};
 use super::crossing::{decode, encode, int32, stream_of, HandedOver};
 use super::{COMMIT_EVERY, DELIVERY_TIMEOUT, END_CHECK_EVERY};
 
+/// The partitions of `topic` (`0..partitions`) whose committed offset in
+/// `consumer`'s group has not reached the partition's end, or could not be
+/// asked; an empty partition counts as read.
+fn not_committed_to_end<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: usize,
+) -> Vec<i32> {
+    let timeout = Duration::from_secs(5);
+    let all: Vec<i32> = (0..partitions as i32).collect();
+    let mut wanted = TopicPartitionList::new();
+    for &p in &all {
+        wanted.add_partition(topic, p);
+    }
+    let Ok(committed) = admin::committed_offsets(consumer, wanted, timeout) else {
+        return all;
+    };
+    let committed: BTreeMap<i32, i64> = committed.into_iter().map(|(_, p, o)| (p, o)).collect();
+    all.into_iter()
+        .filter(|&p| {
+            let Ok((low, high)) = consumer.fetch_watermarks(topic, p, timeout) else {
+                return true;
+            };
+            match committed.get(&p) {
+                Some(&at) => at < high,
+                None => high > low,
+            }
+        })
+        .collect()
+}
+
 /// Input batches moved into the repartition topic per poll at most.
 const PUMP_BATCHES: usize = 8;
 use crate::kafka::admin;
@@ -59,6 +90,11 @@ pub struct RepartitionSource {
     /// The output half was told to end at the repartition topic's end.
     pub(super) end_set: bool,
     pub(super) end_checked: Option<Instant>,
+    /// The input partitions a bounded read last waited for (logged when
+    /// they change).
+    pub(super) waiting_for: Vec<i32>,
+    /// When a bounded read last asked whether the output group is done.
+    pub(super) output_checked: Option<Instant>,
 }
 
 impl RepartitionSource {
@@ -168,35 +204,53 @@ impl RepartitionSource {
             return Ok(());
         }
         self.end_checked = Some(Instant::now());
-        if self.input_committed_to_end() {
+        let waiting = self.input_not_committed_to_end();
+        if waiting.is_empty() {
+            tracing::info!(
+                component = "kafka",
+                source = %self.name,
+                "{}: every input record is in '{}'; ending at the end of the partitions this process owns",
+                self.name,
+                self.topic
+            );
             self.output
                 .set_end((0..self.input_partitions as i32).collect());
             self.end_set = true;
+        } else if waiting != self.waiting_for {
+            tracing::info!(
+                component = "kafka",
+                source = %self.name,
+                "{}: input read here; waiting for the group to commit partitions {waiting:?} of '{}' to their end",
+                self.name,
+                self.input_topic
+            );
+            self.waiting_for = waiting;
         }
         Ok(())
     }
 
-    /// Whether every input partition's committed offset has reached the
-    /// partition's end (an empty partition counts as read).
-    fn input_committed_to_end(&self) -> bool {
-        let timeout = Duration::from_secs(5);
-        let mut wanted = TopicPartitionList::new();
-        for p in 0..self.input_partitions as i32 {
-            wanted.add_partition(&self.input_topic, p);
-        }
-        let Ok(committed) = admin::committed_offsets(&self.probe, wanted, timeout) else {
+    /// The input partitions whose committed offset (the whole group's) has
+    /// not reached the partition's end.
+    fn input_not_committed_to_end(&self) -> Vec<i32> {
+        not_committed_to_end(&self.probe, &self.input_topic, self.input_partitions)
+    }
+
+    /// For a bounded read whose end is set: true once the whole output
+    /// group has committed every repartition partition to its end. Every
+    /// record was then read and answered by some process, so this one has
+    /// nothing left, even if the group never gave it a partition (seen on
+    /// a loaded machine: a member that joined last got no assignment
+    /// before the others ended, and waited for one).
+    fn output_committed_to_end(&mut self) -> bool {
+        if !self.end_set
+            || self
+                .output_checked
+                .is_some_and(|t| t.elapsed() < END_CHECK_EVERY)
+        {
             return false;
-        };
-        let committed: BTreeMap<i32, i64> = committed.into_iter().map(|(_, p, o)| (p, o)).collect();
-        (0..self.input_partitions as i32).all(|p| {
-            let Ok((low, high)) = self.probe.fetch_watermarks(&self.input_topic, p, timeout) else {
-                return false;
-            };
-            match committed.get(&p) {
-                Some(&at) => at >= high,
-                None => high <= low,
-            }
-        })
+        }
+        self.output_checked = Some(Instant::now());
+        not_committed_to_end(self.output.consumer(), &self.topic, self.input_partitions).is_empty()
     }
 
     /// The job's rows from one batch of repartition messages.
@@ -286,6 +340,16 @@ impl Source for RepartitionSource {
                 Some(batch) => SourceEvent::Batch(batch),
                 None => SourceEvent::Idle,
             }),
+            SourceEvent::Idle if self.output_committed_to_end() => {
+                tracing::info!(
+                    component = "kafka",
+                    source = %self.name,
+                    "{}: the group has read '{}' to its end; nothing left here",
+                    self.name,
+                    self.topic
+                );
+                Ok(SourceEvent::End)
+            }
             SourceEvent::Deletes(_) => Ok(SourceEvent::Idle),
             other => Ok(other),
         }
