@@ -306,6 +306,34 @@ fn answered_once(
         .collect()
 }
 
+/// Waits at most `within` until the members' `outputs` answer every
+/// (group, window) of [`records_in_groups`], then checks that each was
+/// answered once, with its whole count and sum. With `repeats`, identical
+/// answers count as one (at least once: a window answered again after a
+/// partition moved).
+fn assert_answered_whole(outputs: &[PathBuf], within: Duration, repeats: bool) {
+    let expected = expected_in_groups();
+    let deadline = Instant::now() + within;
+    loop {
+        let mut answered = answers(outputs);
+        if repeats {
+            for values in answered.values_mut() {
+                values.sort();
+                values.dedup();
+            }
+        }
+        if answered.len() >= expected.len() && answered.values().all(|v| !repeats || v.len() == 1) {
+            assert_eq!(answered_once(&answered), expected);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "windows not answered whole within {within:?}: {answered:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Three members share a 6-partition topic keyed by record while the
 /// statement groups by another column: with `'scale_out'`, the records
 /// pass through a repartition topic keyed by the group, so each window of
@@ -363,20 +391,7 @@ fn repartitioned_windows_close_while_the_members_run() {
     input.extend(far_ahead_in_groups());
     produce(&topic, &input);
     let outputs = [a_out, b_out];
-    let expected = expected_in_groups();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let answered = answers(&outputs);
-        if answered.len() >= expected.len() {
-            assert_eq!(answered_once(&answered), expected);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "windows not closed while running: {answered:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert_answered_whole(&outputs, Duration::from_secs(60), false);
     a.stop();
     b.stop();
 }
@@ -473,24 +488,7 @@ fn a_member_killed_mid_input_leaves_every_group_answered_whole() {
     let mut rest = second.to_vec();
     rest.extend(far_ahead_in_groups());
     produce(&topic, &rest);
-    let expected = expected_in_groups();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let mut answered = answers(&outputs);
-        for values in answered.values_mut() {
-            values.sort();
-            values.dedup();
-        }
-        if answered.len() >= expected.len() && answered.values().all(|v| v.len() == 1) {
-            assert_eq!(answered_once(&answered), expected);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after the kill, windows not answered whole: {answered:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert_answered_whole(&outputs, Duration::from_secs(90), true);
     for (member, _) in members {
         member.stop();
     }

@@ -191,7 +191,9 @@ impl Default for KafkaDefaults {
     }
 }
 
-fn topic(props: &BTreeMap<String, String>, connector: &'static str) -> ConnectorResult<String> {
+/// The topic a Kafka source or sink (`connector`) names: `'topic'`, or its
+/// other spelling `'topic.name'`.
+pub fn topic(props: &BTreeMap<String, String>, connector: &'static str) -> ConnectorResult<String> {
     props
         .get("topic")
         .or_else(|| props.get("topic.name"))

@@ -297,7 +297,7 @@ impl Application {
             Ok(Partitioning::Keys(keys)) => {
                 let binding = self.as_read_by(binding, plan);
                 Ok(Some(Repartition {
-                    topic: repartition::topic_name(&binding, &plan.name, &self.connectors.kafka),
+                    topic: repartition::topic_name(&binding, &plan.name, &self.connectors.kafka)?,
                     keys,
                 }))
             }

@@ -125,7 +125,8 @@ fn scale_out(c: &ServiceConfig, base: &Path, replicas: usize) -> Vec<Outcome> {
                 continue;
             };
             if binding.origin != SourceOrigin::External
-                || binding.properties.get("type").map(String::as_str) != Some("kafka_source")
+                || binding.properties.get("type").map(String::as_str)
+                    != Some(velostream_connectors::types::KAFKA_SOURCE)
                 || !binding.table_key.is_empty()
             {
                 continue;
@@ -156,12 +157,11 @@ fn topic_partitions(
     defaults: &KafkaDefaults,
     binding: &SourceBinding,
 ) -> Result<(String, usize), String> {
-    let topic = binding
-        .properties
-        .get("topic")
-        .or_else(|| binding.properties.get("topic.name"))
-        .cloned()
-        .ok_or("no 'topic'")?;
+    let topic = kafka::topic(
+        &binding.properties,
+        velostream_connectors::types::KAFKA_SOURCE,
+    )
+    .map_err(|e| e.to_string())?;
     let settings = kafka::client_settings(
         defaults,
         binding

@@ -59,6 +59,7 @@ use velostream_engine::key_hash::{KeyHasher, KeySpread};
 use velostream_engine::{EngineError, JobMetrics, Result, Source};
 use velostream_sql::SourceBinding;
 
+use super::config::KafkaSettings;
 use super::delivery::{Deliveries, DeliveryContext};
 use super::source::ReadMode;
 use super::{admin, KafkaDefaults, SINK_LINGER_MS};
@@ -107,28 +108,26 @@ pub fn is_scaled_out(binding: &SourceBinding) -> bool {
 }
 
 /// The repartition topic of `statement` reading source `binding`, under
-/// the application's Kafka `defaults`.
-pub fn topic_name(binding: &SourceBinding, statement: &str, defaults: &KafkaDefaults) -> String {
-    repartition_topic(
-        &group_id(&binding.properties, &binding.name, defaults),
-        statement,
+/// the application's Kafka `defaults`: named after the consumer group the
+/// source's settings resolve to, whatever spelling or layer set it.
+pub fn topic_name(
+    binding: &SourceBinding,
+    statement: &str,
+    defaults: &KafkaDefaults,
+) -> Result<String> {
+    let settings = super::consumer_settings(&binding.name, &binding.properties, defaults)
+        .map_err(|e| e.at(&binding.name))?;
+    Ok(repartition_topic(&settings, statement))
+}
+
+/// `<group>-<statement>-repartition`, for the consumer `settings` of the
+/// source.
+fn repartition_topic(settings: &KafkaSettings, statement: &str) -> String {
+    format!(
+        "{}-{}-repartition",
+        settings.get("group.id").unwrap_or_default(),
+        statement.to_lowercase()
     )
-}
-
-/// `<group>-<statement>-repartition`.
-fn repartition_topic(group: &str, statement: &str) -> String {
-    format!("{group}-{}-repartition", statement.to_lowercase())
-}
-
-/// The consumer group of source `name`: its own `group.id`, else the
-/// configured one, else the per-source default.
-fn group_id(properties: &BTreeMap<String, String>, name: &str, defaults: &KafkaDefaults) -> String {
-    properties
-        .get("group.id")
-        .or_else(|| defaults.client.get("group.id"))
-        .or_else(|| defaults.client.get("group_id"))
-        .cloned()
-        .unwrap_or_else(|| format!("velostream-{name}"))
 }
 
 /// Everything [`open`] needs besides the connector context.
@@ -156,7 +155,6 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         metrics,
     } = request;
     let name = &binding.name;
-    let topic = topic_name(binding, statement, defaults);
     let mut properties: BTreeMap<String, String> = binding.properties.clone();
     properties.remove(SCALE_OUT);
     // the input half hands over whatever it has at once: the output half waits
@@ -198,6 +196,7 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
     }
     let mut settings =
         super::consumer_settings(name, &properties, defaults).map_err(|e| e.at(name))?;
+    let topic = repartition_topic(&settings, statement);
     let probe_config = settings.client_config();
     for key in CONSUMER_ONLY {
         settings.remove(key);
@@ -246,7 +245,6 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
     let partition_column = projected.index_of(PARTITION_COLUMN).ok();
     let crossing_partition = crossing.index_of(PARTITION_COLUMN)?;
     let crossing_offset = crossing.index_of(OFFSET_COLUMN)?;
-    let kept: Vec<usize> = (0..projected.fields().len()).collect();
     Ok(Box::new(RepartitionSource {
         name: name.clone(),
         schema: projected,
@@ -254,7 +252,6 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         crossing,
         crossing_partition,
         crossing_offset,
-        kept,
         handed_over: HandedOver::default(),
         input: Some(input),
         input_topic,
@@ -308,13 +305,25 @@ mod tests {
     #[test]
     fn the_topic_is_named_after_the_group_and_the_statement() {
         let defaults = KafkaDefaults::default();
-        let own: BTreeMap<String, String> = [("group.id".to_string(), "desk".to_string())].into();
+        let settings = |own: &[(&str, &str)]| {
+            let mut props: BTreeMap<String, String> = own
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            props.insert("bootstrap.servers".into(), "localhost:9092".into());
+            super::super::consumer_settings("trades", &props, &defaults).unwrap()
+        };
         assert_eq!(
-            repartition_topic(&group_id(&own, "trades", &defaults), "Totals"),
+            repartition_topic(&settings(&[("group.id", "desk")]), "Totals"),
+            "desk-totals-repartition"
+        );
+        // the other spelling names the same group
+        assert_eq!(
+            repartition_topic(&settings(&[("group_id", "desk")]), "totals"),
             "desk-totals-repartition"
         );
         assert_eq!(
-            repartition_topic(&group_id(&BTreeMap::new(), "trades", &defaults), "totals"),
+            repartition_topic(&settings(&[]), "totals"),
             "velostream-trades-totals-repartition"
         );
     }

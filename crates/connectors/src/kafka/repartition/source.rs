@@ -19,6 +19,10 @@ use velostream_engine::{EngineError, Result, Source, SourceEvent};
 use super::crossing::{decode, encode, int32, stream_of, HandedOver};
 use super::{COMMIT_EVERY, DELIVERY_TIMEOUT, END_CHECK_EVERY};
 
+use crate::kafka::admin;
+use crate::kafka::delivery::{self, Deliveries, DeliveryContext};
+use crate::kafka::source::KafkaSource;
+
 /// The partitions of `topic` (`0..partitions`) whose committed offset in
 /// `consumer`'s group has not reached the partition's end, or could not be
 /// asked; an empty partition counts as read.
@@ -52,9 +56,16 @@ fn not_committed_to_end<C: rdkafka::consumer::ConsumerContext>(
 
 /// Input batches moved into the repartition topic per poll at most.
 const PUMP_BATCHES: usize = 8;
-use crate::kafka::admin;
-use crate::kafka::delivery::{self, Deliveries, DeliveryContext};
-use crate::kafka::source::KafkaSource;
+
+/// Whether a check last made at `last` is due again after `every`; if so,
+/// notes it as made now.
+fn due(last: &mut Option<Instant>, every: Duration) -> bool {
+    if last.is_some_and(|t| t.elapsed() < every) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
+}
 
 /// The two halves of a repartitioned read (see the module documentation).
 pub struct RepartitionSource {
@@ -68,8 +79,6 @@ pub struct RepartitionSource {
     pub(super) crossing: SchemaRef,
     pub(super) crossing_partition: usize,
     pub(super) crossing_offset: usize,
-    /// The crossing columns the job reads (the leading ones).
-    pub(super) kept: Vec<usize>,
     /// What was handed to the job, to drop records written again.
     pub(super) handed_over: HandedOver,
     /// The input half, until a bounded read of it ended.
@@ -194,17 +203,14 @@ impl RepartitionSource {
     /// group's input is committed, the output half ends at the end of the
     /// repartition partitions this process owns.
     fn check_end(&mut self) -> Result<()> {
-        if !self.bounded || self.end_set || self.input.is_some() {
-            return Ok(());
-        }
-        if self
-            .end_checked
-            .is_some_and(|t| t.elapsed() < END_CHECK_EVERY)
+        if !self.bounded
+            || self.end_set
+            || self.input.is_some()
+            || !due(&mut self.end_checked, END_CHECK_EVERY)
         {
             return Ok(());
         }
-        self.end_checked = Some(Instant::now());
-        let waiting = self.input_not_committed_to_end();
+        let waiting = not_committed_to_end(&self.probe, &self.input_topic, self.input_partitions);
         if waiting.is_empty() {
             tracing::info!(
                 component = "kafka",
@@ -229,12 +235,6 @@ impl RepartitionSource {
         Ok(())
     }
 
-    /// The input partitions whose committed offset (the whole group's) has
-    /// not reached the partition's end.
-    fn input_not_committed_to_end(&self) -> Vec<i32> {
-        not_committed_to_end(&self.probe, &self.input_topic, self.input_partitions)
-    }
-
     /// For a bounded read whose end is set: true once the whole output
     /// group has committed every repartition partition to its end. Every
     /// record was then read and answered by some process, so this one has
@@ -242,14 +242,9 @@ impl RepartitionSource {
     /// a loaded machine: a member that joined last got no assignment
     /// before the others ended, and waited for one).
     fn output_committed_to_end(&mut self) -> bool {
-        if !self.end_set
-            || self
-                .output_checked
-                .is_some_and(|t| t.elapsed() < END_CHECK_EVERY)
-        {
+        if !self.end_set || !due(&mut self.output_checked, END_CHECK_EVERY) {
             return false;
         }
-        self.output_checked = Some(Instant::now());
         not_committed_to_end(self.output.consumer(), &self.topic, self.input_partitions).is_empty()
     }
 
@@ -313,8 +308,8 @@ impl RepartitionSource {
         } else {
             take_record_batch(&batch, &UInt32Array::from(fresh))?
         };
-        let mut columns: Vec<ArrayRef> =
-            self.kept.iter().map(|&i| batch.column(i).clone()).collect();
+        // the job's columns lead; `_partition` and `_offset` may trail
+        let mut columns: Vec<ArrayRef> = batch.columns()[..self.schema.fields().len()].to_vec();
         if let Some(at) = self.partition_column {
             let streams: Int32Array = int32(&batch, at)
                 .ok_or_else(|| EngineError::connector(&self.name, "_partition is a number"))?
