@@ -189,6 +189,11 @@ impl Source for LatestPerKeySource {
                 SourceEvent::Batch(b) => (b, false),
                 SourceEvent::Deletes(d) => (d, true),
                 SourceEvent::Idle => continue,
+                SourceEvent::Partitioned { .. } => {
+                    return Err(velostream_engine::connector::unexpected_partitioned(
+                        "a table's latest rows",
+                    ))
+                }
                 SourceEvent::End => break,
             };
             let keys: Vec<ArrayRef> = self.key.iter().map(|&i| batch.column(i).clone()).collect();

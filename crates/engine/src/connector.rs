@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::metrics::JobMetrics;
+use crate::state::{PartitionMoves, PartitionState, StatefulOperator};
 
 /// What a source has for the job right now.
 #[derive(Debug)]
@@ -24,6 +25,24 @@ pub enum SourceEvent {
     Idle,
     /// A bounded source is exhausted.
     End,
+    /// From a source that [divides state](Source::divides_state): the
+    /// partitions of state that moved to or from this process, then
+    /// decoded records by their partition of state. Moves and records come
+    /// together, so no checkpoint falls between a partition's assignment
+    /// and its first records.
+    Partitioned {
+        moves: PartitionMoves,
+        batches: Vec<(usize, RecordBatch)>,
+    },
+}
+
+/// The error for a [`SourceEvent::Partitioned`] read where only whole
+/// batches can be used: a repartitioned read feeds only its statement's
+/// pipeline, never a join's table or other stream.
+pub fn unexpected_partitioned(reader: &str) -> crate::EngineError {
+    crate::EngineError::Plan(format!(
+        "{reader} read records divided into partitions of state; only a statement's own stream can be a repartitioned read"
+    ))
 }
 
 /// A producer of record batches. Malformed input is reported to the job's
@@ -96,6 +115,23 @@ pub trait Source: Send {
     /// together with its output (a Kafka transaction).
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
+    }
+    /// Whether the source divides the job's state into partitions that
+    /// move between the processes sharing its input (a repartitioned
+    /// read), given the job's stateful operators. If it does, the job
+    /// keeps one pipeline per partition it owns: the source returns
+    /// [`SourceEvent::Partitioned`] and keeps the partitions' state at
+    /// checkpoints ([`keep_state`](Self::keep_state)).
+    fn divides_state(&mut self, _operators: &[StatefulOperator]) -> Result<bool> {
+        Ok(false)
+    }
+    /// Keeps the state of the partitions this process owns, taken at a
+    /// checkpoint of everything returned so far, where the partition's
+    /// next owner restores it. Done before the source commits.
+    fn keep_state(&mut self, _states: &[PartitionState]) -> Result<()> {
+        Err(crate::EngineError::NotSupported(
+            "this source does not keep partitioned state".into(),
+        ))
     }
     /// Continues from a position [`position`](Self::position) returned
     /// earlier; called before the first poll of a recovering job.

@@ -1,5 +1,6 @@
 //! What a job pushes its batches through: one pipeline on the job's
-//! thread, or several on their own threads ([`ParallelPipeline`]).
+//! thread, several on their own threads ([`ParallelPipeline`]), or one
+//! per partition of state this process owns ([`PartitionedPipeline`]).
 
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -7,11 +8,13 @@ use crate::checkpoint::{self, Recovered};
 use crate::error::Result;
 use crate::operators::{Pipeline, StateSize};
 use crate::parallel::ParallelPipeline;
-use crate::state::OperatorSnapshot;
+use crate::partitioned::PartitionedPipeline;
+use crate::state::{OperatorSnapshot, PartitionMoves, PartitionState, StatefulOperator};
 
 pub enum Execution {
     Single(Pipeline),
     Parallel(ParallelPipeline),
+    Partitioned(PartitionedPipeline),
 }
 
 impl From<Pipeline> for Execution {
@@ -26,11 +29,52 @@ impl From<ParallelPipeline> for Execution {
     }
 }
 
+impl From<PartitionedPipeline> for Execution {
+    fn from(p: PartitionedPipeline) -> Self {
+        Self::Partitioned(p)
+    }
+}
+
 impl Execution {
-    pub fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+    /// Pushes a batch through; `partition` is the partition of state it
+    /// belongs to, when the source divides state.
+    pub fn process(
+        &mut self,
+        partition: Option<usize>,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         match self {
             Self::Single(p) => p.process(batch, out),
             Self::Parallel(p) => p.process(batch, out),
+            Self::Partitioned(p) => p.process(partition, batch, out),
+        }
+    }
+
+    /// The stateful operators whose state is divided by partition, when it is.
+    pub fn partitioned_operators(&self) -> Option<&[StatefulOperator]> {
+        match self {
+            Self::Partitioned(p) => Some(p.operators()),
+            _ => None,
+        }
+    }
+
+    /// Partitions of state moved to or from this process.
+    pub fn apply_moves(&mut self, moves: PartitionMoves) -> Result<()> {
+        match self {
+            Self::Partitioned(p) => p.apply(moves),
+            _ => Err(crate::EngineError::State(
+                "the source moved partitions of state, but this job does not divide its state"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Each owned partition's state, when state is divided by partition.
+    pub fn capture_partitions(&mut self) -> Result<Option<Vec<PartitionState>>> {
+        match self {
+            Self::Partitioned(p) => p.capture().map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -38,6 +82,7 @@ impl Execution {
         match self {
             Self::Single(p) => p.finish(out),
             Self::Parallel(p) => p.finish(out),
+            Self::Partitioned(p) => p.finish(out),
         }
     }
 
@@ -45,6 +90,7 @@ impl Execution {
         match self {
             Self::Single(p) => p.idle(out),
             Self::Parallel(p) => p.idle(out),
+            Self::Partitioned(p) => p.idle(out),
         }
     }
 
@@ -52,7 +98,7 @@ impl Execution {
     /// behind); called before a checkpoint, a hold and the end.
     pub fn drain(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
         match self {
-            Self::Single(_) => Ok(()),
+            Self::Single(_) | Self::Partitioned(_) => Ok(()),
             Self::Parallel(p) => p.drain(out),
         }
     }
@@ -61,6 +107,7 @@ impl Execution {
         match self {
             Self::Single(p) => p.state_size(),
             Self::Parallel(p) => p.state_size(),
+            Self::Partitioned(p) => p.state_size(),
         }
     }
 
@@ -74,6 +121,8 @@ impl Execution {
                 p.declare_source_partitions(partitions);
                 Ok(())
             }
+            // each partition's pipeline is told its streams when assigned
+            Self::Partitioned(_) => Ok(()),
         }
     }
 
@@ -82,7 +131,7 @@ impl Execution {
     pub fn is_done(&self) -> bool {
         match self {
             Self::Single(p) => p.is_done(),
-            Self::Parallel(_) => false,
+            Self::Parallel(_) | Self::Partitioned(_) => false,
         }
     }
 
@@ -90,6 +139,7 @@ impl Execution {
         match self {
             Self::Single(p) => p.checkpoint_blocker(),
             Self::Parallel(_) => None,
+            Self::Partitioned(p) => p.checkpoint_blocker(),
         }
     }
 
@@ -97,6 +147,8 @@ impl Execution {
         match self {
             Self::Single(p) => checkpoint::capture_operators(p),
             Self::Parallel(p) => p.capture(),
+            // its state is kept per partition by the source (see capture_partitions)
+            Self::Partitioned(_) => Ok(Vec::new()),
         }
     }
 
@@ -104,6 +156,8 @@ impl Execution {
         match self {
             Self::Single(p) => checkpoint::restore_operators(p, recovered),
             Self::Parallel(p) => p.restore(recovered),
+            // each partition's state comes with its assignment
+            Self::Partitioned(_) => Ok(()),
         }
     }
 }

@@ -165,6 +165,14 @@ impl Job {
             self.pipeline
                 .declare_source_partitions(&(0..count).collect::<Vec<_>>())?;
         }
+        if let Some(operators) = self.pipeline.partitioned_operators() {
+            if !self.source.divides_state(operators)? {
+                return Err(EngineError::NotSupported(format!(
+                    "job {}: its state is divided by partition, but its source does not divide its input",
+                    self.name
+                )));
+            }
+        }
         while !self.cancel.load(Ordering::Relaxed) {
             if self.checkpoints.as_ref().is_some_and(Checkpointer::due) {
                 self.commit()?;
@@ -197,25 +205,17 @@ impl Job {
             let polled = Instant::now();
             match self.source.poll_batch()? {
                 SourceEvent::Batch(batch) => {
-                    self.metrics.add_input(batch.num_rows() as u64, 0);
-                    let origin = self.source.origin_time_ms();
-                    self.pipeline.process(batch, &mut out)?;
-                    let had_results = !out.is_empty();
-                    self.deliver(&mut out)?;
-                    if let (true, Some(origin)) = (had_results, origin) {
-                        let micros = crate::watermark::wall_clock_us() - origin * 1000;
-                        self.metrics.e2e_latency.observe_us(micros.max(0) as u64);
+                    if self.process_batch(None, batch, polled, &mut out)? {
+                        break;
                     }
-                    let state = self.pipeline.state_size();
-                    self.metrics
-                        .open_windows
-                        .store(state.windows as u64, Ordering::Relaxed);
-                    self.metrics
-                        .state_keys
-                        .store(state.keys as u64, Ordering::Relaxed);
-                    self.metrics
-                        .record_latency(polled.elapsed().as_micros() as u64);
-                    if self.pipeline.is_done() {
+                }
+                SourceEvent::Partitioned { moves, batches } => {
+                    self.pipeline.apply_moves(moves)?;
+                    let mut done = false;
+                    for (partition, batch) in batches {
+                        done |= self.process_batch(Some(partition), batch, polled, &mut out)?;
+                    }
+                    if done {
                         break;
                     }
                 }
@@ -248,6 +248,37 @@ impl Job {
             row_errors: JobMetrics::get(&self.metrics.row_errors),
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Pushes one batch of records through the pipeline (`partition`: its
+    /// partition of state, when the source divides state) and delivers the
+    /// results; true when the pipeline wants no more input.
+    fn process_batch(
+        &mut self,
+        partition: Option<usize>,
+        batch: RecordBatch,
+        polled: Instant,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<bool> {
+        self.metrics.add_input(batch.num_rows() as u64, 0);
+        let origin = self.source.origin_time_ms();
+        self.pipeline.process(partition, batch, out)?;
+        let had_results = !out.is_empty();
+        self.deliver(out)?;
+        if let (true, Some(origin)) = (had_results, origin) {
+            let micros = crate::watermark::wall_clock_us() - origin * 1000;
+            self.metrics.e2e_latency.observe_us(micros.max(0) as u64);
+        }
+        let state = self.pipeline.state_size();
+        self.metrics
+            .open_windows
+            .store(state.windows as u64, Ordering::Relaxed);
+        self.metrics
+            .state_keys
+            .store(state.keys as u64, Ordering::Relaxed);
+        self.metrics
+            .record_latency(polled.elapsed().as_micros() as u64);
+        Ok(self.pipeline.is_done())
     }
 
     /// Makes everything processed so far safe: with checkpoints, takes
@@ -348,6 +379,11 @@ impl Job {
             Some(sink) => sink.pre_commit()?,
             None => None,
         };
+        // state divided by partition is kept where each partition's next
+        // owner finds it, before anything commits the positions it covers
+        if let Some(states) = self.pipeline.capture_partitions()? {
+            self.source.keep_state(&states)?;
+        }
         let captured = checkpoint::Captured {
             operators: self.pipeline.capture()?,
             source: Some(self.source.position().ok_or_else(|| {

@@ -17,6 +17,7 @@ pub mod latency;
 pub mod metrics;
 pub mod operators;
 pub mod parallel;
+pub mod partitioned;
 pub mod row_watermark;
 pub mod state;
 pub mod watermark;

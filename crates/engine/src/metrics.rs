@@ -46,6 +46,12 @@ pub struct JobMetrics {
     pub released_partitions: Mutex<Vec<(String, i32)>>,
     /// The newest checkpoint the job completed (or restored at start).
     pub last_checkpoint: Mutex<Option<CheckpointReport>>,
+    /// The partitions of state this job owns, when its source divides
+    /// state (a repartitioned read), and how each was restored.
+    pub state_partitions: Mutex<BTreeMap<usize, StatePartitionReport>>,
+    /// Bytes of partition state read back from where the partitions'
+    /// previous owners kept it, over the job's life.
+    pub state_restored_bytes: AtomicU64,
     /// Durations (ms) of checkpoints not yet taken by the metrics endpoint.
     pub checkpoint_durations_ms: Mutex<Vec<f64>>,
     /// Every batch's latency as `batch_latency_us` measures it, for the
@@ -67,6 +73,21 @@ pub struct CheckpointReport {
     pub bytes: u64,
     /// True when the job restored it at start rather than taking it.
     pub restored: bool,
+}
+
+/// A partition of state a job owns, as the jobs API reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatePartitionReport {
+    /// True while its state is being read back; it processes nothing then.
+    pub restoring: bool,
+    /// The checkpoint of the partition its state was restored from;
+    /// `None`: it started empty (nothing was kept for it).
+    pub restored_checkpoint: Option<u64>,
+    /// Bytes of kept state read back, and the state rows they held.
+    pub restored_bytes: u64,
+    pub restored_rows: u64,
+    /// How long reading it back took.
+    pub restore_ms: u64,
 }
 
 /// How many per-batch latencies are kept.

@@ -337,7 +337,9 @@ impl ParallelPipeline {
 
     /// State held by the stage and all workers, as of their last reply.
     pub fn state_size(&self) -> StateSize {
-        sum(std::iter::once(self.stage.state_size()).chain(self.sizes.iter().copied()))
+        std::iter::once(self.stage.state_size())
+            .chain(self.sizes.iter().copied())
+            .sum()
     }
 
     /// The stage's operator state (numbered as in a single pipeline) and
@@ -431,12 +433,4 @@ impl Drop for ParallelPipeline {
             }
         }
     }
-}
-
-fn sum(sizes: impl Iterator<Item = StateSize>) -> StateSize {
-    sizes.fold(StateSize::default(), |a, s| StateSize {
-        windows: a.windows + s.windows,
-        keys: a.keys + s.keys,
-        rows: a.rows + s.rows,
-    })
 }

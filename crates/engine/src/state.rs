@@ -49,3 +49,39 @@ pub trait Checkpointable {
     /// Replaces the (empty) state with a snapshot's.
     fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<()>;
 }
+
+/// A stateful operator of a pipeline: its place in the chain and its name
+/// (which together name where its state is kept outside the process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatefulOperator {
+    pub index: usize,
+    pub name: &'static str,
+}
+
+/// The state of one partition of state of a job whose state is divided
+/// like its input (see [`crate::partitioned`]): each stateful operator's
+/// snapshot, by its index in the pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionState {
+    pub partition: usize,
+    pub operators: Vec<(usize, OperatorSnapshot)>,
+}
+
+/// A partition of state this process was given.
+#[derive(Debug, Clone)]
+pub struct AssignedPartition {
+    pub partition: usize,
+    /// The source partitions (values of `_partition`) its records come in
+    /// on: the streams its watermark waits for.
+    pub streams: Vec<usize>,
+    /// Its state as of its last checkpoint; `None`: it starts empty.
+    pub state: Option<PartitionState>,
+}
+
+/// Partitions of state that moved to or from this process: its source's
+/// group gave them or took them away.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionMoves {
+    pub revoked: Vec<usize>,
+    pub assigned: Vec<AssignedPartition>,
+}

@@ -355,6 +355,14 @@ fn job_json(j: &JobView) -> Value {
         "e2e_latency_p50_ms": m.e2e_latency.quantile_ms(0.5),
         "e2e_latency_p99_ms": m.e2e_latency.quantile_ms(0.99),
         "source_partitions": m.owned_partitions.lock().map(|owned| owned.iter().map(|(topic, partitions)| json!({"topic": topic, "owned": partitions})).collect::<Vec<_>>()).unwrap_or_default(),
+        "state_partitions": m.state_partitions.lock().map(|parts| parts.iter().map(|(partition, p)| json!({
+            "partition": partition,
+            "state": if p.restoring { "restoring" } else { "active" },
+            "restored_checkpoint": p.restored_checkpoint,
+            "restored_bytes": p.restored_bytes,
+            "restored_rows": p.restored_rows,
+            "restore_ms": p.restore_ms,
+        })).collect::<Vec<_>>()).unwrap_or_default(),
         "consumer_lag": m.source_lag().into_iter().map(|((topic, partition), lag)| json!({"topic": topic, "partition": partition, "lag": lag})).collect::<Vec<_>>(),
         "last_checkpoint": m.last_checkpoint.lock().ok().and_then(|c| *c).map(|c| json!({
             "id": c.id,

@@ -55,6 +55,8 @@ pub struct ServiceMetrics {
     heap_inuse: IntGauge,
     consumer_lag: IntGaugeVec,
     partitions_owned: IntGaugeVec,
+    state_partitions: IntGaugeVec,
+    state_restored_bytes: IntCounterVec,
     producer_send_rate: GaugeVec,
     /// 1 while the configured Kafka cluster answers, else 0.
     pub broker_availability: Gauge,
@@ -70,6 +72,7 @@ struct Seen {
     bytes: u64,
     errors: u64,
     row_errors: u64,
+    restored_bytes: u64,
     at: Instant,
 }
 
@@ -159,6 +162,20 @@ impl ServiceMetrics {
             ),
             &["job", "topic"],
         )?;
+        let state_partitions = IntGaugeVec::new(
+            Opts::new(
+                "velostream_state_partitions",
+                "Partitions of state a job owns (a repartitioned statement), by whether they are restoring or active",
+            ),
+            &["job", "state"],
+        )?;
+        let state_restored_bytes = IntCounterVec::new(
+            Opts::new(
+                "velostream_state_restored_bytes_total",
+                "Bytes of partition state read back from changelog topics when partitions moved to the job",
+            ),
+            job,
+        )?;
         let producer_send_rate = GaugeVec::new(
             Opts::new(
                 "kafka_producer_record_send_rate",
@@ -182,6 +199,8 @@ impl ServiceMetrics {
         registry.register(Box::new(heap_inuse.clone()))?;
         registry.register(Box::new(consumer_lag.clone()))?;
         registry.register(Box::new(partitions_owned.clone()))?;
+        registry.register(Box::new(state_partitions.clone()))?;
+        registry.register(Box::new(state_restored_bytes.clone()))?;
         registry.register(Box::new(broker_availability.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -201,6 +220,8 @@ impl ServiceMetrics {
             heap_inuse,
             consumer_lag,
             partitions_owned,
+            state_partitions,
+            state_restored_bytes,
             producer_send_rate,
             broker_availability,
             seen: Mutex::new(HashMap::new()),
@@ -278,6 +299,7 @@ impl ServiceMetrics {
             let bytes = m.bytes_in.load(Ordering::Relaxed);
             let errors = m.bad_records.load(Ordering::Relaxed);
             let row_errors = m.row_errors.load(Ordering::Relaxed);
+            let restored_bytes = m.state_restored_bytes.load(Ordering::Relaxed);
             let key = Arc::as_ptr(m) as usize;
             let before = seen.get(&key).copied().unwrap_or(Seen {
                 records_in: 0,
@@ -285,6 +307,7 @@ impl ServiceMetrics {
                 bytes: 0,
                 errors: 0,
                 row_errors: 0,
+                restored_bytes: 0,
                 at: now,
             });
             let label = &[name.as_str()];
@@ -338,6 +361,22 @@ impl ServiceMetrics {
                         .set(partitions.len() as i64);
                 }
             }
+            if let Ok(partitions) = m.state_partitions.lock() {
+                if !partitions.is_empty() || before.restored_bytes > 0 {
+                    let restoring = partitions.values().filter(|p| p.restoring).count();
+                    for (state, count) in [
+                        ("restoring", restoring),
+                        ("active", partitions.len() - restoring),
+                    ] {
+                        self.state_partitions
+                            .with_label_values(&[name.as_str(), state])
+                            .set(count as i64);
+                    }
+                }
+            }
+            self.state_restored_bytes
+                .with_label_values(label)
+                .inc_by(restored_bytes.saturating_sub(before.restored_bytes));
             for ((topic, partition), lag) in m.source_lag() {
                 self.consumer_lag
                     .with_label_values(&[name.as_str(), &topic, &partition.to_string()])
@@ -351,6 +390,7 @@ impl ServiceMetrics {
                     bytes,
                     errors,
                     row_errors,
+                    restored_bytes,
                     at: now,
                 },
             );
@@ -451,5 +491,33 @@ mod tests {
         assert!(!job.owns_partition("trades", 2));
         let text = shows(1, (0, 10));
         assert!(!text.contains(r#"partition="2""#), "{text}");
+    }
+
+    /// A job whose state moves with its partitions shows how many it owns,
+    /// restoring or active, and the bytes it read back.
+    #[test]
+    fn partitions_of_state_and_bytes_restored_are_shown() {
+        let metrics = ServiceMetrics::new().unwrap();
+        let job = Arc::new(JobMetrics::default());
+        {
+            let mut parts = job.state_partitions.lock().unwrap();
+            parts.insert(0, Default::default());
+            parts.insert(
+                3,
+                velostream_engine::metrics::StatePartitionReport {
+                    restoring: true,
+                    ..Default::default()
+                },
+            );
+        }
+        job.state_restored_bytes.store(4096, Ordering::Relaxed);
+        let text = metrics.render(&[("totals".to_string(), job)]);
+        for line in [
+            r#"velostream_state_partitions{job="totals",state="active"} 1"#,
+            r#"velostream_state_partitions{job="totals",state="restoring"} 1"#,
+            r#"velostream_state_restored_bytes_total{job="totals"} 4096"#,
+        ] {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use velostream_connectors::kafka::admin;
 mod kafka_support;
 mod run_support;
 use kafka_support::{brokers, produce, unique};
-use run_support::{spawn_run, stop};
+use run_support::{spawn_run_with, stop};
 
 /// Records per test, 100 per 10-second window.
 const RECORDS: i64 = 600;
@@ -42,8 +42,9 @@ impl Member {
         self.0.as_mut().expect("running")
     }
 
-    fn stop(mut self) {
-        stop(self.0.take().expect("running"));
+    /// Stops the member cleanly; its log.
+    fn stop(mut self) -> String {
+        stop(self.0.take().expect("running"))
     }
 }
 
@@ -64,17 +65,21 @@ struct Reading {
     scale_out: bool,
     /// `'watermark.idle_timeout'`, when not the default.
     idle_timeout: Option<&'static str>,
+    /// Checkpoints every second, in the member's own state directory.
+    checkpoints: bool,
 }
 
 const BOUNDED: Reading = Reading {
     bounded: true,
     scale_out: false,
     idle_timeout: None,
+    checkpoints: false,
 };
 const RUNNING: Reading = Reading {
     bounded: false,
     scale_out: false,
     idle_timeout: None,
+    checkpoints: false,
 };
 
 /// Running members of an application sharing its source.
@@ -82,6 +87,7 @@ const SHARED_RUNNING: Reading = Reading {
     bounded: false,
     scale_out: true,
     idle_timeout: None,
+    checkpoints: false,
 };
 
 /// Starts a member of `group` reading `topic` into its own output file:
@@ -93,6 +99,7 @@ fn member(dir: &Path, name: &str, topic: &str, group: &str, reading: Reading) ->
         bounded,
         scale_out,
         idle_timeout,
+        checkpoints,
     } = reading;
     let idle = idle_timeout
         .map(|t| format!(", 'events.watermark.idle_timeout' = '{t}'"))
@@ -113,8 +120,14 @@ fn member(dir: &Path, name: &str, topic: &str, group: &str, reading: Reading) ->
     )
     .unwrap();
     // rebalances are logged: a member that does not end says what it saw
-    let child = spawn_run(
+    let state = dir.join(format!("{name}-state")).display().to_string();
+    let args: &[&str] = match checkpoints {
+        true => &["--checkpoint-interval", "1s", "--state-dir", &state],
+        false => &[],
+    };
+    let child = spawn_run_with(
         &app,
+        args,
         &[("KAFKA_BROKERS", &brokers()), ("VELOSTREAM_LOG", "info")],
     );
     (Member(Some(child)), out)
@@ -354,6 +367,7 @@ fn a_group_other_than_the_message_key_is_answered_whole_by_one_member() {
         bounded: true,
         scale_out: true,
         idle_timeout: Some("120s"),
+        checkpoints: false,
     };
     let members: Vec<(Member, PathBuf)> = ["a", "b", "c"]
         .iter()
@@ -450,6 +464,36 @@ fn check_warns_when_replicas_exceed_a_topics_partitions() {
     );
 }
 
+/// Waits until some window of `outputs` closed: the members are reading
+/// and writing.
+fn await_first_answer(outputs: &[PathBuf]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answers(outputs).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no window closed before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Kills the first of `members` with SIGKILL; the others.
+fn kill_first(members: Vec<(Member, PathBuf)>) -> Vec<Member> {
+    let mut members = members.into_iter().map(|(m, _)| m);
+    let mut killed = members.next().unwrap();
+    killed.child().kill().unwrap();
+    killed.child().wait().unwrap();
+    members.collect()
+}
+
+/// Produces the `rest` of [`records_in_groups`], then records far ahead so
+/// that every window closes.
+fn produce_rest(topic: &str, rest: &[(String, String, i64)]) {
+    let mut rest = rest.to_vec();
+    rest.extend(far_ahead_in_groups());
+    produce(topic, &rest);
+}
+
 /// One of three members is killed with SIGKILL in the middle of the
 /// input and another starts: its input partitions and repartition
 /// partitions move to the others, which read them again from the group's
@@ -471,26 +515,60 @@ fn a_member_killed_mid_input_leaves_every_group_answered_whole() {
     let (first, second) = input.split_at(input.len() / 2);
     produce(&topic, first);
     // the first windows close: the members are reading and writing
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while answers(&outputs).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no window closed before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let mut members = members.into_iter();
-    let (mut killed, _) = members.next().unwrap();
-    killed.child().kill().unwrap(); // SIGKILL
-    killed.child().wait().unwrap();
+    await_first_answer(&outputs);
+    let members = kill_first(members);
     let (d, d_out) = member(dir.path(), "d", &topic, &group, SHARED_RUNNING);
     outputs.push(d_out);
-    let mut rest = second.to_vec();
-    rest.extend(far_ahead_in_groups());
-    produce(&topic, &rest);
+    produce_rest(&topic, second);
     assert_answered_whole(&outputs, Duration::from_secs(90), true);
-    for (member, _) in members {
+    for member in members {
         member.stop();
     }
     d.stop();
+}
+
+/// Members that checkpoint keep each repartition partition's state in
+/// the statement's changelog topics. One is killed while a window is
+/// open and its partitions' groups are half counted: the group commits
+/// their repartition offsets at checkpoints, so a new owner that started
+/// empty would miss the records before them. It restores the state from
+/// the changelog instead, and every window is answered whole.
+#[test]
+fn state_moves_through_the_changelog_when_a_member_is_killed() {
+    let topic = unique("split-changelog");
+    let group = unique("group");
+    admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpointed = Reading {
+        checkpoints: true,
+        ..SHARED_RUNNING
+    };
+    let members: Vec<(Member, PathBuf)> = ["a", "b"]
+        .iter()
+        .map(|name| member(dir.path(), name, &topic, &group, checkpointed))
+        .collect();
+    let mut outputs: Vec<PathBuf> = members.iter().map(|(_, out)| out.clone()).collect();
+    let input = records_in_groups();
+    // the first windows close; window 2 (ids 200..299) stays open, half
+    // counted, its groups in the members' state
+    let (first, second) = input.split_at(250);
+    produce(&topic, first);
+    await_first_answer(&outputs);
+    // checkpoints (each second) keep the open windows' groups and commit
+    // the repartition offsets past their records
+    std::thread::sleep(Duration::from_secs(4));
+    let members = kill_first(members);
+    let (c, c_out) = member(dir.path(), "c", &topic, &group, checkpointed);
+    outputs.push(c_out);
+    produce_rest(&topic, second);
+    assert_answered_whole(&outputs, Duration::from_secs(90), true);
+    let logs: String = members
+        .into_iter()
+        .map(Member::stop)
+        .chain([c.stop()])
+        .collect();
+    assert!(
+        logs.contains("(checkpoint "),
+        "no member restored a partition's state from the changelog:\n{logs}"
+    );
 }

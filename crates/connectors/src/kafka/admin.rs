@@ -123,12 +123,26 @@ pub fn plain_client(bootstrap: &str) -> ClientConfig {
 /// Creates `topic` with `partitions` partitions (replication 1) unless it
 /// exists, as a client configured by `client`.
 pub fn create_topic(client: &ClientConfig, topic: &str, partitions: i32) -> Result<(), KafkaError> {
+    create_topic_with(client, topic, partitions, &[])
+}
+
+/// [`create_topic`] with topic-level `settings` (such as
+/// `cleanup.policy=compact`) for a topic created now.
+pub fn create_topic_with(
+    client: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    settings: &[(&str, &str)],
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> =
         client.create().map_err(|source| KafkaError::Client {
             client: "admin client",
             source,
         })?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in settings {
+        new = new.set(key, value);
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = futures_executor::block_on(admin.create_topics([&new], &options))
         .map_err(|e| KafkaError::request(format!("cannot create topic '{topic}'"), e))?;

@@ -60,6 +60,12 @@ impl Assignment {
         self.settled = false;
     }
 
+    /// The partitions owned now, settled or not: a revoked partition
+    /// leaves at once.
+    pub fn current(&self) -> &BTreeSet<i32> {
+        &self.owned
+    }
+
     /// The partitions owned now, once an assignment has settled.
     pub fn owned(&self) -> Option<&BTreeSet<i32>> {
         self.settled.then_some(&self.owned)
@@ -101,6 +107,11 @@ pub struct GroupContext {
     pub assignment: Arc<Mutex<Assignment>>,
     /// The topic the source reads.
     pub topic: String,
+    /// Set when the job's state moves with the partitions (a repartitioned
+    /// read): a revoked partition's state is dropped, so its reading
+    /// position is too, and a partition given back starts where the group
+    /// (or its kept state) says, never where this member had read to.
+    pub forget_revoked: std::sync::atomic::AtomicBool,
 }
 
 impl ClientContext for GroupContext {
@@ -215,9 +226,14 @@ impl GroupContext {
         let (Ok(mut progress), Ok(mut held)) = (self.progress.lock(), self.held.lock()) else {
             return;
         };
+        let forget = self
+            .forget_revoked
+            .load(std::sync::atomic::Ordering::Relaxed);
         for p in partitions.elements() {
             if let Some(next) = progress.remove(&p.partition()) {
-                held.insert(p.partition(), next);
+                if !forget {
+                    held.insert(p.partition(), next);
+                }
             }
         }
     }
@@ -266,6 +282,7 @@ mod tests {
             routed: RoutedQueue::default(),
             assignment: Arc::default(),
             topic: "t".to_string(),
+            forget_revoked: Default::default(),
         }
     }
 

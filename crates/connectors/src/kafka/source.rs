@@ -167,6 +167,7 @@ impl KafkaSource {
                 routed: routed.clone(),
                 assignment: assignment.clone(),
                 topic: topic.clone(),
+                forget_revoked: Default::default(),
             })
             .map_err(|source| {
                 KafkaError::Client {
@@ -261,6 +262,25 @@ impl KafkaSource {
 
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// The partitions this group member owns now (a revoked one leaves
+    /// at once, before the rebalance settles).
+    pub fn owned_now(&self) -> BTreeSet<i32> {
+        self.assignment
+            .lock()
+            .map(|a| a.current().clone())
+            .unwrap_or_default()
+    }
+
+    /// The job's state moves with this source's partitions: a partition
+    /// taken away and given back starts at the group's committed offset,
+    /// not where this member had read to (see `GroupContext::forget_revoked`).
+    pub fn forget_revoked_partitions(&self) {
+        self.consumer
+            .context()
+            .forget_revoked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The topic has `count` partitions.

@@ -109,6 +109,11 @@ impl IntervalJoinOperator {
             match self.other.poll_batch()? {
                 SourceEvent::Batch(b) => self.other_pipeline.process(b, &mut out)?,
                 SourceEvent::Idle | SourceEvent::Deletes(_) => {}
+                SourceEvent::Partitioned { .. } => {
+                    return Err(crate::connector::unexpected_partitioned(
+                        "an interval join's other stream",
+                    ))
+                }
                 SourceEvent::End => {
                     self.other_pipeline.finish(&mut out)?;
                     self.other_done = true;

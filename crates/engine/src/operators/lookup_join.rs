@@ -250,6 +250,9 @@ impl LookupJoinOperator {
                     }
                     changes.push(Change::Delete(keys));
                 }
+                SourceEvent::Partitioned { .. } => {
+                    return Err(crate::connector::unexpected_partitioned("a join's table"))
+                }
                 SourceEvent::Idle if bounded => {}
                 SourceEvent::Idle => break,
                 SourceEvent::End => {

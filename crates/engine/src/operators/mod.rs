@@ -105,6 +105,16 @@ pub struct StateSize {
     pub rows: usize,
 }
 
+impl std::iter::Sum for StateSize {
+    fn sum<I: Iterator<Item = Self>>(sizes: I) -> Self {
+        sizes.fold(Self::default(), |a, s| Self {
+            windows: a.windows + s.windows,
+            keys: a.keys + s.keys,
+            rows: a.rows + s.rows,
+        })
+    }
+}
+
 /// A chain of operators in data-flow order.
 pub struct Pipeline {
     operators: Vec<Box<dyn Operator>>,
@@ -153,14 +163,7 @@ impl Pipeline {
 
     /// State held by all operators together.
     pub fn state_size(&self) -> StateSize {
-        self.operators.iter().fold(StateSize::default(), |acc, op| {
-            let s = op.state_size();
-            StateSize {
-                windows: acc.windows + s.windows,
-                keys: acc.keys + s.keys,
-                rows: acc.rows + s.rows,
-            }
-        })
+        self.operators.iter().map(|op| op.state_size()).sum()
     }
 
     /// Lets time pass while the source is idle: watermarks operators

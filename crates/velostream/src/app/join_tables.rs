@@ -99,6 +99,11 @@ impl TableLoader for JoinTables {
             match source.poll_batch()? {
                 SourceEvent::Batch(b) => rows.push(b),
                 SourceEvent::Idle | SourceEvent::Deletes(_) => {}
+                SourceEvent::Partitioned { .. } => {
+                    return Err(velostream_engine::connector::unexpected_partitioned(
+                        "a join's table",
+                    ))
+                }
                 SourceEvent::End => return Ok(TableData::Rows(rows)),
             }
         }

@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use velostream_connectors::in_process::{stream_channel, ChannelSource, LatestPerKeySource};
 use velostream_engine::execution::Execution;
 use velostream_engine::parallel::{self, ParallelPipeline, Partitioning};
+use velostream_engine::partitioned::PartitionedPipeline;
 use velostream_engine::{EngineError, Job, JobMetrics, Sink, Source};
 use velostream_sql::{SourceBinding, SourceOrigin, StatementKind, StreamNode, StreamingPlan};
 
@@ -136,7 +137,26 @@ impl Application {
                     .sources
                     .iter()
                     .any(|s| matches!(s.origin, SourceOrigin::Statement(_)));
+            let repartitioned = self.repartition(plan).map_err(job_err)?;
             let pipeline: Execution = match self.partitioning(plan, in_process) {
+                _ if repartitioned.is_some() => {
+                    if self.parallelism > 1 {
+                        tracing::info!(
+                            component = "job",
+                            "job {} runs one pipeline per repartition partition it owns, on one thread ({} asked for)",
+                            plan.name,
+                            self.parallelism
+                        );
+                    }
+                    let builder = self.builder(plan, None);
+                    let (plan, bounded, metrics) = (plan.clone(), bounded[i], metrics.clone());
+                    PartitionedPipeline::new(
+                        &plan.name.clone(),
+                        Box::new(move || builder.build(&plan, bounded, metrics.clone())),
+                    )
+                    .map_err(job_err)?
+                    .into()
+                }
                 Some(partitioning) => {
                     let pipelines = (0..self.parallelism)
                         .map(|_| {
@@ -174,7 +194,7 @@ impl Application {
                     if !binding.table_key.is_empty() && (bounded[i] || binding.ends()) {
                         self.declared_table(&binding, scan_schema(plan), &metrics)
                             .map_err(job_err)?
-                    } else if let Some(step) = self.repartition(plan).map_err(job_err)? {
+                    } else if let Some(step) = &repartitioned {
                         self.connectors
                             .open_repartitioned_source(
                                 &binding,

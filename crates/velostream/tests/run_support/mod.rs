@@ -22,8 +22,15 @@ pub fn stop(child: Child) -> String {
 /// stderr kept for [`stop`].
 #[allow(dead_code)] // not every test binary starts jobs in the background
 pub fn spawn_run(app: &Path, env: &[(&str, &str)]) -> Child {
+    spawn_run_with(app, &[], env)
+}
+
+/// [`spawn_run`] with more `run` arguments (`--checkpoint-interval`, …).
+#[allow(dead_code)]
+pub fn spawn_run_with(app: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_velostream"))
         .args(["run", "-q"])
+        .args(args)
         .arg(app)
         .envs(env.iter().copied())
         .stderr(Stdio::piped())

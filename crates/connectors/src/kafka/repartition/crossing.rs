@@ -80,6 +80,30 @@ impl HandedOver {
         fresh
     }
 
+    /// The last input offset handed over per input partition, of the
+    /// streams of repartition partition `partition`.
+    pub(super) fn of_partition(&self, partition: i32) -> BTreeMap<i32, i64> {
+        self.last
+            .range((partition, i32::MIN)..=(partition, i32::MAX))
+            .map(|(&(_, p), &o)| (p, o))
+            .collect()
+    }
+
+    /// Replaces what is known of repartition partition `partition`'s
+    /// streams with `seen` (its kept state's).
+    pub(super) fn set_partition(&mut self, partition: i32, seen: &BTreeMap<i32, i64>) {
+        self.forget_partition(partition);
+        for (&p, &o) in seen {
+            self.last.insert((partition, p), o);
+        }
+    }
+
+    /// Forgets repartition partition `partition`'s streams (its state left
+    /// this process).
+    pub(super) fn forget_partition(&mut self, partition: i32) {
+        self.last.retain(|&(r, _), _| r != partition);
+    }
+
     /// As kept in a checkpoint: `{"<repartition>/<input>": offset}`.
     pub(super) fn to_position(&self) -> Position {
         Position::Object(
@@ -88,16 +112,6 @@ impl HandedOver {
                 .map(|((r, p), o)| (format!("{r}/{p}"), Position::from(*o)))
                 .collect(),
         )
-    }
-
-    /// From [`to_position`](Self::to_position); `None` if it is not one.
-    pub(super) fn from_position(position: &Position) -> Option<Self> {
-        let mut last = BTreeMap::new();
-        for (stream, offset) in position.as_object()? {
-            let (r, p) = stream.split_once('/')?;
-            last.insert((r.parse().ok()?, p.parse().ok()?), offset.as_i64()?);
-        }
-        Some(Self { last })
     }
 }
 
@@ -154,8 +168,25 @@ mod tests {
             handed.fresh(3, &Int32Array::from(vec![0]), &Int64Array::from(vec![11])),
             vec![0]
         );
-        // and a checkpoint keeps it all
-        let kept = HandedOver::from_position(&handed.to_position()).unwrap();
-        assert_eq!(kept, handed);
+        assert_eq!(
+            handed.to_position(),
+            serde_json::json!({"2/0": 13, "2/1": 6, "3/0": 11})
+        );
+        // a partition's part moves with its state
+        let of_2 = handed.of_partition(2);
+        assert_eq!(of_2, BTreeMap::from([(0, 13), (1, 6)]));
+        let mut next_owner = HandedOver::default();
+        next_owner.set_partition(2, &of_2);
+        assert_eq!(
+            next_owner.fresh(
+                2,
+                &Int32Array::from(vec![0, 0]),
+                &Int64Array::from(vec![13, 14])
+            ),
+            vec![1]
+        );
+        handed.forget_partition(2);
+        assert_eq!(handed.of_partition(2), BTreeMap::new());
+        assert_eq!(handed.of_partition(3), BTreeMap::from([(0, 11)]));
     }
 }

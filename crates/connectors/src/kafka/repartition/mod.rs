@@ -37,12 +37,21 @@
 //! pair of repartition and input partition (kept in checkpoints with the
 //! read position).
 //!
+//! The job keeps one pipeline per repartition partition it owns
+//! ([`velostream_engine::partitioned`]): the source tells it of every
+//! partition the group gives or takes before any record of it, with the
+//! partition's state read back from the statement's changelog topics
+//! ([`changelog`]), and writes each owned partition's state there at
+//! checkpoints. A revoked partition's state is dropped, so no process
+//! answers a group it no longer owns.
+//!
 //! A bounded read ends in two steps: the input half once this process's
 //! input partitions are read and delivered; the output half once every
 //! input partition's committed offset (the whole group's) has reached its
 //! end — every record is then in the repartition topic — and the
 //! repartition partitions this process owns are read to their end.
 
+mod changelog;
 mod crossing;
 mod source;
 
@@ -54,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::producer::BaseProducer;
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use velostream_engine::key_hash::{KeyHasher, KeySpread};
 use velostream_engine::{EngineError, JobMetrics, Result, Source};
 use velostream_sql::SourceBinding;
@@ -205,7 +214,7 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         .remove("statistics.interval.ms")
         .default("linger.ms", &SINK_LINGER_MS.to_string());
     let producer_config = settings.client_config();
-    create_topic(name, &producer_config, &topic, input_partitions)?;
+    create_topic(name, &producer_config, &topic, input_partitions, &[])?;
     let deliveries = Arc::<Deliveries>::default();
     let producer: BaseProducer<DeliveryContext> = producer_config
         .create_with_context(DeliveryContext(deliveries.clone()))
@@ -214,6 +223,16 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
     let probe: BaseConsumer = probe_config
         .create()
         .map_err(|e| EngineError::connector(name, format!("repartition probe: {e}")))?;
+    // reads changelog partitions back by offset, outside any group
+    let mut reader_config = probe_config.clone();
+    reader_config
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    let changelog_reader: BaseConsumer = reader_config
+        .create()
+        .map_err(|e| EngineError::connector(name, format!("changelog reader: {e}")))?;
 
     let mut output_properties = properties;
     for key in ["bounded", "key.field", "format", "delimiter", "topic.name"] {
@@ -239,7 +258,7 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         batch_size,
         &waits,
         ReadMode::Group,
-        metrics,
+        metrics.clone(),
     )?;
     let bounded = input.is_bounded();
     let partition_column = projected.index_of(PARTITION_COLUMN).ok();
@@ -259,8 +278,17 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         hasher: KeyHasher::new(keys.to_vec(), KeySpread::Partitions),
         producer,
         deliveries,
+        state_prefix: topic
+            .strip_suffix("-repartition")
+            .unwrap_or(&topic)
+            .to_string(),
         topic,
+        producer_config,
         probe,
+        changelog_reader: Some(changelog_reader),
+        changelog: None,
+        owned: Default::default(),
+        metrics,
         sent_since_commit: false,
         last_commit: Instant::now(),
         output,
@@ -269,7 +297,38 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         end_checked: None,
         waiting_for: Vec::new(),
         output_checked: None,
+        ended: false,
     }))
+}
+
+/// Queues one message for `partition` of `topic`, waiting while the
+/// producer's queue is full.
+fn send(
+    producer: &BaseProducer<DeliveryContext>,
+    name: &str,
+    topic: &str,
+    partition: i32,
+    key: Option<&str>,
+    payload: &[u8],
+) -> Result<()> {
+    let mut record: BaseRecord<'_, str, [u8], usize> = BaseRecord::with_opaque_to(topic, 0)
+        .partition(partition)
+        .payload(payload);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, back))
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+            {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(EngineError::connector(name, e)),
+        }
+    }
 }
 
 /// Creates the repartition topic, or checks the one there.
@@ -278,8 +337,9 @@ fn create_topic(
     client: &rdkafka::ClientConfig,
     topic: &str,
     partitions: usize,
+    settings: &[(&str, &str)],
 ) -> Result<()> {
-    admin::create_topic(client, topic, partitions as i32)
+    admin::create_topic_with(client, topic, partitions as i32, settings)
         .map_err(|e| EngineError::connector(name, e))?;
     let consumer: BaseConsumer = client
         .create()
@@ -290,7 +350,7 @@ fn create_topic(
         return Err(EngineError::connector(
             name,
             format!(
-                "repartition topic '{topic}' has {} partitions, but the input has {partitions}: its keys would not line up; delete the topic (and reset the application's state) to start over",
+                "topic '{topic}' has {} partitions, but the input has {partitions}: its keys would not line up with the input's; delete the application's repartition and changelog topics (and reset its state) to start over",
                 found.len()
             ),
         ));

@@ -1,7 +1,7 @@
 //! The [`RepartitionSource`]: both halves of a repartitioned read on the
 //! job's thread (see [the module](super)).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,12 +10,17 @@ use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::producer::BaseProducer;
 use rdkafka::TopicPartitionList;
 use velostream_engine::connector::Position;
 use velostream_engine::key_hash::KeyHasher;
-use velostream_engine::{EngineError, Result, Source, SourceEvent};
+use velostream_engine::metrics::StatePartitionReport;
+use velostream_engine::state::{
+    AssignedPartition, PartitionMoves, PartitionState, StatefulOperator,
+};
+use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
+use super::changelog::{self, Changelog};
 use super::crossing::{decode, encode, int32, stream_of, HandedOver};
 use super::{COMMIT_EVERY, DELIVERY_TIMEOUT, END_CHECK_EVERY};
 
@@ -89,8 +94,23 @@ pub struct RepartitionSource {
     pub(super) producer: BaseProducer<DeliveryContext>,
     pub(super) deliveries: Arc<Deliveries>,
     pub(super) topic: String,
+    /// `<group.id>-<statement>`: how the changelog topics' names start.
+    pub(super) state_prefix: String,
+    /// The producer's settings, for creating the changelog topics.
+    pub(super) producer_config: rdkafka::ClientConfig,
     /// A client of the input's group that never joins it.
     pub(super) probe: BaseConsumer,
+    /// Becomes the changelog's reader once the job names its operators.
+    pub(super) changelog_reader: Option<BaseConsumer>,
+    /// Where each repartition partition's state is kept (see
+    /// [`changelog`]), once the job said it divides its state.
+    pub(super) changelog: Option<Changelog>,
+    /// The repartition partitions the job was told it owns.
+    pub(super) owned: BTreeSet<i32>,
+    pub(super) metrics: Arc<JobMetrics>,
+    /// The output half ended while moves were still to be reported:
+    /// the end comes on the next poll.
+    pub(super) ended: bool,
     pub(super) sent_since_commit: bool,
     pub(super) last_commit: Instant,
     /// The output half.
@@ -120,7 +140,9 @@ impl RepartitionSource {
                     self.send(&batch)?;
                     self.sent_since_commit = true;
                 }
-                SourceEvent::Idle | SourceEvent::Deletes(_) => break,
+                SourceEvent::Idle | SourceEvent::Deletes(_) | SourceEvent::Partitioned { .. } => {
+                    break
+                }
                 SourceEvent::End => {
                     self.commit_input()?;
                     // leaving the input's group hands its partitions on at once
@@ -149,23 +171,14 @@ impl RepartitionSource {
                 take_record_batch(batch, &UInt32Array::from(rows))?
             };
             let payload = encode(&part)?;
-            let mut record: BaseRecord<'_, (), [u8], usize> =
-                BaseRecord::with_opaque_to(&self.topic, 0)
-                    .partition(partition as i32)
-                    .payload(&payload);
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, back))
-                        if e.rdkafka_error_code()
-                            == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
-                    {
-                        record = back;
-                        self.producer.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => return Err(EngineError::connector(&self.name, e)),
-                }
-            }
+            super::send(
+                &self.producer,
+                &self.name,
+                &self.topic,
+                partition as i32,
+                None,
+                &payload,
+            )?;
         }
         self.producer.poll(Duration::ZERO);
         Ok(())
@@ -174,6 +187,18 @@ impl RepartitionSource {
     /// Waits for every repartitioned record to be acknowledged, then
     /// commits the input offsets of what the input half read.
     fn commit_input(&mut self) -> Result<()> {
+        self.flush_deliveries()?;
+        if let Some(input) = &mut self.input {
+            input.commit()?;
+        }
+        self.sent_since_commit = false;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// Waits until everything produced (repartitioned records, kept
+    /// state) is acknowledged; fails if something could not be written.
+    fn flush_deliveries(&mut self) -> Result<()> {
         delivery::flush(&self.producer, DELIVERY_TIMEOUT)
             .map_err(|e| EngineError::connector(&self.name, format!("repartition topic: {e}")))?;
         if let Some(error) = self
@@ -186,16 +211,11 @@ impl RepartitionSource {
             return Err(EngineError::connector(
                 &self.name,
                 format!(
-                    "a record could not be written to repartition topic '{}': {error}",
+                    "a record could not be written to repartition topic '{}' or its changelogs: {error}",
                     self.topic
                 ),
             ));
         }
-        if let Some(input) = &mut self.input {
-            input.commit()?;
-        }
-        self.sent_since_commit = false;
-        self.last_commit = Instant::now();
         Ok(())
     }
 
@@ -248,8 +268,10 @@ impl RepartitionSource {
         not_committed_to_end(self.output.consumer(), &self.topic, self.input_partitions).is_empty()
     }
 
-    /// The job's rows from one batch of repartition messages.
-    fn decode(&mut self, carried: &RecordBatch) -> Result<Option<RecordBatch>> {
+    /// The job's rows from one batch of repartition messages, by
+    /// repartition partition; messages of partitions the job does not own
+    /// (fetched before a revocation) are left out.
+    fn decode(&mut self, carried: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>> {
         let values = carried
             .column(0)
             .as_any()
@@ -260,21 +282,129 @@ impl RepartitionSource {
             .as_any()
             .downcast_ref::<Int32Array>()
             .ok_or_else(|| EngineError::connector(&self.name, "partitions are numbers"))?;
-        let mut parts = Vec::with_capacity(values.len());
+        let mut parts: BTreeMap<i32, Vec<RecordBatch>> = BTreeMap::new();
         for row in 0..values.len() {
-            if values.is_null(row) {
+            let partition = partitions.value(row);
+            if values.is_null(row) || !self.owned.contains(&partition) {
                 continue;
             }
             for part in decode(values.value(row))? {
-                if let Some(part) = self.as_read(part, partitions.value(row))? {
-                    parts.push(part);
+                if let Some(part) = self.as_read(part, partition)? {
+                    parts.entry(partition).or_default().push(part);
                 }
             }
         }
-        if parts.is_empty() {
-            return Ok(None);
+        parts
+            .into_iter()
+            .map(|(partition, parts)| {
+                Ok((
+                    partition as usize,
+                    concat_batches(&self.schema, parts.iter())?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The partitions the group gave or took since the job was last told,
+    /// each one given with its kept state (and what of its input was
+    /// handed over) read back from the changelog.
+    fn take_moves(&mut self) -> Result<PartitionMoves> {
+        let now = self.output.owned_now();
+        if now == self.owned {
+            return Ok(PartitionMoves::default());
         }
-        Ok(Some(concat_batches(&self.schema, parts.iter())?))
+        let revoked: Vec<i32> = self.owned.difference(&now).copied().collect();
+        let assigned: Vec<i32> = now.difference(&self.owned).copied().collect();
+        for &r in &revoked {
+            self.handed_over.forget_partition(r);
+            if let Some(changelog) = &mut self.changelog {
+                changelog.forget(r);
+            }
+            if let Ok(mut reports) = self.metrics.state_partitions.lock() {
+                reports.remove(&(r as usize));
+            }
+        }
+        let mut moves = PartitionMoves {
+            revoked: revoked.iter().map(|&r| r as usize).collect(),
+            assigned: Vec::with_capacity(assigned.len()),
+        };
+        let mut restored_from = Vec::new();
+        for &r in &assigned {
+            let (state, report) = self.restore(r)?;
+            if let Some(checkpoint) = report.restored_checkpoint {
+                restored_from.push(format!(
+                    "{r} (checkpoint {checkpoint}, {} bytes in {} ms)",
+                    report.restored_bytes, report.restore_ms
+                ));
+            }
+            if let Ok(mut reports) = self.metrics.state_partitions.lock() {
+                reports.insert(r as usize, report);
+            }
+            let n = self.input_partitions;
+            moves.assigned.push(AssignedPartition {
+                partition: r as usize,
+                streams: (0..n).map(|p| stream_of(r, p as i32, n) as usize).collect(),
+                state,
+            });
+        }
+        tracing::info!(
+            component = "kafka",
+            source = %self.name,
+            "{}: state of '{}' partitions {assigned:?} taken on (restored: {}), {revoked:?} given up",
+            self.name,
+            self.topic,
+            match restored_from.is_empty() {
+                true => "none".to_string(),
+                false => restored_from.join(", "),
+            }
+        );
+        self.owned = now;
+        Ok(moves)
+    }
+
+    /// Repartition partition `r`'s kept state, if the changelog has any;
+    /// what of its input was handed over is set from it.
+    fn restore(&mut self, r: i32) -> Result<(Option<PartitionState>, StatePartitionReport)> {
+        let started = Instant::now();
+        if let Ok(mut reports) = self.metrics.state_partitions.lock() {
+            reports.insert(
+                r as usize,
+                StatePartitionReport {
+                    restoring: true,
+                    ..Default::default()
+                },
+            );
+        }
+        let restored = match &mut self.changelog {
+            Some(changelog) => changelog.restore(r)?,
+            None => None,
+        };
+        let mut report = StatePartitionReport::default();
+        let Some(restored) = restored else {
+            self.handed_over.forget_partition(r);
+            report.restore_ms = started.elapsed().as_millis() as u64;
+            return Ok((None, report));
+        };
+        self.handed_over.set_partition(r, &restored.seen);
+        report.restored_checkpoint = Some(restored.checkpoint);
+        report.restored_bytes = restored.bytes;
+        report.restored_rows = restored
+            .operators
+            .iter()
+            .flat_map(|(_, s)| s.batches.iter())
+            .map(|b| b.num_rows() as u64)
+            .sum();
+        report.restore_ms = started.elapsed().as_millis() as u64;
+        self.metrics
+            .state_restored_bytes
+            .fetch_add(restored.bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok((
+            Some(PartitionState {
+                partition: r as usize,
+                operators: restored.operators,
+            }),
+            report,
+        ))
     }
 
     /// `batch`, read from repartition partition `partition`, as the job
@@ -328,26 +458,43 @@ impl Source for RepartitionSource {
     }
 
     fn poll_batch(&mut self) -> Result<SourceEvent> {
+        if self.ended {
+            return Ok(SourceEvent::End);
+        }
         self.pump_input()?;
         self.check_end()?;
-        match self.output.poll_batch()? {
-            SourceEvent::Batch(carried) => Ok(match self.decode(&carried)? {
-                Some(batch) => SourceEvent::Batch(batch),
-                None => SourceEvent::Idle,
-            }),
-            SourceEvent::Idle if self.output_committed_to_end() => {
-                tracing::info!(
-                    component = "kafka",
-                    source = %self.name,
-                    "{}: the group has read '{}' to its end; nothing left here",
-                    self.name,
-                    self.topic
-                );
-                Ok(SourceEvent::End)
+        let event = self.output.poll_batch()?;
+        // rebalances happen inside the output half's poll: the job learns
+        // of them before any record they concern
+        let moves = self.take_moves()?;
+        let batches = match event {
+            SourceEvent::Batch(carried) => self.decode(&carried)?,
+            SourceEvent::End => {
+                self.ended = true;
+                Vec::new()
             }
-            SourceEvent::Deletes(_) => Ok(SourceEvent::Idle),
-            other => Ok(other),
+            SourceEvent::Idle if moves.assigned.is_empty() && moves.revoked.is_empty() => {
+                if self.output_committed_to_end() {
+                    tracing::info!(
+                        component = "kafka",
+                        source = %self.name,
+                        "{}: the group has read '{}' to its end; nothing left here",
+                        self.name,
+                        self.topic
+                    );
+                    return Ok(SourceEvent::End);
+                }
+                return Ok(SourceEvent::Idle);
+            }
+            _ => Vec::new(),
+        };
+        if batches.is_empty() && moves.assigned.is_empty() && moves.revoked.is_empty() {
+            return Ok(match self.ended {
+                true => SourceEvent::End,
+                false => SourceEvent::Idle,
+            });
         }
+        Ok(SourceEvent::Partitioned { moves, batches })
     }
 
     fn is_bounded(&self) -> bool {
@@ -360,17 +507,63 @@ impl Source for RepartitionSource {
         Some(self.input_partitions * self.input_partitions)
     }
 
-    /// The streams of the repartition partitions this process owns: each
-    /// awaited like a partition of a source read directly.
-    fn owned_partitions_changed(&mut self) -> Option<Vec<usize>> {
-        let owned = self.output.owned_partitions_changed()?;
-        let n = self.input_partitions;
-        Some(
-            owned
-                .into_iter()
-                .flat_map(|r| (0..n).map(move |p| stream_of(r as i32, p as i32, n) as usize))
-                .collect(),
-        )
+    /// One pipeline per owned repartition partition, its state kept in
+    /// the statement's changelog topics (created here, compacted, one per
+    /// stateful operator).
+    fn divides_state(&mut self, operators: &[StatefulOperator]) -> Result<bool> {
+        if self.changelog.is_some() {
+            return Ok(true);
+        }
+        let reader = self.changelog_reader.take().ok_or_else(|| {
+            EngineError::State(format!("{}: the changelog reader is gone", self.name))
+        })?;
+        let mut topics = Vec::with_capacity(operators.len());
+        for op in operators {
+            let topic = changelog::topic_name(&self.state_prefix, op);
+            super::create_topic(
+                &self.name,
+                &self.producer_config,
+                &topic,
+                self.input_partitions,
+                &[("cleanup.policy", "compact")],
+            )?;
+            topics.push((op.index, topic));
+        }
+        let changelog = Changelog::new(&self.name, topics, reader);
+        tracing::info!(
+            component = "kafka",
+            source = %self.name,
+            "{}: state kept per partition of '{}' in {:?}",
+            self.name,
+            self.topic,
+            changelog.topics().collect::<Vec<_>>()
+        );
+        self.changelog = Some(changelog);
+        self.output.forget_revoked_partitions();
+        Ok(true)
+    }
+
+    /// Writes each owned partition's state to the changelog and waits for
+    /// it to be acknowledged. A partition the group took away since the
+    /// job was told is skipped: its next owner may be reading it back.
+    fn keep_state(&mut self, states: &[PartitionState]) -> Result<()> {
+        let Some(changelog) = &mut self.changelog else {
+            return Err(EngineError::State(format!(
+                "{}: no changelog to keep state in",
+                self.name
+            )));
+        };
+        let owned = self.output.owned_now();
+        for state in states {
+            let r = state.partition as i32;
+            if !owned.contains(&r) {
+                continue;
+            }
+            let seen = self.handed_over.of_partition(r);
+            changelog.write(&self.producer, r, &state.operators, &seen)?;
+        }
+        self.producer.poll(Duration::ZERO);
+        self.flush_deliveries()
     }
 
     fn commit(&mut self) -> Result<()> {
@@ -403,14 +596,11 @@ impl Source for RepartitionSource {
         self.output.committed_position()
     }
 
-    fn seek(&mut self, position: &Position) -> Result<()> {
-        let bad = || EngineError::connector(&self.name, "not a repartitioned read's position");
-        let read = position.get("read").ok_or_else(bad)?;
-        self.handed_over = position
-            .get("seen")
-            .and_then(HandedOver::from_position)
-            .ok_or_else(bad)?;
-        self.output.seek(read)
+    /// Nothing to do: each repartition partition's position and state
+    /// come with its assignment, from its changelog and the group's
+    /// committed offset, whichever process had it before.
+    fn seek(&mut self, _position: &Position) -> Result<()> {
+        Ok(())
     }
 }
 

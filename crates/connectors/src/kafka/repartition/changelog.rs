@@ -1,0 +1,452 @@
+//! Changelog topics: the state of each repartition partition kept in
+//! Kafka, so that it moves with the partition to whichever process the
+//! group gives it next.
+//!
+//! One compacted topic per stateful operator of the statement,
+//! `<group.id>-<statement>-<index>-<operator>-changelog`, with the
+//! repartition topic's partition count. At each checkpoint, the owner of
+//! a repartition partition writes each operator's state of that partition
+//! to the same partition of the operator's topic: the snapshot (Arrow IPC)
+//! cut into chunks, each message holding a small header — the
+//! partition's checkpoint number, the chunk's number, how many chunks —
+//! and, in the first chunk, the last input offset handed over per input
+//! partition, so that records written twice to the repartition topic are
+//! dropped the same after a move.
+//!
+//! Chunks are keyed `<checkpoint parity>-<chunk>`: compaction keeps the
+//! newest two checkpoints, so the last complete one survives a writer that
+//! died in the middle of the next.
+//!
+//! A new owner reads the end of each operator's partition (a window that
+//! widens until it holds a checkpoint complete in every operator's topic)
+//! and restores the newest such checkpoint. Its records in the
+//! repartition topic after that checkpoint are read again from the
+//! group's committed offset, which the old owner committed only after the
+//! changelog held the state (the job keeps state before it commits); what
+//! was already counted is dropped by input offset.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::record_batch::RecordBatch;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::BaseProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use velostream_engine::state::{OperatorSnapshot, StatefulOperator};
+use velostream_engine::{EngineError, Result};
+
+use crate::kafka::delivery::DeliveryContext;
+
+/// A chunk's snapshot is cut at about this many bytes of Arrow data
+/// (well under a broker's default 1 MB message limit).
+const CHUNK_BYTES: usize = 512 * 1024;
+/// Messages read from the end of a partition at first when restoring; the
+/// window grows fourfold until it holds a complete checkpoint.
+const FIRST_WINDOW: i64 = 64;
+/// How long reading one window of a changelog partition may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The changelog topic of `operator` of the statement whose topics start
+/// with `prefix` (`<group.id>-<statement>`).
+pub(super) fn topic_name(prefix: &str, operator: &StatefulOperator) -> String {
+    format!("{prefix}-{}-{}-changelog", operator.index, operator.name)
+}
+
+/// A repartition partition's state as read back from its changelog.
+#[derive(Debug)]
+pub(super) struct Restored {
+    /// The partition's checkpoint number it was kept at.
+    pub checkpoint: u64,
+    /// Each stateful operator's snapshot, by its index in the pipeline.
+    pub operators: Vec<(usize, OperatorSnapshot)>,
+    /// The last input offset handed over per input partition.
+    pub seen: BTreeMap<i32, i64>,
+    /// Bytes read back (the chunks of the restored checkpoint).
+    pub bytes: u64,
+}
+
+/// The changelog topics of one statement and the client reading them back.
+pub(super) struct Changelog {
+    name: String,
+    /// Topic per stateful operator's index.
+    topics: Vec<(usize, String)>,
+    reader: BaseConsumer,
+    /// The checkpoint number each partition was last kept or restored at:
+    /// the next one written is one more, whichever process writes it.
+    kept: BTreeMap<i32, u64>,
+}
+
+impl Changelog {
+    pub(super) fn new(name: &str, topics: Vec<(usize, String)>, reader: BaseConsumer) -> Self {
+        Self {
+            name: name.to_string(),
+            topics,
+            reader,
+            kept: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.iter().map(|(_, t)| t.as_str())
+    }
+
+    /// This process no longer owns `partition`.
+    pub(super) fn forget(&mut self, partition: i32) {
+        self.kept.remove(&partition);
+    }
+
+    /// Queues the state of `partition` (every stateful operator's
+    /// snapshot, and the input offsets handed over) as its next
+    /// checkpoint; the caller waits for delivery.
+    pub(super) fn write(
+        &mut self,
+        producer: &BaseProducer<DeliveryContext>,
+        partition: i32,
+        operators: &[(usize, OperatorSnapshot)],
+        seen: &BTreeMap<i32, i64>,
+    ) -> Result<u64> {
+        let checkpoint = self.kept.get(&partition).copied().unwrap_or(0) + 1;
+        for (index, snapshot) in operators {
+            let topic = self.topic_of(*index)?;
+            let chunks = cut(snapshot)?;
+            let count = chunks.len();
+            for (chunk, ipc) in chunks.into_iter().enumerate() {
+                let mut header = serde_json::json!({
+                    "checkpoint": checkpoint,
+                    "chunk": chunk,
+                    "chunks": count,
+                });
+                if chunk == 0 {
+                    header["seen"] = seen
+                        .iter()
+                        .map(|(p, o)| (p.to_string(), serde_json::Value::from(*o)))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into();
+                }
+                let key = format!("{}-{chunk}", checkpoint % 2);
+                let value = frame(&header, &ipc);
+                super::send(producer, &self.name, topic, partition, Some(&key), &value)?;
+            }
+        }
+        self.kept.insert(partition, checkpoint);
+        Ok(checkpoint)
+    }
+
+    fn topic_of(&self, index: usize) -> Result<&str> {
+        self.topics
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, t)| t.as_str())
+            .ok_or_else(|| {
+                EngineError::State(format!(
+                    "{}: no changelog topic for operator #{index}",
+                    self.name
+                ))
+            })
+    }
+
+    /// The newest checkpoint of `partition` complete in every operator's
+    /// topic; `None` when there is none (the partition starts empty).
+    pub(super) fn restore(&mut self, partition: i32) -> Result<Option<Restored>> {
+        let mut window = FIRST_WINDOW;
+        loop {
+            let mut found = Vec::with_capacity(self.topics.len());
+            let mut whole = true;
+            for (_, topic) in &self.topics {
+                let (low, high) = self
+                    .reader
+                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                    .map_err(|e| {
+                        EngineError::connector(&self.name, format!("changelog '{topic}': {e}"))
+                    })?;
+                let from = (high - window).max(low);
+                whole &= from == low;
+                let messages = self.read(topic, partition, from, high)?;
+                found.push(checkpoints(&messages));
+            }
+            let common = found
+                .first()
+                .into_iter()
+                .flat_map(|f| f.keys().rev())
+                .find(|id| found.iter().all(|f| f.contains_key(id)))
+                .copied();
+            match common {
+                Some(checkpoint) => {
+                    let restored = self.assemble(checkpoint, found)?;
+                    self.kept.insert(partition, checkpoint);
+                    return Ok(Some(restored));
+                }
+                None if whole => {
+                    self.kept.remove(&partition);
+                    return Ok(None);
+                }
+                None => window *= 4,
+            }
+        }
+    }
+
+    /// The snapshots of `checkpoint`, each operator's chunks put together.
+    fn assemble(
+        &self,
+        checkpoint: u64,
+        mut found: Vec<BTreeMap<u64, Complete>>,
+    ) -> Result<Restored> {
+        let mut operators = Vec::with_capacity(found.len());
+        let mut seen = BTreeMap::new();
+        let mut bytes = 0;
+        for ((index, _), mut of_topic) in self.topics.iter().zip(found.drain(..)) {
+            let Some(complete) = of_topic.remove(&checkpoint) else {
+                continue;
+            };
+            seen = complete.seen;
+            let mut schema = None;
+            let mut batches = Vec::new();
+            for ipc in &complete.chunks {
+                bytes += ipc.len() as u64;
+                let part = OperatorSnapshot::from_bytes(ipc)?;
+                schema.get_or_insert(part.schema);
+                batches.extend(part.batches);
+            }
+            let schema = schema.ok_or_else(|| {
+                EngineError::State(format!("{}: a kept checkpoint has no chunks", self.name))
+            })?;
+            operators.push((*index, OperatorSnapshot { schema, batches }));
+        }
+        Ok(Restored {
+            checkpoint,
+            operators,
+            seen,
+            bytes,
+        })
+    }
+
+    /// The values of `topic`'s `partition` from offset `from` to `high`.
+    fn read(&self, topic: &str, partition: i32, from: i64, high: i64) -> Result<Vec<Vec<u8>>> {
+        if from >= high {
+            return Ok(Vec::new());
+        }
+        let failed = |e: rdkafka::error::KafkaError| {
+            EngineError::connector(&self.name, format!("changelog '{topic}': {e}"))
+        };
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(from))
+            .map_err(failed)?;
+        self.reader.assign(&assignment).map_err(failed)?;
+        let deadline = Instant::now() + READ_TIMEOUT;
+        let mut values = Vec::new();
+        loop {
+            if Instant::now() > deadline {
+                return Err(EngineError::connector(
+                    &self.name,
+                    format!(
+                        "changelog '{topic}' partition {partition}: offsets {from}..{high} not read within {READ_TIMEOUT:?}"
+                    ),
+                ));
+            }
+            match self.reader.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    if m.topic() != topic || m.partition() != partition {
+                        continue;
+                    }
+                    values.push(m.payload().unwrap_or_default().to_vec());
+                    if m.offset() >= high - 1 {
+                        break;
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(failed(e)),
+                None => {}
+            }
+        }
+        self.reader.unassign().map_err(failed)?;
+        Ok(values)
+    }
+}
+
+/// One checkpoint's chunks of one operator, all present.
+#[derive(Debug, Default)]
+struct Complete {
+    chunks: Vec<Vec<u8>>,
+    seen: BTreeMap<i32, i64>,
+}
+
+/// The checkpoints whose chunks are all among `messages` (in offset
+/// order; a chunk written twice counts once).
+fn checkpoints(messages: &[Vec<u8>]) -> BTreeMap<u64, Complete> {
+    #[derive(Default)]
+    struct Partial {
+        chunks: usize,
+        parts: BTreeMap<usize, Vec<u8>>,
+        seen: BTreeMap<i32, i64>,
+    }
+    let mut partial: BTreeMap<u64, Partial> = BTreeMap::new();
+    for value in messages {
+        let Some((header, ipc)) = unframe(value) else {
+            continue;
+        };
+        let number = |key: &str| header.get(key).and_then(serde_json::Value::as_u64);
+        let (Some(checkpoint), Some(chunk), Some(chunks)) =
+            (number("checkpoint"), number("chunk"), number("chunks"))
+        else {
+            continue;
+        };
+        let entry = partial.entry(checkpoint).or_default();
+        entry.chunks = chunks as usize;
+        if let Some(seen) = header.get("seen").and_then(serde_json::Value::as_object) {
+            entry.seen = seen
+                .iter()
+                .filter_map(|(p, o)| Some((p.parse().ok()?, o.as_i64()?)))
+                .collect();
+        }
+        entry.parts.insert(chunk as usize, ipc.to_vec());
+    }
+    partial
+        .into_iter()
+        .filter(|(_, p)| p.chunks > 0 && p.parts.len() == p.chunks)
+        .map(|(id, p)| {
+            (
+                id,
+                Complete {
+                    chunks: p.parts.into_values().collect(),
+                    seen: p.seen,
+                },
+            )
+        })
+        .collect()
+}
+
+/// A snapshot cut into Arrow IPC streams of about [`CHUNK_BYTES`] each;
+/// always at least one (an empty state is kept as such).
+fn cut(snapshot: &OperatorSnapshot) -> Result<Vec<Vec<u8>>> {
+    let encode = |batches: Vec<RecordBatch>| {
+        OperatorSnapshot {
+            schema: snapshot.schema.clone(),
+            batches,
+        }
+        .to_bytes()
+    };
+    let mut chunks = Vec::new();
+    let mut current: Vec<RecordBatch> = Vec::new();
+    let mut size = 0;
+    for batch in &snapshot.batches {
+        let rows = batch.num_rows();
+        if rows == 0 {
+            continue;
+        }
+        let bytes = batch.get_array_memory_size().max(1);
+        let per_chunk = (rows * CHUNK_BYTES / bytes).clamp(1, rows);
+        let mut start = 0;
+        while start < rows {
+            let len = per_chunk.min(rows - start);
+            let part_bytes = bytes * len / rows;
+            if size + part_bytes > CHUNK_BYTES && !current.is_empty() {
+                chunks.push(encode(std::mem::take(&mut current))?);
+                size = 0;
+            }
+            current.push(batch.slice(start, len));
+            size += part_bytes;
+            start += len;
+        }
+    }
+    if !current.is_empty() || chunks.is_empty() {
+        // one batch per chunk keeps each IPC stream's dictionaries simple
+        let merged = match current.len() {
+            0 | 1 => current,
+            _ => vec![concat_batches(&snapshot.schema, &current)?],
+        };
+        chunks.push(encode(merged)?);
+    }
+    Ok(chunks)
+}
+
+/// A message value: the header's length (4 bytes, big-endian), the
+/// header as JSON, then the chunk.
+fn frame(header: &serde_json::Value, ipc: &[u8]) -> Vec<u8> {
+    let header = header.to_string();
+    let mut out = Vec::with_capacity(4 + header.len() + ipc.len());
+    out.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(ipc);
+    out
+}
+
+/// The header and chunk of a message value; `None` if it is not one.
+fn unframe(value: &[u8]) -> Option<(serde_json::Value, &[u8])> {
+    let len = u32::from_be_bytes(value.get(..4)?.try_into().ok()?) as usize;
+    let header = serde_json::from_slice(value.get(4..4 + len)?).ok()?;
+    Some((header, &value[4 + len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn snapshot(rows: usize) -> OperatorSnapshot {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let keys: Vec<String> = (0..rows).map(|i| format!("key-{i:08}")).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(keys)),
+                Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+            ],
+        )
+        .unwrap();
+        OperatorSnapshot {
+            schema,
+            batches: vec![batch],
+        }
+    }
+
+    fn message(checkpoint: u64, chunk: usize, chunks: usize, ipc: &[u8]) -> Vec<u8> {
+        let header = serde_json::json!({
+            "checkpoint": checkpoint, "chunk": chunk, "chunks": chunks, "seen": {"3": 41}
+        });
+        frame(&header, ipc)
+    }
+
+    #[test]
+    fn a_large_state_is_cut_into_chunks_that_put_back_together_equal_it() {
+        let state = snapshot(100_000);
+        let chunks = cut(&state).unwrap();
+        assert!(chunks.len() > 1, "{} chunks", chunks.len());
+        let mut rows = Vec::new();
+        for c in &chunks {
+            assert!(c.len() < 1024 * 1024, "a chunk of {} bytes", c.len());
+            rows.extend(OperatorSnapshot::from_bytes(c).unwrap().batches);
+        }
+        let back = concat_batches(&state.schema, &rows).unwrap();
+        assert_eq!(back, state.batches[0]);
+        // an empty state is still one chunk, so a partition emptied is kept empty
+        let empty = OperatorSnapshot {
+            schema: state.schema.clone(),
+            batches: vec![],
+        };
+        assert_eq!(cut(&empty).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_newest_checkpoint_with_every_chunk_is_the_one_restored() {
+        let ipc = cut(&snapshot(3)).unwrap().remove(0);
+        let messages = vec![
+            message(4, 0, 2, &ipc),
+            message(4, 1, 2, &ipc),
+            // the writer of checkpoint 5 died after its first chunk
+            message(5, 0, 2, &ipc),
+            b"not a changelog message".to_vec(),
+        ];
+        let found = checkpoints(&messages);
+        assert_eq!(found.keys().copied().collect::<Vec<_>>(), vec![4]);
+        assert_eq!(found[&4].chunks.len(), 2);
+        assert_eq!(found[&4].seen, BTreeMap::from([(3, 41)]));
+    }
+}
