@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use velostream_connectors::kafka::admin;
@@ -13,7 +12,7 @@ use velostream_connectors::kafka::admin;
 mod kafka_support;
 mod run_support;
 use kafka_support::{brokers, produce, unique};
-use run_support::{spawn_run_with, stop};
+use run_support::{spawn_run_with, Member};
 
 /// Records per test, 100 per 10-second window.
 const RECORDS: i64 = 600;
@@ -32,29 +31,6 @@ fn records() -> Vec<(String, String, i64)> {
             )
         })
         .collect()
-}
-
-/// A member process, killed if the test fails before it ends.
-struct Member(Option<Child>);
-
-impl Member {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("running")
-    }
-
-    /// Stops the member cleanly; its log.
-    fn stop(mut self) -> String {
-        stop(self.0.take().expect("running"))
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// How a member reads its topic.
@@ -480,9 +456,7 @@ fn await_first_answer(outputs: &[PathBuf]) {
 /// Kills the first of `members` with SIGKILL; the others.
 fn kill_first(members: Vec<(Member, PathBuf)>) -> Vec<Member> {
     let mut members = members.into_iter().map(|(m, _)| m);
-    let mut killed = members.next().unwrap();
-    killed.child().kill().unwrap();
-    killed.child().wait().unwrap();
+    members.next().unwrap().kill();
     members.collect()
 }
 

@@ -37,3 +37,36 @@ pub fn spawn_run_with(app: &Path, args: &[&str], env: &[(&str, &str)]) -> Child 
         .spawn()
         .unwrap()
 }
+
+/// A `velostream run` in the background, killed if the test fails before
+/// it ends.
+#[allow(dead_code)]
+pub struct Member(pub Option<Child>);
+
+#[allow(dead_code)]
+impl Member {
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+
+    /// Stops the member cleanly; its log.
+    pub fn stop(mut self) -> String {
+        stop(self.0.take().expect("running"))
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill(mut self) {
+        let mut child = self.0.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
