@@ -247,6 +247,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .map(|report| println!("{report}"))
                 .map_err(Failure::Runtime)
         }
+        Some(Command::Bench(BenchCommand::Takeover(bench))) => {
+            let brokers = kafka_tools::brokers(bench.brokers.clone()).map_err(Failure::Usage)?;
+            velostream::bench::takeover::run(&bench, &brokers)
+                .map(|report| println!("{report}"))
+                .map_err(Failure::Runtime)
+        }
         Some(Command::Bench(BenchCommand::Checkpoint(bench))) => {
             velostream::bench::checkpoint::run(&bench)
                 .map(|report| println!("{report}"))

@@ -40,12 +40,13 @@ fn input() -> Vec<(String, String, i64)> {
     all
 }
 
-/// The application, its sinks in `dir` under `name`.
-fn application(dir: &Path, name: &str, events: &str, regions: &str, group: &str) -> PathBuf {
+/// The application, its sinks files in `dir` under `name`.
+fn application(dir: &Path, name: &str, (events, regions, group): (&str, &str, &str)) -> PathBuf {
     let out = |statement: &str| {
-        dir.join(format!("{name}-{statement}.jsonl"))
-            .display()
-            .to_string()
+        format!(
+            "'{statement}.type' = 'file_sink', '{statement}.path' = '{}'",
+            dir.join(format!("{name}-{statement}.jsonl")).display()
+        )
     };
     let app = dir.join(format!("{name}.sql"));
     std::fs::write(
@@ -53,20 +54,21 @@ fn application(dir: &Path, name: &str, events: &str, regions: &str, group: &str)
         format!(
             "CREATE STREAM events (id BIGINT, grp VARCHAR, ts BIGINT)
                WITH ('events.type' = 'kafka_source', 'events.topic' = '{events}',
-                     'events.group.id' = '{group}', 'events.scale_out' = 'true');
+                     'events.group.id' = '{group}', 'events.scale_out' = 'true',
+                     'events.session.timeout.ms' = '6000');
              CREATE STREAM regions (grp VARCHAR, region VARCHAR)
                WITH ('regions.type' = 'kafka_source', 'regions.topic' = '{regions}',
                      'regions.key.field' = 'grp');
              CREATE STREAM per_minute AS
                SELECT grp, _window_start AS w, COUNT(*) AS n, SUM(id) AS total FROM events
                GROUP BY grp WINDOW TUMBLING(ts, 1m)
-               WITH ('per_minute.type' = 'file_sink', 'per_minute.path' = '{}');
+               WITH ({});
              CREATE STREAM located AS
                SELECT e.id, r.region FROM events e JOIN regions r ON e.grp = r.grp
-               WITH ('located.type' = 'file_sink', 'located.path' = '{}');
+               WITH ({});
              CREATE STREAM totals AS
                SELECT grp, COUNT(*) AS n, SUM(id) AS total FROM events GROUP BY grp
-               WITH ('totals.type' = 'file_sink', 'totals.path' = '{}');",
+               WITH ({});",
             out("per_minute"),
             out("located"),
             out("totals"),
@@ -76,12 +78,20 @@ fn application(dir: &Path, name: &str, events: &str, regions: &str, group: &str)
     app
 }
 
-/// Starts process `name` of the application, checkpointing every second.
-fn start(dir: &Path, name: &str, app: &Path) -> Member {
+/// Starts process `name` of the application, checkpointing every second
+/// under `guarantee`.
+fn start(dir: &Path, name: &str, app: &Path, guarantee: &str) -> Member {
     let state = dir.join(format!("{name}-state")).display().to_string();
     Member(Some(spawn_run_with(
         app,
-        &["--checkpoint-interval", "1s", "--state-dir", &state],
+        &[
+            "--checkpoint-interval",
+            "1s",
+            "--state-dir",
+            &state,
+            "--guarantee",
+            guarantee,
+        ],
         &[("KAFKA_BROKERS", &brokers()), ("VELOSTREAM_LOG", "info")],
     )))
 }
@@ -199,8 +209,8 @@ fn complete_answers(dir: &Path, within: Duration) -> Answers {
     }
 }
 
-#[test]
-fn three_processes_answer_one_application_whole_through_a_kill() {
+/// The topics of a run: input, table, group.
+fn topics() -> (String, String, String) {
     let events = unique("app-events");
     let regions = unique("app-regions");
     let client = admin::plain_client(&brokers());
@@ -214,22 +224,29 @@ fn three_processes_answer_one_application_whole_through_a_kill() {
         })
         .collect();
     produce(&regions, &table);
+    (events, regions, unique("app"))
+}
 
-    let shared = tempfile::tempdir().unwrap();
-    let group = unique("app");
+/// Three processes of the application start; once results flow and
+/// checkpoints have kept the open windows and totals, one is killed with
+/// SIGKILL and a fourth started, and the rest of the input is produced;
+/// `finished` waits for the answers. The processes' logs.
+fn run_through_a_kill(
+    dir: &Path,
+    topics: (&str, &str, &str),
+    guarantee: &str,
+    flowing: impl Fn() -> bool,
+    finished: impl FnOnce(),
+) -> Vec<String> {
     let members: Vec<Member> = ["a", "b", "c"]
         .iter()
-        .map(|name| {
-            let app = application(shared.path(), name, &events, &regions, &group);
-            start(shared.path(), name, &app)
-        })
+        .map(|name| start(dir, name, &application(dir, name, topics), guarantee))
         .collect();
     let input = input();
     let (first, rest) = input.split_at(RECORDS as usize / 2);
-    produce(&events, first);
-    // results flow, and checkpoints keep the open windows and totals
+    produce(topics.0, first);
     let deadline = Instant::now() + Duration::from_secs(90);
-    while answers(shared.path()).per_minute.is_empty() {
+    while !flowing() {
         assert!(
             Instant::now() < deadline,
             "no window closed before the kill"
@@ -239,11 +256,35 @@ fn three_processes_answer_one_application_whole_through_a_kill() {
     std::thread::sleep(Duration::from_secs(4));
     let mut members = members.into_iter();
     members.next().unwrap().kill();
-    let app = application(shared.path(), "d", &events, &regions, &group);
-    let d = start(shared.path(), "d", &app);
-    produce(&events, rest);
-    let got = complete_answers(shared.path(), Duration::from_secs(150));
-    let logs: Vec<String> = members.chain([d]).map(Member::stop).collect();
+    let d = start(dir, "d", &application(dir, "d", topics), guarantee);
+    produce(topics.0, rest);
+    finished();
+    members.chain([d]).map(Member::stop).collect()
+}
+
+fn assert_restored_from_a_changelog(logs: &[String]) {
+    assert!(
+        logs.iter().any(|l| l.contains("(checkpoint ")),
+        "no process restored a partition's state from a changelog:\n{}",
+        logs.join("\n")
+    );
+}
+
+#[test]
+fn three_processes_answer_one_application_whole_through_a_kill() {
+    let (events, regions, group) = topics();
+    let topics = (events.as_str(), regions.as_str(), group.as_str());
+    let shared = tempfile::tempdir().unwrap();
+    let dir = shared.path();
+    let mut got = None;
+    let logs = run_through_a_kill(
+        dir,
+        topics,
+        "at_least_once",
+        || !answers(dir).per_minute.is_empty(),
+        || got = Some(complete_answers(dir, Duration::from_secs(150))),
+    );
+    let got = got.unwrap();
     let want = expected();
     assert_eq!(
         got.per_minute, want.per_minute,
@@ -251,16 +292,13 @@ fn three_processes_answer_one_application_whole_through_a_kill() {
     );
     assert_eq!(got.located, want.located, "joined rows");
     assert_eq!(got.totals, want.totals, "totals");
-    assert!(
-        logs.iter().any(|l| l.contains("(checkpoint ")),
-        "no process restored a partition's state from a changelog:\n{}",
-        logs.join("\n")
-    );
+    assert_restored_from_a_changelog(&logs);
 
     // one process alone, from the start of the same input, answers the same
     let alone = tempfile::tempdir().unwrap();
-    let app = application(alone.path(), "alone", &events, &regions, &unique("alone"));
-    let member = start(alone.path(), "alone", &app);
+    let group = unique("alone");
+    let app = application(alone.path(), "alone", (topics.0, topics.1, &group));
+    let member = start(alone.path(), "alone", &app, "at_least_once");
     let by_one = complete_answers(alone.path(), Duration::from_secs(150));
     member.stop();
     assert_eq!(by_one, got, "one process and three answered differently");

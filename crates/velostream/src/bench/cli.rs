@@ -51,6 +51,9 @@ pub enum BenchCommand {
     /// One application on 1, 2, 3 … processes of one consumer group over
     /// the same topic: wall time and CPU per million records
     ScaleOut(crate::bench::scale_out::ScaleOutBench),
+    /// Two processes of a repartitioned application, one killed: how long
+    /// its partitions take to move and how fast their state is restored
+    Takeover(crate::bench::takeover::TakeoverBench),
     /// Kafka -> filter + projection -> Kafka vs a plain librdkafka consume
     Kafka {
         #[arg(long, default_value_t = 1_000_000)]
@@ -239,10 +242,11 @@ pub fn bench_suite(which: BenchCommand) -> bench::Suite<'static> {
         | BenchCommand::Nexmark { .. }
         | BenchCommand::Checkpoint(_)
         | BenchCommand::ScaleOut(_)
+        | BenchCommand::Takeover(_)
         | BenchCommand::Trades { .. }
         | BenchCommand::Postgres { .. } => {
             unreachable!(
-                "bench kafka, latency, nexmark, checkpoint, scale-out, trades and postgres are dispatched before the file suites"
+                "bench kafka, latency, nexmark, checkpoint, scale-out, takeover, trades and postgres are dispatched before the file suites"
             )
         }
         BenchCommand::Interval { records, keys, run } => bench::Suite {

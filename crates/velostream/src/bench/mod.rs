@@ -9,6 +9,7 @@ pub mod latency;
 pub mod nexmark;
 pub mod postgres;
 pub mod scale_out;
+pub mod takeover;
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};

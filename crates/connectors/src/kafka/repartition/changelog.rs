@@ -45,13 +45,39 @@ const CHUNK_BYTES: usize = 512 * 1024;
 /// Messages read from the end of a partition at first when restoring; the
 /// window grows fourfold until it holds a complete checkpoint.
 const FIRST_WINDOW: i64 = 64;
-/// How long reading one window of a changelog partition may take.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long reading one window of a changelog partition may take (a
+/// transaction left open hides what follows it from this `read_committed`
+/// reader until the broker aborts it).
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The changelog topic of `operator` of the statement whose topics start
 /// with `prefix` (`<group.id>-<statement>`).
 pub(super) fn topic_name(prefix: &str, operator: &StatefulOperator) -> String {
     format!("{prefix}-{}-{}-changelog", operator.index, operator.name)
+}
+
+/// One message of a changelog topic.
+#[derive(Debug, Clone)]
+pub struct ChangelogRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+impl ChangelogRecord {
+    /// Queues the message on `producer` (under exactly-once, inside its
+    /// open transaction).
+    pub fn send(&self, producer: &BaseProducer<DeliveryContext>, name: &str) -> Result<()> {
+        super::send(
+            producer,
+            name,
+            &self.topic,
+            self.partition,
+            Some(&self.key),
+            &self.value,
+        )
+    }
 }
 
 /// A repartition partition's state as read back from its changelog.
@@ -97,17 +123,18 @@ impl Changelog {
         self.kept.remove(&partition);
     }
 
-    /// Queues the state of `partition` (every stateful operator's
-    /// snapshot, and the input offsets handed over) as its next
-    /// checkpoint; the caller waits for delivery.
-    pub(super) fn write(
+    /// The messages keeping the state of `partition` (every stateful
+    /// operator's snapshot, and the input offsets handed over) as its next
+    /// checkpoint, for the caller to write (at once, or in the output's
+    /// transaction under exactly-once).
+    pub(super) fn records(
         &mut self,
-        producer: &BaseProducer<DeliveryContext>,
         partition: i32,
         operators: &[(usize, OperatorSnapshot)],
         seen: &BTreeMap<i32, i64>,
-    ) -> Result<u64> {
+    ) -> Result<Vec<ChangelogRecord>> {
         let checkpoint = self.kept.get(&partition).copied().unwrap_or(0) + 1;
+        let mut records = Vec::new();
         for (index, snapshot) in operators {
             let topic = self.topic_of(*index)?;
             let chunks = cut(snapshot)?;
@@ -125,13 +152,16 @@ impl Changelog {
                         .collect::<serde_json::Map<_, _>>()
                         .into();
                 }
-                let key = format!("{}-{chunk}", checkpoint % 2);
-                let value = frame(&header, &ipc);
-                super::send(producer, &self.name, topic, partition, Some(&key), &value)?;
+                records.push(ChangelogRecord {
+                    topic: topic.to_string(),
+                    partition,
+                    key: format!("{}-{chunk}", checkpoint % 2),
+                    value: frame(&header, &ipc),
+                });
             }
         }
         self.kept.insert(partition, checkpoint);
-        Ok(checkpoint)
+        Ok(records)
     }
 
     fn topic_of(&self, index: usize) -> Result<&str> {
