@@ -48,10 +48,6 @@ impl Connectors {
             )));
         }
         if self.guarantee == Guarantee::ExactlyOnce {
-            // the transactional halves exist, but a process killed with its
-            // transactions open leaves them to the broker's timeout under
-            // per-process transactional ids; until each partition's next
-            // owner fences its last one, this is refused
             return Err(velostream_engine::EngineError::NotSupported(format!(
                 "source '{}': a repartitioned read ('scale_out') is at least once for now; run with processing.guarantee at_least_once",
                 binding.name
@@ -65,7 +61,6 @@ impl Connectors {
             batch_size: self.batch_size,
             defaults: &self.kafka,
             metrics,
-            exactly_once: self.guarantee == Guarantee::ExactlyOnce,
         })
     }
 

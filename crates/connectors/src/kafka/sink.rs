@@ -326,23 +326,11 @@ impl Sink for KafkaSink {
         let failed = |what: &str, e: ClientError| {
             EngineError::connector(&self.name, format!("{what} the transaction: {e}"))
         };
-        let any = source.as_any();
-        let consumed =
-            if let Some(kafka) = any.and_then(|s| s.downcast_ref::<super::source::KafkaSource>()) {
-                Some(kafka.transaction_offsets()?)
-            } else if let Some(repartitioned) =
-                any.and_then(|s| s.downcast_ref::<super::repartition::RepartitionSource>())
-            {
-                // the kept state of the partitions is part of this checkpoint
-                let (offsets, group, state) = repartitioned.transaction_part()?;
-                for record in &state {
-                    record.send(&self.producer, &self.name)?;
-                }
-                Some((offsets, group))
-            } else {
-                None
-            };
-        if let Some((offsets, group)) = consumed {
+        if let Some(kafka) = source
+            .as_any()
+            .and_then(|s| s.downcast_ref::<super::source::KafkaSource>())
+        {
+            let (offsets, group) = kafka.transaction_offsets()?;
             if offsets.count() > 0 {
                 self.producer
                     .send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)

@@ -58,17 +58,16 @@ pub(super) fn topic_name(prefix: &str, operator: &StatefulOperator) -> String {
 
 /// One message of a changelog topic.
 #[derive(Debug, Clone)]
-pub struct ChangelogRecord {
-    pub topic: String,
-    pub partition: i32,
-    pub key: String,
-    pub value: Vec<u8>,
+pub(super) struct ChangelogRecord {
+    topic: String,
+    partition: i32,
+    key: String,
+    value: Vec<u8>,
 }
 
 impl ChangelogRecord {
-    /// Queues the message on `producer` (under exactly-once, inside its
-    /// open transaction).
-    pub fn send(&self, producer: &BaseProducer<DeliveryContext>, name: &str) -> Result<()> {
+    /// Queues the message on `producer`.
+    pub(super) fn send(&self, producer: &BaseProducer<DeliveryContext>, name: &str) -> Result<()> {
         super::send(
             producer,
             name,
@@ -125,8 +124,7 @@ impl Changelog {
 
     /// The messages keeping the state of `partition` (every stateful
     /// operator's snapshot, and the input offsets handed over) as its next
-    /// checkpoint, for the caller to write (at once, or in the output's
-    /// transaction under exactly-once).
+    /// checkpoint, for the caller to write.
     pub(super) fn records(
         &mut self,
         partition: i32,

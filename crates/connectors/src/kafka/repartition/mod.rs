@@ -55,7 +55,6 @@ mod changelog;
 mod crossing;
 mod source;
 
-pub use changelog::ChangelogRecord;
 pub use source::RepartitionSource;
 
 use std::collections::BTreeMap;
@@ -64,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use velostream_engine::key_hash::{KeyHasher, KeySpread};
 use velostream_engine::{EngineError, JobMetrics, Result, Source};
 use velostream_sql::SourceBinding;
@@ -90,12 +89,6 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 const END_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long delivery of the repartitioned records may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long transaction calls (init, commit, abort) may take.
-const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
-/// `transaction.timeout.ms` of the exactly-once input half: a process that
-/// dies with a transaction open holds readers of the repartition topic
-/// back until the broker aborts it, so it is kept short.
-const OPEN_TRANSACTION_MS: &str = "10000";
 
 /// Consumer-only properties left out of the repartition producer.
 const CONSUMER_ONLY: &[&str] = &[
@@ -157,10 +150,6 @@ pub struct RepartitionRequest<'a> {
     pub batch_size: usize,
     pub defaults: &'a KafkaDefaults,
     pub metrics: Arc<JobMetrics>,
-    /// `processing.guarantee: exactly_once`: the input half writes in
-    /// transactions with its input offsets, and kept state goes into the
-    /// output's transaction.
-    pub exactly_once: bool,
 }
 
 /// Opens the two halves of a repartitioned read and creates the topic.
@@ -173,7 +162,6 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         batch_size,
         defaults,
         metrics,
-        exactly_once,
     } = request;
     let name = &binding.name;
     let mut properties: BTreeMap<String, String> = binding.properties.clone();
@@ -228,28 +216,9 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
     let producer_config = settings.client_config();
     create_topic(name, &producer_config, &topic, input_partitions, &[])?;
     let deliveries = Arc::<Deliveries>::default();
-    let mut input_config = producer_config.clone();
-    if exactly_once {
-        // one per process: zombies are fenced by the input group's
-        // generation, which the transaction's offsets carry
-        input_config
-            .set(
-                "transactional.id",
-                format!("{topic}-input-{}", process_tag()),
-            )
-            .set("transaction.timeout.ms", OPEN_TRANSACTION_MS);
-    }
-    let producer: BaseProducer<DeliveryContext> = input_config
+    let producer: BaseProducer<DeliveryContext> = producer_config
         .create_with_context(DeliveryContext(deliveries.clone()))
         .map_err(|e| EngineError::connector(name, format!("repartition producer: {e}")))?;
-    if exactly_once {
-        producer
-            .init_transactions(TRANSACTION_TIMEOUT)
-            .and_then(|()| producer.begin_transaction())
-            .map_err(|e| {
-                EngineError::connector(name, format!("repartition producer transaction: {e}"))
-            })?;
-    }
     // asks the input group's committed offsets without joining it
     let probe: BaseConsumer = probe_config
         .create()
@@ -332,25 +301,7 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         waiting_for: Vec::new(),
         output_checked: None,
         ended: false,
-        transactional: exactly_once,
-        in_transaction: Default::default(),
     }))
-}
-
-/// Names this process among the others sharing a statement: the host,
-/// the process id and the start time.
-pub fn process_tag() -> String {
-    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TAG.get_or_init(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "host".into());
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        format!("{host}-{}-{started}", std::process::id())
-    })
-    .clone()
 }
 
 /// Queues one message for `partition` of `topic`, waiting while the

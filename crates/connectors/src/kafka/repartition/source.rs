@@ -10,7 +10,7 @@ use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::BaseProducer;
 use rdkafka::TopicPartitionList;
 use velostream_engine::connector::Position;
 use velostream_engine::key_hash::KeyHasher;
@@ -20,9 +20,9 @@ use velostream_engine::state::{
 };
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
-use super::changelog::{self, Changelog, ChangelogRecord};
+use super::changelog::{self, Changelog};
 use super::crossing::{decode, encode, int32, stream_of, HandedOver};
-use super::{COMMIT_EVERY, DELIVERY_TIMEOUT, END_CHECK_EVERY, TRANSACTION_TIMEOUT};
+use super::{COMMIT_EVERY, DELIVERY_TIMEOUT, END_CHECK_EVERY};
 
 use crate::kafka::admin;
 use crate::kafka::delivery::{self, Deliveries, DeliveryContext};
@@ -111,12 +111,6 @@ pub struct RepartitionSource {
     /// The output half ended while moves were still to be reported:
     /// the end comes on the next poll.
     pub(super) ended: bool,
-    /// Exactly-once: the input half's producer is transactional (its
-    /// records and the input offsets commit together), and kept state is
-    /// written in the output's transaction.
-    pub(super) transactional: bool,
-    /// Kept state waiting for the output's transaction (exactly-once).
-    pub(super) in_transaction: std::sync::Mutex<Vec<ChangelogRecord>>,
     pub(super) sent_since_commit: bool,
     pub(super) last_commit: Instant,
     /// The output half.
@@ -194,59 +188,12 @@ impl RepartitionSource {
     /// commits the input offsets of what the input half read.
     fn commit_input(&mut self) -> Result<()> {
         self.flush_deliveries()?;
-        if self.transactional {
-            self.commit_input_transaction()?;
-        } else if let Some(input) = &mut self.input {
+        if let Some(input) = &mut self.input {
             input.commit()?;
         }
         self.sent_since_commit = false;
         self.last_commit = Instant::now();
         Ok(())
-    }
-
-    /// Exactly-once: commits the input half's transaction, with the input
-    /// offsets of the records it carried, and opens the next.
-    fn commit_input_transaction(&mut self) -> Result<()> {
-        let failed = |what: &str, e: rdkafka::error::KafkaError| {
-            EngineError::connector(
-                &self.name,
-                format!("repartition topic: cannot {what} the transaction: {e}"),
-            )
-        };
-        if let Some(input) = &self.input {
-            let (offsets, group) = input.transaction_offsets()?;
-            if offsets.count() > 0 {
-                self.producer
-                    .send_offsets_to_transaction(&offsets, &group, TRANSACTION_TIMEOUT)
-                    .map_err(|e| failed("add the input offsets to", e))?;
-            }
-        }
-        self.producer
-            .commit_transaction(TRANSACTION_TIMEOUT)
-            .map_err(|e| failed("commit", e))?;
-        self.producer
-            .begin_transaction()
-            .map_err(|e| failed("begin", e))
-    }
-
-    /// Exactly-once: what the output's transaction carries at a
-    /// checkpoint besides its results: the repartition topic's offsets of
-    /// the records returned so far, the group that read them, and the
-    /// kept state's changelog messages (taken).
-    pub fn transaction_part(
-        &self,
-    ) -> Result<(
-        TopicPartitionList,
-        rdkafka::consumer::ConsumerGroupMetadata,
-        Vec<ChangelogRecord>,
-    )> {
-        let (offsets, group) = self.output.transaction_offsets()?;
-        let records = self
-            .in_transaction
-            .lock()
-            .map(|mut r| std::mem::take(&mut *r))
-            .map_err(|_| EngineError::State("kept state lock poisoned".into()))?;
-        Ok((offsets, group, records))
     }
 
     /// Waits until everything produced (repartitioned records, kept
@@ -616,15 +563,6 @@ impl Source for RepartitionSource {
             let seen = self.handed_over.of_partition(r);
             records.extend(changelog.records(r, &state.operators, &seen)?);
         }
-        if self.transactional {
-            // written by the sink's producer, in the transaction that
-            // commits the results and the repartition offsets it covers
-            self.in_transaction
-                .lock()
-                .map_err(|_| EngineError::State("kept state lock poisoned".into()))?
-                .extend(records);
-            return Ok(());
-        }
         for record in &records {
             record.send(&self.producer, &self.name)?;
         }
@@ -649,11 +587,6 @@ impl Source for RepartitionSource {
 
     fn origin_time_ms(&self) -> Option<i64> {
         self.output.origin_time_ms()
-    }
-
-    /// For a transactional sink: see [`RepartitionSource::transaction_part`].
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
     }
 
     /// The output half's position, with the last input offset handed
