@@ -44,6 +44,9 @@ pub struct Connectors {
     pub decode_threads: usize,
     /// Bytes a file source reads at a time, a chunk of whole lines each.
     pub decode_chunk_bytes: usize,
+    /// Standby copies per partition of a repartitioned statement's state
+    /// (`processing.standby_replicas`).
+    pub standby_replicas: usize,
 }
 
 /// The delivery guarantee of sinks (`processing.guarantee`).
@@ -84,6 +87,7 @@ impl Connectors {
             append_by_default: false,
             decode_threads: 1,
             decode_chunk_bytes: crate::file::reader::CHUNK_BYTES,
+            standby_replicas: 0,
         }
     }
 

@@ -61,6 +61,7 @@ impl Connectors {
             batch_size: self.batch_size,
             defaults: &self.kafka,
             metrics,
+            standby_replicas: self.standby_replicas,
         })
     }
 

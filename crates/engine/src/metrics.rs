@@ -52,6 +52,9 @@ pub struct JobMetrics {
     /// Bytes of partition state read back from where the partitions'
     /// previous owners kept it, over the job's life.
     pub state_restored_bytes: AtomicU64,
+    /// The partitions of state this process keeps standby copies of
+    /// (`processing.standby_replicas`), and what each holds.
+    pub standby_partitions: Mutex<BTreeMap<usize, StandbyReport>>,
     /// Durations (ms) of checkpoints not yet taken by the metrics endpoint.
     pub checkpoint_durations_ms: Mutex<Vec<f64>>,
     /// Every batch's latency as `batch_latency_us` measures it, for the
@@ -88,6 +91,19 @@ pub struct StatePartitionReport {
     pub restored_rows: u64,
     /// How long reading it back took.
     pub restore_ms: u64,
+    /// True when it was restored from this process's standby copy (only
+    /// what was kept after the copy's last read was read back).
+    pub from_standby: bool,
+}
+
+/// A standby copy of a partition of state another process owns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StandbyReport {
+    /// The partition's newest checkpoint the copy holds whole (`None`:
+    /// none yet).
+    pub checkpoint: Option<u64>,
+    /// Bytes held.
+    pub bytes: u64,
 }
 
 /// How many per-batch latencies are kept.

@@ -362,6 +362,12 @@ fn job_json(j: &JobView) -> Value {
             "restored_bytes": p.restored_bytes,
             "restored_rows": p.restored_rows,
             "restore_ms": p.restore_ms,
+            "from_standby": p.from_standby,
+        })).collect::<Vec<_>>()).unwrap_or_default(),
+        "standby_partitions": m.standby_partitions.lock().map(|copies| copies.iter().map(|(partition, c)| json!({
+            "partition": partition,
+            "checkpoint": c.checkpoint,
+            "bytes": c.bytes,
         })).collect::<Vec<_>>()).unwrap_or_default(),
         "consumer_lag": m.source_lag().into_iter().map(|((topic, partition), lag)| json!({"topic": topic, "partition": partition, "lag": lag})).collect::<Vec<_>>(),
         "last_checkpoint": m.last_checkpoint.lock().ok().and_then(|c| *c).map(|c| json!({

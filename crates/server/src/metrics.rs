@@ -57,6 +57,7 @@ pub struct ServiceMetrics {
     partitions_owned: IntGaugeVec,
     state_partitions: IntGaugeVec,
     state_restored_bytes: IntCounterVec,
+    standby_bytes: IntGaugeVec,
     producer_send_rate: GaugeVec,
     /// 1 while the configured Kafka cluster answers, else 0.
     pub broker_availability: Gauge,
@@ -73,6 +74,8 @@ struct Seen {
     errors: u64,
     row_errors: u64,
     restored_bytes: u64,
+    /// The job has held standby copies (its gauges then stay, at zero).
+    standby: bool,
     at: Instant,
 }
 
@@ -165,7 +168,7 @@ impl ServiceMetrics {
         let state_partitions = IntGaugeVec::new(
             Opts::new(
                 "velostream_state_partitions",
-                "Partitions of state a job owns (a repartitioned statement), by whether they are restoring or active",
+                "Partitions of state a job holds (a repartitioned statement): owned and restoring or active, or standby copies of partitions other processes own",
             ),
             &["job", "state"],
         )?;
@@ -173,6 +176,13 @@ impl ServiceMetrics {
             Opts::new(
                 "velostream_state_restored_bytes_total",
                 "Bytes of partition state read back from changelog topics when partitions moved to the job",
+            ),
+            job,
+        )?;
+        let standby_bytes = IntGaugeVec::new(
+            Opts::new(
+                "velostream_state_standby_bytes",
+                "Bytes of changelog held as standby copies of partitions other processes own",
             ),
             job,
         )?;
@@ -201,6 +211,7 @@ impl ServiceMetrics {
         registry.register(Box::new(partitions_owned.clone()))?;
         registry.register(Box::new(state_partitions.clone()))?;
         registry.register(Box::new(state_restored_bytes.clone()))?;
+        registry.register(Box::new(standby_bytes.clone()))?;
         registry.register(Box::new(broker_availability.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -222,6 +233,7 @@ impl ServiceMetrics {
             partitions_owned,
             state_partitions,
             state_restored_bytes,
+            standby_bytes,
             producer_send_rate,
             broker_availability,
             seen: Mutex::new(HashMap::new()),
@@ -308,6 +320,7 @@ impl ServiceMetrics {
                 errors: 0,
                 row_errors: 0,
                 restored_bytes: 0,
+                standby: false,
                 at: now,
             });
             let label = &[name.as_str()];
@@ -374,6 +387,18 @@ impl ServiceMetrics {
                     }
                 }
             }
+            let mut standby = before.standby;
+            if let Ok(copies) = m.standby_partitions.lock() {
+                standby |= !copies.is_empty();
+                if standby {
+                    self.state_partitions
+                        .with_label_values(&[name.as_str(), "standby"])
+                        .set(copies.len() as i64);
+                    self.standby_bytes
+                        .with_label_values(label)
+                        .set(copies.values().map(|c| c.bytes as i64).sum());
+                }
+            }
             self.state_restored_bytes
                 .with_label_values(label)
                 .inc_by(restored_bytes.saturating_sub(before.restored_bytes));
@@ -391,6 +416,7 @@ impl ServiceMetrics {
                     errors,
                     row_errors,
                     restored_bytes,
+                    standby,
                     at: now,
                 },
             );
@@ -511,11 +537,20 @@ mod tests {
             );
         }
         job.state_restored_bytes.store(4096, Ordering::Relaxed);
+        job.standby_partitions.lock().unwrap().insert(
+            5,
+            velostream_engine::metrics::StandbyReport {
+                checkpoint: Some(9),
+                bytes: 700,
+            },
+        );
         let text = metrics.render(&[("totals".to_string(), job)]);
         for line in [
             r#"velostream_state_partitions{job="totals",state="active"} 1"#,
             r#"velostream_state_partitions{job="totals",state="restoring"} 1"#,
             r#"velostream_state_restored_bytes_total{job="totals"} 4096"#,
+            r#"velostream_state_partitions{job="totals",state="standby"} 1"#,
+            r#"velostream_state_standby_bytes{job="totals"} 700"#,
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }

@@ -44,6 +44,8 @@ pub struct AppLauncher {
     confinement: Option<Confinement>,
     /// `processing.error_policy`.
     error_policy: Option<velostream_sql::ErrorPolicy>,
+    /// `processing.standby_replicas`.
+    standby_replicas: usize,
 }
 
 /// What an application the service runs may touch (`security.sandbox`),
@@ -195,6 +197,7 @@ impl AppLauncher {
         Self {
             parallelism: parallelism(config),
             decode_threads: decode_threads(config),
+            standby_replicas: config.velostream.processing.standby_replicas.unwrap_or(0) as usize,
             database: std::sync::Mutex::new(settings::database_defaults(config)),
             lookup_cache: lookup_cache(config),
             checkpoints: checkpoint_settings(config),
@@ -264,6 +267,7 @@ impl AppLauncher {
             append_by_default: false,
             decode_threads: self.decode_threads,
             decode_chunk_bytes: None,
+            standby_replicas: self.standby_replicas,
         }
     }
 

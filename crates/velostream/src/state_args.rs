@@ -38,6 +38,10 @@ pub struct StateArgs {
     /// Restore this checkpoint instead of the newest (point-in-time restore)
     #[arg(long, value_name = "ID")]
     from_checkpoint: Option<u64>,
+    /// Standby copies per partition of a repartitioned statement's state
+    /// (default: processing.standby_replicas, else 0)
+    #[arg(long, value_name = "N")]
+    standby_replicas: Option<usize>,
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -87,6 +91,9 @@ impl StateArgs {
         if let Some(n) = state.parallelism {
             options.parallelism = n.max(1);
             options.decode_threads = Some(n.max(1));
+        }
+        if let Some(n) = state.standby_replicas {
+            options.standby_replicas = n;
         }
         if let Some(g) = state.guarantee {
             options.guarantee = g;

@@ -43,6 +43,8 @@ struct Reading {
     idle_timeout: Option<&'static str>,
     /// Checkpoints every second, in the member's own state directory.
     checkpoints: bool,
+    /// `--standby-replicas` (with checkpoints).
+    standby_replicas: usize,
 }
 
 const BOUNDED: Reading = Reading {
@@ -50,12 +52,14 @@ const BOUNDED: Reading = Reading {
     scale_out: false,
     idle_timeout: None,
     checkpoints: false,
+    standby_replicas: 0,
 };
 const RUNNING: Reading = Reading {
     bounded: false,
     scale_out: false,
     idle_timeout: None,
     checkpoints: false,
+    standby_replicas: 0,
 };
 
 /// Running members of an application sharing its source.
@@ -64,7 +68,18 @@ const SHARED_RUNNING: Reading = Reading {
     scale_out: true,
     idle_timeout: None,
     checkpoints: false,
+    standby_replicas: 0,
 };
+
+/// The source of every member's application: `topic` read in `group`,
+/// with `more` properties.
+fn events(topic: &str, group: &str, bounded: bool, more: &str) -> String {
+    format!(
+        "CREATE STREAM events (id BIGINT, grp VARCHAR, ts BIGINT)
+           WITH ('events.type' = 'kafka_source', 'events.topic' = '{topic}',
+                 'events.group.id' = '{group}', 'events.bounded' = '{bounded}'{more});"
+    )
+}
 
 /// Starts a member of `group` reading `topic` into its own output file:
 /// per 10-second window and `grp`, the count and the sum of `id`.
@@ -76,17 +91,21 @@ fn member(dir: &Path, name: &str, topic: &str, group: &str, reading: Reading) ->
         scale_out,
         idle_timeout,
         checkpoints,
+        standby_replicas,
     } = reading;
     let idle = idle_timeout
         .map(|t| format!(", 'events.watermark.idle_timeout' = '{t}'"))
         .unwrap_or_default();
+    let source = events(
+        topic,
+        group,
+        bounded,
+        &format!(", 'events.scale_out' = '{scale_out}'{idle}"),
+    );
     std::fs::write(
         &app,
         format!(
-            "CREATE STREAM events (id BIGINT, grp VARCHAR, ts BIGINT)
-               WITH ('events.type' = 'kafka_source', 'events.topic' = '{topic}',
-                     'events.group.id' = '{group}', 'events.bounded' = '{bounded}',
-                     'events.scale_out' = '{scale_out}'{idle});
+            "{source}
              CREATE STREAM per_window AS
                SELECT grp, _window_start AS w, COUNT(*) AS n, SUM(id) AS total FROM events
                GROUP BY grp WINDOW TUMBLING(ts, 10s)
@@ -97,8 +116,16 @@ fn member(dir: &Path, name: &str, topic: &str, group: &str, reading: Reading) ->
     .unwrap();
     // rebalances are logged: a member that does not end says what it saw
     let state = dir.join(format!("{name}-state")).display().to_string();
+    let standby = standby_replicas.to_string();
     let args: &[&str] = match checkpoints {
-        true => &["--checkpoint-interval", "1s", "--state-dir", &state],
+        true => &[
+            "--checkpoint-interval",
+            "1s",
+            "--state-dir",
+            &state,
+            "--standby-replicas",
+            &standby,
+        ],
         false => &[],
     };
     let child = spawn_run_with(
@@ -107,6 +134,13 @@ fn member(dir: &Path, name: &str, topic: &str, group: &str, reading: Reading) ->
         &[("KAFKA_BROKERS", &brokers()), ("VELOSTREAM_LOG", "info")],
     );
     (Member(Some(child)), out)
+}
+
+/// A new 6-partition topic named after `name`, and a new group id.
+fn six_partitions(name: &str) -> (String, String) {
+    let topic = unique(name);
+    admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
+    (topic, unique("group"))
 }
 
 /// Waits for every member to end by itself (a bounded read), each with
@@ -161,9 +195,7 @@ fn complete(counts: &BTreeMap<String, i64>) -> bool {
 /// together they count every record.
 #[test]
 fn members_of_one_group_each_end_a_bounded_read_of_the_partitions_they_own() {
-    let topic = unique("split-bounded");
-    let group = unique("group");
-    admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
+    let (topic, group) = six_partitions("split-bounded");
     produce(&topic, &records());
     let dir = tempfile::tempdir().unwrap();
     let members: Vec<(Member, PathBuf)> = ["a", "b", "c"]
@@ -175,15 +207,73 @@ fn members_of_one_group_each_end_a_bounded_read_of_the_partitions_they_own() {
     assert!(complete(&counts), "windows and their counts: {counts:?}");
 }
 
+/// A member the group never gives a partition still ends its bounded read
+/// once the group has read the whole topic. Here the group's first member
+/// (not bounded, reading every partition) uses the `range` assignor, so
+/// the broker refuses the joins of two bounded members using
+/// `cooperative-sticky` for as long as it stays: they are never assigned
+/// (a loaded machine once left a member unassigned the same way, and its
+/// read never ended).
+#[test]
+fn a_member_the_group_never_assigns_ends_once_the_group_has_read_everything() {
+    let (topic, group) = six_partitions("split-unassigned");
+    produce(&topic, &records());
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str, bounded: bool, strategy: &str| {
+        let out = dir.path().join(format!("{name}.jsonl"));
+        let app = dir.path().join(format!("{name}.sql"));
+        let source = events(
+            &topic,
+            &group,
+            bounded,
+            &format!(", 'events.partition.assignment.strategy' = '{strategy}'"),
+        );
+        std::fs::write(
+            &app,
+            format!(
+                "{source}
+                 CREATE STREAM copied AS SELECT id FROM events
+                   WITH ('copied.type' = 'file_sink', 'copied.path' = '{}');",
+                out.display()
+            ),
+        )
+        .unwrap();
+        let child = spawn_run_with(&app, &[], &[("KAFKA_BROKERS", &brokers())]);
+        (Member(Some(child)), out)
+    };
+    let (first, first_out) = start("first", false, "range");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&first_out)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < RECORDS as usize
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first member did not read the topic"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let refused: Vec<(Member, PathBuf)> = ["second", "third"]
+        .iter()
+        .map(|name| start(name, true, "cooperative-sticky"))
+        .collect();
+    // they end (with nothing: every record was the first member's)
+    for out in ended(refused, Duration::from_secs(60)) {
+        let lines = std::fs::read_to_string(out).unwrap_or_default();
+        assert_eq!(lines.lines().count(), 0, "{lines}");
+    }
+    first.stop();
+}
+
 /// Two members each own some of a 6-partition topic's partitions: windows
 /// close on the event time of the partitions a member owns, while the job
 /// runs (they once waited for partitions the other member read, and never
 /// closed once records stopped arriving).
 #[test]
 fn windows_close_on_members_that_own_some_of_the_partitions() {
-    let topic = unique("split-windows");
-    let group = unique("group");
-    admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
+    let (topic, group) = six_partitions("split-windows");
     let dir = tempfile::tempdir().unwrap();
     let (a, a_out) = member(dir.path(), "a", &topic, &group, RUNNING);
     let (b, b_out) = member(dir.path(), "b", &topic, &group, RUNNING);
@@ -330,9 +420,7 @@ fn assert_answered_whole(outputs: &[PathBuf], within: Duration, repeats: bool) {
 /// member answered with the part of each group it happened to read.)
 #[test]
 fn a_group_other_than_the_message_key_is_answered_whole_by_one_member() {
-    let topic = unique("split-groups");
-    let group = unique("group");
-    admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
+    let (topic, group) = six_partitions("split-groups");
     produce(&topic, &records_in_groups());
     let dir = tempfile::tempdir().unwrap();
     // a process whose input partitions start more than the idle timeout
@@ -344,6 +432,7 @@ fn a_group_other_than_the_message_key_is_answered_whole_by_one_member() {
         scale_out: true,
         idle_timeout: Some("120s"),
         checkpoints: false,
+        standby_replicas: 0,
     };
     let members: Vec<(Member, PathBuf)> = ["a", "b", "c"]
         .iter()
@@ -371,9 +460,7 @@ fn a_group_other_than_the_message_key_is_answered_whole_by_one_member() {
 /// window answered once.
 #[test]
 fn repartitioned_windows_close_while_the_members_run() {
-    let topic = unique("split-groups-running");
-    let group = unique("group");
-    admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
+    let (topic, group) = six_partitions("split-groups-running");
     let dir = tempfile::tempdir().unwrap();
     let (a, a_out) = member(dir.path(), "a", &topic, &group, SHARED_RUNNING);
     let (b, b_out) = member(dir.path(), "b", &topic, &group, SHARED_RUNNING);
@@ -476,9 +563,7 @@ fn produce_rest(topic: &str, rest: &[(String, String, i64)]) {
 /// with the same values: at least once, deduplicated).
 #[test]
 fn a_member_killed_mid_input_leaves_every_group_answered_whole() {
-    let topic = unique("split-groups-kill");
-    let group = unique("group");
-    admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
+    let (topic, group) = six_partitions("split-groups-kill");
     let dir = tempfile::tempdir().unwrap();
     let members: Vec<(Member, PathBuf)> = ["a", "b", "c"]
         .iter()
@@ -509,12 +594,36 @@ fn a_member_killed_mid_input_leaves_every_group_answered_whole() {
 /// the changelog instead, and every window is answered whole.
 #[test]
 fn state_moves_through_the_changelog_when_a_member_is_killed() {
-    let topic = unique("split-changelog");
-    let group = unique("group");
-    admin::create_topic(&admin::plain_client(&brokers()), &topic, 6).unwrap();
+    let logs = kill_a_checkpointing_member("split-changelog", 0, true);
+    assert!(
+        logs.contains("(checkpoint "),
+        "no member restored a partition's state from the changelog:\n{logs}"
+    );
+}
+
+/// With a standby replica, the survivor of two members keeps a copy of
+/// the other's partitions of state as it writes them; when that member
+/// is killed, the survivor takes them over from its copies (reading only
+/// what was kept since), and every window is answered whole.
+#[test]
+fn a_standby_copy_takes_over_a_killed_members_state() {
+    let logs = kill_a_checkpointing_member("split-standby", 1, false);
+    assert!(
+        logs.contains("from the standby copy"),
+        "the survivor did not take the partitions over from its standby copies:\n{logs}"
+    );
+}
+
+/// Two members that checkpoint (with `standby_replicas`) answer the
+/// groups; the first is killed while windows are half counted, and a
+/// third member starts if `third`. Every window must be answered whole;
+/// returns the members' logs.
+fn kill_a_checkpointing_member(name: &str, standby_replicas: usize, third: bool) -> String {
+    let (topic, group) = six_partitions(name);
     let dir = tempfile::tempdir().unwrap();
     let checkpointed = Reading {
         checkpoints: true,
+        standby_replicas,
         ..SHARED_RUNNING
     };
     let members: Vec<(Member, PathBuf)> = ["a", "b"]
@@ -531,18 +640,13 @@ fn state_moves_through_the_changelog_when_a_member_is_killed() {
     // checkpoints (each second) keep the open windows' groups and commit
     // the repartition offsets past their records
     std::thread::sleep(Duration::from_secs(4));
-    let members = kill_first(members);
-    let (c, c_out) = member(dir.path(), "c", &topic, &group, checkpointed);
-    outputs.push(c_out);
+    let mut members = kill_first(members);
+    if third {
+        let (c, c_out) = member(dir.path(), "c", &topic, &group, checkpointed);
+        outputs.push(c_out);
+        members.push(c);
+    }
     produce_rest(&topic, second);
     assert_answered_whole(&outputs, Duration::from_secs(90), true);
-    let logs: String = members
-        .into_iter()
-        .map(Member::stop)
-        .chain([c.stop()])
-        .collect();
-    assert!(
-        logs.contains("(checkpoint "),
-        "no member restored a partition's state from the changelog:\n{logs}"
-    );
+    members.into_iter().map(Member::stop).collect()
 }

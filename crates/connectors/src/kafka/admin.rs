@@ -1,7 +1,7 @@
 //! Plain Kafka operations for tools and tests: creating topics, listing
 //! partitions, producing and reading raw messages.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -209,4 +209,35 @@ pub fn produce<'a>(
         });
     }
     Ok(sent)
+}
+
+/// The partitions of `topic` (`0..partitions`) whose committed offset in
+/// `consumer`'s group has not reached the partition's end, or could not be
+/// asked; an empty partition counts as read.
+pub fn not_committed_to_end<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: usize,
+) -> Vec<i32> {
+    let timeout = Duration::from_secs(5);
+    let all: Vec<i32> = (0..partitions as i32).collect();
+    let mut wanted = TopicPartitionList::new();
+    for &p in &all {
+        wanted.add_partition(topic, p);
+    }
+    let Ok(committed) = committed_offsets(consumer, wanted, timeout) else {
+        return all;
+    };
+    let committed: BTreeMap<i32, i64> = committed.into_iter().map(|(_, p, o)| (p, o)).collect();
+    all.into_iter()
+        .filter(|&p| {
+            let Ok((low, high)) = consumer.fetch_watermarks(topic, p, timeout) else {
+                return true;
+            };
+            match committed.get(&p) {
+                Some(&at) => at < high,
+                None => high > low,
+            }
+        })
+        .collect()
 }

@@ -102,6 +102,9 @@ pub struct KafkaSource {
     /// When a bounded read last confirmed the ends of partitions it read
     /// nothing from (see [`KafkaSource::confirm_unread_ends`]).
     ends_confirmed: Option<Instant>,
+    /// When a bounded read by a member owning nothing last asked whether
+    /// the group has read the whole topic.
+    group_checked: Option<Instant>,
     /// The oldest message time of the batch being read.
     oldest_ms: Option<i64>,
     /// A table still loading: no `Idle` before every partition reached its
@@ -221,6 +224,7 @@ impl KafkaSource {
             ends: false,
             ends_checked: None,
             ends_confirmed: None,
+            group_checked: None,
             loading_until: None,
             partition_count: None,
             key_field,
@@ -455,6 +459,29 @@ impl KafkaSource {
         self.assignment.lock().ok()?.owned().cloned()
     }
 
+    /// For a bounded read in a group by a member that owns no partition
+    /// (or is between rebalances): true once the group has committed every
+    /// partition of the topic to its end. Every record was then read and
+    /// answered by some member, so this one has nothing left even if the
+    /// group never gives it a partition (seen on a loaded machine: a
+    /// member that joined last got no assignment, and waited for one,
+    /// after the others had read everything). Asked at most once a second.
+    fn group_read_to_end(&mut self) -> bool {
+        if self.mode != ReadMode::Group
+            || self.end_scope().is_some_and(|owned| !owned.is_empty())
+            || self
+                .group_checked
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.group_checked = Some(Instant::now());
+        let Some(partitions) = self.partition_count else {
+            return false;
+        };
+        admin::not_committed_to_end(&self.consumer, &self.topic, partitions).is_empty()
+    }
+
     /// Takes in what rebalances changed: a partition assigned again must
     /// be read to its end again (records may have come meanwhile).
     fn follow_assignment(&mut self) {
@@ -556,6 +583,16 @@ impl Source for KafkaSource {
         if self.ends && self.columns.is_empty() && self.held_tombstone.is_none() {
             self.check_idle_ends()?;
             if self.reached_end() && self.confirm_unread_ends()? {
+                return Ok(SourceEvent::End);
+            }
+            if self.group_read_to_end() {
+                tracing::info!(
+                    component = "kafka",
+                    source = %self.name,
+                    "{}: the group has read '{}' to its end and this member owns none of it; nothing left here",
+                    self.name,
+                    self.topic
+                );
                 return Ok(SourceEvent::End);
             }
         }

@@ -85,6 +85,9 @@ pub struct Processing {
     /// without `'error.policy'` (default: dead_letter with a dead-letter
     /// sink, else skip).
     pub error_policy: Option<ErrorPolicySetting>,
+    /// Standby copies per partition of a repartitioned statement's state
+    /// that other processes of the application keep (default 0).
+    pub standby_replicas: Option<u32>,
 }
 
 /// `processing.error_policy`.
@@ -105,6 +108,7 @@ impl Default for Processing {
             checkpoint_retention: None,
             guarantee: Guarantee::AtLeastOnce,
             error_policy: None,
+            standby_replicas: None,
         }
     }
 }

@@ -92,6 +92,9 @@ pub struct RunOptions {
     /// Bytes a file source reads and decodes at a time (`None`: 1 MiB);
     /// small chunks let tests exercise many threads on small inputs.
     pub decode_chunk_bytes: Option<usize>,
+    /// Standby copies per partition of a repartitioned statement's state
+    /// (`processing.standby_replicas`).
+    pub standby_replicas: usize,
 }
 
 impl Default for RunOptions {
@@ -110,6 +113,7 @@ impl Default for RunOptions {
             append_by_default: false,
             decode_threads: None,
             decode_chunk_bytes: None,
+            standby_replicas: 0,
         }
     }
 }
@@ -159,6 +163,7 @@ impl Application {
         connectors.lookup_cache = options.lookup_cache;
         connectors.sandbox = options.sandbox.clone();
         connectors.append_by_default = options.append_by_default;
+        connectors.standby_replicas = options.standby_replicas;
         connectors.decode_threads = options
             .decode_threads
             .unwrap_or_else(default_decode_threads)

@@ -9,7 +9,10 @@
 //! produced. Reported: when the survivor logged the moved partitions'
 //! state restored (the group noticing the death is most of it: the
 //! consumer session timeout), when every probe was answered, and the
-//! state restored in bytes per second.
+//! state restored in bytes per second. The whole is run twice: without
+//! standby copies, and with one (`--standby-replicas 1`: the survivor
+//! keeps a copy of the other's partitions, so taking them over reads only
+//! the changelog written since the copy's last read).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -37,6 +40,9 @@ pub struct TakeoverBench {
     /// before taking a silent process's partitions away
     #[arg(long, default_value_t = 6000)]
     pub session_timeout_ms: u64,
+    /// The standby replicas of the second run (the first has none)
+    #[arg(long, default_value_t = 1)]
+    pub standby_replicas: usize,
 }
 
 /// Probe records produced after the kill, whose answers mark the takeover.
@@ -71,7 +77,12 @@ impl Drop for Process {
     }
 }
 
-fn start(dir: &Path, name: &str, app_text: impl Fn(&Path) -> String) -> Result<Process, String> {
+fn start(
+    dir: &Path,
+    name: &str,
+    standby_replicas: usize,
+    app_text: impl Fn(&Path) -> String,
+) -> Result<Process, String> {
     let out = dir.join(format!("{name}.jsonl"));
     let app = dir.join(format!("{name}.sql"));
     let log = dir.join(format!("{name}.log"));
@@ -79,7 +90,15 @@ fn start(dir: &Path, name: &str, app_text: impl Fn(&Path) -> String) -> Result<P
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let state = dir.join(format!("{name}-state"));
     let child = Command::new(exe)
-        .args(["run", "-q", "--checkpoint-interval", "1s", "--state-dir"])
+        .args([
+            "run",
+            "-q",
+            "--checkpoint-interval",
+            "1s",
+            "--standby-replicas",
+        ])
+        .arg(standby_replicas.to_string())
+        .arg("--state-dir")
         .arg(&state)
         .arg(&app)
         .env("VELOSTREAM_LOG", "info")
@@ -100,29 +119,58 @@ fn answered(out: &Path) -> std::collections::HashSet<i64> {
         .collect()
 }
 
-/// The `(bytes, ms)` of every restore `log` reports
-/// (`… (checkpoint K, B bytes in M ms)`).
-fn restores(log: &str) -> Vec<(u64, u64)> {
+/// One restore a log reports.
+#[derive(Debug, PartialEq)]
+struct Restore {
+    bytes: u64,
+    ms: u64,
+    from_standby: bool,
+}
+
+/// Every restore `log` reports
+/// (`… (checkpoint K, B bytes in M ms[, from the standby copy])`).
+fn restores(log: &str) -> Vec<Restore> {
     log.split("(checkpoint ")
         .skip(1)
         .filter_map(|rest| {
             let (_, rest) = rest.split_once(", ")?;
             let (bytes, rest) = rest.split_once(" bytes in ")?;
-            let (ms, _) = rest.split_once(" ms")?;
-            Some((bytes.parse().ok()?, ms.parse().ok()?))
+            let (ms, rest) = rest.split_once(" ms")?;
+            Some(Restore {
+                bytes: bytes.parse().ok()?,
+                ms: ms.parse().ok()?,
+                from_standby: rest.starts_with(", from the standby copy"),
+            })
         })
         .collect()
 }
 
 pub fn run(bench: &TakeoverBench, brokers: &str) -> Result<String, String> {
+    let mut report = format!(
+        "Takeover: {} records, one group of state each, 2 processes of one application \
+         (GROUP BY id through the repartition topic, checkpoints every second, \
+         session.timeout.ms {}); one killed with SIGKILL\n\n\
+         | standby replicas | partitions moved | from a standby copy | state restored (bytes) | restore ms | restore MB/s | kill → state restored | kill → every probe answered |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        bench.records, bench.session_timeout_ms
+    );
+    for standby in [0, bench.standby_replicas] {
+        eprintln!("standby replicas {standby}:");
+        report.push_str(&takeover(bench, brokers, standby)?);
+    }
+    Ok(report)
+}
+
+/// One takeover, on a topic and group of its own: its row of the table.
+fn takeover(bench: &TakeoverBench, brokers: &str, standby: usize) -> Result<String, String> {
     let suffix = unique_suffix();
     let topic = format!("bench-takeover-{suffix}");
     let group = format!("bench-takeover-{suffix}");
     let produced = produce_trades(brokers, &topic, bench.partitions, bench.records, true)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let app = |out: &Path| application(&topic, brokers, &group, out, bench.session_timeout_ms);
-    let killed = start(dir.path(), "a", app)?;
-    let survivor = start(dir.path(), "b", app)?;
+    let killed = start(dir.path(), "a", standby, app)?;
+    let survivor = start(dir.path(), "b", standby, app)?;
     eprintln!("two processes answering {produced} records ...");
     let deadline = Instant::now() + PATIENCE;
     while answered(&killed.out).len() + answered(&survivor.out).len() < produced as usize {
@@ -181,29 +229,25 @@ pub fn run(bench: &TakeoverBench, brokers: &str) -> Result<String, String> {
     };
     let log = std::fs::read_to_string(&survivor.log).unwrap_or_default();
     let moved = restores(&log).split_off(restores_before);
-    let (bytes, ms) = moved
-        .iter()
-        .fold((0u64, 0u64), |(b, m), (bytes, ms)| (b + bytes, m + ms));
-    let mut report = format!(
-        "Takeover: {produced} records, one group of state each, 2 processes of one application \
-         (GROUP BY id through the repartition topic, checkpoints every second, \
-         session.timeout.ms {}); one killed with SIGKILL\n\n\
-         | standby replicas | partitions moved | state restored (bytes) | restore ms | restore MB/s | kill → state restored | kill → every probe answered |\n\
-         |---|---|---|---|---|---|---|\n",
-        bench.session_timeout_ms
-    );
-    report.push_str(&format!(
-        "| 0 | {} | {bytes} | {ms} | {:.1} | {} | {:.2} s |\n",
+    let bytes: u64 = moved.iter().map(|r| r.bytes).sum();
+    let ms: u64 = moved.iter().map(|r| r.ms).sum();
+    let row = format!(
+        "| {standby} | {} | {} | {bytes} | {ms} | {} | {} | {:.2} s |\n",
         moved.len(),
-        bytes as f64 / 1e6 / (ms.max(1) as f64 / 1000.0),
+        moved.iter().filter(|r| r.from_standby).count(),
+        // a copy is read as it is written: only a changelog read counts
+        match moved.iter().all(|r| r.from_standby) {
+            true => "(copy)".to_string(),
+            false => format!("{:.1}", bytes as f64 / 1e6 / (ms.max(1) as f64 / 1000.0)),
+        },
         restored_after.map_or("not seen".to_string(), |d| format!(
             "{:.2} s",
             d.as_secs_f64()
         )),
         answered_after.as_secs_f64()
-    ));
+    );
     drop(survivor);
-    Ok(report)
+    Ok(row)
 }
 
 #[cfg(test)]
@@ -212,7 +256,21 @@ mod tests {
 
     #[test]
     fn restore_lines_are_read_for_their_bytes_and_time() {
-        let log = "info: events: state of 't' partitions [1, 4] taken on (restored: 1 (checkpoint 7, 5120 bytes in 12 ms), 4 (checkpoint 3, 99 bytes in 1 ms)), [] given up";
-        assert_eq!(restores(log), vec![(5120, 12), (99, 1)]);
+        let log = "info: events: state of 't' partitions [1, 4] taken on (restored: 1 (checkpoint 7, 5120 bytes in 12 ms), 4 (checkpoint 3, 99 bytes in 1 ms, from the standby copy)), [] given up";
+        assert_eq!(
+            restores(log),
+            vec![
+                Restore {
+                    bytes: 5120,
+                    ms: 12,
+                    from_standby: false
+                },
+                Restore {
+                    bytes: 99,
+                    ms: 1,
+                    from_standby: true
+                }
+            ]
+        );
     }
 }

@@ -25,7 +25,7 @@
 //! changelog held the state (the job keeps state before it commits); what
 //! was already counted is dropped by input offset.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::compute::concat_batches;
@@ -94,27 +94,22 @@ pub(super) struct Restored {
 
 /// The changelog topics of one statement and the client reading them back.
 pub(super) struct Changelog {
-    name: String,
-    /// Topic per stateful operator's index.
-    topics: Vec<(usize, String)>,
-    reader: BaseConsumer,
+    reader: LogReader,
     /// The checkpoint number each partition was last kept or restored at:
     /// the next one written is one more, whichever process writes it.
     kept: BTreeMap<i32, u64>,
 }
 
 impl Changelog {
-    pub(super) fn new(name: &str, topics: Vec<(usize, String)>, reader: BaseConsumer) -> Self {
+    pub(super) fn new(reader: LogReader) -> Self {
         Self {
-            name: name.to_string(),
-            topics,
             reader,
             kept: BTreeMap::new(),
         }
     }
 
     pub(super) fn topics(&self) -> impl Iterator<Item = &str> {
-        self.topics.iter().map(|(_, t)| t.as_str())
+        self.reader.topics.iter().map(|(_, t)| t.as_str())
     }
 
     /// This process no longer owns `partition`.
@@ -163,69 +158,193 @@ impl Changelog {
     }
 
     fn topic_of(&self, index: usize) -> Result<&str> {
-        self.topics
+        self.reader
+            .topics
             .iter()
             .find(|(i, _)| *i == index)
             .map(|(_, t)| t.as_str())
             .ok_or_else(|| {
                 EngineError::State(format!(
                     "{}: no changelog topic for operator #{index}",
-                    self.name
+                    self.reader.name
                 ))
             })
     }
 
     /// The newest checkpoint of `partition` complete in every operator's
     /// topic; `None` when there is none (the partition starts empty).
-    pub(super) fn restore(&mut self, partition: i32) -> Result<Option<Restored>> {
-        let mut window = FIRST_WINDOW;
-        loop {
-            let mut found = Vec::with_capacity(self.topics.len());
-            let mut whole = true;
-            for (_, topic) in &self.topics {
-                let (low, high) = self
-                    .reader
-                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                    .map_err(|e| {
-                        EngineError::connector(&self.name, format!("changelog '{topic}': {e}"))
-                    })?;
-                let from = (high - window).max(low);
-                whole &= from == low;
-                let messages = self.read(topic, partition, from, high)?;
-                found.push(checkpoints(&messages));
+    /// `prior` is what a standby copy already read of the partition: only
+    /// what was written after it is read then. The second value says
+    /// whether the state came from `prior`.
+    pub(super) fn restore(
+        &mut self,
+        partition: i32,
+        prior: Option<PartitionLog>,
+    ) -> Result<(Option<Restored>, bool)> {
+        let had_prior = prior.is_some();
+        let (log, from_prior) = self.reader.read_back(partition, prior)?;
+        let restored = match log.newest_complete() {
+            Some(checkpoint) => {
+                self.kept.insert(partition, checkpoint);
+                Some(self.reader.assemble(checkpoint, &log)?)
             }
-            let common = found
-                .first()
-                .into_iter()
-                .flat_map(|f| f.keys().rev())
-                .find(|id| found.iter().all(|f| f.contains_key(id)))
-                .copied();
-            match common {
-                Some(checkpoint) => {
-                    let restored = self.assemble(checkpoint, found)?;
-                    self.kept.insert(partition, checkpoint);
-                    return Ok(Some(restored));
-                }
-                None if whole => {
-                    self.kept.remove(&partition);
-                    return Ok(None);
-                }
-                None => window *= 4,
+            None => {
+                self.kept.remove(&partition);
+                None
             }
+        };
+        Ok((restored, had_prior && from_prior))
+    }
+}
+
+/// What has been read of one partition of every operator's changelog
+/// topic (in the changelog's topic order): the values from some offset
+/// on, and the next offset to read.
+#[derive(Debug, Default)]
+pub(super) struct PartitionLog {
+    topics: Vec<TopicLog>,
+}
+
+#[derive(Debug, Default)]
+struct TopicLog {
+    values: Vec<Vec<u8>>,
+    next: i64,
+}
+
+impl PartitionLog {
+    /// The newest checkpoint complete in every operator's topic.
+    pub(super) fn newest_complete(&self) -> Option<u64> {
+        let found: Vec<BTreeSet<u64>> = self
+            .topics
+            .iter()
+            .map(|t| complete_checkpoints(&t.values))
+            .collect();
+        found
+            .first()?
+            .iter()
+            .rev()
+            .find(|id| found.iter().all(|f| f.contains(id)))
+            .copied()
+    }
+
+    /// Adds `value`, read at `offset` of the topic at `topic` (its place
+    /// in the changelog's order).
+    pub(super) fn push(&mut self, topic: usize, offset: i64, value: Vec<u8>) {
+        if let Some(t) = self.topics.get_mut(topic) {
+            t.values.push(value);
+            t.next = offset + 1;
         }
     }
 
-    /// The snapshots of `checkpoint`, each operator's chunks put together.
-    fn assemble(
+    /// The offset to read next in the topic at `topic`.
+    pub(super) fn next(&self, topic: usize) -> Option<i64> {
+        self.topics.get(topic).map(|t| t.next)
+    }
+
+    /// Drops the values of checkpoints older than the newest complete
+    /// one (and anything not a changelog message), so that a copy kept
+    /// up to date holds about one checkpoint.
+    pub(super) fn prune(&mut self) {
+        let Some(newest) = self.newest_complete() else {
+            return;
+        };
+        for t in &mut self.topics {
+            t.values
+                .retain(|v| parse(v).is_some_and(|chunk| chunk.checkpoint >= newest));
+        }
+    }
+
+    /// Bytes held.
+    pub(super) fn bytes(&self) -> u64 {
+        self.topics
+            .iter()
+            .flat_map(|t| t.values.iter())
+            .map(|v| v.len() as u64)
+            .sum()
+    }
+}
+
+/// Reads a statement's changelog topics back by offset, outside any group.
+pub(super) struct LogReader {
+    name: String,
+    /// Topic per stateful operator's index.
+    topics: Vec<(usize, String)>,
+    consumer: BaseConsumer,
+}
+
+impl LogReader {
+    pub(super) fn new(name: &str, topics: Vec<(usize, String)>, consumer: BaseConsumer) -> Self {
+        Self {
+            name: name.to_string(),
+            topics,
+            consumer,
+        }
+    }
+
+    /// The changelog topics, in their order.
+    pub(super) fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.iter().map(|(_, t)| t.as_str())
+    }
+
+    /// The end of `partition` of every operator's topic, read until it
+    /// holds a checkpoint complete in all of them, or to the start. With
+    /// `prior`, only what follows it is read first; the second value says
+    /// whether that was enough (else the end is read afresh, as without).
+    pub(super) fn read_back(
         &self,
-        checkpoint: u64,
-        mut found: Vec<BTreeMap<u64, Complete>>,
-    ) -> Result<Restored> {
-        let mut operators = Vec::with_capacity(found.len());
+        partition: i32,
+        prior: Option<PartitionLog>,
+    ) -> Result<(PartitionLog, bool)> {
+        if let Some(mut log) = prior.filter(|p| p.topics.len() == self.topics.len()) {
+            for (at, (_, topic)) in self.topics.iter().enumerate() {
+                let (low, high) = self.watermarks(topic, partition)?;
+                // compaction may have removed what follows the copy: what
+                // it removed was superseded by what is still there
+                let from = log.topics[at].next.max(low);
+                for (offset, value) in self.read(topic, partition, from, high)? {
+                    log.push(at, offset, value);
+                }
+                log.topics[at].next = log.topics[at].next.max(high);
+            }
+            if log.newest_complete().is_some() {
+                return Ok((log, true));
+            }
+        }
+        let mut window = FIRST_WINDOW;
+        loop {
+            let mut log = PartitionLog::default();
+            let mut whole = true;
+            for (_, topic) in &self.topics {
+                let (low, high) = self.watermarks(topic, partition)?;
+                let from = (high - window).max(low);
+                whole &= from == low;
+                let values = self.read(topic, partition, from, high)?;
+                log.topics.push(TopicLog {
+                    values: values.into_iter().map(|(_, v)| v).collect(),
+                    next: high,
+                });
+            }
+            if whole || log.newest_complete().is_some() {
+                return Ok((log, false));
+            }
+            window *= 4;
+        }
+    }
+
+    fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        self.consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .map_err(|e| EngineError::connector(&self.name, format!("changelog '{topic}': {e}")))
+    }
+
+    /// The snapshots of `checkpoint` in `log`, each operator's chunks put
+    /// together.
+    fn assemble(&self, checkpoint: u64, log: &PartitionLog) -> Result<Restored> {
+        let mut operators = Vec::with_capacity(self.topics.len());
         let mut seen = BTreeMap::new();
         let mut bytes = 0;
-        for ((index, _), mut of_topic) in self.topics.iter().zip(found.drain(..)) {
-            let Some(complete) = of_topic.remove(&checkpoint) else {
+        for ((index, _), of_topic) in self.topics.iter().zip(&log.topics) {
+            let Some(complete) = checkpoints(&of_topic.values).remove(&checkpoint) else {
                 continue;
             };
             seen = complete.seen;
@@ -250,8 +369,15 @@ impl Changelog {
         })
     }
 
-    /// The values of `topic`'s `partition` from offset `from` to `high`.
-    fn read(&self, topic: &str, partition: i32, from: i64, high: i64) -> Result<Vec<Vec<u8>>> {
+    /// The offsets and values of `topic`'s `partition` from offset `from`
+    /// to `high`.
+    fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        high: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>> {
         if from >= high {
             return Ok(Vec::new());
         }
@@ -262,7 +388,7 @@ impl Changelog {
         assignment
             .add_partition_offset(topic, partition, Offset::Offset(from))
             .map_err(failed)?;
-        self.reader.assign(&assignment).map_err(failed)?;
+        self.consumer.assign(&assignment).map_err(failed)?;
         let deadline = Instant::now() + READ_TIMEOUT;
         let mut values = Vec::new();
         loop {
@@ -274,12 +400,12 @@ impl Changelog {
                     ),
                 ));
             }
-            match self.reader.poll(Duration::from_millis(100)) {
+            match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     if m.topic() != topic || m.partition() != partition {
                         continue;
                     }
-                    values.push(m.payload().unwrap_or_default().to_vec());
+                    values.push((m.offset(), m.payload().unwrap_or_default().to_vec()));
                     if m.offset() >= high - 1 {
                         break;
                     }
@@ -289,7 +415,7 @@ impl Changelog {
                 None => {}
             }
         }
-        self.reader.unassign().map_err(failed)?;
+        self.consumer.unassign().map_err(failed)?;
         Ok(values)
     }
 }
@@ -299,6 +425,52 @@ impl Changelog {
 struct Complete {
     chunks: Vec<Vec<u8>>,
     seen: BTreeMap<i32, i64>,
+}
+
+/// One changelog message, its header read.
+struct Chunk<'a> {
+    checkpoint: u64,
+    chunk: usize,
+    chunks: usize,
+    /// Only in a checkpoint's first chunk.
+    seen: Option<BTreeMap<i32, i64>>,
+    ipc: &'a [u8],
+}
+
+/// `value` as a changelog message; `None` if it is not one.
+fn parse(value: &[u8]) -> Option<Chunk<'_>> {
+    let (header, ipc) = unframe(value)?;
+    let number = |key: &str| header.get(key).and_then(serde_json::Value::as_u64);
+    let seen = header
+        .get("seen")
+        .and_then(serde_json::Value::as_object)
+        .map(|seen| {
+            seen.iter()
+                .filter_map(|(p, o)| Some((p.parse().ok()?, o.as_i64()?)))
+                .collect()
+        });
+    Some(Chunk {
+        checkpoint: number("checkpoint")?,
+        chunk: number("chunk")? as usize,
+        chunks: number("chunks")? as usize,
+        seen,
+        ipc,
+    })
+}
+
+/// The numbers of the checkpoints whose chunks are all among `messages`.
+fn complete_checkpoints(messages: &[Vec<u8>]) -> BTreeSet<u64> {
+    let mut parts: BTreeMap<u64, (usize, BTreeSet<usize>)> = BTreeMap::new();
+    for chunk in messages.iter().filter_map(|v| parse(v)) {
+        let entry = parts.entry(chunk.checkpoint).or_default();
+        entry.0 = chunk.chunks;
+        entry.1.insert(chunk.chunk);
+    }
+    parts
+        .into_iter()
+        .filter(|(_, (chunks, have))| *chunks > 0 && have.len() == *chunks)
+        .map(|(id, _)| id)
+        .collect()
 }
 
 /// The checkpoints whose chunks are all among `messages` (in offset
@@ -311,25 +483,13 @@ fn checkpoints(messages: &[Vec<u8>]) -> BTreeMap<u64, Complete> {
         seen: BTreeMap<i32, i64>,
     }
     let mut partial: BTreeMap<u64, Partial> = BTreeMap::new();
-    for value in messages {
-        let Some((header, ipc)) = unframe(value) else {
-            continue;
-        };
-        let number = |key: &str| header.get(key).and_then(serde_json::Value::as_u64);
-        let (Some(checkpoint), Some(chunk), Some(chunks)) =
-            (number("checkpoint"), number("chunk"), number("chunks"))
-        else {
-            continue;
-        };
-        let entry = partial.entry(checkpoint).or_default();
-        entry.chunks = chunks as usize;
-        if let Some(seen) = header.get("seen").and_then(serde_json::Value::as_object) {
-            entry.seen = seen
-                .iter()
-                .filter_map(|(p, o)| Some((p.parse().ok()?, o.as_i64()?)))
-                .collect();
+    for chunk in messages.iter().filter_map(|v| parse(v)) {
+        let entry = partial.entry(chunk.checkpoint).or_default();
+        entry.chunks = chunk.chunks;
+        if let Some(seen) = chunk.seen {
+            entry.seen = seen;
         }
-        entry.parts.insert(chunk as usize, ipc.to_vec());
+        entry.parts.insert(chunk.chunk, chunk.ipc.to_vec());
     }
     partial
         .into_iter()
@@ -460,6 +620,37 @@ mod tests {
             batches: vec![],
         };
         assert_eq!(cut(&empty).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_copy_kept_up_to_date_holds_its_newest_whole_checkpoint_and_what_follows() {
+        let ipc = cut(&snapshot(3)).unwrap().remove(0);
+        let mut log = PartitionLog {
+            topics: vec![TopicLog::default(), TopicLog::default()],
+        };
+        let mut offset = [0i64; 2];
+        let mut write = |log: &mut PartitionLog, topic: usize, m: Vec<u8>| {
+            log.push(topic, offset[topic], m);
+            offset[topic] += 1;
+            log.prune();
+        };
+        for topic in 0..2 {
+            write(&mut log, topic, message(1, 0, 1, &ipc));
+        }
+        assert_eq!(log.newest_complete(), Some(1));
+        // checkpoint 2 whole in the first topic only: 1 is still the newest
+        // whole in both, and kept
+        write(&mut log, 0, message(2, 0, 1, &ipc));
+        write(&mut log, 1, message(2, 0, 2, &ipc));
+        assert_eq!(log.newest_complete(), Some(1));
+        assert_eq!(log.topics[1].values.len(), 2);
+        write(&mut log, 1, message(2, 1, 2, &ipc));
+        assert_eq!(log.newest_complete(), Some(2));
+        // checkpoint 1 is dropped once 2 is whole everywhere
+        assert_eq!(log.topics[0].values.len(), 1);
+        assert_eq!(log.topics[1].values.len(), 2);
+        assert_eq!((log.next(0), log.next(1)), (Some(2), Some(3)));
+        assert!(log.bytes() > 0);
     }
 
     #[test]

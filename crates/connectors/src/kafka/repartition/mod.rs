@@ -54,6 +54,7 @@
 mod changelog;
 mod crossing;
 mod source;
+mod standby;
 
 pub use source::RepartitionSource;
 
@@ -150,6 +151,8 @@ pub struct RepartitionRequest<'a> {
     pub batch_size: usize,
     pub defaults: &'a KafkaDefaults,
     pub metrics: Arc<JobMetrics>,
+    /// Standby copies per partition of state (`processing.standby_replicas`).
+    pub standby_replicas: usize,
 }
 
 /// Opens the two halves of a repartitioned read and creates the topic.
@@ -162,6 +165,7 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         batch_size,
         defaults,
         metrics,
+        standby_replicas,
     } = request;
     let name = &binding.name;
     let mut properties: BTreeMap<String, String> = binding.properties.clone();
@@ -233,7 +237,8 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         // a restore waits on each fetch: answer as soon as anything is there
         .set("fetch.wait.max.ms", "10")
         .set("fetch.min.bytes", "1");
-    let changelog_reader: BaseConsumer = reader_config
+    // a bad setting fails here rather than at the first checkpoint
+    let _: BaseConsumer = reader_config
         .create()
         .map_err(|e| EngineError::connector(name, format!("changelog reader: {e}")))?;
 
@@ -288,7 +293,9 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         topic,
         producer_config,
         probe,
-        changelog_reader: Some(changelog_reader),
+        reader_config,
+        standby_replicas,
+        standby: None,
         changelog: None,
         owned: Default::default(),
         metrics,

@@ -9,9 +9,8 @@ use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, Int32Array, Int64Ar
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::BaseProducer;
-use rdkafka::TopicPartitionList;
 use velostream_engine::connector::Position;
 use velostream_engine::key_hash::KeyHasher;
 use velostream_engine::metrics::StatePartitionReport;
@@ -20,44 +19,14 @@ use velostream_engine::state::{
 };
 use velostream_engine::{EngineError, JobMetrics, Result, Source, SourceEvent};
 
-use super::changelog::{self, Changelog};
+use super::changelog::{self, Changelog, LogReader};
 use super::crossing::{decode, encode, int32, stream_of, HandedOver};
+use super::standby::{self, Standby, StandbySettings};
 use super::{COMMIT_EVERY, DELIVERY_TIMEOUT, END_CHECK_EVERY};
 
 use crate::kafka::admin;
 use crate::kafka::delivery::{self, Deliveries, DeliveryContext};
 use crate::kafka::source::KafkaSource;
-
-/// The partitions of `topic` (`0..partitions`) whose committed offset in
-/// `consumer`'s group has not reached the partition's end, or could not be
-/// asked; an empty partition counts as read.
-fn not_committed_to_end<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    topic: &str,
-    partitions: usize,
-) -> Vec<i32> {
-    let timeout = Duration::from_secs(5);
-    let all: Vec<i32> = (0..partitions as i32).collect();
-    let mut wanted = TopicPartitionList::new();
-    for &p in &all {
-        wanted.add_partition(topic, p);
-    }
-    let Ok(committed) = admin::committed_offsets(consumer, wanted, timeout) else {
-        return all;
-    };
-    let committed: BTreeMap<i32, i64> = committed.into_iter().map(|(_, p, o)| (p, o)).collect();
-    all.into_iter()
-        .filter(|&p| {
-            let Ok((low, high)) = consumer.fetch_watermarks(topic, p, timeout) else {
-                return true;
-            };
-            match committed.get(&p) {
-                Some(&at) => at < high,
-                None => high > low,
-            }
-        })
-        .collect()
-}
 
 /// Input batches moved into the repartition topic per poll at most.
 const PUMP_BATCHES: usize = 8;
@@ -100,8 +69,13 @@ pub struct RepartitionSource {
     pub(super) producer_config: rdkafka::ClientConfig,
     /// A client of the input's group that never joins it.
     pub(super) probe: BaseConsumer,
-    /// Becomes the changelog's reader once the job names its operators.
-    pub(super) changelog_reader: Option<BaseConsumer>,
+    /// The settings of the clients reading changelogs back (outside any
+    /// group, `read_committed`).
+    pub(super) reader_config: rdkafka::ClientConfig,
+    /// Standby copies wanted per partition (`processing.standby_replicas`).
+    pub(super) standby_replicas: usize,
+    /// The copies, once the changelog exists and if any are wanted.
+    pub(super) standby: Option<Standby>,
     /// Where each repartition partition's state is kept (see
     /// [`changelog`]), once the job said it divides its state.
     pub(super) changelog: Option<Changelog>,
@@ -230,7 +204,8 @@ impl RepartitionSource {
         {
             return Ok(());
         }
-        let waiting = not_committed_to_end(&self.probe, &self.input_topic, self.input_partitions);
+        let waiting =
+            admin::not_committed_to_end(&self.probe, &self.input_topic, self.input_partitions);
         if waiting.is_empty() {
             tracing::info!(
                 component = "kafka",
@@ -265,7 +240,8 @@ impl RepartitionSource {
         if !self.end_set || !due(&mut self.output_checked, END_CHECK_EVERY) {
             return false;
         }
-        not_committed_to_end(self.output.consumer(), &self.topic, self.input_partitions).is_empty()
+        admin::not_committed_to_end(self.output.consumer(), &self.topic, self.input_partitions)
+            .is_empty()
     }
 
     /// The job's rows from one batch of repartition messages, by
@@ -333,8 +309,13 @@ impl RepartitionSource {
             let (state, report) = self.restore(r)?;
             if let Some(checkpoint) = report.restored_checkpoint {
                 restored_from.push(format!(
-                    "{r} (checkpoint {checkpoint}, {} bytes in {} ms)",
-                    report.restored_bytes, report.restore_ms
+                    "{r} (checkpoint {checkpoint}, {} bytes in {} ms{})",
+                    report.restored_bytes,
+                    report.restore_ms,
+                    match report.from_standby {
+                        true => ", from the standby copy",
+                        false => "",
+                    }
                 ));
             }
             if let Ok(mut reports) = self.metrics.state_partitions.lock() {
@@ -358,6 +339,9 @@ impl RepartitionSource {
                 false => restored_from.join(", "),
             }
         );
+        if let Some(standby) = &self.standby {
+            standby.owned(&now, standby::member_id(self.output.consumer()));
+        }
         self.owned = now;
         Ok(moves)
     }
@@ -375,11 +359,15 @@ impl RepartitionSource {
                 },
             );
         }
-        let restored = match &mut self.changelog {
-            Some(changelog) => changelog.restore(r)?,
-            None => None,
+        let prior = self.standby.as_ref().and_then(|s| s.take(r));
+        let (restored, from_standby) = match &mut self.changelog {
+            Some(changelog) => changelog.restore(r, prior)?,
+            None => (None, false),
         };
-        let mut report = StatePartitionReport::default();
+        let mut report = StatePartitionReport {
+            from_standby,
+            ..Default::default()
+        };
         let Some(restored) = restored else {
             self.handed_over.forget_partition(r);
             report.restore_ms = started.elapsed().as_millis() as u64;
@@ -405,6 +393,27 @@ impl RepartitionSource {
             }),
             report,
         ))
+    }
+
+    /// A new client reading changelogs back.
+    fn reader(&self) -> Result<BaseConsumer> {
+        self.reader_config
+            .create()
+            .map_err(|e| EngineError::connector(&self.name, format!("changelog reader: {e}")))
+    }
+
+    /// Starts keeping standby copies of the changelog `topics`.
+    fn start_standby(&self, topics: &[(usize, String)]) -> Result<Standby> {
+        Standby::start(StandbySettings {
+            name: self.name.clone(),
+            replicas: self.standby_replicas,
+            topic: self.topic.clone(),
+            partitions: self.input_partitions,
+            reader: LogReader::new(&self.name, topics.to_vec(), self.reader()?),
+            tail: self.reader()?,
+            metrics: self.metrics.clone(),
+        })
+        .map_err(|e| EngineError::connector(&self.name, format!("standby thread: {e}")))
     }
 
     /// `batch`, read from repartition partition `partition`, as the job
@@ -514,9 +523,6 @@ impl Source for RepartitionSource {
         if self.changelog.is_some() {
             return Ok(true);
         }
-        let reader = self.changelog_reader.take().ok_or_else(|| {
-            EngineError::State(format!("{}: the changelog reader is gone", self.name))
-        })?;
         let mut topics = Vec::with_capacity(operators.len());
         for op in operators {
             let topic = changelog::topic_name(&self.state_prefix, op);
@@ -529,7 +535,10 @@ impl Source for RepartitionSource {
             )?;
             topics.push((op.index, topic));
         }
-        let changelog = Changelog::new(&self.name, topics, reader);
+        if self.standby_replicas > 0 {
+            self.standby = Some(self.start_standby(&topics)?);
+        }
+        let changelog = Changelog::new(LogReader::new(&self.name, topics, self.reader()?));
         tracing::info!(
             component = "kafka",
             source = %self.name,
