@@ -105,6 +105,11 @@ pub struct KafkaSource {
     /// When a bounded read by a member owning nothing last asked whether
     /// the group has read the whole topic.
     group_checked: Option<Instant>,
+    /// Since when this group member has owned no partition.
+    unowned_since: Option<Instant>,
+    /// The partition and next offset of a tombstone just read (a table's
+    /// delete), noted as read once the batch's rows are.
+    tombstone_at: Option<(i32, i64)>,
     /// The oldest message time of the batch being read.
     oldest_ms: Option<i64>,
     /// A table still loading: no `Idle` before every partition reached its
@@ -141,6 +146,11 @@ impl Drop for KafkaSource {
         self.queue = None;
     }
 }
+
+/// How long a group member of a bounded read must have owned nothing
+/// before it ends because the group read the whole topic (see
+/// `group_read_to_end`).
+const UNASSIGNED_GRACE: Duration = Duration::from_secs(10);
 
 impl KafkaSource {
     /// Creates the consumer: a group member subscribed to the topic, or a
@@ -225,6 +235,8 @@ impl KafkaSource {
             ends_checked: None,
             ends_confirmed: None,
             group_checked: None,
+            unowned_since: None,
+            tombstone_at: None,
             loading_until: None,
             partition_count: None,
             key_field,
@@ -459,16 +471,31 @@ impl KafkaSource {
         self.assignment.lock().ok()?.owned().cloned()
     }
 
-    /// For a bounded read in a group by a member that owns no partition
-    /// (or is between rebalances): true once the group has committed every
-    /// partition of the topic to its end. Every record was then read and
-    /// answered by some member, so this one has nothing left even if the
-    /// group never gives it a partition (seen on a loaded machine: a
-    /// member that joined last got no assignment, and waited for one,
-    /// after the others had read everything). Asked at most once a second.
+    /// For a bounded read in a group by a member that has owned no
+    /// partition for [`UNASSIGNED_GRACE`]: true once the group has
+    /// committed every partition of the topic to its end. Every record was
+    /// then read and answered by some member, so this one has nothing left
+    /// even if the group never gives it a partition (seen on a loaded
+    /// machine: a member that joined last got no assignment, and waited for
+    /// one, after the others had read everything). The grace lets a member
+    /// that is joining get its partitions and end as usual: closing a
+    /// consumer in the middle of its join has hung librdkafka's close.
+    /// Asked at most once a second.
     fn group_read_to_end(&mut self) -> bool {
-        if self.mode != ReadMode::Group
-            || self.end_scope().is_some_and(|owned| !owned.is_empty())
+        if self.mode != ReadMode::Group {
+            return false;
+        }
+        let owns = self
+            .assignment
+            .lock()
+            .map(|a| !a.current().is_empty())
+            .unwrap_or(true);
+        if owns {
+            self.unowned_since = None;
+            return false;
+        }
+        let since = *self.unowned_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < UNASSIGNED_GRACE
             || self
                 .group_checked
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
@@ -610,6 +637,12 @@ impl Source for KafkaSource {
                 }
                 Some(_) => {
                     self.read_messages()?;
+                    // a broker that never reports a partition's end (seen
+                    // with a Kafka-compatible one) ends the load too: the
+                    // watermarks say where the end is
+                    if self.columns.is_empty() && self.held_tombstone.is_none() {
+                        self.check_idle_ends()?;
+                    }
                     continue;
                 }
                 None => {}

@@ -51,6 +51,15 @@ impl KafkaSource {
                 progress.insert(p, o + 1);
             }
         }
+        // read, though no row comes of it (it ended the batch, so it is
+        // its partition's last): a partition whose last message is a
+        // tombstone is then at its end by the watermarks
+        if let Some((p, next)) = self.tombstone_at.take() {
+            self.progress
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert(p, next);
+        }
         Ok(())
     }
 
@@ -152,6 +161,7 @@ impl KafkaSource {
     fn take_message(&mut self, message: &impl MessageFields, bytes: &mut u64) -> Next {
         if self.mode == ReadMode::Table && message.payload().is_none() {
             self.held_tombstone = Some(message.key().unwrap_or_default().to_vec());
+            self.tombstone_at = Some((message.partition(), message.offset() + 1));
             return Next::EndBatch;
         }
         if let Some((_, at_end)) = &mut self.end {
