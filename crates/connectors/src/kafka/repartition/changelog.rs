@@ -181,7 +181,6 @@ impl Changelog {
         partition: i32,
         prior: Option<PartitionLog>,
     ) -> Result<(Option<Restored>, bool)> {
-        let had_prior = prior.is_some();
         let (log, from_prior) = self.reader.read_back(partition, prior)?;
         let restored = match log.newest_complete() {
             Some(checkpoint) => {
@@ -193,7 +192,7 @@ impl Changelog {
                 None
             }
         };
-        Ok((restored, had_prior && from_prior))
+        Ok((restored, from_prior))
     }
 }
 
@@ -243,15 +242,14 @@ impl PartitionLog {
 
     /// Drops the values of checkpoints older than the newest complete
     /// one (and anything not a changelog message), so that a copy kept
-    /// up to date holds about one checkpoint.
-    pub(super) fn prune(&mut self) {
-        let Some(newest) = self.newest_complete() else {
-            return;
-        };
+    /// up to date holds about one checkpoint. Returns that checkpoint.
+    pub(super) fn prune(&mut self) -> Option<u64> {
+        let newest = self.newest_complete()?;
         for t in &mut self.topics {
             t.values
                 .retain(|v| parse(v).is_some_and(|chunk| chunk.checkpoint >= newest));
         }
+        Some(newest)
     }
 
     /// Bytes held.

@@ -306,7 +306,6 @@ pub fn open(request: RepartitionRequest<'_>) -> Result<Box<dyn Source>> {
         end_set: false,
         end_checked: None,
         waiting_for: Vec::new(),
-        output_checked: None,
         ended: false,
     }))
 }

@@ -96,8 +96,6 @@ pub struct RepartitionSource {
     /// The input partitions a bounded read last waited for (logged when
     /// they change).
     pub(super) waiting_for: Vec<i32>,
-    /// When a bounded read last asked whether the output group is done.
-    pub(super) output_checked: Option<Instant>,
 }
 
 impl RepartitionSource {
@@ -228,20 +226,6 @@ impl RepartitionSource {
             self.waiting_for = waiting;
         }
         Ok(())
-    }
-
-    /// For a bounded read whose end is set: true once the whole output
-    /// group has committed every repartition partition to its end. Every
-    /// record was then read and answered by some process, so this one has
-    /// nothing left, even if the group never gave it a partition (seen on
-    /// a loaded machine: a member that joined last got no assignment
-    /// before the others ended, and waited for one).
-    fn output_committed_to_end(&mut self) -> bool {
-        if !self.end_set || !due(&mut self.output_checked, END_CHECK_EVERY) {
-            return false;
-        }
-        admin::not_committed_to_end(self.output.consumer(), &self.topic, self.input_partitions)
-            .is_empty()
     }
 
     /// The job's rows from one batch of repartition messages, by
@@ -482,17 +466,10 @@ impl Source for RepartitionSource {
                 self.ended = true;
                 Vec::new()
             }
+            // the output half ends by itself once its end is set, also
+            // when the group never gives this process a partition (its
+            // bounded group read ends when the group has read the topic)
             SourceEvent::Idle if moves.assigned.is_empty() && moves.revoked.is_empty() => {
-                if self.output_committed_to_end() {
-                    tracing::info!(
-                        component = "kafka",
-                        source = %self.name,
-                        "{}: the group has read '{}' to its end; nothing left here",
-                        self.name,
-                        self.topic
-                    );
-                    return Ok(SourceEvent::End);
-                }
                 return Ok(SourceEvent::Idle);
             }
             _ => Vec::new(),

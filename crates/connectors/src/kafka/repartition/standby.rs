@@ -188,8 +188,10 @@ fn run(settings: StandbySettings, shared: &Mutex<Shared>) {
                 let mut s = lock(shared);
                 if let Some(copy) = s.copies.get_mut(&m.partition()) {
                     copy.push(at, m.offset(), m.payload().unwrap_or_default().to_vec());
-                    copy.prune();
-                    let report = report_of(copy);
+                    let report = StandbyReport {
+                        checkpoint: copy.prune(),
+                        bytes: copy.bytes(),
+                    };
                     if let Ok(mut reports) = settings.metrics.standby_partitions.lock() {
                         reports.insert(m.partition() as usize, report);
                     }
